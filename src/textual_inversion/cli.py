@@ -1,0 +1,139 @@
+"""The `textual-inversion` command: a thin layer that maps options 1:1 onto the config dataclasses.
+
+Every option comes from a config field (its help text included), `--config file.toml` supplies the
+same options from a file, and options given on the command line win over the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # before transformers is first imported
+
+from .config import GenerateConfig, TrainConfig, coerce, read_toml  # noqa: E402
+from .errors import UserError  # noqa: E402
+
+
+def add_config_options(parser: argparse.ArgumentParser, config_class: type) -> None:
+    """One option per dataclass field; defaults are left out so we can tell what the user gave."""
+    parser.add_argument("--config", metavar="FILE.toml", help="read options from a TOML file (command-line options win)")
+    for field in dataclasses.fields(config_class):
+        flag = "--" + field.name.replace("_", "-")
+        kind = str(field.type)
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        help_text = f"{field.metadata['help']} (default: {default})"
+        common = {"dest": field.name, "help": help_text, "default": argparse.SUPPRESS}
+        if kind.startswith("bool"):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
+        elif kind.startswith("list"):
+            parser.add_argument(flag, action="append", metavar="VALUE", **common)
+        else:
+            converter = int if kind.startswith("int") else float if kind.startswith("float") else str
+            parser.add_argument(flag, type=converter, choices=field.metadata.get("choices"),
+                                metavar=field.name.upper() if not field.metadata.get("choices") else None, **common)
+
+
+def config_from_args(args: argparse.Namespace, config_class: type):
+    """Defaults < TOML file < command line."""
+    values = read_toml(args.config, config_class) if args.config else {}
+    names = {f.name for f in dataclasses.fields(config_class)}
+    values.update({name: value for name, value in vars(args).items() if name in names})
+    return coerce(config_class, values, f"--config {args.config}" if args.config else "options")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="textual-inversion",
+                                     description="Teach a text-to-image model your subject from 3-5 pictures.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show library log messages")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="learn a new token from a folder of images",
+                                description="Learn a new token (e.g. <my-cat>) from 3-5 pictures.")
+    add_config_options(train, TrainConfig)
+
+    generate = commands.add_parser("generate", help="generate images with learned concepts",
+                                   description="Generate images; --concept loads learned tokens.")
+    add_config_options(generate, GenerateConfig)
+
+    convert = commands.add_parser("convert", help="convert an embedding between diffusers, A1111 and kohya files",
+                                  description="Convert an embedding file; the output suffix picks .safetensors, .pt or .bin.")
+    convert.add_argument("input", help="embedding file to read (.safetensors, .pt, .bin)")
+    convert.add_argument("output", help="file to write; e.g. name.pt for AUTOMATIC1111, name.safetensors")
+    convert.add_argument("--format", default="diffusers", choices=("diffusers", "a1111", "kohya"),
+                         help="layout to write (default: diffusers)")
+    convert.add_argument("--token", help="rename the token (default: keep it)")
+
+    inspect = commands.add_parser("inspect", help="show what an embedding file holds",
+                                  description="Print token, vectors, width, fitting model family and training metadata.")
+    inspect.add_argument("file", help="embedding file (.safetensors, .pt, .bin) or a run folder")
+    return parser
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
+    if args.command == "train":
+        from .training import train
+
+        result = train(config_from_args(args, TrainConfig))
+        print(f"learned {result.embedding_path} in {result.seconds:.0f} s ({result.steps} steps, "
+              f"final loss {result.final_loss:.4f}); loss plot {result.output_dir / 'loss.png'}")
+    elif args.command == "generate":
+        from .generate import generate
+
+        config = config_from_args(args, GenerateConfig)
+        paths = generate(config)
+        print(f"wrote {len(paths)} image(s) and grid.png to {config.output_dir}")
+    elif args.command == "convert":
+        from .formats import read_embedding, write_embedding
+
+        embedding = read_embedding(args.input, token=args.token)
+        write_embedding(embedding, args.output, args.format)
+        print(f"wrote {args.output} ({args.format}, token {embedding.token}, {embedding.num_vectors} vector(s))")
+    elif args.command == "inspect":
+        from .concepts import resolve_concept
+        from .formats import describe
+
+        print(describe(resolve_concept(args.file)))
+    return 0
+
+
+def configure_logging(verbose: bool) -> None:
+    """Our own messages at INFO; the libraries' chatter (warnings, load bars) only with --verbose."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not verbose:
+        import diffusers
+        import transformers
+
+        diffusers.utils.logging.set_verbosity_error()
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        for name in ("matplotlib", "PIL", "accelerate", "huggingface_hub"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        import warnings
+
+        warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user mistakes become one line on stderr and exit code 2."""
+    try:
+        sys.exit(run(argv))
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Configuration as plain dataclasses; a TOML file holds the same keys as the CLI options.
+
+Each field's `help` metadata is the CLI option's help text, so the CLI mirrors the config 1:1:
+`--init-token` is `init_token`, and a TOML file may say `init_token = "cat"` or `init-token = "cat"`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+PRECISIONS = ("no", "fp16", "bf16")
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
+
+
+def option(default: Any, help: str, choices: tuple | None = None, **kwargs) -> Any:
+    """A config field carrying its CLI help text (and allowed values)."""
+    metadata = {"help": help, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata, **kwargs)
+    return field(default=default, metadata=metadata, **kwargs)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; defaults give a sensible Textual Inversion run."""
+
+    model: str = option("miniworld", "base model: hub id, local diffusers folder, single .safetensors/.ckpt file, or 'miniworld'")
+    model_config: str | None = option(None, "diffusers folder or hub id giving the configs for a single-file --model (needed offline)")
+    images: str = option("", "folder with 3-5 pictures of the subject (img.txt beside img.png is its caption, with {token})")
+    token: str = option("", "the new word to learn, e.g. <my-cat>")
+    init_token: str = option("", "word(s) the new token starts from, e.g. cat")
+    vectors: int = option(1, "number of embedding vectors for the token (multi-vector tokens hold more detail)")
+    property: str = option("object", "what the images show in common: an object or a style (picks the paper's prompt templates)", ("object", "style"))
+    output_dir: str | None = option(None, "folder for everything the run writes (default runs/<token>)")
+    steps: int = option(500, "optimizer steps")
+    lr: float = option(5e-3, "learning rate")
+    scale_lr: bool = option(False, "multiply --lr by batch size x gradient accumulation")
+    lr_scheduler: str = option("constant", "learning-rate schedule", LR_SCHEDULERS)
+    lr_warmup_steps: int = option(0, "warm-up steps for the learning-rate schedule")
+    weight_decay: float = option(0.0, "AdamW weight decay on the new embedding rows")
+    batch_size: int = option(1, "images per step")
+    grad_accum: int = option(1, "micro-batches accumulated per optimizer step")
+    resolution: int | None = option(None, "training resolution in pixels (default: the model's native size)")
+    crop: str = option("center", "how to cut a square from each image", ("center", "random"))
+    crop_variants: int = option(4, "with --crop random: random crops encoded per image")
+    flip: bool = option(True, "also train on the mirrored images")
+    mixed_precision: str = option("no", "precision of the frozen model during training (fp16 needs a GPU)", PRECISIONS)
+    seed: int = option(0, "random seed; the same seed gives the same embedding")
+    validation_prompt: str | None = option(None, "prompt for preview images during training, e.g. 'a photo of <my-cat> on a beach'")
+    validation_every: int = option(100, "render previews every N steps (with --validation-prompt)")
+    num_validation_images: int = option(4, "preview images per validation")
+    validation_steps: int = option(25, "sampling steps for preview images")
+    checkpoint_every: int = option(100, "write a resumable checkpoint every N steps (0: only at the end)")
+    resume: bool = option(False, "continue from the latest checkpoint in --output-dir")
+    overwrite: bool = option(False, "allow writing into an --output-dir that holds another run")
+    device: str = option("auto", "device: auto, cpu, cuda, cuda:1, mps")
+
+    def resolved_output_dir(self) -> Path:
+        """`output_dir`, or `runs/<token>` with the token's brackets and odd characters removed."""
+        if self.output_dir:
+            return Path(self.output_dir)
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.token).strip("-.") or "concept"
+        return Path("runs") / slug
+
+    def validate(self) -> None:
+        """Raise UserError naming the first option whose value cannot work."""
+        if not self.images:
+            raise UserError("--images is required: a folder with 3-5 pictures of your subject")
+        if not self.token or any(ch.isspace() for ch in self.token):
+            raise UserError(f"--token {self.token!r}: give one new word without spaces, e.g. <my-cat>")
+        if not self.init_token.strip():
+            raise UserError("--init-token is required: a word close to your subject, e.g. cat")
+        positive = {"vectors": self.vectors, "steps": self.steps, "batch-size": self.batch_size,
+                    "grad-accum": self.grad_accum, "crop-variants": self.crop_variants,
+                    "validation-every": self.validation_every, "num-validation-images": self.num_validation_images,
+                    "validation-steps": self.validation_steps}
+        for name, value in positive.items():
+            if value < 1:
+                raise UserError(f"--{name} {value}: must be at least 1")
+        if self.vectors > 75:
+            raise UserError(f"--vectors {self.vectors}: a prompt holds at most 75 tokens; use 1-16")
+        if not 0 < self.lr < 1:
+            raise UserError(f"--lr {self.lr}: must be between 0 and 1 (Textual Inversion uses about 5e-3)")
+        if self.checkpoint_every < 0 or self.lr_warmup_steps < 0 or self.weight_decay < 0:
+            raise UserError("--checkpoint-every, --lr-warmup-steps and --weight-decay cannot be negative")
+        if self.resolution is not None and (self.resolution < 32 or self.resolution % 8):
+            raise UserError(f"--resolution {self.resolution}: must be a multiple of 8 and at least 32")
+        check_choices(self)
+        if self.validation_prompt is not None and self.token not in self.validation_prompt:
+            raise UserError(f"--validation-prompt {self.validation_prompt!r} does not contain the token {self.token}")
+
+
+@dataclass
+class GenerateConfig:
+    """A generation request: model, learned concepts, prompt and sampling settings."""
+
+    model: str = option("miniworld", "base model: hub id, local diffusers folder, single-file checkpoint, or 'miniworld'")
+    model_config: str | None = option(None, "diffusers folder or hub id giving the configs for a single-file --model")
+    concept: list = option([], "learned concept: embedding file, run folder, or concept-library repo id (repeatable)")
+    prompt: str = option("", "the prompt, using the concepts' tokens, e.g. 'a photo of <my-cat> on the beach'")
+    negative_prompt: str | None = option(None, "what to keep out of the images")
+    num_images: int = option(4, "images to generate")
+    steps: int = option(25, "sampling steps")
+    guidance: float = option(7.5, "classifier-free guidance scale")
+    seed: int = option(0, "seed of the first image; image i uses seed + i")
+    scheduler: str | None = option(None, "sampler: ddim, ddpm, pndm, euler, euler-a, dpm++, lms (default: the model's)")
+    width: int | None = option(None, "image width in pixels (default: the model's native size)")
+    height: int | None = option(None, "image height in pixels (default: the model's native size)")
+    output_dir: str = option("outputs", "folder for the PNGs and their grid")
+    precision: str = option("auto", "weights precision: auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16", ("auto", "fp32", "fp16", "bf16"))
+    device: str = option("auto", "device: auto, cpu, cuda, cuda:1, mps")
+
+    def validate(self) -> None:
+        """Raise UserError naming the first option whose value cannot work."""
+        if not self.prompt:
+            raise UserError("--prompt is required")
+        for name in ("num_images", "steps"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value is not None and (value < 8 or value % 8):
+                raise UserError(f"--{name} {value}: must be a positive multiple of 8")
+        if self.guidance < 0:
+            raise UserError(f"--guidance {self.guidance}: cannot be negative")
+        check_choices(self)
+
+
+def check_choices(config) -> None:
+    """Raise UserError for a value outside a field's allowed choices."""
+    for config_field in dataclasses.fields(config):
+        choices = config_field.metadata.get("choices")
+        value = getattr(config, config_field.name)
+        if choices and value not in choices:
+            raise UserError(f"--{config_field.name.replace('_', '-')} {value!r}: choose one of {', '.join(choices)}")
+
+
+def read_toml(path: str | Path, config_class: type) -> dict[str, Any]:
+    """Read a TOML file of options for `config_class`; unknown keys and wrong types are errors."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"--config {path}: no such file") from None
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"--config {path}: not valid TOML ({error})") from None
+    known = {f.name: f for f in dataclasses.fields(config_class)}
+    values = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise UserError(f"--config {path}: unknown option {key!r}; see --help for the option names")
+        values[name] = value
+    return values
+
+
+def coerce(config_class: type, values: dict[str, Any], source: str) -> Any:
+    """Build `config_class` from `values`, converting TOML/CLI types and naming a bad one."""
+    types = {f.name: f.type for f in dataclasses.fields(config_class)}
+    converted = {}
+    for name, value in values.items():
+        kind = str(types[name])
+        try:
+            if value is None or kind.startswith("list"):
+                converted[name] = list(value) if kind.startswith("list") and value is not None else value
+            elif kind.startswith("bool"):
+                if not isinstance(value, bool):
+                    raise ValueError
+                converted[name] = value
+            elif kind.startswith("int"):
+                if isinstance(value, bool) or float(value) != int(value):
+                    raise ValueError
+                converted[name] = int(value)
+            elif kind.startswith("float"):
+                converted[name] = float(value)
+            else:
+                converted[name] = str(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{source}: option {name.replace('_', '-')!r} has the wrong type ({value!r}, expected {kind})") from None
+    return config_class(**converted)

@@ -1,0 +1,144 @@
+"""Training data: an image folder becomes VAE latents, encoded once, plus captions.
+
+Every image is encoded once per crop and once more flipped; each step then samples from the cached
+latent distributions instead of running the VAE again. All randomness goes through one
+`torch.Generator` so that a resumed run draws exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import UserError
+from .templates import TEMPLATES
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+MIN_IMAGE_SIDE = 32
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """The image files in `folder`, sorted; other files are skipped with a warning."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"--images {folder}: no such folder; point it at a folder holding 3-5 pictures")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    skipped = [p.name for p in files if p.suffix.lower() not in IMAGE_SUFFIXES and p.suffix.lower() != ".txt"]
+    if skipped:
+        logger.warning("--images %s: skipped %d non-image file(s): %s", folder, len(skipped), ", ".join(skipped))
+    if not images:
+        raise UserError(f"--images {folder}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    if len(images) == 1:
+        logger.warning("--images %s: only one image; 3-5 varied pictures give a better concept", folder)
+    return images
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """Open an image as upright 8-bit RGB: EXIF rotation applied, transparency composited on white."""
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            image = ImageOps.exif_transpose(opened)
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise UserError(f"{path}: cannot read this image ({error}); remove or replace the file") from None
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray((array / max(array.max(), 1) * 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    image = image.convert("RGB")
+    if min(image.size) < MIN_IMAGE_SIDE:
+        raise UserError(f"{path}: image is {image.width}x{image.height}, smaller than {MIN_IMAGE_SIDE} px; use a larger picture")
+    return image
+
+
+def read_caption(image_path: Path, token: str) -> str | None:
+    """The caption in `img.txt` beside `img.png`, with `{token}` filled in, or None."""
+    caption_path = image_path.with_suffix(".txt")
+    if not caption_path.is_file():
+        return None
+    text = caption_path.read_text(encoding="utf-8").strip()
+    if "{token}" not in text:
+        raise UserError(f"{caption_path}: caption has no {{token}} placeholder; write e.g. 'a photo of {{token}} on a table'")
+    return text.replace("{token}", token)
+
+
+def crop_and_resize(image: Image.Image, resolution: int, crop_box_origin: tuple[float, float]) -> tuple[Image.Image, tuple[int, int]]:
+    """Scale the shorter side to `resolution`, then cut a square at the relative origin given (0..1, 0..1)."""
+    scale = resolution / min(image.size)
+    width, height = max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale))
+    image = image.resize((width, height), Image.Resampling.BICUBIC)
+    left = round((width - resolution) * crop_box_origin[0])
+    top = round((height - resolution) * crop_box_origin[1])
+    return image.crop((left, top, left + resolution, top + resolution)), (top, left)
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """PIL RGB -> float tensor [3, H, W] in [-1, 1], as the VAE expects."""
+    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+@dataclass
+class LatentCache:
+    """Cached VAE latent distributions (mean, std) for every image, crop and flip."""
+
+    means: torch.Tensor  # [entries, C, h, w]
+    stds: torch.Tensor
+    image_index: list[int]  # which source image each entry came from
+    flipped: list[bool]
+    crop_top_left: list[tuple[int, int]]
+    original_sizes: list[tuple[int, int]]  # (height, width) before resizing, for SDXL's size conditioning
+
+    def sample(self, entries: torch.Tensor, generator: torch.Generator, scaling_factor: float) -> torch.Tensor:
+        """Draw latents for the given entries, as `latent_dist.sample()` would, times the VAE scale."""
+        means, stds = self.means[entries], self.stds[entries]
+        noise = torch.randn(means.shape, generator=generator, dtype=means.dtype)
+        return (means + stds * noise) * scaling_factor
+
+
+@torch.no_grad()
+def encode_images(vae, images: list[Image.Image], resolution: int, crop: str, crop_variants: int,
+                  flip: bool, seed: int, device: torch.device, dtype: torch.dtype) -> LatentCache:
+    """Encode each image once per crop (and flipped, if `flip`) with the VAE."""
+    crop_rng = random.Random(seed)
+    pixels, image_index, flipped, crops, sizes = [], [], [], [], []
+    for index, image in enumerate(images):
+        origins = [(0.5, 0.5)] if crop == "center" else [(crop_rng.random(), crop_rng.random()) for _ in range(crop_variants)]
+        for origin in origins:
+            cropped, top_left = crop_and_resize(image, resolution, origin)
+            for is_flipped in ([False, True] if flip else [False]):
+                shown = ImageOps.mirror(cropped) if is_flipped else cropped
+                pixels.append(to_tensor(shown))
+                image_index.append(index)
+                flipped.append(is_flipped)
+                crops.append(top_left)
+                sizes.append((image.height, image.width))
+    means, stds = [], []
+    for start in range(0, len(pixels), 8):
+        batch = torch.stack(pixels[start:start + 8]).to(device=device, dtype=dtype)
+        distribution = vae.encode(batch).latent_dist
+        means.append(distribution.mean.float().cpu())
+        stds.append(distribution.std.float().cpu())
+    return LatentCache(torch.cat(means), torch.cat(stds), image_index, flipped, crops, sizes)
+
+
+def make_captions(image_paths: list[Path], prompt_token: str, property_kind: str) -> list[list[str]]:
+    """Per image, the captions to draw from: its own `.txt` caption, or the paper's templates."""
+    templates = [template.format(prompt_token) for template in TEMPLATES[property_kind]]
+    captions = []
+    for path in image_paths:
+        own = read_caption(path, prompt_token)
+        captions.append([own] if own is not None else templates)
+    return captions

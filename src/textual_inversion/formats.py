@@ -1,0 +1,180 @@
+"""Embedding files as the field trades them, read and written safely.
+
+Layouts (all hold one token, possibly several vectors):
+- diffusers: `{token: [n, dim]}` in `.safetensors`, or the legacy pickled `.bin`; SDXL: `{clip_l, clip_g}`
+- AUTOMATIC1111 / ComfyUI: `.pt` with `string_to_param["*"]`, or `.safetensors` with `emb_params`;
+  SDXL: `.safetensors` with `clip_l` and `clip_g`
+- kohya: `.safetensors` with `emb_params` (SDXL: `clip_l` and `clip_g`)
+Pickles are opened with `weights_only=True`: a file that needs anything but tensors and plain
+containers to load is refused, because unpickling it could run code.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .atomic import atomic_path
+from .errors import UserError
+
+FORMATS = ("diffusers", "a1111", "kohya")
+SDXL_KEYS = ("clip_l", "clip_g")
+SINGLE_ENCODER = "text_encoder"
+FAMILY_OF_WIDTH = {768: "sd1", 1024: "sd2"}
+
+
+@dataclass
+class Embedding:
+    """One learned token: its vectors per text encoder (`text_encoder`, or `clip_l` + `clip_g`)."""
+
+    token: str
+    vectors: dict[str, torch.Tensor]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def num_vectors(self) -> int:
+        return next(iter(self.vectors.values())).shape[0]
+
+    @property
+    def family(self) -> str:
+        """The model family these vectors fit."""
+        if set(self.vectors) == set(SDXL_KEYS):
+            return "sdxl"
+        width = self.vectors[SINGLE_ENCODER].shape[-1]
+        return FAMILY_OF_WIDTH.get(width, f"sd-like-{width}")
+
+    def widths(self) -> dict[str, int]:
+        return {name: tensor.shape[-1] for name, tensor in self.vectors.items()}
+
+
+def read_embedding(path: str | Path, token: str | None = None) -> Embedding:
+    """Read any supported embedding file; `token` overrides the token stored in it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such embedding file")
+    if path.suffix == ".safetensors":
+        tensors, metadata = read_safetensors(path)
+    elif path.suffix in (".pt", ".bin", ".ckpt", ".pth"):
+        tensors, metadata = read_pickle(path), {}
+    else:
+        raise UserError(f"{path}: unknown embedding file type; expected .safetensors, .pt or .bin")
+    embedding = embedding_from_dict(path, tensors, metadata)
+    if token:
+        embedding.token = token
+    return embedding
+
+
+def read_safetensors(path: Path) -> tuple[dict, dict[str, str]]:
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: handle.get_tensor(key) for key in handle.keys()}, dict(handle.metadata() or {})
+    except (SafetensorError, OSError) as error:
+        raise UserError(f"{path}: not a readable .safetensors file ({error})") from None
+
+
+def read_pickle(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = str(error).split("\n")[0][:200]
+        raise UserError(f"{path}: refused: the file holds Python objects other than tensors, and loading them "
+                        f"could run code ({reason}); get a .safetensors version of it") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise UserError(f"{path}: not a readable PyTorch file ({str(error)[:200]})") from None
+
+
+def embedding_from_dict(path: Path, data, metadata: dict[str, str]) -> Embedding:
+    """Recognise the layout of a loaded file and pull out token and vectors."""
+    stored_token = metadata.get("token")
+    if isinstance(data, torch.Tensor):
+        return Embedding(stored_token or path.stem, {SINGLE_ENCODER: as_matrix(path, data)}, metadata)
+    if not isinstance(data, dict) or not data:
+        raise UserError(f"{path}: not an embedding file (found {type(data).__name__})")
+    if all(key in data for key in SDXL_KEYS):
+        vectors = {key: as_matrix(path, data[key]) for key in SDXL_KEYS}
+        return Embedding(stored_token or path.stem, vectors, metadata)
+    if "string_to_param" in data:  # AUTOMATIC1111 .pt; A1111 names the token after the file
+        params = data["string_to_param"]
+        if not isinstance(params, dict) or not params:
+            raise UserError(f"{path}: AUTOMATIC1111 embedding with an empty string_to_param")
+        tensor = params.get("*", next(iter(params.values())))
+        name = data.get("name") if isinstance(data.get("name"), str) else None
+        return Embedding(stored_token or name or path.stem, {SINGLE_ENCODER: as_matrix(path, tensor)}, metadata)
+    if "emb_params" in data:
+        return Embedding(stored_token or path.stem, {SINGLE_ENCODER: as_matrix(path, data["emb_params"])}, metadata)
+    if len(data) == 1:
+        token, tensor = next(iter(data.items()))
+        return Embedding(stored_token or str(token), {SINGLE_ENCODER: as_matrix(path, tensor)}, metadata)
+    keys = ", ".join(sorted(map(str, data))[:5])
+    raise UserError(f"{path}: not an embedding file (keys: {keys}); expected a token->tensor entry, "
+                    "string_to_param, emb_params, or clip_l/clip_g")
+
+
+def as_matrix(path: Path, tensor) -> torch.Tensor:
+    """Vectors as float32 [n, dim]; the concept library's 1-D single vectors become [1, dim]."""
+    if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point() or tensor.dim() not in (1, 2):
+        shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+        raise UserError(f"{path}: expected embedding vectors of shape [n, dim], found {shape}")
+    matrix = tensor.detach().float().reshape(-1, tensor.shape[-1])
+    if not torch.isfinite(matrix).all():
+        raise UserError(f"{path}: the embedding holds NaN or infinite values; it was saved from a diverged run")
+    return matrix.contiguous()
+
+
+def write_embedding(embedding: Embedding, path: str | Path, format: str = "diffusers") -> Path:
+    """Write `embedding` in `format` (diffusers, a1111, kohya); the file type follows the suffix."""
+    path = Path(path)
+    if format not in FORMATS:
+        raise UserError(f"--format {format}: choose one of {', '.join(FORMATS)}")
+    sdxl = embedding.family == "sdxl"
+    vectors = {name: tensor.detach().float().contiguous().cpu() for name, tensor in embedding.vectors.items()}
+    metadata = {**embedding.metadata, "token": embedding.token, "format": format}
+    if path.suffix == ".safetensors":
+        if sdxl:
+            payload = vectors
+        elif format == "diffusers":
+            payload = {embedding.token: vectors[SINGLE_ENCODER]}
+        else:
+            payload = {"emb_params": vectors[SINGLE_ENCODER]}
+        with atomic_path(path) as temporary:
+            save_file(payload, str(temporary), metadata={k: str(v) for k, v in metadata.items()})
+        return path
+    if path.suffix in (".pt", ".bin"):
+        if format == "kohya":
+            raise UserError(f"{path}: kohya embeddings are .safetensors files; change the suffix")
+        if format == "a1111":
+            if sdxl:
+                raise UserError(f"{path}: AUTOMATIC1111 stores SDXL embeddings as .safetensors; change the suffix")
+            payload = {"string_to_token": {"*": 265}, "string_to_param": {"*": vectors[SINGLE_ENCODER]},
+                       "name": embedding.token, "step": int(embedding.metadata.get("steps", 0) or 0),
+                       "sd_checkpoint": None, "sd_checkpoint_name": embedding.metadata.get("base_model")}
+        else:
+            payload = vectors if sdxl else {embedding.token: vectors[SINGLE_ENCODER]}
+        with atomic_path(path) as temporary:
+            torch.save(payload, temporary)
+        return path
+    raise UserError(f"{path}: unknown output type; end the name in .safetensors, .pt or .bin")
+
+
+def describe(embedding: Embedding) -> str:
+    """A few human-readable lines: token, vectors, widths, family, stored training metadata."""
+    widths = ", ".join(f"{name} {width}" for name, width in embedding.widths().items())
+    lines = [f"token:    {embedding.token}",
+             f"vectors:  {embedding.num_vectors}",
+             f"width:    {widths}",
+             f"fits:     {family_label(embedding.family)}"]
+    for key in ("base_model", "family", "method", "steps", "created", "tool_version", "format"):
+        if key in embedding.metadata:
+            lines.append(f"{key + ':':<9} {embedding.metadata[key]}")
+    return "\n".join(lines)
+
+
+def family_label(family: str) -> str:
+    labels = {"sd1": "Stable Diffusion 1.x (768-wide CLIP)", "sd2": "Stable Diffusion 2.x (1024-wide OpenCLIP)",
+              "sdxl": "Stable Diffusion XL (clip_l 768 + clip_g 1280)"}
+    return labels.get(family, f"models whose text encoder is {family.removeprefix('sd-like-')} wide (e.g. miniworld)")

@@ -1,0 +1,98 @@
+"""Generation: a pipeline plus learned concepts -> PNGs with their parameters, and a grid."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
+                       EulerDiscreteScheduler, LMSDiscreteScheduler, PNDMScheduler)
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from .atomic import atomic_path
+from .config import GenerateConfig
+from .errors import UserError
+
+logger = logging.getLogger(__name__)
+
+SCHEDULERS = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler, "pndm": PNDMScheduler, "euler": EulerDiscreteScheduler,
+              "euler-a": EulerAncestralDiscreteScheduler, "dpm++": DPMSolverMultistepScheduler,
+              "lms": LMSDiscreteScheduler}
+PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def generate(config: GenerateConfig, pipe=None) -> list[Path]:
+    """Generate `config.num_images` images; returns the PNG paths (the grid is written beside them)."""
+    from .concepts import load_concepts, undefined_tokens
+    from .models import load_pipeline, pick_device
+
+    config.validate()
+    device = pick_device(config.device)
+    dtype = PRECISION_DTYPES.get(config.precision, torch.float16 if device.type == "cuda" else torch.float32)
+    if pipe is None:
+        pipe = load_pipeline(config.model, config.model_config, dtype)
+        load_concepts(pipe, config.concept)
+    missing = undefined_tokens(config.prompt, pipe.tokenizer) + undefined_tokens(config.negative_prompt or "", pipe.tokenizer)
+    if missing:
+        raise UserError(f"--prompt uses {', '.join(missing)} but no loaded --concept defines it; "
+                        "add --concept with that token's embedding")
+    if config.scheduler:
+        if config.scheduler not in SCHEDULERS:
+            raise UserError(f"--scheduler {config.scheduler}: choose one of {', '.join(SCHEDULERS)}")
+        pipe.scheduler = SCHEDULERS[config.scheduler].from_config(pipe.scheduler.config)
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    width = config.width or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    height = config.height or pipe.unet.config.sample_size * pipe.vae_scale_factor
+
+    paths, images = [], []
+    from tqdm.auto import tqdm
+
+    for index in tqdm(range(config.num_images), desc="generating", unit="image"):
+        seed = config.seed + index
+        image = pipe(config.prompt, negative_prompt=config.negative_prompt, num_inference_steps=config.steps,
+                     guidance_scale=config.guidance, width=width, height=height,
+                     generator=torch.Generator().manual_seed(seed)).images[0]
+        parameters = a1111_parameters(config, seed, width, height, type(pipe.scheduler).__name__)
+        path = output_dir / f"{seed:06d}.png"
+        save_png(image, path, parameters)
+        paths.append(path)
+        images.append(image)
+    save_grid(images, output_dir / "grid.png")
+    return paths
+
+
+def a1111_parameters(config: GenerateConfig, seed: int, width: int, height: int, sampler: str) -> str:
+    """The `parameters` PNG text chunk as AUTOMATIC1111 writes it, so its PNG-info tab reads ours."""
+    lines = [config.prompt]
+    if config.negative_prompt:
+        lines.append(f"Negative prompt: {config.negative_prompt}")
+    concepts = ", ".join(Path(str(c)).name for c in config.concept)
+    lines.append(f"Steps: {config.steps}, Sampler: {sampler}, CFG scale: {config.guidance}, Seed: {seed}, "
+                 f"Size: {width}x{height}, Model: {config.model}" + (f", Concepts: {concepts}" if concepts else ""))
+    return "\n".join(lines)
+
+
+def save_png(image: Image.Image, path: Path, parameters: str) -> None:
+    info = PngInfo()
+    info.add_text("parameters", parameters)
+    with atomic_path(path) as temporary:
+        image.save(temporary, format="PNG", pnginfo=info)
+
+
+def save_grid(images: list[Image.Image], path: Path) -> Path:
+    """Tile `images` into a near-square grid and write it atomically."""
+    columns = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    width, height = images[0].size
+    grid = Image.new("RGB", (columns * width, rows * height), "white")
+    for index, image in enumerate(images):
+        grid.paste(image, ((index % columns) * width, (index // columns) * height))
+    with atomic_path(path) as temporary:
+        grid.save(temporary, format="PNG")
+    return path

@@ -1,0 +1,57 @@
+"""Textual Inversion (Gal et al. 2022): only new token embeddings learn; the model stays frozen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..formats import SINGLE_ENCODER, Embedding, write_embedding
+from ..models import text_encoders
+from ..tokens import add_placeholder_tokens, attach_placeholder_embedding, detach_placeholder_embedding, initializer_embeddings
+
+EMBEDDING_FILE = "learned_embeds.safetensors"
+
+
+class TextualInversion:
+    """New rows for `config.token` in every text encoder of the pipeline (both of SDXL's)."""
+
+    name = "textual-inversion"
+
+    def __init__(self, config):
+        self.config = config
+        self.rows: dict[str, torch.nn.Parameter] = {}
+        self.encoders: list = []
+
+    def prepare(self, pipe) -> None:
+        """Add the token to each tokenizer and wrap each text encoder's embedding with trainable rows."""
+        for name, tokenizer, encoder in text_encoders(pipe):
+            base = encoder.get_input_embeddings()
+            initial = initializer_embeddings(tokenizer, base, self.config.init_token, self.config.vectors)
+            ids = add_placeholder_tokens(tokenizer, self.config.token, self.config.vectors)
+            wrapper = attach_placeholder_embedding(encoder, ids[0], initial)
+            self.rows[SINGLE_ENCODER if name == "text_encoder" else name] = wrapper.new_rows
+            self.encoders.append(encoder)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.rows.values())
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: rows.detach().clone() for name, rows in self.rows.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for name, rows in self.rows.items():
+                rows.copy_(state[name])
+
+    def embedding(self, metadata: dict[str, str]) -> Embedding:
+        return Embedding(self.config.token, self.state_dict(), dict(metadata))
+
+    def save(self, output_dir: Path, metadata: dict[str, str]) -> Path:
+        """Write the learned vectors as a diffusers-loadable `learned_embeds.safetensors`."""
+        return write_embedding(self.embedding(metadata), Path(output_dir) / EMBEDDING_FILE, "diffusers")
+
+    def release(self) -> None:
+        """Give the text encoders their original embedding modules back."""
+        for encoder in self.encoders:
+            detach_placeholder_embedding(encoder)

@@ -1,0 +1,224 @@
+"""Train the miniworld text-to-image model from scratch and save it as a diffusers pipeline.
+
+    python -m textual_inversion.miniworld.build [--output DIR] [--seed N] [--threads N]
+
+Stages:
+1. VAE on freshly rendered images (all shapes, star included: the VAE is a
+   generic image codec and must be able to encode images of new concepts).
+2. Render a base-training set (no star; teal never named) and cache its latents.
+3. UNet + text encoder jointly, v-prediction, 10% empty captions for CFG, EMA.
+
+The pipeline is exported (fp16 safetensors) every ``--save-every`` steps, so a
+usable model exists even if the run is stopped early. Default step counts keep
+the whole build under two hours on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import MODEL_DIR
+from .architecture import make_sample_scheduler, make_text_encoder, make_train_scheduler, make_unet, make_vae, n_params
+from .captions import caption
+from .tokenizer import save_tokenizer
+from .world import SHAPES, random_scene, render
+
+log = logging.getLogger(__name__)
+
+
+def to_tensor(images) -> torch.Tensor:
+    """PIL images -> float tensor in [-1, 1], NCHW."""
+    arr = np.stack([np.asarray(im, dtype=np.float32) for im in images]) / 127.5 - 1.0
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+
+def lr_at(step: int, total: int, base: float, warmup: int) -> float:
+    """Linear warmup then cosine decay to 10% of ``base``."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def train_vae(steps: int, batch: int, rng: random.Random, lr: float = 1e-3):
+    """Stage 1: reconstruction (L1 + MSE) with a tiny KL term to keep latents tame."""
+    vae = make_vae()
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    bar = tqdm(range(steps), desc="vae", mininterval=10)
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, lr, 50)
+        x = to_tensor([render(random_scene(rng, shapes=SHAPES)) for _ in range(batch)])
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample
+        kl = post.kl().mean() / x[0].numel()
+        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + 1e-4 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+    vae = vae.eval().requires_grad_(False)
+    with torch.no_grad():  # quick quality check on fresh renders, for the log
+        x = to_tensor([render(random_scene(rng, shapes=SHAPES)) for _ in range(64)])
+        mse = F.mse_loss(vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1), x).item()
+    log.info("vae reconstruction PSNR %.2f dB", 10 * math.log10(4.0 / mse))
+    return vae
+
+
+@torch.no_grad()
+def cache_latents(vae, n: int, rng: random.Random, batch: int = 256):
+    """Stage 2: render ``n`` base-training scenes; keep their latent means/stds and scenes."""
+    scenes = [random_scene(rng) for _ in range(n)]
+    means, stds = [], []
+    for i in tqdm(range(0, n, batch), desc="latents", mininterval=10):
+        post = vae.encode(to_tensor([render(s) for s in scenes[i : i + batch]])).latent_dist
+        means.append(post.mean)
+        stds.append(post.std)
+    return scenes, torch.cat(means), torch.cat(stds)
+
+
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+            pe.lerp_(pm, 1.0 - decay)
+
+
+def export(out: Path, vae, text_encoder, tokenizer, unet, tok_files: Path) -> None:
+    """Write a StableDiffusionPipeline folder with fp16 safetensors weights."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=copy.deepcopy(vae).half(),
+        text_encoder=copy.deepcopy(text_encoder).half(),
+        tokenizer=tokenizer,
+        unet=copy.deepcopy(unet).half(),
+        scheduler=make_sample_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    tmp = out.with_name(out.name + ".tmp")
+    pipe.save_pretrained(str(tmp), safe_serialization=True)
+    # Weights are fp16 on disk, but plain `from_pretrained` should give fp32 modules on CPU;
+    # transformers honours the config's dtype, so record float32 there.
+    cfg_path = tmp / "text_encoder" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["dtype"] = "float32"
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    # Keep the classic slow-tokenizer files too (older transformers need them).
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(tok_files / name, tmp / "tokenizer" / name)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def train_unet(args, vae, scenes, means, stds, out: Path, rng: random.Random) -> None:
+    """Stage 3: UNet + text encoder with v-prediction, min-SNR weighting, CFG dropout and EMA."""
+    from transformers import CLIPTokenizer
+
+    tok_dir = out.with_name(out.name + ".tokenizer")
+    save_tokenizer(tok_dir)
+    tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))
+    text_encoder = make_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
+    unet = make_unet()
+    log.info("params: unet %.2fM text %.2fM vae %.2fM", n_params(unet) / 1e6, n_params(text_encoder) / 1e6, n_params(vae) / 1e6)
+    ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
+    sched = make_train_scheduler()
+    alphas = sched.alphas_cumprod
+    snr = alphas / (1 - alphas).clamp(min=1e-8)
+    # Latent scale: unit variance for the diffusion model (stored in the VAE config).
+    sample = means[:2048] + stds[:2048] * torch.randn_like(means[:2048])
+    scale = float(1.0 / sample.std())
+    vae.register_to_config(scaling_factor=scale)
+    log.info("latent scaling factor %.4f", scale)
+
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    g = torch.Generator().manual_seed(args.seed)
+    bar = tqdm(range(args.unet_steps), desc="unet", mininterval=10)
+    for step in bar:
+        for grp in opt.param_groups:
+            grp["lr"] = lr_at(step, args.unet_steps, args.lr, 200)
+        idx = torch.randint(0, len(scenes), (args.batch_size,), generator=g)
+        z0 = (means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=g)) * scale
+        texts = ["" if rng.random() < args.caption_dropout else caption(scenes[i], rng) for i in idx.tolist()]
+        ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+        t = torch.randint(0, sched.config.num_train_timesteps, (args.batch_size,), generator=g)
+        noise = torch.randn(z0.shape, generator=g)
+        zt = sched.add_noise(z0, noise, t)
+        target = sched.get_velocity(z0, noise, t)
+        pred = unet(zt, t, text_encoder(ids)[0]).sample
+        # Min-SNR-5 weighting (v-prediction form) speeds up convergence a lot at small step counts.
+        w = (snr[t].clamp(max=5.0) / (snr[t] + 1)).view(-1, 1, 1, 1)
+        loss = (w * (pred - target) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(args.ema, (1 + step) / (10 + step))
+        ema_update(ema_unet, unet, decay)
+        ema_update(ema_text, text_encoder, decay)
+        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        if (step + 1) % args.save_every == 0 or step + 1 == args.unet_steps:
+            export(out, vae, ema_text, tokenizer, ema_unet, tok_dir)
+            log.info("exported step %d to %s", step + 1, out)
+    shutil.rmtree(tok_dir, ignore_errors=True)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output", default=str(MODEL_DIR), help="pipeline folder to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--vae-steps", type=int, default=1200)
+    p.add_argument("--vae-batch", type=int, default=16)
+    p.add_argument("--cache-size", type=int, default=20000, help="pre-rendered base-training images")
+    p.add_argument("--unet-steps", type=int, default=8500)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=6e-4)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--caption-dropout", type=float, default=0.1)
+    p.add_argument("--save-every", type=int, default=1000)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log.info("args: %s", vars(args))
+
+    t0 = time.time()
+    vae = train_vae(args.vae_steps, args.vae_batch, rng)
+    t1 = time.time()
+    log.info("stage vae: %.1f s", t1 - t0)
+    scenes, means, stds = cache_latents(vae, args.cache_size, rng)
+    t2 = time.time()
+    log.info("stage latents: %.1f s", t2 - t1)
+    train_unet(args, vae, scenes, means, stds, out, rng)
+    t3 = time.time()
+    log.info("stage unet+text: %.1f s; total %.1f s", t3 - t2, t3 - t0)
+    print(f"wrote {out} in {(t3 - t0) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""The output folder of a run: who owns it (a lock), what it holds (run.json), its loss files."""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import shutil
+from pathlib import Path
+
+from .atomic import atomic_path, write_text_atomic
+from .checkpoints import CHECKPOINT_DIR, latest_checkpoint
+from .errors import UserError
+
+RUN_FILE = "run.json"
+LOCK_FILE = ".lock"
+
+
+class RunLock:
+    """An exclusive lock on an output folder, released by the OS even if the process is killed."""
+
+    def __init__(self, output_dir: Path):
+        self.path = Path(output_dir) / LOCK_FILE
+        self.handle = None
+
+    def __enter__(self) -> RunLock:
+        self.handle = open(self.path, "a+")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.close()
+            raise UserError(f"--output-dir {self.path.parent}: another training run is writing there; "
+                            "wait for it or choose another --output-dir") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def prepare_output_dir(config) -> Path:
+    """Create the output folder; refuse one holding another run unless resuming or overwriting."""
+    output_dir = config.resolved_output_dir()
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"--output-dir {output_dir}: cannot write there ({error.strerror}); choose another folder") from None
+    has_run = (output_dir / RUN_FILE).is_file() or latest_checkpoint(output_dir) is not None
+    if config.resume:
+        if latest_checkpoint(output_dir) is None:
+            raise UserError(f"--resume: {output_dir} holds no checkpoint to resume from; drop --resume to start anew")
+    elif has_run and not config.overwrite:
+        raise UserError(f"--output-dir {output_dir}: holds another run; pass --resume to continue it, "
+                        "--overwrite to replace it, or choose another --output-dir")
+    return output_dir
+
+
+def clear_previous_run(output_dir: Path) -> None:
+    """With --overwrite: remove the old run's checkpoints so they cannot be resumed by mistake."""
+    shutil.rmtree(output_dir / CHECKPOINT_DIR, ignore_errors=True)
+
+
+def write_run_file(output_dir: Path, config, status: str, extra: dict | None = None) -> None:
+    record = {"status": status, "config": dataclasses.asdict(config), **(extra or {})}
+    write_text_atomic(output_dir / RUN_FILE, json.dumps(record, indent=2, default=str))
+
+
+def write_loss_files(output_dir: Path, history: list[tuple[int, float, float]]) -> None:
+    """loss.csv (step, loss, lr) and loss.png, a plot of the loss with its running mean."""
+    lines = ["step,loss,lr"] + [f"{step},{loss:.6f},{lr:.6g}" for step, loss, lr in history]
+    write_text_atomic(output_dir / "loss.csv", "\n".join(lines) + "\n")
+    if not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [row[0] for row in history]
+    losses = [row[1] for row in history]
+    window = max(1, len(losses) // 20)
+    smoothed = [sum(losses[max(0, i - window + 1): i + 1]) / len(losses[max(0, i - window + 1): i + 1])
+                for i in range(len(losses))]
+    figure, axes = plt.subplots(figsize=(6, 3.5), dpi=100)
+    axes.plot(steps, losses, alpha=0.3, label="loss")
+    axes.plot(steps, smoothed, label=f"mean of {window}")
+    axes.set_xlabel("step")
+    axes.set_ylabel("diffusion loss")
+    axes.legend()
+    figure.tight_layout()
+    with atomic_path(output_dir / "loss.png") as temporary:
+        figure.savefig(temporary, format="png")
+    plt.close(figure)
+
+
+def remove_stale_temporaries(output_dir: Path) -> None:
+    """Temporary files left by a killed run (atomic writes that never completed)."""
+    for leftover in list(output_dir.glob(".*.tmp")) + list((output_dir / CHECKPOINT_DIR).glob(".step-*")):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)

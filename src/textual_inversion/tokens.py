@@ -1,0 +1,106 @@
+"""Placeholder tokens: add them to a tokenizer and let only their embedding rows learn.
+
+The text encoder's own embedding matrix is never modified during training. Instead its token
+embedding module is wrapped by `PlaceholderEmbedding`, which looks up the frozen matrix for known
+ids and a small trainable tensor for the new ids. So the optimizer sees only the new rows, no
+full-matrix gradient is ever built, and every pretrained weight stays bit-identical.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+def placeholder_token_names(token: str, num_vectors: int) -> list[str]:
+    """The tokenizer entries for a (multi-vector) token, in diffusers' convention: `<t>`, `<t>_1`, ..."""
+    return [token] + [f"{token}_{i}" for i in range(1, num_vectors)]
+
+
+def add_placeholder_tokens(tokenizer, token: str, num_vectors: int) -> list[int]:
+    """Add `token` (and its extra vectors) to `tokenizer`; return their ids, which are contiguous."""
+    names = placeholder_token_names(token, num_vectors)
+    vocab = tokenizer.get_vocab()
+    taken = [name for name in names if name in vocab]
+    if taken:
+        raise UserError(
+            f"--token {token!r}: {taken[0]!r} is already in the model's vocabulary; "
+            "pick a new word, e.g. wrapped in angle brackets like <my-cat>"
+        )
+    added = tokenizer.add_tokens(names)
+    if added != len(names):
+        raise UserError(f"--token {token!r}: the tokenizer would not add it as a single new token; pick another word")
+    ids = tokenizer.convert_tokens_to_ids(names)
+    if ids != list(range(ids[0], ids[0] + len(ids))):
+        raise RuntimeError(f"placeholder ids are not contiguous: {ids}")
+    return ids
+
+
+def initializer_embeddings(tokenizer, embedding: nn.Embedding, init_text: str, num_vectors: int) -> torch.Tensor:
+    """Starting vectors from the words in `init_text` ([num_vectors, dim], float32).
+
+    Rule: if the text splits into exactly `num_vectors` tokens, vector i starts from token i;
+    otherwise every vector starts from the mean of all its tokens. Nothing is silently dropped.
+    """
+    init_ids = tokenizer.encode(init_text, add_special_tokens=False)
+    if not init_text.strip() or not init_ids:
+        raise UserError("--init-token is empty; give a word close to your subject, e.g. --init-token cat")
+    weight = embedding.weight.detach().float()
+    if any(i >= weight.shape[0] for i in init_ids):
+        raise UserError(f"--init-token {init_text!r} uses tokens the text encoder has no embedding for")
+    vectors = weight[init_ids]
+    if len(init_ids) == num_vectors:
+        return vectors.clone()
+    if len(init_ids) > 1:
+        logger.info("--init-token %r is %d tokens; each of the %d vectors starts from their mean",
+                    init_text, len(init_ids), num_vectors)
+    return vectors.mean(dim=0, keepdim=True).repeat(num_vectors, 1)
+
+
+class PlaceholderEmbedding(nn.Module):
+    """A frozen token embedding plus trainable rows for the ids from `first_new_id` on."""
+
+    def __init__(self, base: nn.Embedding, first_new_id: int, initial_rows: torch.Tensor):
+        super().__init__()
+        self.base = base
+        self.first_new_id = first_new_id
+        self.new_rows = nn.Parameter(initial_rows.detach().clone().float())
+
+    @property
+    def weight(self) -> torch.Tensor:
+        # Some callers read `.weight` for the dtype/device or the dimension; the frozen matrix answers.
+        return self.base.weight
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.base.embedding_dim
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        is_new = input_ids >= self.first_new_id
+        known = self.base(input_ids.clamp(max=self.first_new_id - 1))
+        new_index = (input_ids - self.first_new_id).clamp(min=0, max=self.new_rows.shape[0] - 1)
+        new = self.new_rows.to(known.dtype)[new_index]
+        return torch.where(is_new.unsqueeze(-1), new, known)
+
+
+def attach_placeholder_embedding(text_encoder, first_new_id: int, initial_rows: torch.Tensor) -> PlaceholderEmbedding:
+    """Wrap `text_encoder`'s token embedding so rows from `first_new_id` on come from `initial_rows`."""
+    base = text_encoder.get_input_embeddings()
+    if isinstance(base, PlaceholderEmbedding):
+        raise RuntimeError("text encoder already has placeholder rows attached")
+    wrapper = PlaceholderEmbedding(base, first_new_id, initial_rows.to(base.weight.device))
+    text_encoder.set_input_embeddings(wrapper)
+    return wrapper
+
+
+def detach_placeholder_embedding(text_encoder) -> None:
+    """Put the original embedding module back (the placeholder rows are dropped)."""
+    current = text_encoder.get_input_embeddings()
+    if isinstance(current, PlaceholderEmbedding):
+        text_encoder.set_input_embeddings(current.base)

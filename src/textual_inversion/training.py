@@ -1,0 +1,210 @@
+"""The one training loop shared by every method.
+
+Read top to bottom: load the model, freeze it, let the method add its parameters, encode the images
+once, then per step: sample cached latents, add noise, predict it, step the optimizer. Around that:
+previews, checkpoints, resume, Ctrl-C, loss files. All sampling draws from one CPU generator whose
+state is checkpointed, so a resumed run is bit-identical to an uninterrupted one on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from diffusers import DDPMScheduler
+from diffusers.optimization import get_scheduler
+from tqdm.auto import tqdm
+
+from . import __version__
+from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .data import encode_images, list_images, load_rgb, make_captions
+from .errors import UserError
+from .generate import save_grid
+from .methods import METHODS
+from .models import load_pipeline, model_family, pick_device
+from .rundir import (RunLock, clear_previous_run, prepare_output_dir, remove_stale_temporaries, write_loss_files,
+                     write_run_file)
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or interrupted) run produced."""
+
+    output_dir: Path
+    embedding_path: Path | None
+    steps: int
+    final_loss: float
+    seconds: float
+    interrupted: bool = False
+    loss_history: list[tuple[int, float, float]] = field(default_factory=list)
+
+
+def train(config: TrainConfig, method_name: str = "textual-inversion") -> TrainResult:
+    """Train a concept as `config` says; returns where the result is."""
+    config.validate()
+    output_dir = prepare_output_dir(config)
+    with RunLock(output_dir):
+        remove_stale_temporaries(output_dir)
+        if config.overwrite and not config.resume:
+            clear_previous_run(output_dir)
+        return run_training(config, METHODS[method_name](config), output_dir)
+
+
+def run_training(config: TrainConfig, method, output_dir: Path) -> TrainResult:
+    started = time.monotonic()
+    device = pick_device(config.device)
+    if config.mixed_precision == "fp16" and device.type != "cuda":
+        raise UserError("--mixed-precision fp16 needs a CUDA GPU; on this device use bf16 or no")
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=device.type == "cpu")
+    weight_dtype = WEIGHT_DTYPES[config.mixed_precision]
+
+    image_paths = list_images(config.images)
+    images = [load_rgb(path) for path in image_paths]
+    captions = make_captions(image_paths, config.token, config.property)
+
+    pipe = load_pipeline(config.model, config.model_config)
+    pipe.set_progress_bar_config(disable=True)
+    for module in (pipe.unet, pipe.vae, *[getattr(pipe, "text_encoder_2", None), pipe.text_encoder]):
+        if module is not None:
+            module.requires_grad_(False).eval()
+    resolution = config.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    pipe.vae.to(accelerator.device)
+    cache = encode_images(pipe.vae, images, resolution, config.crop, config.crop_variants, config.flip,
+                          config.seed, accelerator.device, torch.float32)
+    method.prepare(pipe)
+    if weight_dtype != torch.float32:
+        pipe.to(dtype=weight_dtype)
+    pipe.to(accelerator.device)
+    for parameter in method.trainable_parameters():
+        parameter.data = parameter.data.float()
+    is_sdxl = hasattr(pipe, "text_encoder_2")
+
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    lr = config.lr * (config.batch_size * config.grad_accum * accelerator.num_processes if config.scale_lr else 1)
+    optimizer = torch.optim.AdamW(method.trainable_parameters(), lr=lr, weight_decay=config.weight_decay)
+    lr_schedule = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps,
+                                num_training_steps=config.steps)
+    optimizer = accelerator.prepare(optimizer)
+    generator = torch.Generator().manual_seed(config.seed)
+
+    start_step, history = 0, []
+    if config.resume:
+        checkpoint = latest_checkpoint(output_dir)
+        weights, state = load_checkpoint(checkpoint)
+        method.load_state_dict(weights)
+        optimizer.load_state_dict(state["optimizer"])
+        lr_schedule.load_state_dict(state["lr_schedule"])
+        generator.set_state(state["generator"])
+        start_step, history = state["step"], [tuple(row) for row in state["history"]]
+        logger.info("resuming from %s (step %d)", checkpoint, start_step)
+
+    metadata = {"base_model": config.model, "family": model_family(pipe), "method": method.name,
+                "token": config.token, "vectors": str(config.vectors), "init_token": config.init_token,
+                "property": config.property, "seed": str(config.seed), "lr": str(config.lr),
+                "resolution": str(resolution), "tool_version": __version__}
+    write_run_file(output_dir, config, "running", {"metadata": metadata})
+
+    def training_state(step: int) -> dict:
+        return {"optimizer": optimizer.state_dict(), "lr_schedule": lr_schedule.state_dict(), "step": step,
+                "generator": generator.get_state(), "history": history}
+
+    def one_step() -> float:
+        total = 0.0
+        for _ in range(config.grad_accum):
+            entries = torch.randint(len(cache.image_index), (config.batch_size,), generator=generator)
+            latents = cache.sample(entries, generator, pipe.vae.config.scaling_factor)
+            noise = torch.randn(latents.shape, generator=generator)
+            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(entries),), generator=generator)
+            prompts = [pick(captions[cache.image_index[e]], generator) for e in entries.tolist()]
+            noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+            if noise_scheduler.config.prediction_type == "v_prediction":
+                target = noise_scheduler.get_velocity(latents, noise, timesteps)
+            else:
+                target = noise
+            with accelerator.autocast():
+                prediction = predict_noise(pipe, is_sdxl, noisy.to(accelerator.device, weight_dtype),
+                                           timesteps.to(accelerator.device), prompts, cache, entries, resolution)
+                loss = F.mse_loss(prediction.float(), target.to(accelerator.device).float())
+            accelerator.backward(loss / config.grad_accum)
+            total += loss.item() / config.grad_accum
+        optimizer.step()
+        lr_schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        return total
+
+    step = start_step
+    progress = tqdm(total=config.steps, initial=start_step, desc=f"training {config.token}", unit="step",
+                    disable=not accelerator.is_local_main_process)
+    try:
+        while step < config.steps:
+            loss = one_step()
+            if not math.isfinite(loss):
+                previous = latest_checkpoint(output_dir)
+                kept = f"the last good checkpoint is {previous}" if previous else "no checkpoint was written yet"
+                raise UserError(f"loss became {loss} at step {step + 1}; {kept}. Lower --lr or use "
+                                "--mixed-precision no, then --resume or start again")
+            step += 1
+            history.append((step, loss, lr_schedule.get_last_lr()[0]))
+            progress.update(1)
+            progress.set_postfix(loss=f"{sum(r[1] for r in history[-20:]) / len(history[-20:]):.4f}")
+            if config.validation_prompt and step % config.validation_every == 0:
+                render_previews(pipe, config, output_dir / "previews" / f"step-{step:06d}.png")
+            if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
+                save_checkpoint(output_dir, step, method.state_dict(), training_state(step))
+    except KeyboardInterrupt:
+        progress.close()
+        path = save_checkpoint(output_dir, step, method.state_dict(), training_state(step))
+        write_loss_files(output_dir, history)
+        write_run_file(output_dir, config, "interrupted", {"step": step})
+        raise UserError(f"interrupted at step {step}; saved {path}; continue with the same command and --resume") from None
+    progress.close()
+
+    metadata.update(steps=str(step), created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    embedding_path = method.save(output_dir, metadata)
+    save_checkpoint(output_dir, step, method.state_dict(), training_state(step))
+    write_loss_files(output_dir, history)
+    if config.validation_prompt and step % config.validation_every:
+        render_previews(pipe, config, output_dir / "previews" / f"step-{step:06d}.png")
+    final_loss = sum(r[1] for r in history[-20:]) / max(1, len(history[-20:]))
+    write_run_file(output_dir, config, "finished", {"metadata": metadata, "final_loss": final_loss})
+    method.release()
+    return TrainResult(output_dir, embedding_path, step, final_loss, time.monotonic() - started, False, history)
+
+
+def pick(options: list[str], generator: torch.Generator) -> str:
+    return options[int(torch.randint(len(options), (1,), generator=generator))]
+
+
+def predict_noise(pipe, is_sdxl: bool, noisy, timesteps, prompts: list[str], cache, entries, resolution: int):
+    """The UNet's prediction for `noisy` at `timesteps`, conditioned on `prompts` (SD or SDXL)."""
+    device = noisy.device
+    if not is_sdxl:
+        prompt_embeds, _ = pipe.encode_prompt(prompts, device, 1, False)
+        return pipe.unet(noisy, timesteps, encoder_hidden_states=prompt_embeds).sample
+    prompt_embeds, _, pooled, _ = pipe.encode_prompt(prompts, device=device, num_images_per_prompt=1,
+                                                     do_classifier_free_guidance=False)
+    time_ids = torch.tensor([[*cache.original_sizes[e], *cache.crop_top_left[e], resolution, resolution]
+                             for e in entries.tolist()], device=device, dtype=prompt_embeds.dtype)
+    return pipe.unet(noisy, timesteps, encoder_hidden_states=prompt_embeds,
+                     added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
+
+
+@torch.no_grad()
+def render_previews(pipe, config: TrainConfig, path: Path) -> None:
+    """Sample preview images with the current embedding, fixed seed, and save them as one grid."""
+    generator = torch.Generator().manual_seed(config.seed)
+    images = pipe(config.validation_prompt, num_inference_steps=config.validation_steps,
+                  num_images_per_prompt=config.num_validation_images, generator=generator).images
+    save_grid(images, path)
