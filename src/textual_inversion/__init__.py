@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "train": "training", "TrainResult": "training",
-    "generate": "generate",
+    "generate": "generation",
     "load_concepts": "concepts",
     "TrainConfig": "config", "GenerateConfig": "config",
     "UserError": "errors",

@@ -86,7 +86,7 @@ def run(argv: list[str] | None = None) -> int:
         print(f"learned {result.embedding_path} in {result.seconds:.0f} s ({result.steps} steps, "
               f"final loss {result.final_loss:.4f}); loss plot {result.output_dir / 'loss.png'}")
     elif args.command == "generate":
-        from .generate import generate
+        from .generation import generate
 
         config = config_from_args(args, GenerateConfig)
         paths = generate(config)

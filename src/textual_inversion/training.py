@@ -27,7 +27,7 @@ from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import encode_images, list_images, load_rgb, make_captions
 from .errors import UserError
-from .generate import save_grid
+from .generation import save_grid
 from .methods import METHODS
 from .models import load_pipeline, model_family, pick_device
 from .rundir import (RunLock, clear_previous_run, prepare_output_dir, remove_stale_temporaries, write_loss_files,
@@ -51,18 +51,22 @@ class TrainResult:
     loss_history: list[tuple[int, float, float]] = field(default_factory=list)
 
 
-def train(config: TrainConfig, method_name: str = "textual-inversion") -> TrainResult:
-    """Train a concept as `config` says; returns where the result is."""
+def train(config: TrainConfig, pipe=None, method_name: str = "textual-inversion") -> TrainResult:
+    """Train a concept as `config` says; returns where the result is.
+
+    `pipe` lets a caller pass an already loaded pipeline (its weights are not changed; the new
+    token stays in its tokenizer); by default the pipeline is loaded from `config.model`.
+    """
     config.validate()
     output_dir = prepare_output_dir(config)
     with RunLock(output_dir):
         remove_stale_temporaries(output_dir)
         if config.overwrite and not config.resume:
             clear_previous_run(output_dir)
-        return run_training(config, METHODS[method_name](config), output_dir)
+        return run_training(config, METHODS[method_name](config), output_dir, pipe)
 
 
-def run_training(config: TrainConfig, method, output_dir: Path) -> TrainResult:
+def run_training(config: TrainConfig, method, output_dir: Path, pipe=None) -> TrainResult:
     started = time.monotonic()
     device = pick_device(config.device)
     if config.mixed_precision == "fp16" and device.type != "cuda":
@@ -74,7 +78,8 @@ def run_training(config: TrainConfig, method, output_dir: Path) -> TrainResult:
     images = [load_rgb(path) for path in image_paths]
     captions = make_captions(image_paths, config.token, config.property)
 
-    pipe = load_pipeline(config.model, config.model_config)
+    if pipe is None:
+        pipe = load_pipeline(config.model, config.model_config)
     pipe.set_progress_bar_config(disable=True)
     for module in (pipe.unet, pipe.vae, *[getattr(pipe, "text_encoder_2", None), pipe.text_encoder]):
         if module is not None:

@@ -31,7 +31,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import MODEL_DIR
-from .architecture import make_sample_scheduler, make_text_encoder, make_train_scheduler, make_unet, make_vae, n_params
+from .architecture import (
+    make_sample_scheduler,
+    make_text_encoder,
+    make_train_scheduler,
+    make_unet,
+    make_vae,
+    n_params,
+)
 from .captions import caption
 from .tokenizer import save_tokenizer
 from .world import SHAPES, random_scene, render
@@ -135,8 +142,16 @@ def train_unet(args, vae, scenes, means, stds, out: Path, rng: random.Random) ->
     tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))
     text_encoder = make_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
     unet = make_unet()
-    log.info("params: unet %.2fM text %.2fM vae %.2fM", n_params(unet) / 1e6, n_params(text_encoder) / 1e6, n_params(vae) / 1e6)
-    ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
+    log.info(
+        "params: unet %.2fM text %.2fM vae %.2fM",
+        n_params(unet) / 1e6,
+        n_params(text_encoder) / 1e6,
+        n_params(vae) / 1e6,
+    )
+    ema_unet, ema_text = (
+        copy.deepcopy(unet).requires_grad_(False),
+        copy.deepcopy(text_encoder).requires_grad_(False),
+    )
     sched = make_train_scheduler()
     alphas = sched.alphas_cumprod
     snr = alphas / (1 - alphas).clamp(min=1e-8)
@@ -156,7 +171,13 @@ def train_unet(args, vae, scenes, means, stds, out: Path, rng: random.Random) ->
         idx = torch.randint(0, len(scenes), (args.batch_size,), generator=g)
         z0 = (means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=g)) * scale
         texts = ["" if rng.random() < args.caption_dropout else caption(scenes[i], rng) for i in idx.tolist()]
-        ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+        ids = tokenizer(
+            texts,
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
         t = torch.randint(0, sched.config.num_train_timesteps, (args.batch_size,), generator=g)
         noise = torch.randn(z0.shape, generator=g)
         zt = sched.add_noise(z0, noise, t)

@@ -191,7 +191,10 @@ def pattern_mask(pattern: str, size: int, scale: int) -> Image.Image | None:
     period = 8 * scale
     if pattern == "striped":  # diagonal stripes, half on / half off
         for off in range(-size, 2 * size, period):
-            d.polygon([(off, 0), (off + period // 2, 0), (off + period // 2 - size, size), (off - size, size)], fill=255)
+            d.polygon(
+                [(off, 0), (off + period // 2, 0), (off + period // 2 - size, size), (off - size, size)],
+                fill=255,
+            )
     elif pattern == "dotted":
         rad = 1.8 * scale
         for gy in range(period // 2, size, period):

@@ -1,0 +1,80 @@
+"""The command line: options mirror the config 1:1, TOML files, one-line errors."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import pytest
+
+from textual_inversion.cli import build_parser, config_from_args, main
+from textual_inversion.config import GenerateConfig, TrainConfig
+
+
+def cli(*args, cwd=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "textual_inversion.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("command,config_class", [("train", TrainConfig), ("generate", GenerateConfig)])
+def test_every_config_field_is_an_option_with_help(command, config_class):
+    subparser = build_parser()._subparsers._group_actions[0].choices[command]
+    by_dest = {action.dest: action for action in subparser._actions}
+    for field in dataclasses.fields(config_class):
+        assert field.name in by_dest, f"--{field.name} missing"
+        assert by_dest[field.name].help and field.metadata["help"] in by_dest[field.name].help
+    for action in subparser._actions:
+        assert action.help, f"{action.option_strings} has no help"
+
+
+def test_toml_supplies_options_and_the_command_line_wins(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text('images = "pics"\ntoken = "<t>"\ninit-token = "dog"\nsteps = 300\nflip = false\nlr = 0.01\n')
+    args = build_parser().parse_args(["train", "--config", str(toml), "--steps", "50"])
+    config = config_from_args(args, TrainConfig)
+    assert (config.images, config.token, config.init_token, config.steps, config.flip, config.lr) == \
+        ("pics", "<t>", "dog", 50, False, 0.01)
+
+
+def test_bad_toml_is_one_line(tmp_path, capsys):
+    (tmp_path / "bad.toml").write_text("steps = = 3\n")
+    (tmp_path / "unknown.toml").write_text("stepz = 3\n")
+    (tmp_path / "type.toml").write_text('steps = "many"\n')
+    for name, message in [("bad", "not valid TOML"), ("unknown", "unknown option 'stepz'"),
+                          ("type", "option 'steps' has the wrong type")]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["train", "--config", str(tmp_path / f"{name}.toml")])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err and err.startswith("error: ")
+
+
+def test_user_errors_exit_2_with_one_line_and_no_traceback(tmp_path):
+    result = cli("train", "--images", str(tmp_path / "nowhere"), "--token", "<x>", "--init-token", "cat",
+                 "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: --images {tmp_path / 'nowhere'}: no such folder; "
+                                                  "point it at a folder holding 3-5 pictures"]
+    assert "Traceback" not in result.stderr
+
+
+def test_train_inspect_convert_generate_end_to_end(tiny_sd1_path, image_folder, tmp_path):
+    run = tmp_path / "run"
+    result = cli("train", "--model", tiny_sd1_path, "--images", str(image_folder), "--token", "<blob>",
+                 "--init-token", "cat", "--steps", "3", "--output-dir", str(run))
+    assert result.returncode == 0, result.stderr
+    assert "learned" in result.stdout and (run / "learned_embeds.safetensors").is_file()
+
+    shown = cli("inspect", str(run / "learned_embeds.safetensors"))
+    assert shown.returncode == 0 and "token:    <blob>" in shown.stdout and "steps:    3" in shown.stdout
+    assert "method:   textual-inversion" in shown.stdout and f"base_model: {tiny_sd1_path}" in shown.stdout
+
+    converted = cli("convert", str(run / "learned_embeds.safetensors"), str(tmp_path / "blob.pt"), "--format", "a1111")
+    assert converted.returncode == 0, converted.stderr
+    assert "token:    <blob>" in cli("inspect", str(tmp_path / "blob.pt")).stdout
+
+    made = cli("generate", "--model", tiny_sd1_path, "--concept", str(tmp_path / "blob.pt"), "--prompt",
+               "a photo of <blob>", "--num-images", "2", "--steps", "2", "--output-dir", str(tmp_path / "generated"))
+    assert made.returncode == 0, made.stderr
+    assert sorted(p.name for p in (tmp_path / "generated").iterdir()) == ["000000.png", "000001.png", "grid.png"]

@@ -1,0 +1,43 @@
+"""Config validation: each bad value names its option and what to do."""
+
+import dataclasses
+
+import pytest
+
+from textual_inversion.config import GenerateConfig, TrainConfig
+from textual_inversion.errors import UserError
+
+GOOD = TrainConfig(images="pics", token="<t>", init_token="dog")
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"images": ""}, "--images is required"),
+    ({"token": "my cat"}, "one new word without spaces"),
+    ({"init_token": " "}, "--init-token is required"),
+    ({"vectors": 0}, "--vectors 0: must be at least 1"),
+    ({"vectors": 500}, "--vectors 500: a prompt holds at most 75 tokens"),
+    ({"steps": 0}, "--steps 0"),
+    ({"lr": 5.0}, "--lr 5.0: must be between 0 and 1"),
+    ({"resolution": 100}, "--resolution 100: must be a multiple of 8"),
+    ({"crop": "middle"}, "--crop 'middle': choose one of center, random"),
+    ({"mixed_precision": "fp8"}, "--mixed-precision 'fp8'"),
+    ({"validation_prompt": "a photo of a cat"}, "does not contain the token <t>"),
+])
+def test_train_config_rejects(change, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        dataclasses.replace(GOOD, **change).validate()
+
+
+def test_defaults_are_valid_and_output_dir_follows_the_token():
+    GOOD.validate()
+    assert str(GOOD.resolved_output_dir()) == "runs/t"
+    assert str(dataclasses.replace(GOOD, token="<my cat!>").resolved_output_dir()) == "runs/my-cat"
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"prompt": ""}, "--prompt is required"), ({"num_images": 0}, "--num-images 0"),
+    ({"width": 100}, "--width 100: must be a positive multiple of 8"), ({"guidance": -1.0}, "--guidance"),
+])
+def test_generate_config_rejects(change, message):
+    with pytest.raises(UserError, match=message):
+        dataclasses.replace(GenerateConfig(prompt="a cat"), **change).validate()

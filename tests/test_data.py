@@ -1,0 +1,65 @@
+"""Image folders: what is read, what is skipped, and how odd pictures are normalised."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from textual_inversion.data import crop_and_resize, list_images, load_rgb, make_captions
+from textual_inversion.errors import UserError
+
+
+def test_folder_listing_skips_non_images(tmp_path, caplog):
+    Image.new("RGB", (40, 40)).save(tmp_path / "a.png")
+    (tmp_path / "notes.md").write_text("x")
+    (tmp_path / "a.txt").write_text("a photo of {token}")
+    assert [p.name for p in list_images(tmp_path)] == ["a.png"]
+    assert "skipped 1 non-image file(s): notes.md" in caplog.text
+    assert "only one image" in caplog.text
+
+
+def test_empty_and_missing_folders(tmp_path):
+    with pytest.raises(UserError, match="no images found"):
+        list_images(tmp_path)
+    with pytest.raises(UserError, match="no such folder"):
+        list_images(tmp_path / "nope")
+
+
+def test_odd_images_become_upright_rgb(tmp_path):
+    rgba = Image.new("RGBA", (40, 40), (255, 0, 0, 0))
+    rgba.save(tmp_path / "clear.png")
+    assert load_rgb(tmp_path / "clear.png").getpixel((0, 0)) == (255, 255, 255)  # transparent -> white
+
+    Image.fromarray(np.full((40, 50), 65535, dtype=np.uint16)).save(tmp_path / "deep.png")
+    assert load_rgb(tmp_path / "deep.png").getpixel((0, 0)) == (255, 255, 255)
+
+    Image.new("CMYK", (40, 40), (0, 255, 255, 0)).save(tmp_path / "print.jpg")
+    assert load_rgb(tmp_path / "print.jpg").mode == "RGB"
+
+    tall = Image.new("RGB", (40, 60), (0, 0, 0))
+    exif = tall.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    tall.save(tmp_path / "phone.jpg", exif=exif)
+    assert load_rgb(tmp_path / "phone.jpg").size == (60, 40)
+
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    with pytest.raises(UserError, match="broken.png: cannot read this image"):
+        load_rgb(tmp_path / "broken.png")
+    Image.new("RGB", (10, 10)).save(tmp_path / "tiny.png")
+    with pytest.raises(UserError, match="smaller than 32 px"):
+        load_rgb(tmp_path / "tiny.png")
+
+
+def test_crop_is_square_at_the_requested_place():
+    image = Image.new("RGB", (100, 50))
+    cropped, (top, left) = crop_and_resize(image, 32, (1.0, 0.5))
+    assert cropped.size == (32, 32) and (top, left) == (0, 32)
+
+
+def test_captions_use_the_txt_file_or_the_templates(tmp_path):
+    (tmp_path / "a.txt").write_text("my {token} on a sofa")
+    (tmp_path / "b.txt").write_text("no placeholder")
+    captions = make_captions([tmp_path / "a.png", tmp_path / "c.png"], "<t>", "style")
+    assert captions[0] == ["my <t> on a sofa"]
+    assert all("<t>" in c for c in captions[1]) and "a painting in the style of <t>" in captions[1]
+    with pytest.raises(UserError, match=r"b.txt: caption has no \{token\}"):
+        make_captions([tmp_path / "b.png"], "<t>", "object")

@@ -1,0 +1,135 @@
+"""The shared training loop with the Textual Inversion method, on tiny models."""
+
+import dataclasses
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from textual_inversion import TrainConfig, UserError, train
+from textual_inversion.models import load_pipeline
+from textual_inversion.training import predict_noise
+
+
+def all_weights(pipe) -> dict[str, torch.Tensor]:
+    components = {"unet": pipe.unet, "vae": pipe.vae, "text_encoder": pipe.text_encoder,
+                  "text_encoder_2": getattr(pipe, "text_encoder_2", None)}
+    return {f"{name}.{key}": value.detach().clone()
+            for name, module in components.items() if module is not None
+            for key, value in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("family_path", ["tiny_sd1_path", "tiny_sdxl_path"])
+def test_only_the_new_rows_learn(family_path, request, image_folder, tmp_path):
+    pipe = load_pipeline(request.getfixturevalue(family_path))
+    before = all_weights(pipe)
+    config = TrainConfig(model="unused", images=str(image_folder), token="<blob>", init_token="cat", vectors=2,
+                         steps=3, lr=0.05, output_dir=str(tmp_path / "run"))
+    result = train(config, pipe=pipe)
+    after = all_weights(pipe)
+    assert before.keys() == after.keys()
+    changed = [key for key in before if not torch.equal(before[key], after[key])]
+    assert changed == [], f"frozen weights changed: {changed[:5]}"
+
+    saved = load_file(result.embedding_path)
+    expected_keys = {"clip_l", "clip_g"} if family_path == "tiny_sdxl_path" else {"<blob>"}
+    assert set(saved) == expected_keys
+    for name, vectors in saved.items():
+        assert vectors.shape[0] == 2
+        encoder = pipe.text_encoder_2 if name == "clip_g" else pipe.text_encoder
+        init = encoder.get_input_embeddings().weight[pipe.tokenizer.encode("cat", add_special_tokens=False)].mean(0)
+        assert not torch.allclose(vectors[0], init), f"{name} did not learn"
+
+
+def test_resume_after_interrupt_gives_the_same_embedding(train_config, tmp_path, monkeypatch):
+    straight = train(dataclasses.replace(train_config, output_dir=str(tmp_path / "straight")))
+
+    import textual_inversion.training as training
+
+    real_save = training.save_checkpoint
+    interrupts = []
+
+    def save_then_interrupt(output_dir, step, *args, **kwargs):
+        path = real_save(output_dir, step, *args, **kwargs)
+        if step == 3 and not interrupts:  # Ctrl-C right after the step-3 checkpoint, once
+            interrupts.append(step)
+            raise KeyboardInterrupt
+        return path
+
+    interrupted_config = dataclasses.replace(train_config, output_dir=str(tmp_path / "interrupted"))
+    monkeypatch.setattr(training, "save_checkpoint", save_then_interrupt)
+    with pytest.raises(UserError, match="interrupted at step 3.*--resume"):
+        train(interrupted_config)
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    assert not (tmp_path / "interrupted" / "learned_embeds.safetensors").exists()
+
+    resumed = train(dataclasses.replace(interrupted_config, resume=True))
+    assert torch.equal(load_file(straight.embedding_path)["<blob>"], load_file(resumed.embedding_path)["<blob>"])
+    assert [row[1] for row in resumed.loss_history] == [row[1] for row in straight.loss_history]
+
+
+def test_run_folder_holds_everything(train_config):
+    config = dataclasses.replace(train_config, validation_prompt="a photo of <blob>", validation_every=3,
+                                 validation_steps=2, num_validation_images=2)
+    result = train(config)
+    names = {path.name for path in result.output_dir.iterdir()}
+    assert {"learned_embeds.safetensors", "loss.csv", "loss.png", "run.json", "checkpoints", "previews"} <= names
+    assert sorted(p.name for p in (result.output_dir / "previews").iterdir()) == ["step-000003.png", "step-000006.png"]
+    rows = (result.output_dir / "loss.csv").read_text().splitlines()
+    assert rows[0] == "step,loss,lr" and len(rows) == 1 + config.steps
+
+
+def test_output_folder_of_another_run_is_refused(train_config):
+    train(train_config)
+    with pytest.raises(UserError, match="holds another run.*--resume.*--overwrite"):
+        train(train_config)
+    train(dataclasses.replace(train_config, overwrite=True))
+
+
+def test_images_are_encoded_once(train_config, monkeypatch):
+    from diffusers import AutoencoderKL
+
+    calls = []
+    real_encode = AutoencoderKL.encode
+
+    def counting_encode(self, x, *args, **kwargs):
+        calls.append(x.shape[0])
+        return real_encode(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(AutoencoderKL, "encode", counting_encode)
+    train(dataclasses.replace(train_config, steps=5))
+    assert sum(calls) == 4 * 2  # four images, each also flipped, encoded once for the whole run
+
+
+def fixed_noise_loss(pipe, prompts: list[str], latents, noise, timesteps) -> float:
+    scheduler = pipe.scheduler
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    with torch.no_grad():
+        prediction = predict_noise(pipe, False, noisy, timesteps, prompts, None, None, 0)
+    return torch.nn.functional.mse_loss(prediction, noise).item()
+
+
+@pytest.mark.slow
+def test_loss_goes_down_on_a_fixed_noise_set(train_config, tiny_sd1_path):
+    """Learning the token lowers the diffusion loss measured on fixed latents, noise and timesteps.
+
+    The tiny model is random, so text conditioning moves its loss only a little; the miniworld
+    tests check that a learned concept is actually drawn.
+    """
+    from textual_inversion.concepts import load_concepts
+    from textual_inversion.data import encode_images, list_images, load_rgb
+
+    config = dataclasses.replace(train_config, steps=60, lr=0.02, batch_size=4, checkpoint_every=0)
+    result = train(config)
+
+    pipe = load_pipeline(tiny_sd1_path)
+    images = [load_rgb(p) for p in list_images(config.images)]
+    cache = encode_images(pipe.vae, images, 32, "center", 1, False, 0, torch.device("cpu"), torch.float32)
+    generator = torch.Generator().manual_seed(123)
+    latents = cache.sample(torch.arange(4).repeat(8), generator, pipe.vae.config.scaling_factor)
+    noise = torch.randn(latents.shape, generator=generator)
+    timesteps = torch.randint(0, 1000, (len(latents),), generator=generator)
+    baseline = fixed_noise_loss(pipe, ["a photo of a cat"] * len(latents), latents, noise, timesteps)
+    load_concepts(pipe, [result.output_dir])
+    learned = fixed_noise_loss(pipe, ["a photo of a <blob>"] * len(latents), latents, noise, timesteps)
+    assert learned < baseline, (learned, baseline)
