@@ -39,3 +39,26 @@ def test_broken_or_foreign_folders(tiny_sd1_path, tmp_path):
     (other / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
     with pytest.raises(UserError, match="a FluxPipeline; this tool supports"):
         load_pipeline(str(other))
+
+
+def test_single_file_checkpoint_loads_with_the_same_weights(tiny_sd1_path, tmp_path, monkeypatch):
+    import torch
+
+    from tests.single_file import write_sd1_single_file
+
+    original = load_pipeline(tiny_sd1_path)
+    path = tmp_path / "model.safetensors"
+    write_sd1_single_file(original, path)
+    loaded = load_pipeline(str(path), model_config=tiny_sd1_path)
+    assert model_family(loaded) == "sd1"
+    for name in ("unet", "vae", "text_encoder"):
+        ours, theirs = getattr(original, name).state_dict(), getattr(loaded, name).state_dict()
+        assert all(torch.equal(ours[k], theirs[k].reshape(ours[k].shape)) for k in ours), name
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="pass --model-config"):
+        load_pipeline(str(path))
+    truncated = tmp_path / "cut.safetensors"
+    truncated.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(UserError, match="cannot read this checkpoint"):
+        load_pipeline(str(truncated))
