@@ -133,3 +133,23 @@ def test_loss_goes_down_on_a_fixed_noise_set(train_config, tiny_sd1_path):
     load_concepts(pipe, [result.output_dir])
     learned = fixed_noise_loss(pipe, ["a photo of a <blob>"] * len(latents), latents, noise, timesteps)
     assert learned < baseline, (learned, baseline)
+
+
+def test_options_that_shape_the_run(train_config):
+    """bf16 on the CPU, lr scaling, accumulation, random crops, a schedule: the run honours each."""
+    config = dataclasses.replace(train_config, steps=4, mixed_precision="bf16", scale_lr=True, grad_accum=2,
+                                 crop="random", crop_variants=3, lr_scheduler="linear", checkpoint_every=0)
+    result = train(config)
+    rows = [line.split(",") for line in (result.output_dir / "loss.csv").read_text().splitlines()[1:]]
+    first_lr = float(rows[0][2])
+    assert first_lr == pytest.approx(0.05 * 2 * 2 * 3 / 4)  # scaled by batch x accumulation, then linear decay
+    assert float(rows[-1][2]) == 0.0
+    vectors = load_file(result.embedding_path)["<blob>"]
+    assert vectors.dtype == torch.float32 and torch.isfinite(vectors).all()
+
+
+def test_fp16_without_a_gpu_is_refused(train_config):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
+        train(dataclasses.replace(train_config, mixed_precision="fp16"))

@@ -31,7 +31,11 @@ def resolve_model_path(model: str) -> str:
     """'miniworld' -> the packaged model folder; anything else unchanged."""
     if model == "miniworld":
         from .miniworld import model_path
-        return model_path()
+
+        try:
+            return model_path()
+        except FileNotFoundError as error:
+            raise UserError(f"--model miniworld: {error}") from None
     return model
 
 

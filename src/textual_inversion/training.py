@@ -58,6 +58,8 @@ def train(config: TrainConfig, pipe=None, method_name: str = "textual-inversion"
     token stays in its tokenizer); by default the pipeline is loaded from `config.model`.
     """
     config.validate()
+    if config.mixed_precision == "fp16" and pick_device(config.device).type != "cuda":
+        raise UserError("--mixed-precision fp16 needs a CUDA GPU; on this device use bf16 or no")
     output_dir = prepare_output_dir(config)
     with RunLock(output_dir):
         remove_stale_temporaries(output_dir)
@@ -69,8 +71,6 @@ def train(config: TrainConfig, pipe=None, method_name: str = "textual-inversion"
 def run_training(config: TrainConfig, method, output_dir: Path, pipe=None) -> TrainResult:
     started = time.monotonic()
     device = pick_device(config.device)
-    if config.mixed_precision == "fp16" and device.type != "cuda":
-        raise UserError("--mixed-precision fp16 needs a CUDA GPU; on this device use bf16 or no")
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=device.type == "cpu")
     weight_dtype = WEIGHT_DTYPES[config.mixed_precision]
 
