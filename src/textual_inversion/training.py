@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from diffusers import DDPMScheduler
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
@@ -71,6 +72,9 @@ def train(config: TrainConfig, pipe=None, method_name: str = "textual-inversion"
 def run_training(config: TrainConfig, method, output_dir: Path, pipe=None) -> TrainResult:
     started = time.monotonic()
     device = pick_device(config.device)
+    # Accelerate keeps one process-wide state; a second run in the same Python process with another
+    # precision must reset it (the distributed part, PartialState, is kept).
+    AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=device.type == "cpu")
     weight_dtype = WEIGHT_DTYPES[config.mixed_precision]
 
