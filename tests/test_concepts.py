@@ -72,7 +72,8 @@ def test_sdxl_file_loads_into_both_encoders_as_diffusers_documents(tiny_sdxl_pat
                                         tokenizer=by_diffusers.tokenizer_2)
     ours = load_pipeline(tiny_sdxl_path)
     load_concepts(ours, [path])
-    for theirs, mine in zip(sdxl_prompt_embeddings(by_diffusers, "a <xl> toy"), sdxl_prompt_embeddings(ours, "a <xl> toy")):
+    for theirs, mine in zip(sdxl_prompt_embeddings(by_diffusers, "a <xl> toy"), sdxl_prompt_embeddings(ours, "a <xl> toy"),
+                            strict=True):
         assert torch.equal(theirs, mine)
 
 

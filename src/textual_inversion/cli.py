@@ -14,7 +14,7 @@ import sys
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # before transformers is first imported
 
-from .config import GenerateConfig, TrainConfig, coerce, read_toml  # noqa: E402
+from .config import DemoConfig, EvaluateConfig, GenerateConfig, TrainConfig, coerce, read_toml  # noqa: E402
 from .errors import UserError  # noqa: E402
 
 
@@ -70,6 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="layout to write (default: diffusers)")
     convert.add_argument("--token", help="rename the token (default: keep it)")
 
+    demo = commands.add_parser("demo", help="the offline demo: teach miniworld a concept and measure it",
+                               description="Teach miniworld a colour it draws but has no word for (Textual "
+                                           "Inversion, a few minutes on a CPU), then generate and score it.")
+    add_config_options(demo, DemoConfig)
+
+    evaluate = commands.add_parser("evaluate", help="measure a learned concept's fidelity and editability",
+                                   description="Generate over a fixed prompt set and score the images against the "
+                                               "concept's ground truth (miniworld), with two baselines.")
+    add_config_options(evaluate, EvaluateConfig)
+
     inspect = commands.add_parser("inspect", help="show what an embedding file holds",
                                   description="Print token, vectors, width, fitting model family and training metadata.")
     inspect.add_argument("file", help="embedding file (.safetensors, .pt, .bin) or a run folder")
@@ -91,6 +101,23 @@ def run(argv: list[str] | None = None) -> int:
         config = config_from_args(args, GenerateConfig)
         paths = generate(config)
         print(f"wrote {len(paths)} image(s) and grid.png to {config.output_dir}")
+    elif args.command == "demo":
+        from .demo import run_demo
+        from .evaluate import format_table
+
+        result = run_demo(config_from_args(args, DemoConfig))
+        print(format_table(result.evaluation))
+        print(f"trained in {result.train_seconds:.0f} s: {result.embedding_path}")
+        print(f"previews: {result.output_dir / 'run' / 'previews'}  loss: {result.output_dir / 'run' / 'loss.png'}")
+        print(f"evaluation: {result.output_dir / 'evaluation' / 'evaluation.json'} and grids in "
+              f"{result.output_dir / 'evaluation' / 'grids'}")
+    elif args.command == "evaluate":
+        from .evaluate import evaluate_from_config, format_table
+
+        config = config_from_args(args, EvaluateConfig)
+        report = evaluate_from_config(config)
+        print(format_table(report))
+        print(f"wrote {config.output_dir}/evaluation.json and grids in {config.output_dir}/grids")
     elif args.command == "convert":
         from .formats import read_embedding, write_embedding
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from .errors import UserError
 
@@ -185,3 +186,43 @@ def coerce(config_class: type, values: dict[str, Any], source: str) -> Any:
         except (TypeError, ValueError):
             raise UserError(f"{source}: option {name.replace('_', '-')!r} has the wrong type ({value!r}, expected {kind})") from None
     return config_class(**converted)
+
+
+@dataclass
+class EvaluateConfig:
+    """Measure a learned concept against its ground truth (miniworld)."""
+
+    model: str = option("miniworld", "base model the concept was learned on")
+    model_config: str | None = option(None, "diffusers folder or hub id giving the configs for a single-file --model")
+    concept: str = option("", "the learned concept: embedding file or run folder")
+    concept_spec: str = option("", "the concept's concept.toml (ground truth: token, init_word, words, attributes)")
+    output_dir: str = option("evaluation", "folder for evaluation.json and the image grids")
+    num_images: int = option(4, "images per prompt")
+    steps: int = option(25, "sampling steps")
+    guidance: float = option(4.0, "classifier-free guidance scale")
+    seed: int = option(0, "seed of the first image of each prompt")
+    device: str = option("auto", "device: auto, cpu, cuda, mps")
+
+    def validate(self) -> None:
+        if not self.concept:
+            raise UserError("--concept is required: the embedding file or run folder to evaluate")
+        if not self.concept_spec:
+            raise UserError("--concept-spec is required: the concept.toml with the concept's ground truth")
+        for name in ("num_images", "steps"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
+
+
+@dataclass
+class DemoConfig:
+    """The offline demo: teach miniworld a colour it can draw but has no word for, then measure it."""
+
+    output_dir: str = option("runs/demo", "folder for the images, the run, previews and the evaluation")
+    steps: int = option(300, "training steps")
+    seed: int = option(0, "random seed")
+    overwrite: bool = option(False, "replace an earlier demo in --output-dir")
+    device: str = option("auto", "device: auto, cpu, cuda, mps")
+
+    def validate(self) -> None:
+        if self.steps < 1:
+            raise UserError(f"--steps {self.steps}: must be at least 1")

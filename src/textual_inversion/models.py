@@ -87,7 +87,7 @@ def load_folder(path: Path, dtype: torch.dtype):
     try:
         extra = {"safety_checker": None, "requires_safety_checker": False} if pipeline_class is StableDiffusionPipeline else {}
         pipe = pipeline_class.from_pretrained(path, dtype=dtype, local_files_only=True, **extra)
-    except (OSError, ValueError, RuntimeError, EnvironmentError) as error:
+    except (OSError, ValueError, RuntimeError) as error:
         raise UserError(f"--model {path}: the model folder is broken or incomplete ({first_line(error)})") from None
     return pipe
 

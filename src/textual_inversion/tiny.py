@@ -11,8 +11,13 @@ import json
 from pathlib import Path
 
 import torch
-from diffusers import (AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline,
-                       UNet2DConditionModel)
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 TEXT_WIDTHS = {"sd1": 768, "sd2": 1024}
@@ -29,7 +34,7 @@ def bytes_to_unicode() -> dict[int, str]:
             printable.append(byte)
             characters.append(256 + extra)
             extra += 1
-    return dict(zip(printable, map(chr, characters)))
+    return dict(zip(printable, map(chr, characters), strict=True))
 
 
 def write_tokenizer(folder: Path, words: tuple[str, ...] = WORDS, max_length: int = 77) -> CLIPTokenizer:

@@ -31,8 +31,14 @@ from .errors import UserError
 from .generation import save_grid
 from .methods import METHODS
 from .models import load_pipeline, model_family, pick_device
-from .rundir import (RunLock, clear_previous_run, prepare_output_dir, remove_stale_temporaries, write_loss_files,
-                     write_run_file)
+from .rundir import (
+    RunLock,
+    clear_previous_run,
+    prepare_output_dir,
+    remove_stale_temporaries,
+    write_loss_files,
+    write_run_file,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,12 @@ import torch
 
 from ..formats import SINGLE_ENCODER, Embedding, write_embedding
 from ..models import text_encoders
-from ..tokens import add_placeholder_tokens, attach_placeholder_embedding, detach_placeholder_embedding, initializer_embeddings
+from ..tokens import (
+    add_placeholder_tokens,
+    attach_placeholder_embedding,
+    detach_placeholder_embedding,
+    initializer_embeddings,
+)
 
 EMBEDDING_FILE = "learned_embeds.safetensors"
 

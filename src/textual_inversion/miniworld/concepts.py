@@ -131,19 +131,21 @@ def concept_toml(c: Concept, scenes: list[Scene]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_concept(c: Concept, folder: Path) -> Path:
+    """Render one concept's 5 PNGs and its concept.toml into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    scenes = concept_scenes(c)
+    for i, s in enumerate(scenes):
+        render(s).save(folder / f"{i:02d}.png", optimize=True)
+    (folder / "concept.toml").write_text(concept_toml(c, scenes))
+    log.info("wrote %s", folder)
+    return folder
+
+
 def write_concepts(output: Path = DEFAULT_OUTPUT) -> list[Path]:
     """Render every concept into ``output/<name>/`` (5 PNGs + concept.toml)."""
-    dirs = []
-    for c in CONCEPTS:
-        d = Path(output) / c.name
-        d.mkdir(parents=True, exist_ok=True)
-        scenes = concept_scenes(c)
-        for i, s in enumerate(scenes):
-            render(s).save(d / f"{i:02d}.png", optimize=True)
-        (d / "concept.toml").write_text(concept_toml(c, scenes))
-        log.info("wrote %s", d)
-        dirs.append(d)
-    return dirs
+    return [write_concept(c, Path(output) / c.name) for c in CONCEPTS]
 
 
 def main(argv=None) -> None:

@@ -1,0 +1,63 @@
+"""The main job, offline: teach miniworld concept (a) with Textual Inversion, then measure it.
+
+The concept is a teal circle: miniworld draws teal (it is in its training images) but no caption
+ever named it, so no prompt can ask for it. Five pictures and a few minutes on a CPU give it a word.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import DemoConfig, TrainConfig
+from .errors import UserError
+
+logger = logging.getLogger(__name__)
+
+CONCEPT_NAME = "hidden-colour"
+# Settings measured on miniworld (see benchmarks/results/demo.md): enough steps for the token to
+# carry the colour, a high learning rate because the embedding is small and the model tiny.
+DEMO_TRAINING = {"lr": 0.02, "batch_size": 4, "validation_every": 100, "num_validation_images": 8,
+                 "checkpoint_every": 100}
+
+
+@dataclass
+class DemoResult:
+    output_dir: Path
+    embedding_path: Path
+    evaluation: dict
+    train_seconds: float
+
+
+def write_concept_images(folder: Path):
+    """Render concept (a)'s five pictures and its concept.toml into `folder`; return its spec."""
+    from .evaluate import ConceptSpec
+    from .miniworld.concepts import CONCEPTS, write_concept
+
+    concept = next(c for c in CONCEPTS if c.name == CONCEPT_NAME)
+    write_concept(concept, folder)
+    return ConceptSpec.from_toml(folder / "concept.toml")
+
+
+def run_demo(config: DemoConfig) -> DemoResult:
+    """Render the images, train the token, evaluate it; everything under `config.output_dir`."""
+    from .concepts import load_concepts
+    from .evaluate import evaluate_concept
+    from .models import load_pipeline, pick_device
+    from .training import train
+
+    config.validate()
+    output_dir = Path(config.output_dir)
+    if (output_dir / "run").exists() and not config.overwrite:
+        raise UserError(f"--output-dir {output_dir}: holds an earlier demo; pass --overwrite or another folder")
+    spec = write_concept_images(output_dir / "images")
+    result = train(TrainConfig(model="miniworld", images=str(output_dir / "images"), token=spec.token,
+                               init_token=spec.init_word, steps=config.steps, seed=config.seed,
+                               validation_prompt=f"a {spec.token} on a sand background",
+                               output_dir=str(output_dir / "run"), overwrite=config.overwrite,
+                               device=config.device, **DEMO_TRAINING))
+    pipe = load_pipeline("miniworld").to(pick_device(config.device))
+    load_concepts(pipe, [result.output_dir])
+    evaluation = evaluate_concept(pipe, spec, output_dir / "evaluation", seed=config.seed)
+    return DemoResult(output_dir, result.embedding_path, evaluation, result.seconds)
