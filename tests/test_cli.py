@@ -78,3 +78,36 @@ def test_train_inspect_convert_generate_end_to_end(tiny_sd1_path, image_folder, 
                "a photo of <blob>", "--num-images", "2", "--steps", "2", "--output-dir", str(tmp_path / "generated"))
     assert made.returncode == 0, made.stderr
     assert sorted(p.name for p in (tmp_path / "generated").iterdir()) == ["000000.png", "000001.png", "grid.png"]
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tiny_sd1_path, image_folder, tmp_path):
+    import json
+    import re
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "textual_inversion.cli", "train", "--model", tiny_sd1_path, "--images",
+               str(image_folder), "--token", "<blob>", "--init-token", "cat", "--checkpoint-every", "0",
+               "--output-dir", str(run)]
+    process = subprocess.Popen([*command, "--steps", "100000"], stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if (run / "run.json").is_file() and json.loads((run / "run.json").read_text())["status"] == "running":
+            break
+        time.sleep(0.2)
+    time.sleep(2)  # let it take some steps
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2
+    last_line = stderr.strip().splitlines()[-1]
+    match = re.fullmatch(r"error: interrupted at step (\d+); saved (\S+); continue with the same command and --resume",
+                         last_line)
+    assert match, stderr[-500:]
+    step = int(match.group(1))
+    assert step > 0 and (run / "checkpoints" / f"step-{step:06d}" / "weights.safetensors").is_file()
+    resumed = subprocess.run([*command, "--steps", str(step + 2), "--resume"], capture_output=True, text=True,
+                             env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"({step + 2} steps" in resumed.stdout
