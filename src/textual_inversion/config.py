@@ -58,6 +58,7 @@ class TrainConfig:
     validation_every: int = option(100, "render previews every N steps (with --validation-prompt)")
     num_validation_images: int = option(4, "preview images per validation")
     validation_steps: int = option(25, "sampling steps for preview images")
+    validation_guidance: float = option(7.5, "classifier-free guidance scale for preview images")
     checkpoint_every: int = option(100, "write a resumable checkpoint every N steps (0: only at the end)")
     resume: bool = option(False, "continue from the latest checkpoint in --output-dir")
     overwrite: bool = option(False, "allow writing into an --output-dir that holds another run")

@@ -72,12 +72,18 @@ def train(config: TrainConfig, pipe=None, method_name: str = "textual-inversion"
         remove_stale_temporaries(output_dir)
         if config.overwrite and not config.resume:
             clear_previous_run(output_dir)
-        return run_training(config, METHODS[method_name](config), output_dir, pipe)
+        method = METHODS[method_name](config)
+        try:
+            return run_training(config, method, output_dir, pipe)
+        finally:
+            method.release()  # a caller's pipeline gets its own embedding modules back, even after an error
 
 
 def run_training(config: TrainConfig, method, output_dir: Path, pipe=None) -> TrainResult:
     started = time.monotonic()
     device = pick_device(config.device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # Accelerator picks the current CUDA device
     # Accelerate keeps one process-wide state; a second run in the same Python process with another
     # precision must reset it (the distributed part, PartialState, is kept).
     AcceleratorState._reset_state(reset_partial_state=False)
@@ -194,7 +200,6 @@ def run_training(config: TrainConfig, method, output_dir: Path, pipe=None) -> Tr
         render_previews(pipe, config, output_dir / "previews" / f"step-{step:06d}.png")
     final_loss = sum(r[1] for r in history[-20:]) / max(1, len(history[-20:]))
     write_run_file(output_dir, config, "finished", {"metadata": metadata, "final_loss": final_loss})
-    method.release()
     return TrainResult(output_dir, embedding_path, step, final_loss, time.monotonic() - started, False, history)
 
 
@@ -221,5 +226,6 @@ def render_previews(pipe, config: TrainConfig, path: Path) -> None:
     """Sample preview images with the current embedding, fixed seed, and save them as one grid."""
     generator = torch.Generator().manual_seed(config.seed)
     images = pipe(config.validation_prompt, num_inference_steps=config.validation_steps,
+                  guidance_scale=config.validation_guidance,
                   num_images_per_prompt=config.num_validation_images, generator=generator).images
     save_grid(images, path)

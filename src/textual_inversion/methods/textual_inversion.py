@@ -26,7 +26,7 @@ class TextualInversion:
     def __init__(self, config):
         self.config = config
         self.rows: dict[str, torch.nn.Parameter] = {}
-        self.encoders: list = []
+        self.encoders: list = []  # (text encoder, first placeholder id, that encoder's rows)
 
     def prepare(self, pipe) -> None:
         """Add the token to each tokenizer and wrap each text encoder's embedding with trainable rows."""
@@ -36,7 +36,7 @@ class TextualInversion:
             ids = add_placeholder_tokens(tokenizer, self.config.token, self.config.vectors)
             wrapper = attach_placeholder_embedding(encoder, ids[0], initial)
             self.rows[SINGLE_ENCODER if name == "text_encoder" else name] = wrapper.new_rows
-            self.encoders.append(encoder)
+            self.encoders.append((encoder, ids[0], wrapper.new_rows))
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.rows.values())
@@ -57,6 +57,15 @@ class TextualInversion:
         return write_embedding(self.embedding(metadata), Path(output_dir) / EMBEDDING_FILE, "diffusers")
 
     def release(self) -> None:
-        """Give the text encoders their original embedding modules back."""
-        for encoder in self.encoders:
+        """Give the text encoders plain embedding modules back, the learned rows written into them.
+
+        This is what diffusers' `load_textual_inversion` does, so the pipeline can go on generating
+        with the new token; the pretrained rows are untouched.
+        """
+        for encoder, first_id, rows in self.encoders:
             detach_placeholder_embedding(encoder)
+            encoder.resize_token_embeddings(first_id + rows.shape[0])
+            with torch.no_grad():
+                weight = encoder.get_input_embeddings().weight
+                weight[first_id:first_id + rows.shape[0]] = rows.to(weight.dtype)
+        self.encoders = []
