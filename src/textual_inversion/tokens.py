@@ -27,7 +27,8 @@ def add_placeholder_tokens(tokenizer, token: str, num_vectors: int) -> list[int]
     """Add `token` (and its extra vectors) to `tokenizer`; return their ids, which are contiguous."""
     names = placeholder_token_names(token, num_vectors)
     vocab = tokenizer.get_vocab()
-    taken = [name for name in names if name in vocab]
+    # CLIP's vocabulary spells whole words with a "</w>" suffix: "cat" is there as "cat</w>".
+    taken = [name for name in names if name in vocab or f"{name.lower()}</w>" in vocab]
     if taken:
         raise UserError(
             f"--token {token!r}: {taken[0]!r} is already in the model's vocabulary; "
