@@ -8,6 +8,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from safetensors import SafetensorError
+
+from .errors import UserError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -22,6 +26,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
         os.replace(temporary, path)
+    except (OSError, SafetensorError) as error:
+        if isinstance(error, SafetensorError) and "I/O error" not in str(error):
+            raise
+        reason = getattr(error, "strerror", None) or str(error).split(": ")[-1]
+        kept = f"; the previous {path.name} is intact" if path.exists() else ""
+        raise UserError(f"{path}: could not write it ({reason}){kept}; free disk space or choose another folder") from None
     finally:
         temporary.unlink(missing_ok=True)
 

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import UserError
@@ -38,11 +39,14 @@ def save_checkpoint(output_dir: Path, step: int, weights: dict[str, torch.Tensor
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
-    except OSError as error:
+    except (OSError, SafetensorError) as error:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, SafetensorError) and "I/O error" not in str(error):
+            raise
         previous = latest_checkpoint(output_dir)
         kept = f"; the previous checkpoint {previous} is intact" if previous else ""
-        raise UserError(f"{final}: could not write the checkpoint ({error.strerror or error}){kept}; free disk space and --resume") from None
+        reason = getattr(error, "strerror", None) or str(error).split(": ")[-1]
+        raise UserError(f"{final}: could not write the checkpoint ({reason}){kept}; free disk space and --resume") from None
     for old in list_checkpoints(output_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
