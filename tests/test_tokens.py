@@ -5,8 +5,12 @@ import torch
 
 from textual_inversion.errors import UserError
 from textual_inversion.models import load_pipeline
-from textual_inversion.tokens import (add_placeholder_tokens, attach_placeholder_embedding,
-                                      detach_placeholder_embedding, initializer_embeddings)
+from textual_inversion.tokens import (
+    add_placeholder_tokens,
+    attach_placeholder_embedding,
+    detach_placeholder_embedding,
+    initializer_embeddings,
+)
 
 
 def test_wrapper_equals_a_resized_matrix_and_only_new_rows_get_gradients(tiny_sd1_path):

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tomllib
 import torch
 
 from .atomic import write_text_atomic

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -192,7 +192,7 @@ def run_training(config: TrainConfig, method, output_dir: Path, pipe=None) -> Tr
         raise UserError(f"interrupted at step {step}; saved {path}; continue with the same command and --resume") from None
     progress.close()
 
-    metadata.update(steps=str(step), created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    metadata.update(steps=str(step), created=datetime.now(UTC).isoformat(timespec="seconds"))
     embedding_path = method.save(output_dir, metadata)
     save_checkpoint(output_dir, step, method.state_dict(), training_state(step))
     write_loss_files(output_dir, history)
