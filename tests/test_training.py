@@ -110,7 +110,7 @@ def fixed_noise_loss(pipe, prompts: list[str], latents, noise, timesteps) -> flo
     scheduler = pipe.scheduler
     noisy = scheduler.add_noise(latents, noise, timesteps)
     with torch.no_grad():
-        prediction = predict_noise(pipe, False, noisy, timesteps, prompts, None, None, 0)
+        prediction = predict_noise(pipe, noisy, timesteps, prompts, [], 0)
     return torch.nn.functional.mse_loss(prediction, noise).item()
 
 

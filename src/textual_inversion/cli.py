@@ -93,7 +93,7 @@ def run(argv: list[str] | None = None) -> int:
         from .training import train
 
         result = train(config_from_args(args, TrainConfig))
-        print(f"learned {result.embedding_path} in {result.seconds:.0f} s ({result.steps} steps, "
+        print(f"learned {', '.join(map(str, result.outputs))} in {result.seconds:.0f} s ({result.steps} steps, "
               f"final loss {result.final_loss:.4f}); loss plot {result.output_dir / 'loss.png'}")
     elif args.command == "generate":
         from .generation import generate

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -14,25 +15,85 @@ from .models import model_family, text_encoders
 logger = logging.getLogger(__name__)
 
 RUN_EMBEDDING = "learned_embeds.safetensors"
+LORA_FILE = "pytorch_lora_weights.safetensors"
+PIPELINE_DIR = "pipeline"
 CONCEPT_LIBRARY_FILES = ("learned_embeds.bin", "token_identifier.txt")
 # A prompt word in angle brackets is a concept token by convention; `<|...|>` are tokenizer specials.
 TOKEN_PATTERN = re.compile(r"<[^<>|\s]+>")
 
 
 def resolve_concept(spec: str) -> Embedding:
-    """An embedding file, a run's output folder, a concept-library folder, or a hub repo id."""
+    """The embedding of a concept: a file, a run's output folder, a concept-library folder or repo id."""
+    embeddings = [part for kind, part in concept_parts(spec) if kind == "embedding"]
+    if not embeddings:
+        raise UserError(f"--concept {spec}: holds no embedding (it is a LoRA or a pipeline)")
+    return embeddings[0]
+
+
+def concept_parts(spec: str) -> list[tuple[str, object]]:
+    """What a --concept holds: ("embedding", Embedding), ("lora", path) and/or ("pipeline", folder).
+
+    A run folder of pivotal tuning holds an embedding and a LoRA; of DreamBooth, a pipeline.
+    """
     path = Path(spec)
     if path.is_file():
-        return read_embedding(path)
+        return [("lora", path)] if is_lora_file(path) else [("embedding", read_embedding(path))]
     if path.is_dir():
+        parts: list[tuple[str, object]] = []
+        if (path / "model_index.json").is_file():
+            parts.append(("pipeline", path))
+        if (path / PIPELINE_DIR / "model_index.json").is_file():
+            parts.append(("pipeline", path / PIPELINE_DIR))
         if (path / RUN_EMBEDDING).is_file():
-            return read_embedding(path / RUN_EMBEDDING)
-        if (path / CONCEPT_LIBRARY_FILES[0]).is_file():
-            return read_concept_library(path)
-        raise UserError(f"--concept {spec}: folder holds neither {RUN_EMBEDDING} nor {CONCEPT_LIBRARY_FILES[0]}")
+            parts.append(("embedding", read_embedding(path / RUN_EMBEDDING)))
+        elif (path / CONCEPT_LIBRARY_FILES[0]).is_file():
+            parts.append(("embedding", read_concept_library(path)))
+        if (path / LORA_FILE).is_file():
+            parts.append(("lora", path / LORA_FILE))
+        trigger = run_trigger_word(path)
+        if trigger:
+            parts.append(("trigger", trigger))
+        if not parts:
+            raise UserError(f"--concept {spec}: folder holds no {RUN_EMBEDDING}, {LORA_FILE}, pipeline, "
+                            f"or {CONCEPT_LIBRARY_FILES[0]}")
+        return parts
     if re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
-        return download_concept_library(spec)
+        return [("embedding", download_concept_library(spec))]
     raise UserError(f"--concept {spec}: no such file or folder")
+
+
+def run_trigger_word(folder: Path) -> str | None:
+    """The word a DreamBooth or LoRA run was trained with (from its run.json), if any."""
+    run_file = folder / "run.json"
+    if not run_file.is_file():
+        return None
+    try:
+        config = json.loads(run_file.read_text(encoding="utf-8")).get("config", {})
+    except json.JSONDecodeError:
+        return None
+    return config.get("token") if config.get("method") in ("dreambooth", "lora") else None
+
+
+def is_lora_file(path: Path) -> bool:
+    """A .safetensors file whose tensor names are LoRA's (diffusers/peft or kohya layout)."""
+    if path.suffix != ".safetensors":
+        return False
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return any("lora" in key for key in handle.keys())
+    except (SafetensorError, OSError):
+        return False  # read_embedding will name the problem
+
+
+def pipeline_of(concepts: list[str]) -> str | None:
+    """The DreamBooth pipeline among `concepts`, which then serves as the model (at most one)."""
+    pipelines = [str(part) for spec in concepts for kind, part in concept_parts(str(spec)) if kind == "pipeline"]
+    if len(pipelines) > 1:
+        raise UserError(f"--concept: {len(pipelines)} DreamBooth pipelines given ({', '.join(pipelines)}); "
+                        "a picture comes from one model, so pass one")
+    return pipelines[0] if pipelines else None
 
 
 def read_concept_library(folder: Path) -> Embedding:
@@ -68,22 +129,44 @@ def check_fits(embedding: Embedding, pipe, source: str) -> None:
                         f"({model_family(pipe)}) needs {need}; use an embedding trained for this model")
 
 
-def load_concepts(pipe, concepts: list[str | Embedding]) -> list[str]:
-    """Load each concept's token(s) into `pipe` with diffusers' own loader; return the tokens."""
-    tokens = []
+def load_concepts(pipe, concepts: list) -> list[str]:
+    """Load each concept's embedding(s) and LoRA into `pipe` with diffusers' own loaders.
+
+    Returns the words the concepts define: tokens added, and the trigger words of DreamBooth and
+    LoRA runs. DreamBooth pipelines are not loaded here: they are the model (see `pipeline_of`).
+    """
+    tokens, adapters = [], []
     for concept in concepts:
-        embedding = concept if isinstance(concept, Embedding) else resolve_concept(str(concept))
-        source = str(concept) if not isinstance(concept, Embedding) else embedding.token
-        check_fits(embedding, pipe, source)
-        if embedding.token in pipe.tokenizer.get_vocab():
-            raise UserError(f"{source}: token {embedding.token} is already in the vocabulary "
-                            "(loaded twice, or a real word); rename it with `convert --token`")
-        for name, tokenizer, encoder in text_encoders(pipe):
-            pipe.load_textual_inversion(embedding.vectors[name].to(encoder.dtype), token=embedding.token,
-                                        tokenizer=tokenizer, text_encoder=encoder)
-        logger.info("loaded %s (%d vector(s)) from %s", embedding.token, embedding.num_vectors, source)
-        tokens.append(embedding.token)
+        parts = [("embedding", concept)] if isinstance(concept, Embedding) else concept_parts(str(concept))
+        source = concept.token if isinstance(concept, Embedding) else str(concept)
+        for kind, part in parts:
+            if kind == "embedding":
+                tokens.append(load_embedding(pipe, part, source))
+            elif kind == "lora":
+                adapter = re.sub(r"[^A-Za-z0-9_]+", "_", f"{Path(source).stem}_{len(adapters)}")
+                try:
+                    pipe.load_lora_weights(str(part), adapter_name=adapter)
+                except (ValueError, KeyError, RuntimeError) as error:
+                    raise UserError(f"{part}: not a LoRA for this model ({str(error).splitlines()[0][:200]})") from None
+                adapters.append(adapter)
+                logger.info("loaded LoRA %s from %s", adapter, part)
+            elif kind == "trigger":
+                tokens.append(part)
+    if len(adapters) > 1:
+        pipe.set_adapters(adapters)
     return tokens
+
+
+def load_embedding(pipe, embedding: Embedding, source: str) -> str:
+    check_fits(embedding, pipe, source)
+    if embedding.token in pipe.tokenizer.get_vocab():
+        raise UserError(f"{source}: token {embedding.token} is already in the vocabulary "
+                        "(loaded twice, or a real word); rename it with `convert --token`")
+    for name, tokenizer, encoder in text_encoders(pipe):
+        pipe.load_textual_inversion(embedding.vectors[name].to(encoder.dtype), token=embedding.token,
+                                    tokenizer=tokenizer, text_encoder=encoder)
+    logger.info("loaded %s (%d vector(s)) from %s", embedding.token, embedding.num_vectors, source)
+    return embedding.token
 
 
 def undefined_tokens(prompt: str, tokenizer) -> list[str]:

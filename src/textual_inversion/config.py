@@ -16,6 +16,9 @@ from typing import Any
 from .errors import UserError
 
 PRECISIONS = ("no", "fp16", "bf16")
+METHOD_NAMES = ("textual-inversion", "dreambooth", "lora", "pivotal")
+# Learning rates that work for each method on Stable Diffusion (diffusers' example scripts).
+DEFAULT_LR = {"textual-inversion": 5e-3, "dreambooth": 5e-6, "lora": 1e-4, "pivotal": 5e-3}
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 
 
@@ -33,14 +36,17 @@ class TrainConfig:
 
     model: str = option("miniworld", "base model: hub id, local diffusers folder, single .safetensors/.ckpt file, or 'miniworld'")
     model_config: str | None = option(None, "diffusers folder or hub id giving the configs for a single-file --model (needed offline)")
+    method: str = option("textual-inversion", "what learns: new token embeddings (textual-inversion), the whole UNet "
+                         "(dreambooth), low-rank adapters (lora), or embeddings and adapters together (pivotal)", METHOD_NAMES)
     images: str = option("", "folder with 3-5 pictures of the subject (img.txt beside img.png is its caption, with {token})")
     token: str = option("", "the new word to learn, e.g. <my-cat>")
-    init_token: str = option("", "word(s) the new token starts from, e.g. cat")
+    init_token: str = option("", "word(s) the new token starts from, e.g. cat (textual-inversion, pivotal)")
     vectors: int = option(1, "number of embedding vectors for the token (multi-vector tokens hold more detail)")
     property: str = option("object", "what the images show in common: an object or a style (picks the paper's prompt templates)", ("object", "style"))
     output_dir: str | None = option(None, "folder for everything the run writes (default runs/<token>)")
     steps: int = option(500, "optimizer steps")
-    lr: float = option(5e-3, "learning rate")
+    lr: float | None = option(None, "learning rate (default per method: textual-inversion 5e-3, dreambooth 5e-6, "
+                              "lora 1e-4, pivotal 5e-3 for the embeddings)")
     scale_lr: bool = option(False, "multiply --lr by batch size x gradient accumulation")
     lr_scheduler: str = option("constant", "learning-rate schedule", LR_SCHEDULERS)
     lr_warmup_steps: int = option(0, "warm-up steps for the learning-rate schedule")
@@ -51,6 +57,16 @@ class TrainConfig:
     crop: str = option("center", "how to cut a square from each image", ("center", "random"))
     crop_variants: int = option(4, "with --crop random: random crops encoded per image")
     flip: bool = option(True, "also train on the mirrored images")
+    rank: int = option(4, "LoRA rank (lora, pivotal)")
+    lora_alpha: float | None = option(None, "LoRA alpha; the update is scaled by alpha / rank (default: the rank)")
+    lora_lr: float = option(1e-4, "learning rate of the LoRA weights in pivotal tuning")
+    lora_text_encoder: bool = option(False, "also put LoRA adapters on the text encoder(s) (lora, pivotal)")
+    kohya_copy: bool = option(False, "also write the LoRA in kohya/AUTOMATIC1111 layout (lora_kohya.safetensors)")
+    train_text_encoder: bool = option(False, "dreambooth: also fine-tune the text encoder(s)")
+    ti_fraction: float = option(1.0, "pivotal: fraction of the steps during which the embeddings learn")
+    class_prompt: str | None = option(None, "dreambooth/lora prior preservation: prompt for the class, e.g. 'a photo of a dog'")
+    num_class_images: int = option(50, "prior preservation: class images generated once by the base model")
+    prior_loss_weight: float = option(1.0, "prior preservation: weight of the class-image loss")
     mixed_precision: str = option("no", "precision of the frozen model during training (fp16 needs a GPU)", PRECISIONS)
     seed: int = option(0, "random seed; the same seed gives the same embedding")
     validation_prompt: str | None = option(None, "prompt for preview images during training, e.g. 'a photo of <my-cat> on a beach'")
@@ -70,13 +86,18 @@ class TrainConfig:
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.token).strip("-.") or "concept"
         return Path("runs") / slug
 
+    def learning_rate(self) -> float:
+        """--lr, or the method's usual learning rate."""
+        return self.lr if self.lr is not None else DEFAULT_LR[self.method]
+
     def validate(self) -> None:
         """Raise UserError naming the first option whose value cannot work."""
         if not self.images:
             raise UserError("--images is required: a folder with 3-5 pictures of your subject")
         if not self.token or any(ch.isspace() for ch in self.token):
             raise UserError(f"--token {self.token!r}: give one new word without spaces, e.g. <my-cat>")
-        if not self.init_token.strip():
+        check_choices(self)
+        if self.method in ("textual-inversion", "pivotal") and not self.init_token.strip():
             raise UserError("--init-token is required: a word close to your subject, e.g. cat")
         positive = {"vectors": self.vectors, "steps": self.steps, "batch-size": self.batch_size,
                     "grad-accum": self.grad_accum, "crop-variants": self.crop_variants,
@@ -87,13 +108,23 @@ class TrainConfig:
                 raise UserError(f"--{name} {value}: must be at least 1")
         if self.vectors > 75:
             raise UserError(f"--vectors {self.vectors}: a prompt holds at most 75 tokens; use 1-16")
-        if not 0 < self.lr < 1:
+        if not 0 < self.learning_rate() < 1:
             raise UserError(f"--lr {self.lr}: must be between 0 and 1 (Textual Inversion uses about 5e-3)")
+        if not 0 < self.lora_lr < 1 or self.rank < 1 or (self.lora_alpha is not None and self.lora_alpha <= 0):
+            raise UserError("--lora-lr must be between 0 and 1, --rank at least 1, --lora-alpha positive")
+        if not 0 <= self.ti_fraction <= 1:
+            raise UserError(f"--ti-fraction {self.ti_fraction}: must be between 0 and 1")
+        if self.class_prompt is not None and (self.method not in ("dreambooth", "lora") or self.num_class_images < 1):
+            raise UserError("--class-prompt (prior preservation) works with --method dreambooth or lora and "
+                            "--num-class-images of at least 1")
+        if self.prior_loss_weight < 0:
+            raise UserError(f"--prior-loss-weight {self.prior_loss_weight}: cannot be negative")
+        if self.train_text_encoder and self.method != "dreambooth":
+            raise UserError("--train-text-encoder is for --method dreambooth; for lora use --lora-text-encoder")
         if self.checkpoint_every < 0 or self.lr_warmup_steps < 0 or self.weight_decay < 0:
             raise UserError("--checkpoint-every, --lr-warmup-steps and --weight-decay cannot be negative")
         if self.resolution is not None and (self.resolution < 32 or self.resolution % 8):
             raise UserError(f"--resolution {self.resolution}: must be a multiple of 8 and at least 32")
-        check_choices(self)
         if self.validation_prompt is not None and self.token not in self.validation_prompt:
             raise UserError(f"--validation-prompt {self.validation_prompt!r} does not contain the token {self.token}")
 

@@ -101,6 +101,10 @@ class LatentCache:
     crop_top_left: list[tuple[int, int]]
     original_sizes: list[tuple[int, int]]  # (height, width) before resizing, for SDXL's size conditioning
 
+    def size_conditions(self, entries: torch.Tensor) -> list[tuple[int, int, int, int]]:
+        """SDXL's size conditioning per entry: original (height, width) and crop (top, left)."""
+        return [(*self.original_sizes[e], *self.crop_top_left[e]) for e in entries.tolist()]
+
     def sample(self, entries: torch.Tensor, generator: torch.Generator, scaling_factor: float) -> torch.Tensor:
         """Draw latents for the given entries, as `latent_dist.sample()` would, times the VAE scale."""
         means, stds = self.means[entries], self.stds[entries]

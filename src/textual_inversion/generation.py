@@ -33,16 +33,19 @@ PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.
 
 def generate(config: GenerateConfig, pipe=None) -> list[Path]:
     """Generate `config.num_images` images; returns the PNG paths (the grid is written beside them)."""
-    from .concepts import load_concepts, undefined_tokens
+    from .concepts import load_concepts, pipeline_of, undefined_tokens
     from .models import load_pipeline, pick_device
 
     config.validate()
     device = pick_device(config.device)
     dtype = PRECISION_DTYPES.get(config.precision, torch.float16 if device.type == "cuda" else torch.float32)
+    defined = []
     if pipe is None:
-        pipe = load_pipeline(config.model, config.model_config, dtype)
-        load_concepts(pipe, config.concept)
-    missing = undefined_tokens(config.prompt, pipe.tokenizer) + undefined_tokens(config.negative_prompt or "", pipe.tokenizer)
+        model = pipeline_of(config.concept) or config.model  # a DreamBooth run is a whole model
+        pipe = load_pipeline(model, config.model_config, dtype)
+        defined = load_concepts(pipe, config.concept)
+    missing = [word for text in (config.prompt, config.negative_prompt or "")
+               for word in undefined_tokens(text, pipe.tokenizer) if word not in defined]
     if missing:
         raise UserError(f"--prompt uses {', '.join(missing)} but no loaded --concept defines it; "
                         "add --concept with that token's embedding")

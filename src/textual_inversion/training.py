@@ -47,18 +47,22 @@ WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloa
 
 @dataclass
 class TrainResult:
-    """What a finished (or interrupted) run produced."""
+    """What a finished run produced."""
 
     output_dir: Path
-    embedding_path: Path | None
+    outputs: list[Path]  # what the method wrote: embedding file, LoRA file(s), pipeline folder
     steps: int
     final_loss: float
     seconds: float
-    interrupted: bool = False
     loss_history: list[tuple[int, float, float]] = field(default_factory=list)
 
+    @property
+    def embedding_path(self) -> Path | None:
+        """The learned embedding file, for methods that write one."""
+        return next((path for path in self.outputs if path.name == "learned_embeds.safetensors"), None)
 
-def train(config: TrainConfig, pipe=None, method_name: str = "textual-inversion") -> TrainResult:
+
+def train(config: TrainConfig, pipe=None) -> TrainResult:
     """Train a concept as `config` says; returns where the result is.
 
     `pipe` lets a caller pass an already loaded pipeline (its weights are not changed; the new
@@ -72,7 +76,7 @@ def train(config: TrainConfig, pipe=None, method_name: str = "textual-inversion"
         remove_stale_temporaries(output_dir)
         if config.overwrite and not config.resume:
             clear_previous_run(output_dir)
-        method = METHODS[method_name](config)
+        method = METHODS[config.method](config)
         try:
             return run_training(config, method, output_dir, pipe)
         finally:
@@ -101,9 +105,14 @@ def run_training(config: TrainConfig, method, output_dir: Path, pipe=None) -> Tr
         if module is not None:
             module.requires_grad_(False).eval()
     resolution = config.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
-    pipe.vae.to(accelerator.device)
+    pipe.to(accelerator.device)
     cache = encode_images(pipe.vae, images, resolution, config.crop, config.crop_variants, config.flip,
                           config.seed, accelerator.device, torch.float32)
+    class_cache = None
+    if config.class_prompt:  # prior preservation: the frozen model's own pictures of the class
+        class_images = ensure_class_images(pipe, config, output_dir / "class_images")
+        class_cache = encode_images(pipe.vae, class_images, resolution, "center", 1, False, config.seed,
+                                    accelerator.device, torch.float32)
     method.prepare(pipe)
     if weight_dtype != torch.float32:
         pipe.to(dtype=weight_dtype)
@@ -113,8 +122,8 @@ def run_training(config: TrainConfig, method, output_dir: Path, pipe=None) -> Tr
     is_sdxl = hasattr(pipe, "text_encoder_2")
 
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    lr = config.lr * (config.batch_size * config.grad_accum * accelerator.num_processes if config.scale_lr else 1)
-    optimizer = torch.optim.AdamW(method.trainable_parameters(), lr=lr, weight_decay=config.weight_decay)
+    scale = config.batch_size * config.grad_accum * accelerator.num_processes if config.scale_lr else 1
+    optimizer = torch.optim.AdamW(method.parameter_groups(config.learning_rate() * scale), weight_decay=config.weight_decay)
     lr_schedule = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps,
                                 num_training_steps=config.steps)
     optimizer = accelerator.prepare(optimizer)
@@ -133,7 +142,7 @@ def run_training(config: TrainConfig, method, output_dir: Path, pipe=None) -> Tr
 
     metadata = {"base_model": config.model, "family": model_family(pipe), "method": method.name,
                 "token": config.token, "vectors": str(config.vectors), "init_token": config.init_token,
-                "property": config.property, "seed": str(config.seed), "lr": str(config.lr),
+                "property": config.property, "seed": str(config.seed), "lr": str(config.learning_rate()),
                 "resolution": str(resolution), "tool_version": __version__}
     write_run_file(output_dir, config, "running", {"metadata": metadata})
 
@@ -146,18 +155,28 @@ def run_training(config: TrainConfig, method, output_dir: Path, pipe=None) -> Tr
         for _ in range(config.grad_accum):
             entries = torch.randint(len(cache.image_index), (config.batch_size,), generator=generator)
             latents = cache.sample(entries, generator, pipe.vae.config.scaling_factor)
-            noise = torch.randn(latents.shape, generator=generator)
-            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(entries),), generator=generator)
             prompts = [pick(captions[cache.image_index[e]], generator) for e in entries.tolist()]
+            sizes = cache.size_conditions(entries)
+            if class_cache is not None:
+                class_entries = torch.randint(len(class_cache.image_index), (config.batch_size,), generator=generator)
+                latents = torch.cat([latents, class_cache.sample(class_entries, generator, pipe.vae.config.scaling_factor)])
+                prompts += [config.class_prompt] * config.batch_size
+                sizes += class_cache.size_conditions(class_entries)
+            noise = torch.randn(latents.shape, generator=generator)
+            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(latents),), generator=generator)
             noisy = noise_scheduler.add_noise(latents, noise, timesteps)
             if noise_scheduler.config.prediction_type == "v_prediction":
                 target = noise_scheduler.get_velocity(latents, noise, timesteps)
             else:
                 target = noise
             with accelerator.autocast():
-                prediction = predict_noise(pipe, is_sdxl, noisy.to(accelerator.device, weight_dtype),
-                                           timesteps.to(accelerator.device), prompts, cache, entries, resolution)
-                loss = F.mse_loss(prediction.float(), target.to(accelerator.device).float())
+                prediction = predict_noise(pipe, noisy.to(accelerator.device, weight_dtype),
+                                           timesteps.to(accelerator.device), prompts, sizes, resolution)
+                errors = F.mse_loss(prediction.float(), target.to(accelerator.device).float(),
+                                    reduction="none").mean(dim=(1, 2, 3))
+                loss = errors[:config.batch_size].mean()
+                if class_cache is not None:
+                    loss = loss + config.prior_loss_weight * errors[config.batch_size:].mean()
             accelerator.backward(loss / config.grad_accum)
             total += loss.item() / config.grad_accum
         optimizer.step()
@@ -170,6 +189,8 @@ def run_training(config: TrainConfig, method, output_dir: Path, pipe=None) -> Tr
                     disable=not accelerator.is_local_main_process)
     try:
         while step < config.steps:
+            if hasattr(method, "step_started"):
+                method.step_started(step)
             loss = one_step()
             if not math.isfinite(loss):
                 previous = latest_checkpoint(output_dir)
@@ -193,32 +214,52 @@ def run_training(config: TrainConfig, method, output_dir: Path, pipe=None) -> Tr
     progress.close()
 
     metadata.update(steps=str(step), created=datetime.now(UTC).isoformat(timespec="seconds"))
-    embedding_path = method.save(output_dir, metadata)
+    outputs = method.save(output_dir, metadata)
     save_checkpoint(output_dir, step, method.state_dict(), training_state(step))
     write_loss_files(output_dir, history)
     if config.validation_prompt and step % config.validation_every:
         render_previews(pipe, config, output_dir / "previews" / f"step-{step:06d}.png")
     final_loss = sum(r[1] for r in history[-20:]) / max(1, len(history[-20:]))
     write_run_file(output_dir, config, "finished", {"metadata": metadata, "final_loss": final_loss})
-    return TrainResult(output_dir, embedding_path, step, final_loss, time.monotonic() - started, False, history)
+    return TrainResult(output_dir, outputs, step, final_loss, time.monotonic() - started, history)
 
 
 def pick(options: list[str], generator: torch.Generator) -> str:
     return options[int(torch.randint(len(options), (1,), generator=generator))]
 
 
-def predict_noise(pipe, is_sdxl: bool, noisy, timesteps, prompts: list[str], cache, entries, resolution: int):
-    """The UNet's prediction for `noisy` at `timesteps`, conditioned on `prompts` (SD or SDXL)."""
+def predict_noise(pipe, noisy, timesteps, prompts: list[str], size_conditions: list[tuple], resolution: int):
+    """The UNet's prediction for `noisy` at `timesteps`, conditioned on `prompts` (SD or SDXL).
+
+    `size_conditions` are SDXL's (original height, width, crop top, left) per sample.
+    """
     device = noisy.device
-    if not is_sdxl:
+    if not hasattr(pipe, "text_encoder_2"):
         prompt_embeds, _ = pipe.encode_prompt(prompts, device, 1, False)
         return pipe.unet(noisy, timesteps, encoder_hidden_states=prompt_embeds).sample
     prompt_embeds, _, pooled, _ = pipe.encode_prompt(prompts, device=device, num_images_per_prompt=1,
                                                      do_classifier_free_guidance=False)
-    time_ids = torch.tensor([[*cache.original_sizes[e], *cache.crop_top_left[e], resolution, resolution]
-                             for e in entries.tolist()], device=device, dtype=prompt_embeds.dtype)
+    time_ids = torch.tensor([[*size, resolution, resolution] for size in size_conditions], device=device,
+                            dtype=prompt_embeds.dtype)
     return pipe.unet(noisy, timesteps, encoder_hidden_states=prompt_embeds,
                      added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
+
+
+@torch.no_grad()
+def ensure_class_images(pipe, config: TrainConfig, folder: Path) -> list:
+    """`num_class_images` pictures of `class_prompt` by the frozen model, made once and kept in `folder`."""
+    from PIL import Image
+
+    from .generation import save_png
+
+    folder.mkdir(parents=True, exist_ok=True)
+    missing = [i for i in range(config.num_class_images) if not (folder / f"{i:04d}.png").is_file()]
+    for index in tqdm(missing, desc="class images", unit="image", disable=not missing):
+        image = pipe(config.class_prompt, num_inference_steps=config.validation_steps,
+                     guidance_scale=config.validation_guidance,
+                     generator=torch.Generator().manual_seed(config.seed + index)).images[0]
+        save_png(image, folder / f"{index:04d}.png", f"{config.class_prompt}\nSeed: {config.seed + index}")
+    return [Image.open(folder / f"{i:04d}.png").convert("RGB") for i in range(config.num_class_images)]
 
 
 @torch.no_grad()

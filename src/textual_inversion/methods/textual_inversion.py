@@ -41,6 +41,9 @@ class TextualInversion:
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.rows.values())
 
+    def parameter_groups(self, lr: float) -> list[dict]:
+        return [{"params": self.trainable_parameters(), "lr": lr}]
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {name: rows.detach().clone() for name, rows in self.rows.items()}
 
@@ -52,9 +55,9 @@ class TextualInversion:
     def embedding(self, metadata: dict[str, str]) -> Embedding:
         return Embedding(self.config.token, self.state_dict(), dict(metadata))
 
-    def save(self, output_dir: Path, metadata: dict[str, str]) -> Path:
+    def save(self, output_dir: Path, metadata: dict[str, str]) -> list[Path]:
         """Write the learned vectors as a diffusers-loadable `learned_embeds.safetensors`."""
-        return write_embedding(self.embedding(metadata), Path(output_dir) / EMBEDDING_FILE, "diffusers")
+        return [write_embedding(self.embedding(metadata), Path(output_dir) / EMBEDDING_FILE, "diffusers")]
 
     def release(self) -> None:
         """Give the text encoders plain embedding modules back, the learned rows written into them.

@@ -1,0 +1,142 @@
+"""DreamBooth, LoRA and pivotal tuning on the shared loop, with tiny models: what learns, what loads."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from textual_inversion import GenerateConfig, TrainConfig, UserError, generate, load_concepts, train
+from textual_inversion.models import load_pipeline
+
+
+def weights(module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def unchanged(before: dict, module) -> bool:
+    after = weights(module)
+    return all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.fixture
+def method_config(tiny_sd1_path, image_folder, tmp_path):
+    return TrainConfig(model=tiny_sd1_path, images=str(image_folder), token="<blob>", init_token="cat", steps=4,
+                       batch_size=2, checkpoint_every=2, device="cpu", output_dir=str(tmp_path / "run"))
+
+
+def test_lora_changes_only_adapters_and_diffusers_loads_the_same_weights(method_config, tiny_sd1_path, tmp_path):
+    pipe = load_pipeline(tiny_sd1_path)
+    frozen = {name: weights(getattr(pipe, name)) for name in ("unet", "vae", "text_encoder")}
+    config = dataclasses.replace(method_config, method="lora", lr=0.01, rank=2, lora_alpha=4.0, kohya_copy=True)
+    result = train(config, pipe=pipe)
+    assert [p.name for p in result.outputs] == ["pytorch_lora_weights.safetensors", "lora_kohya.safetensors"]
+    base_unet = {k.replace(".base_layer", ""): v for k, v in weights(pipe.unet).items() if "lora" not in k}
+    assert all(torch.equal(frozen["unet"][k], base_unet[k]) for k in frozen["unet"])
+    assert unchanged(frozen["vae"], pipe.vae) and unchanged(frozen["text_encoder"], pipe.text_encoder)
+
+    lora = load_file(result.outputs[0])
+    assert lora and all(k.startswith("unet.") and "lora" in k for k in lora)
+    ups = [v for k, v in lora.items() if "lora.up" in k]  # diffusers names B "up"
+    assert ups and all(v.abs().sum() > 0 for v in ups), "the B matrices learned nothing"
+    kohya = load_file(result.outputs[1])
+    assert all(k.startswith("lora_unet_") for k in kohya) and any(k.endswith(".alpha") for k in kohya)
+
+    prompt = dict(prompt="a photo of <blob>", num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+                  output_type="np")
+    by_diffusers = load_pipeline(tiny_sd1_path)
+    by_diffusers.load_lora_weights(str(result.output_dir))
+    ours = load_pipeline(tiny_sd1_path)
+    assert load_concepts(ours, [result.output_dir]) == ["<blob>"]  # the trigger word it was trained with
+    plain = load_pipeline(tiny_sd1_path)
+    theirs, mine = by_diffusers(**prompt).images, ours(**{**prompt, "generator": torch.Generator().manual_seed(0)}).images
+    base = plain(**{**prompt, "generator": torch.Generator().manual_seed(0)}).images
+    assert np.array_equal(theirs, mine)
+    assert not np.array_equal(mine, base), "the LoRA changed nothing"
+    kohya_pipe = load_pipeline(tiny_sd1_path)
+    kohya_pipe.load_lora_weights(str(result.outputs[1]))
+    from_kohya = kohya_pipe(**{**prompt, "generator": torch.Generator().manual_seed(0)}).images
+    assert np.abs(from_kohya - mine).max() < 1e-4  # alpha is stored per layer there; same scale
+
+
+def test_lora_on_sdxl_with_text_encoder_adapters(tiny_sdxl_path, image_folder, tmp_path):
+    config = TrainConfig(model=tiny_sdxl_path, images=str(image_folder), token="<blob>", method="lora", steps=2,
+                         lr=0.01, lora_text_encoder=True, device="cpu", output_dir=str(tmp_path / "run"))
+    result = train(config)
+    prefixes = {key.split(".")[0] for key in load_file(result.outputs[0])}
+    assert prefixes == {"unet", "text_encoder", "text_encoder_2"}
+    pipe = load_pipeline(tiny_sdxl_path)
+    pipe.load_lora_weights(str(result.output_dir))
+    assert {"default_0"} <= set(pipe.get_active_adapters())
+
+
+def test_dreambooth_with_prior_preservation(method_config, tiny_sd1_path, tmp_path):
+    pipe = load_pipeline(tiny_sd1_path)
+    frozen = {name: weights(getattr(pipe, name)) for name in ("unet", "vae", "text_encoder")}
+    config = dataclasses.replace(method_config, method="dreambooth", lr=1e-3, class_prompt="a photo of a cat",
+                                 num_class_images=3, validation_steps=2)
+    result = train(config, pipe=pipe)
+    class_images = sorted((result.output_dir / "class_images").iterdir())
+    assert [p.name for p in class_images] == ["0000.png", "0001.png", "0002.png"]
+    assert not unchanged(frozen["unet"], pipe.unet)
+    assert unchanged(frozen["vae"], pipe.vae) and unchanged(frozen["text_encoder"], pipe.text_encoder)
+
+    saved = load_pipeline(str(result.outputs[0]))
+    assert all(torch.equal(v, weights(pipe.unet)[k]) for k, v in weights(saved.unet).items())
+
+    stamps = [p.stat().st_mtime_ns for p in class_images]
+    train(dataclasses.replace(config, steps=6, resume=True), pipe=load_pipeline(tiny_sd1_path))
+    assert [p.stat().st_mtime_ns for p in class_images] == stamps, "class images were made again"
+
+    paths = generate(GenerateConfig(model="ignored", concept=[str(result.output_dir)], prompt="a photo of <blob>",
+                                    num_images=1, steps=2, output_dir=str(tmp_path / "images"), device="cpu"))
+    assert paths[0].is_file()
+
+
+def test_pivotal_stops_the_embeddings_after_the_ti_fraction(method_config, tiny_sd1_path, tmp_path):
+    config = dataclasses.replace(method_config, method="pivotal", lr=0.05, lora_lr=0.01, ti_fraction=0.5,
+                                 checkpoint_every=1)
+    result = train(config)
+    assert {p.name for p in result.outputs} == {"learned_embeds.safetensors", "pytorch_lora_weights.safetensors"}
+    step2 = load_file(result.output_dir / "checkpoints" / "step-000003" / "weights.safetensors")
+    final = load_file(result.output_dir / "learned_embeds.safetensors")["<blob>"]
+    assert torch.equal(step2["ti.text_encoder"], final), "embeddings kept learning after the pivot"
+
+    pipe = load_pipeline(tiny_sd1_path)
+    assert load_concepts(pipe, [result.output_dir]) == ["<blob>"]
+    assert pipe.get_active_adapters()
+
+
+@pytest.mark.parametrize("method", ["lora", "dreambooth", "pivotal"])
+def test_resume_is_bit_identical_for_every_method(method, method_config, tmp_path, monkeypatch):
+    import textual_inversion.training as training
+
+    config = dataclasses.replace(method_config, method=method, lr=0.01)
+    straight = train(dataclasses.replace(config, output_dir=str(tmp_path / "straight")))
+    real_save = training.save_checkpoint
+    interrupts = []
+
+    def save_then_interrupt(output_dir, step, *args, **kwargs):
+        path = real_save(output_dir, step, *args, **kwargs)
+        if step == 2 and not interrupts:
+            interrupts.append(step)
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(training, "save_checkpoint", save_then_interrupt)
+    with pytest.raises(UserError, match="interrupted at step 2"):
+        train(config)
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    resumed = train(dataclasses.replace(config, resume=True))
+    a = training.load_checkpoint(training.latest_checkpoint(straight.output_dir))[0]
+    b = training.load_checkpoint(training.latest_checkpoint(resumed.output_dir))[0]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_method_options_are_checked():
+    with pytest.raises(UserError, match="--class-prompt .* --method dreambooth or lora"):
+        TrainConfig(images="x", token="<t>", init_token="cat", class_prompt="a dog").validate()
+    with pytest.raises(UserError, match="--train-text-encoder is for --method dreambooth"):
+        TrainConfig(images="x", token="<t>", method="lora", train_text_encoder=True).validate()
+    TrainConfig(images="x", token="<t>", method="lora").validate()  # no --init-token needed
