@@ -1,0 +1,126 @@
+"""Rank Textual Inversion, DreamBooth, LoRA and pivotal tuning on the bundled miniworld concepts.
+
+Every method gets the same budget of base-model forward/backward passes (images through the UNet,
+class images included), each run happens in a fresh subprocess so its peak memory is its own, and
+the table (fidelity, editability, wall time, peak memory, output size) is printed and written to
+benchmarks/results/methods.md.
+
+    python benchmarks/methods.py [--passes 1600] [--num-images 4] [--concepts hidden-colour star ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONCEPTS = ("hidden-colour", "star", "dotted-style", "my-toy")
+BATCH = 4
+# Per-method settings for miniworld (a small model: higher rates than Stable Diffusion needs).
+METHODS = {
+    "textual-inversion": {"lr": 0.02},
+    "dreambooth": {"lr": 5e-5, "class_prompt": "a photo of a {init}", "num_class_images": 20, "batch_size": BATCH // 2},
+    "lora": {"lr": 1e-3, "rank": 8},
+    "pivotal": {"lr": 0.02, "lora_lr": 1e-3, "rank": 8, "ti_fraction": 0.5},
+}
+
+
+def run_one(method: str, concept: str, passes: int, num_images: int, workdir: Path) -> dict:
+    """Train one method on one concept and evaluate it; runs inside its own process."""
+    from textual_inversion import TrainConfig, train
+    from textual_inversion.concepts import load_concepts, pipeline_of
+    from textual_inversion.evaluate import ConceptSpec, evaluate_concept
+    from textual_inversion.models import load_pipeline
+
+    folder = ROOT / "examples" / "concepts" / concept
+    spec = ConceptSpec.from_toml(folder / "concept.toml")
+    settings = dict(METHODS[method])
+    batch = settings.pop("batch_size", BATCH)
+    if "class_prompt" in settings:
+        settings["class_prompt"] = settings["class_prompt"].format(init=spec.init_word)
+    per_step = batch * (2 if "class_prompt" in settings else 1)
+    started = time.monotonic()
+    result = train(TrainConfig(images=str(folder), token=spec.token, init_token=spec.init_word, method=method,
+                               property=spec.property, steps=passes // per_step, batch_size=batch,
+                               checkpoint_every=0, device="cpu", overwrite=True,
+                               output_dir=str(workdir / f"{method}-{concept}"), **settings))
+    seconds = time.monotonic() - started
+    outputs = [p for p in result.outputs]
+    size = sum(f.stat().st_size for p in outputs for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+    run_dir = str(result.output_dir)
+    pipe = load_pipeline(pipeline_of([run_dir]) or "miniworld")
+    load_concepts(pipe, [run_dir])
+    report = evaluate_concept(pipe, spec, workdir / f"{method}-{concept}" / "evaluation", num_images=num_images,
+                              conditions=("concept",))
+    return {"method": method, "concept": concept, "fidelity": report["fidelity"],
+            "editability": report["editability"], "seconds": seconds, "steps": result.steps,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "output_bytes": size}
+
+
+def baselines(concept: str, num_images: int, workdir: Path) -> dict:
+    from textual_inversion.evaluate import ConceptSpec, evaluate_concept
+    from textual_inversion.models import load_pipeline
+
+    spec = ConceptSpec.from_toml(ROOT / "examples" / "concepts" / concept / "concept.toml")
+    report = evaluate_concept(load_pipeline("miniworld"), spec, workdir / f"baselines-{concept}",
+                              num_images=num_images, conditions=("init_word", "words"))
+    return report["baselines"]
+
+
+def human_size(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--passes", type=int, default=1600, help="UNet forward/backward passes per run")
+    parser.add_argument("--num-images", type=int, default=4, help="images per evaluation prompt")
+    parser.add_argument("--concepts", nargs="+", default=list(CONCEPTS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--workdir", default="runs/benchmark-methods")
+    parser.add_argument("--one", nargs=2, metavar=("METHOD", "CONCEPT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    workdir = Path(args.workdir)
+    if args.one:
+        print(json.dumps(run_one(*args.one, args.passes, args.num_images, workdir)))
+        return
+
+    rows, base = [], {}
+    for concept in args.concepts:
+        base[concept] = baselines(concept, args.num_images, workdir)
+        for method in args.methods:
+            command = [sys.executable, __file__, "--one", method, concept, "--passes", str(args.passes),
+                       "--num-images", str(args.num_images), "--workdir", str(workdir)]
+            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            rows.append(json.loads(output.strip().splitlines()[-1]))
+            print(f"{concept:<14} {method:<18} fidelity {rows[-1]['fidelity']:.2f} "
+                  f"editability {rows[-1]['editability']:.2f} {rows[-1]['seconds']:.0f} s", flush=True)
+
+    lines = [f"# Methods on miniworld ({args.passes} UNet passes each, {args.num_images} images per prompt, CPU)", "",
+             "Produced by `python benchmarks/methods.py`. Fidelity: images showing the concept's defining attributes; "
+             "editability: prompts changing one free attribute honoured while the concept stays (judge-scored).", "",
+             "| concept | method | fidelity | editability | train time | peak memory | output size |",
+             "|---|---|---|---|---|---|---|"]
+    for concept in args.concepts:
+        for name, values in base[concept].items():
+            lines.append(f"| {concept} | baseline: {name.replace('_', ' ')} | {values['fidelity']:.2f} | "
+                         f"{values['editability']:.2f} | - | - | - |")
+        for row in (r for r in rows if r["concept"] == concept):
+            lines.append(f"| {concept} | {row['method']} | {row['fidelity']:.2f} | {row['editability']:.2f} | "
+                         f"{row['seconds']:.0f} s | {row['peak_rss_mb']:.0f} MB | {human_size(row['output_bytes'])} |")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    (ROOT / "benchmarks" / "results" / "methods.md").write_text(table)
+
+
+if __name__ == "__main__":
+    main()
