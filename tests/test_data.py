@@ -63,3 +63,15 @@ def test_captions_use_the_txt_file_or_the_templates(tmp_path):
     assert all("<t>" in c for c in captions[1]) and "a painting in the style of <t>" in captions[1]
     with pytest.raises(UserError, match=r"b.txt: caption has no \{token\}"):
         make_captions([tmp_path / "b.png"], "<t>", "object")
+
+
+def test_grey_palette_and_huge_pictures(tmp_path):
+    Image.new("L", (40, 40), 128).save(tmp_path / "grey.png")
+    assert load_rgb(tmp_path / "grey.png").getpixel((0, 0)) == (128, 128, 128)
+    palette = Image.new("P", (40, 40), 3)
+    palette.putpalette([0, 0, 0, 10, 10, 10, 20, 20, 20, 200, 100, 50] + [0] * 756)
+    palette.save(tmp_path / "palette.png")
+    assert load_rgb(tmp_path / "palette.png").getpixel((0, 0)) == (200, 100, 50)
+    Image.new("RGB", (4000, 3000), (1, 2, 3)).save(tmp_path / "phone.jpg", quality=50)
+    big = load_rgb(tmp_path / "phone.jpg")
+    assert max(big.size) <= 2048 and big.size[0] > big.size[1]

@@ -45,14 +45,21 @@ def config_from_args(args: argparse.Namespace, config_class: type):
     return coerce(config_class, values, f"--config {args.config}" if args.config else "options")
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line ("error: ...") and exit code 2, like every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="textual-inversion",
+    parser = OneLineErrors(prog="textual-inversion",
                                      description="Teach a text-to-image model your subject from 3-5 pictures.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library log messages")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineErrors)
 
     train = commands.add_parser("train", help="learn a new token from a folder of images",
                                 description="Learn a new token (e.g. <my-cat>) from 3-5 pictures.")

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 MIN_IMAGE_SIDE = 32
+MAX_IMAGE_SIDE = 2048  # larger pictures are reduced while decoding: a 12-megapixel photo stays cheap
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -46,9 +47,13 @@ def load_rgb(path: Path) -> Image.Image:
     """Open an image as upright 8-bit RGB: EXIF rotation applied, transparency composited on white."""
     try:
         with Image.open(path) as opened:
+            if max(opened.size) > MAX_IMAGE_SIDE:
+                opened.draft("RGB", (MAX_IMAGE_SIDE, MAX_IMAGE_SIDE))  # JPEG decodes at a reduced scale
             opened.load()
             image = ImageOps.exif_transpose(opened)
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+            if max(image.size) > MAX_IMAGE_SIDE:
+                image.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE), Image.Resampling.LANCZOS)
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise UserError(f"{path}: cannot read this image ({error}); remove or replace the file") from None
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image, dtype=np.float64)

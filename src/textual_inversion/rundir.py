@@ -41,6 +41,12 @@ class RunLock:
 def prepare_output_dir(config) -> Path:
     """Create the output folder; refuse one holding another run unless resuming or overwriting."""
     output_dir = config.resolved_output_dir()
+    has_checkpoint = latest_checkpoint(output_dir) is not None
+    if config.resume and not has_checkpoint:
+        raise UserError(f"--resume: {output_dir} holds no checkpoint to resume from; drop --resume to start anew")
+    if not config.resume and not config.overwrite and ((output_dir / RUN_FILE).is_file() or has_checkpoint):
+        raise UserError(f"--output-dir {output_dir}: holds another run; pass --resume to continue it, "
+                        "--overwrite to replace it, or choose another --output-dir")
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         probe = output_dir / ".write-test"
@@ -48,13 +54,6 @@ def prepare_output_dir(config) -> Path:
         probe.unlink()
     except OSError as error:
         raise UserError(f"--output-dir {output_dir}: cannot write there ({error.strerror}); choose another folder") from None
-    has_run = (output_dir / RUN_FILE).is_file() or latest_checkpoint(output_dir) is not None
-    if config.resume:
-        if latest_checkpoint(output_dir) is None:
-            raise UserError(f"--resume: {output_dir} holds no checkpoint to resume from; drop --resume to start anew")
-    elif has_run and not config.overwrite:
-        raise UserError(f"--output-dir {output_dir}: holds another run; pass --resume to continue it, "
-                        "--overwrite to replace it, or choose another --output-dir")
     return output_dir
 
 

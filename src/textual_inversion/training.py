@@ -65,27 +65,38 @@ class TrainResult:
 def train(config: TrainConfig, pipe=None) -> TrainResult:
     """Train a concept as `config` says; returns where the result is.
 
-    `pipe` lets a caller pass an already loaded pipeline (its weights are not changed; the new
-    token stays in its tokenizer); by default the pipeline is loaded from `config.model`.
+    `pipe` lets a caller pass an already loaded pipeline: its pretrained weights are not changed,
+    and afterwards it holds what was learned (the new token, the LoRA, the tuned UNet). By default
+    the pipeline is loaded from `config.model`. Every input is checked before anything is written.
     """
     config.validate()
-    if config.mixed_precision == "fp16" and pick_device(config.device).type != "cuda":
-        raise UserError("--mixed-precision fp16 needs a CUDA GPU; on this device use bf16 or no")
-    output_dir = prepare_output_dir(config)
-    with RunLock(output_dir):
-        remove_stale_temporaries(output_dir)
-        if config.overwrite and not config.resume:
-            clear_previous_run(output_dir)
-        method = METHODS[config.method](config)
-        try:
-            return run_training(config, method, output_dir, pipe)
-        finally:
-            method.release()  # a caller's pipeline gets its own embedding modules back, even after an error
-
-
-def run_training(config: TrainConfig, method, output_dir: Path, pipe=None) -> TrainResult:
-    started = time.monotonic()
     device = pick_device(config.device)
+    if config.mixed_precision == "fp16" and device.type != "cuda":
+        raise UserError("--mixed-precision fp16 needs a CUDA GPU; on this device use bf16 or no")
+    image_paths = list_images(config.images)
+    images = [load_rgb(path) for path in image_paths]
+    captions = make_captions(image_paths, config.token, config.property)
+    if pipe is None:
+        pipe = load_pipeline(config.model, config.model_config)
+    for module in (pipe.unet, pipe.vae, getattr(pipe, "text_encoder_2", None), pipe.text_encoder):
+        if module is not None:
+            module.requires_grad_(False).eval()
+    method = METHODS[config.method](config)
+    try:
+        method.prepare(pipe)  # checks the token against the vocabulary, adds what learns
+        output_dir = prepare_output_dir(config)
+        with RunLock(output_dir):
+            remove_stale_temporaries(output_dir)
+            if config.overwrite and not config.resume:
+                clear_previous_run(output_dir)
+            return run_training(config, method, pipe, device, images, captions, output_dir)
+    finally:
+        method.release()  # the caller's pipeline keeps what was learned, even after an error
+
+
+def run_training(config: TrainConfig, method, pipe, device: torch.device, images: list, captions: list[list[str]],
+                 output_dir: Path) -> TrainResult:
+    started = time.monotonic()
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)  # Accelerator picks the current CUDA device
     # Accelerate keeps one process-wide state; a second run in the same Python process with another
@@ -93,33 +104,22 @@ def run_training(config: TrainConfig, method, output_dir: Path, pipe=None) -> Tr
     AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=device.type == "cpu")
     weight_dtype = WEIGHT_DTYPES[config.mixed_precision]
-
-    image_paths = list_images(config.images)
-    images = [load_rgb(path) for path in image_paths]
-    captions = make_captions(image_paths, config.token, config.property)
-
-    if pipe is None:
-        pipe = load_pipeline(config.model, config.model_config)
     pipe.set_progress_bar_config(disable=True)
-    for module in (pipe.unet, pipe.vae, *[getattr(pipe, "text_encoder_2", None), pipe.text_encoder]):
-        if module is not None:
-            module.requires_grad_(False).eval()
     resolution = config.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
     pipe.to(accelerator.device)
     cache = encode_images(pipe.vae, images, resolution, config.crop, config.crop_variants, config.flip,
                           config.seed, accelerator.device, torch.float32)
     class_cache = None
-    if config.class_prompt:  # prior preservation: the frozen model's own pictures of the class
+    if config.class_prompt:  # prior preservation: the model's own pictures of the class
+        # The method is prepared already, but changes nothing yet (LoRA's B matrices start at zero).
         class_images = ensure_class_images(pipe, config, output_dir / "class_images")
         class_cache = encode_images(pipe.vae, class_images, resolution, "center", 1, False, config.seed,
                                     accelerator.device, torch.float32)
-    method.prepare(pipe)
     if weight_dtype != torch.float32:
         pipe.to(dtype=weight_dtype)
     pipe.to(accelerator.device)
     for parameter in method.trainable_parameters():
         parameter.data = parameter.data.float()
-    is_sdxl = hasattr(pipe, "text_encoder_2")
 
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     scale = config.batch_size * config.grad_accum * accelerator.num_processes if config.scale_lr else 1

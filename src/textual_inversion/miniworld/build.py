@@ -65,6 +65,11 @@ def lr_at(step: int, total: int, base: float, warmup: int) -> float:
 def train_vae(steps: int, batch: int, rng: random.Random, lr: float = 1e-3):
     """Stage 1: reconstruction (L1 + MSE) with a tiny KL term to keep latents tame."""
     vae = make_vae()
+    # Start with a near-deterministic posterior (std ~0.02): from the default std ~1 a
+    # small VAE spends thousands of steps learning to out-shout its own sampling noise,
+    # and colours come out washed out. The weak KL term keeps the std small but non-zero.
+    with torch.no_grad():
+        vae.quant_conv.bias[vae.config.latent_channels :].fill_(-8.0)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     bar = tqdm(range(steps), desc="vae", mininterval=10)
     for step in bar:

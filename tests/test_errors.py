@@ -1,0 +1,103 @@
+"""The catalogue of bad input (docs/errors.md): one line on stderr, exit code 2, nothing written."""
+
+import pickle
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import draw_subject
+from textual_inversion.cli import main
+from textual_inversion.formats import Embedding, write_embedding
+
+
+class RunsCode:
+    def __reduce__(self):
+        import os
+        return (os.system, ("touch /tmp/textual-inversion-pwned",))
+
+
+def images(tmp, *, extra=None, count=3):
+    folder = tmp / "pics"
+    folder.mkdir(exist_ok=True)
+    for index in range(count):
+        draw_subject(folder / f"{index}.png", index)
+    if extra:
+        extra(folder)
+    return str(folder)
+
+
+def train(tmp, model, *args, images_folder=None):
+    folder = images_folder if images_folder is not None else images(tmp)
+    return ["train", "--model", model, "--images", folder, "--token", "<t>", "--init-token", "cat",
+            "--output-dir", str(tmp / "out"), "--steps", "1", *args]
+
+
+def embedding_file(tmp, width=768, token="<e>"):
+    return str(write_embedding(Embedding(token, {"text_encoder": torch.zeros(1, width)}), tmp / f"{token[1:-1]}.safetensors"))
+
+
+def evil_pickle(tmp):
+    with open(tmp / "evil.pt", "wb") as handle:
+        pickle.dump({"<x>": RunsCode()}, handle)
+    return str(tmp / "evil.pt")
+
+
+def occupied(tmp, model):
+    (tmp / "out").mkdir()
+    (tmp / "out" / "run.json").write_text("{}")
+    return train(tmp, model)
+
+
+CASES = {
+    "missing image folder": (lambda t, m: train(t, m, images_folder=str(t / "nope")), "no such folder"),
+    "empty image folder": (lambda t, m: train(t, m, images_folder=str((t / "empty").mkdir() or t / "empty")), "no images found"),
+    "corrupt image": (lambda t, m: train(t, m, images_folder=images(t, extra=lambda f: (f / "x.png").write_bytes(b"\x89PNG garbage"))), "cannot read this image"),
+    "truncated image": (lambda t, m: train(t, m, images_folder=images(t, extra=lambda f: (f / "x.png").write_bytes((f / "0.png").read_bytes()[:60]))), "cannot read this image"),
+    "very small image": (lambda t, m: train(t, m, images_folder=images(t, extra=lambda f: Image.new("RGB", (8, 8)).save(f / "x.png"))), "smaller than 32 px"),
+    "caption without placeholder": (lambda t, m: train(t, m, images_folder=images(t, extra=lambda f: (f / "0.txt").write_text("a cat"))), "caption has no {token}"),
+    "token already a word": (lambda t, m: train(t, m, "--token", "cat"), "already in the model's vocabulary"),
+    "token with spaces": (lambda t, m: train(t, m, "--token", "my cat"), "one new word without spaces"),
+    "empty initializer": (lambda t, m: train(t, m, "--init-token", " "), "--init-token is required"),
+    "zero vectors": (lambda t, m: train(t, m, "--vectors", "0"), "--vectors 0: must be at least 1"),
+    "absurd vectors": (lambda t, m: train(t, m, "--vectors", "1000"), "at most 75 tokens"),
+    "validation prompt without token": (lambda t, m: train(t, m, "--validation-prompt", "a cat"), "does not contain the token <t>"),
+    "learning rate out of range": (lambda t, m: train(t, m, "--lr", "5"), "--lr 5.0: must be between 0 and 1"),
+    "invalid choice": (lambda t, m: train(t, m, "--crop", "middle"), "argument --crop: invalid choice"),
+    "not a number": (lambda t, m: train(t, m, "--steps", "many"), "argument --steps: invalid int value"),
+    "conflicting options": (lambda t, m: train(t, m, "--class-prompt", "a cat"), "--class-prompt (prior preservation) works with"),
+    "fp16 without a GPU": (lambda t, m: train(t, m, "--mixed-precision", "fp16"), "fp16 needs a CUDA GPU"),
+    "GPU asked for, none there": (lambda t, m: train(t, m, "--device", "cuda"), "no CUDA GPU is available"),
+    "unwritable output folder": (lambda t, m: train(t, m, "--output-dir", "/proc/forbidden"), "cannot write there"),
+    "output folder holds another run": (occupied, "holds another run"),
+    "resume without checkpoint": (lambda t, m: train(t, m, "--resume"), "holds no checkpoint"),
+    "bad TOML": (lambda t, m: ["train", "--config", str((t / "c.toml").write_text("x = = 1") and t / "c.toml")], "not valid TOML"),
+    "unknown TOML option": (lambda t, m: ["train", "--config", str((t / "c.toml").write_text("stepz = 1") and t / "c.toml")], "unknown option 'stepz'"),
+    "model folder that is not a model": (lambda t, m: train(t, str(t)), "not a diffusers model folder"),
+    "unknown model id offline": (lambda t, m: train(t, "nobody/no-model"), "offline"),
+    "embedding for another model": (lambda t, m: ["generate", "--model", m, "--concept", embedding_file(t, 1024), "--prompt", "<e>", "--output-dir", str(t / "out")], "needs text_encoder 768"),
+    "token no concept defines": (lambda t, m: ["generate", "--model", m, "--prompt", "a <who>", "--output-dir", str(t / "out")], "<who> but no loaded --concept defines it"),
+    "file that is not an embedding": (lambda t, m: ["inspect", str((t / "a.safetensors").write_text("hi") and t / "a.safetensors")], "not a readable .safetensors"),
+    "pickle that would run code": (lambda t, m: ["inspect", evil_pickle(t)], "refused"),
+    "missing embedding file": (lambda t, m: ["convert", str(t / "none.pt"), str(t / "out.pt")], "no such embedding file"),
+    "unknown output type": (lambda t, m: ["convert", embedding_file(t), str(t / "out.txt")], "unknown output type"),
+    "single file offline without its config": (lambda t, m: train(t, str((t / "m.safetensors").write_bytes(b"\x00" * 16) and t / "m.safetensors")), "cannot read this checkpoint"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_gets_one_line_and_writes_nothing(case, tiny_sd1_path, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    make_args, expected = CASES[case]
+    args = make_args(tmp_path, tiny_sd1_path)
+    before = {p for p in tmp_path.rglob("*")}
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert expected in err, err
+    assert "Traceback" not in err
+    created = {p for p in tmp_path.rglob("*")} - before
+    assert not [p for p in created if p.is_file() and "hub" not in p.parts], f"wrote {created}"
