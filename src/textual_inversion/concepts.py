@@ -146,8 +146,9 @@ def load_concepts(pipe, concepts: list) -> list[str]:
                 adapter = re.sub(r"[^A-Za-z0-9_]+", "_", f"{Path(source).stem}_{len(adapters)}")
                 try:
                     pipe.load_lora_weights(str(part), adapter_name=adapter)
-                except (ValueError, KeyError, RuntimeError) as error:
-                    raise UserError(f"{part}: not a LoRA for this model ({str(error).splitlines()[0][:200]})") from None
+                except Exception as error:  # diffusers' converters raise any type on a foreign or damaged file
+                    reason = (str(error).splitlines() or [type(error).__name__])[0][:200]
+                    raise UserError(f"{part}: not a LoRA for this model ({reason})") from None
                 adapters.append(adapter)
                 logger.info("loaded LoRA %s from %s", adapter, part)
             elif kind == "trigger":

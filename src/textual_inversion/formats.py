@@ -84,8 +84,8 @@ def read_pickle(path: Path):
         reason = str(error).split("\n")[0][:200]
         raise UserError(f"{path}: refused: the file holds Python objects other than tensors, and loading them "
                         f"could run code ({reason}); get a .safetensors version of it") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise UserError(f"{path}: not a readable PyTorch file ({str(error)[:200]})") from None
+    except Exception as error:  # the restricted unpickler raises any type (IndexError, KeyError...) on garbage
+        raise UserError(f"{path}: not a readable PyTorch file ({type(error).__name__}: {str(error)[:150]})") from None
 
 
 def embedding_from_dict(path: Path, data, metadata: dict[str, str]) -> Embedding:
@@ -117,7 +117,8 @@ def embedding_from_dict(path: Path, data, metadata: dict[str, str]) -> Embedding
 
 def as_matrix(path: Path, tensor) -> torch.Tensor:
     """Vectors as float32 [n, dim]; the concept library's 1-D single vectors become [1, dim]."""
-    if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point() or tensor.dim() not in (1, 2):
+    if (not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point() or tensor.dim() not in (1, 2)
+            or tensor.numel() == 0):
         shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
         raise UserError(f"{path}: expected embedding vectors of shape [n, dim], found {shape}")
     matrix = tensor.detach().float().reshape(-1, tensor.shape[-1])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import re
 from pathlib import Path
 
@@ -115,6 +116,9 @@ def single_file_family(path: Path) -> str:
 
     try:
         checkpoint = load_single_file_checkpoint(str(path), local_files_only=True)
+    except pickle.UnpicklingError as error:  # diffusers opens .ckpt pickles with weights_only=True
+        raise UserError(f"--model {path}: refused: the checkpoint holds Python objects other than tensors, and "
+                        f"loading them could run code ({first_line(error)[:150]}); use a .safetensors file") from None
     except Exception as error:  # safetensors and torch raise many types for a damaged file
         raise UserError(f"--model {path}: cannot read this checkpoint ({first_line(error)}); is the file complete?") from None
     try:
