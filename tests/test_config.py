@@ -41,3 +41,9 @@ def test_defaults_are_valid_and_output_dir_follows_the_token():
 def test_generate_config_rejects(change, message):
     with pytest.raises(UserError, match=message):
         dataclasses.replace(GenerateConfig(prompt="a cat"), **change).validate()
+
+
+def test_token_never_escapes_the_runs_folder():
+    for token in ("../../etc/passwd", "/abs/path", "<..>", "a/../../b"):
+        path = dataclasses.replace(GOOD, token=token).resolved_output_dir()
+        assert path.parent.as_posix() == "runs" and ".." not in path.parts and "/" not in path.name
