@@ -214,7 +214,7 @@ def coerce(config_class: type, values: dict[str, Any], source: str) -> Any:
                 converted[name] = float(value)
             else:
                 converted[name] = str(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
             raise UserError(f"{source}: option {name.replace('_', '-')!r} has the wrong type ({value!r}, expected {kind})") from None
     return config_class(**converted)
 

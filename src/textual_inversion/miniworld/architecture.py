@@ -37,7 +37,10 @@ def make_vae() -> AutoencoderKL:
         block_out_channels=(32, 64, 64),
         layers_per_block=1,
         latent_channels=LATENT_CHANNELS,
-        norm_num_groups=32,
+        # Few, wide groups: GroupNorm removes each group's per-image mean and scale, and
+        # with 1-2 channels per group (the SD default of 32 groups on narrow layers) the
+        # absolute colour of flat regions is normalised away and comes back washed out.
+        norm_num_groups=4,
         sample_size=64,
     )
 
