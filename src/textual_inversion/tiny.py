@@ -19,22 +19,10 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers.convert_slow_tokenizer import bytes_to_unicode  # GPT-2/CLIP's byte -> character table
 
 TEXT_WIDTHS = {"sd1": 768, "sd2": 1024}
 WORDS = ("a", "photo", "of", "the", "cat", "dog", "on", "beach", "in", "style", "painting", "toy", "red", "blue")
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible map from bytes to printable unicode characters."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    characters = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            characters.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, map(chr, characters), strict=True))
 
 
 def write_tokenizer(folder: Path, words: tuple[str, ...] = WORDS, max_length: int = 77) -> CLIPTokenizer:
