@@ -43,5 +43,89 @@ def test_table_lists_concept_and_baselines():
     report = {"fidelity": 0.9, "editability": 0.75,
               "baselines": {"init_word": {"fidelity": 0.0, "editability": 0.0}, "words": {"fidelity": 0.1, "editability": 0.05}}}
     lines = format_table(report).splitlines()
-    assert lines[1].split()[-2:] == ["0.90", "0.75"]
+    assert lines[0].split() == ["fidelity", "editability"]
+    assert lines[1].split()[-2:] == ["0.900", "0.750"]
     assert lines[2].startswith("baseline: init word") and lines[3].startswith("baseline: words")
+
+
+def test_dreambench_metrics_against_hand_computed_values():
+    import torch
+
+    from textual_inversion.metrics import mean_matched_cosine, mean_pairwise_cosine, remove_token
+
+    a = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    b = torch.tensor([[3.0, 0.0], [1.0, 1.0]])
+    # pairs: (a0,b0)=1, (a0,b1)=1/sqrt2, (a1,b0)=0, (a1,b1)=1/sqrt2
+    assert mean_pairwise_cosine(a, b) == pytest.approx((1 + 2 / 2 ** 0.5) / 4)
+    assert mean_matched_cosine(a, b) == pytest.approx((1 + 1 / 2 ** 0.5) / 2)
+    assert remove_token("a <cat-toy> <cat-toy>_1 on the beach", "<cat-toy>") == "a on the beach"
+
+
+@pytest.fixture(scope="module")
+def tiny_judges(tmp_path_factory):
+    from textual_inversion.tiny import build_tiny_clip, build_tiny_dino
+
+    root = tmp_path_factory.mktemp("judges")
+    return str(build_tiny_clip(root / "clip")), str(build_tiny_dino(root / "dino"))
+
+
+def test_feature_extractor_scores_match_the_formulas(tiny_judges):
+    import torch
+    from PIL import Image
+
+    from textual_inversion.metrics import FeatureExtractor, score_images
+
+    features = FeatureExtractor(*tiny_judges)
+    generated = [Image.new("RGB", (40, 40), (255, 0, 0)), Image.new("RGB", (40, 40), (0, 0, 255))]
+    real = [Image.new("RGB", (40, 40), (250, 10, 10))]
+    scores = score_images(features, generated, ["a <t> cat", "a <t> dog"], real, "<t>")
+    d_gen, d_real = features.dino_images(generated), features.dino_images(real)
+    expected_dino = torch.nn.functional.cosine_similarity(d_gen, d_real.expand_as(d_gen)).mean().item()
+    assert scores["dino"] == pytest.approx(expected_dino, abs=1e-6)
+    texts = features.clip_texts(["a cat", "a dog"])  # token removed
+    expected_t = torch.nn.functional.cosine_similarity(features.clip_images(generated), texts).mean().item()
+    assert scores["clip_t"] == pytest.approx(expected_t, abs=1e-6)
+    assert -1 <= scores["clip_i"] <= 1
+
+
+def test_evaluate_command_writes_json_grids_and_report(tiny_sd1_path, tiny_judges, image_folder, tmp_path, capsys):
+    import json
+
+    import torch
+
+    from textual_inversion.cli import main
+    from textual_inversion.formats import Embedding, write_embedding
+
+    concepts = []
+    for name in ("run-a", "run-b"):
+        embedding = Embedding("<blob>", {"text_encoder": torch.randn(1, 768)}, {"init_token": "cat"})
+        (tmp_path / name).mkdir()
+        concepts += ["--concept", str(write_embedding(embedding, tmp_path / name / "learned_embeds.safetensors"))]
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a {token} on the beach\na red {token}\n")
+    out = tmp_path / "eval"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--model", tiny_sd1_path, *concepts, "--images", str(image_folder), "--prompts",
+              str(prompts), "--clip", tiny_judges[0], "--dino", tiny_judges[1], "--num-images", "2", "--steps", "2",
+              "--output-dir", str(out)])
+    assert exit_info.value.code == 0
+    report = json.loads((out / "evaluation.json").read_text())
+    assert [c["name"] for c in report["concepts"]] == ["run-a", "run-b"]
+    assert report["base_model"]["words"] == "cat"
+    for row in report["concepts"] + [report["base_model"]]:
+        assert {"dino", "clip_i", "clip_t"} <= set(row)
+    assert sorted(p.name for p in (out / "grids" / "run-a").iterdir()) == ["a-C-on-the-beach.png", "a-red-C.png"]
+    page = (out / "report.html").read_text()
+    assert "<svg" in page and "run-b" in page and "data:image/png;base64," in page
+    table = capsys.readouterr().out
+    assert "DINO" in table and "base model" in table
+
+
+def test_missing_clip_offline_says_what_to_download(tmp_path, monkeypatch):
+    from textual_inversion.errors import UserError
+    from textual_inversion.metrics import load_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(UserError, match="--clip openai/clip-vit-base-patch32: .* `hf download .* pass --clip"):
+        load_model("clip", "openai/clip-vit-base-patch32")

@@ -119,12 +119,15 @@ def run(argv: list[str] | None = None) -> int:
         print(f"evaluation: {result.output_dir / 'evaluation' / 'evaluation.json'} and grids in "
               f"{result.output_dir / 'evaluation' / 'grids'}")
     elif args.command == "evaluate":
-        from .evaluate import evaluate_from_config, format_table
+        from .evaluate import evaluate_from_config, format_rows
 
         config = config_from_args(args, EvaluateConfig)
         report = evaluate_from_config(config)
-        print(format_table(report))
-        print(f"wrote {config.output_dir}/evaluation.json and grids in {config.output_dir}/grids")
+        rows = list(report["rows"])
+        if "baselines" in report:
+            rows += [{"name": f"baseline: {k.replace('_', ' ')}", **v} for k, v in report["baselines"].items()]
+        print(format_rows(rows))
+        print(f"wrote {config.output_dir}/evaluation.json, {report['report_html']} and the image grids")
     elif args.command == "convert":
         from .formats import read_embedding, write_embedding
 

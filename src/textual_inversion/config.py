@@ -221,13 +221,18 @@ def coerce(config_class: type, values: dict[str, Any], source: str) -> Any:
 
 @dataclass
 class EvaluateConfig:
-    """Measure a learned concept against its ground truth (miniworld)."""
+    """Measure learned concepts: DINO, CLIP-I, CLIP-T against the training images, and on miniworld the judge."""
 
-    model: str = option("miniworld", "base model the concept was learned on")
+    model: str = option("miniworld", "base model the concepts were learned on")
     model_config: str | None = option(None, "diffusers folder or hub id giving the configs for a single-file --model")
-    concept: str = option("", "the learned concept: embedding file or run folder")
-    concept_spec: str = option("", "the concept's concept.toml (ground truth: token, init_word, words, attributes)")
-    output_dir: str = option("evaluation", "folder for evaluation.json and the image grids")
+    concept: list = option([], "learned concept: embedding file, LoRA, or run folder (repeat to compare runs)")
+    images: str | None = option(None, "the training images, for DINO and CLIP-I (DreamBench metrics)")
+    concept_spec: str | None = option(None, "miniworld: the concept's concept.toml, for the ground-truth judge")
+    prompts: str | None = option(None, "text file, one prompt per line with {token} (default: DreamBench's prompts)")
+    property: str = option("object", "which default prompt set: object or style", ("object", "style"))
+    clip: str = option("openai/clip-vit-base-patch32", "CLIP model (hub id or folder) for CLIP-I and CLIP-T")
+    dino: str = option("facebook/dino-vits16", "DINO model (hub id or folder) for the DINO score")
+    output_dir: str = option("evaluation", "folder for evaluation.json, report.html and the image grids")
     num_images: int = option(4, "images per prompt")
     steps: int = option(25, "sampling steps")
     guidance: float = option(4.0, "classifier-free guidance scale")
@@ -237,11 +242,13 @@ class EvaluateConfig:
     def validate(self) -> None:
         if not self.concept:
             raise UserError("--concept is required: the embedding file or run folder to evaluate")
-        if not self.concept_spec:
-            raise UserError("--concept-spec is required: the concept.toml with the concept's ground truth")
+        if not self.images and not self.concept_spec:
+            raise UserError("give --images (the training images, for DINO/CLIP scores) and/or --concept-spec "
+                            "(a miniworld concept.toml, for the ground-truth judge)")
         for name in ("num_images", "steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
+        check_choices(self)
 
 
 @dataclass

@@ -140,26 +140,126 @@ def mean(values: list[bool]) -> float:
 
 
 def format_table(report: dict) -> str:
-    """The terminal table: fidelity and editability of the concept and its baselines."""
-    rows = [("learned token", report)] + [(f"baseline: {name.replace('_', ' ')}", values)
-                                          for name, values in report["baselines"].items()]
-    lines = [f"{'':<22}{'fidelity':>10}{'editability':>13}"]
-    lines += [f"{name:<22}{values['fidelity']:>10.2f}{values['editability']:>13.2f}" for name, values in rows]
+    """The terminal table of a judge report: the learned token and its baselines."""
+    rows = [{"name": "learned token", **report}] + [{"name": f"baseline: {name.replace('_', ' ')}", **values}
+                                                    for name, values in report["baselines"].items()]
+    return format_rows(rows)
+
+
+def format_rows(rows: list[dict]) -> str:
+    """One line per row (concept or baseline), one column per metric any row has."""
+    from .report import LABELS, METRICS
+
+    metrics = [m for m in METRICS if any(m in row for row in rows)]
+    width = max(22, *(len(row["name"]) + 2 for row in rows))
+    lines = [f"{'':<{width}}" + "".join(f"{LABELS[m].split(' ')[0]:>13}" for m in metrics)]
+    for row in rows:
+        lines.append(f"{row['name']:<{width}}" + "".join(f"{row[m]:>13.3f}" if m in row else f"{'-':>13}" for m in metrics))
     return "\n".join(lines)
 
 
 def evaluate_from_config(config) -> dict:
-    """The `evaluate` command: load model and concept, run the prompt set, return the report."""
-    from .concepts import load_concepts, resolve_concept
+    """The `evaluate` command: every concept (and the base model) over the prompt set, scored, reported."""
+    from .concepts import load_concepts, pipeline_of
+    from .data import list_images, load_rgb
+    from .metrics import FeatureExtractor
     from .models import load_pipeline, pick_device
+    from .report import write_report
 
     config.validate()
-    spec = ConceptSpec.from_toml(config.concept_spec)
-    embedding = resolve_concept(config.concept)
-    if embedding.token != spec.token:
-        logger.info("using the concept's token %s in the spec's prompts (spec says %s)", embedding.token, spec.token)
-        spec.token = embedding.token
-    pipe = load_pipeline(config.model, config.model_config).to(pick_device(config.device))
-    load_concepts(pipe, [embedding])
-    return evaluate_concept(pipe, spec, Path(config.output_dir), config.num_images, config.steps, config.guidance,
-                            config.seed)
+    device = pick_device(config.device)
+    output_dir = Path(config.output_dir)
+    spec = ConceptSpec.from_toml(config.concept_spec) if config.concept_spec else None
+    real = [load_rgb(p) for p in list_images(config.images)] if config.images else []
+    features = FeatureExtractor(config.clip, config.dino, str(device)) if real else None
+    prompt_templates = read_prompts(config)
+    rows, grids, concepts = [], {}, []
+    base_words = None
+    for index, concept in enumerate(config.concept):
+        name = concept_name(concept, index)
+        pipe = load_pipeline(pipeline_of([concept]) or config.model, config.model_config).to(device)
+        tokens = load_concepts(pipe, [concept])
+        if not tokens:
+            raise UserError(f"--concept {concept}: defines no token to put in the prompts")
+        token = tokens[0]
+        result = {"name": name, "token": token}
+        if spec is not None:
+            spec.token = token
+            judged = evaluate_concept(pipe, spec, output_dir / "judge" / name, config.num_images, config.steps,
+                                      config.guidance, config.seed, conditions=CONDITIONS if index == 0 else ("concept",))
+            result.update(fidelity=judged["fidelity"], editability=judged["editability"])
+            if index == 0:
+                result["baselines"] = judged["baselines"]
+        if features is not None:
+            result.update(score_prompts(pipe, features, prompt_templates, token, token, real, config,
+                                        output_dir / "grids" / name, grids.setdefault(name, [])))
+            base_words = base_words or base_word(concept, spec)
+        rows.append({"name": name, **{k: v for k, v in result.items() if isinstance(v, float)}})
+        concepts.append(result)
+    report = {"concepts": concepts}
+    if features is not None:  # the base model, the concept's word replaced by its plain initializer
+        pipe = load_pipeline(config.model, config.model_config).to(device)
+        base = score_prompts(pipe, features, prompt_templates, base_words, concepts[0]["token"], real,
+                             config, output_dir / "grids" / "base-model", grids.setdefault("base model", []))
+        report["base_model"] = {"words": base_words, **base}
+        rows.append({"name": "base model", **base})
+    if len(concepts) == 1:
+        report.update({k: v for k, v in concepts[0].items() if k not in ("name",)})
+    write_text_atomic(output_dir / "evaluation.json", json.dumps(report, indent=2))
+    report["report_html"] = str(write_report(output_dir / "report.html", rows, real, grids))
+    report["rows"] = rows
+    return report
+
+
+def read_prompts(config) -> list[str]:
+    """Prompt templates with {token}: from --prompts, else DreamBench's set for the property."""
+    from .templates import EVALUATION_OBJECT_PROMPTS, EVALUATION_STYLE_PROMPTS
+
+    if config.prompts:
+        path = Path(config.prompts)
+        if not path.is_file():
+            raise UserError(f"--prompts {path}: no such file")
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not lines or any("{token}" not in line for line in lines):
+            raise UserError(f"--prompts {path}: every line needs a {{token}} placeholder")
+        return lines
+    defaults = EVALUATION_STYLE_PROMPTS if config.property == "style" else EVALUATION_OBJECT_PROMPTS
+    return [template.replace("{}", "{token}") for template in defaults]
+
+
+def score_prompts(pipe, features, templates: list[str], filler: str, token: str, real: list, config,
+                  grid_dir: Path, grid_paths: list) -> dict[str, float]:
+    """Generate `num_images` per prompt with `filler` in the {token} place; DINO, CLIP-I, CLIP-T overall."""
+    from .generation import save_grid
+    from .metrics import score_images
+
+    images, prompts = [], []
+    pipe.set_progress_bar_config(disable=True)
+    for template in templates:
+        prompt = template.replace("{token}", filler)
+        generators = [torch.Generator().manual_seed(config.seed + i) for i in range(config.num_images)]
+        batch = pipe(prompt, num_inference_steps=config.steps, guidance_scale=config.guidance,
+                     num_images_per_prompt=config.num_images, generator=generators).images
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", template.replace("{token}", "C")).strip("-")[:60]
+        grid_paths.append(save_grid(batch, grid_dir / f"{slug}.png"))
+        images += batch
+        prompts += [template.replace("{token}", token)] * len(batch)
+    return score_images(features, images, prompts, real, token)
+
+
+def concept_name(concept: str, index: int) -> str:
+    path = Path(str(concept))
+    name = path.parent.name if path.name in ("learned_embeds.safetensors", "pytorch_lora_weights.safetensors") else path.stem
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or f"concept-{index}"
+
+
+def base_word(concept: str, spec: ConceptSpec | None) -> str:
+    """What stands for the concept in the base model's prompts: the initializer word it was learned from."""
+    if spec is not None:
+        return spec.init_word
+    from .concepts import concept_parts
+
+    for kind, part in concept_parts(str(concept)):
+        if kind == "embedding" and part.metadata.get("init_token"):
+            return part.metadata["init_token"]
+    return "thing"

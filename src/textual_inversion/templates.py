@@ -52,3 +52,23 @@ STYLE_TEMPLATES = (
 )
 
 TEMPLATES = {"object": OBJECT_TEMPLATES, "style": STYLE_TEMPLATES}
+
+# DreamBench's prompts for live objects and things (Ruiz et al. 2022): recontextualization,
+# accessorization and property changes; `{}` is the concept. Used by `evaluate` on real models.
+EVALUATION_OBJECT_PROMPTS = (
+    "a {} in the jungle", "a {} in the snow", "a {} on the beach", "a {} on a cobblestone street",
+    "a {} on top of pink fabric", "a {} on top of a wooden floor", "a {} with a city in the background",
+    "a {} with a mountain in the background", "a {} with a blue house in the background",
+    "a {} on top of a purple rug in a forest", "a {} with a wheat field in the background",
+    "a {} with a tree and autumn leaves in the background", "a {} with the Eiffel Tower in the background",
+    "a {} floating on top of water", "a {} floating in an ocean of milk",
+    "a {} on top of green grass with sunflowers around it", "a {} on top of a mirror",
+    "a {} on top of the sidewalk in a crowded street", "a {} on top of a dirt road", "a {} on top of a white rug",
+    "a red {}", "a purple {}", "a shiny {}", "a wet {}", "a cube shaped {}",
+)
+EVALUATION_STYLE_PROMPTS = (
+    "a painting of a dog in the style of {}", "a painting of a house in the style of {}",
+    "a painting of a mountain in the style of {}", "a portrait of a woman in the style of {}",
+    "a painting of a city street in the style of {}", "a painting of a bowl of fruit in the style of {}",
+    "a painting of a cat in the style of {}", "a painting of a ship at sea in the style of {}",
+)

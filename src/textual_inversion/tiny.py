@@ -91,3 +91,35 @@ def build_tiny_pipeline(family: str, folder: str | Path, seed: int = 0):
                                        feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(folder, safe_serialization=True)
     return pipe
+
+
+def build_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
+    """A tiny random CLIPModel + CLIPProcessor folder (for CLIP-I/CLIP-T code paths)."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    tokenizer = write_tokenizer(folder / "_tokenizer_build")
+    config = CLIPConfig(text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37,
+                                         num_hidden_layers=1, num_attention_heads=4, max_position_embeddings=77,
+                                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                         pad_token_id=tokenizer.pad_token_id),
+                        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                                           num_attention_heads=4, image_size=32, patch_size=8),
+                        projection_dim=16)
+    CLIPModel(config).save_pretrained(folder)
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def build_tiny_dino(folder: str | Path, seed: int = 0) -> Path:
+    """A tiny random DINOv2 ViT + image processor folder (for the DINO score's code path)."""
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37,
+                             image_size=32, patch_size=8)).save_pretrained(folder)
+    BitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder

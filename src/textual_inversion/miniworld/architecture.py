@@ -74,7 +74,7 @@ def make_unet() -> UNet2DConditionModel:
         layers_per_block=1,
         cross_attention_dim=TEXT_WIDTH,
         attention_head_dim=4,
-        norm_num_groups=32,
+        norm_num_groups=8,  # 8+ channels per group, for the same reason as the VAE
     )
 
 

@@ -62,7 +62,7 @@ def lr_at(step: int, total: int, base: float, warmup: int) -> float:
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def train_vae(steps: int, batch: int, rng: random.Random, lr: float = 1e-3):
+def train_vae(steps: int, batch: int, rng: random.Random, lr: float = 2e-3):
     """Stage 1: reconstruction (L1 + MSE) with a tiny KL term to keep latents tame."""
     vae = make_vae()
     # Start with a near-deterministic posterior (std ~0.02): from the default std ~1 a
@@ -255,10 +255,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--output", default=str(MODEL_DIR), help="pipeline folder to write")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
-    p.add_argument("--vae-steps", type=int, default=1200)
+    p.add_argument("--vae-steps", type=int, default=1500)
     p.add_argument("--vae-batch", type=int, default=16)
     p.add_argument("--cache-size", type=int, default=20000, help="pre-rendered base-training images")
-    p.add_argument("--unet-steps", type=int, default=8500)
+    p.add_argument("--unet-steps", type=int, default=5500)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=6e-4)
     p.add_argument("--ema", type=float, default=0.999)
