@@ -60,20 +60,24 @@ def generate(config: GenerateConfig, pipe=None) -> list[Path]:
     width = config.width or pipe.unet.config.sample_size * pipe.vae_scale_factor
     height = config.height or pipe.unet.config.sample_size * pipe.vae_scale_factor
 
-    paths, images = [], []
+    # Under `accelerate launch` each process makes its share of the images; the main one draws the grid.
+    from accelerate import PartialState
     from tqdm.auto import tqdm
 
-    for index in tqdm(range(config.num_images), desc="generating", unit="image"):
-        seed = config.seed + index
-        image = pipe(config.prompt, negative_prompt=config.negative_prompt, num_inference_steps=config.steps,
-                     guidance_scale=config.guidance, width=width, height=height,
-                     generator=torch.Generator().manual_seed(seed)).images[0]
-        parameters = a1111_parameters(config, seed, width, height, type(pipe.scheduler).__name__)
-        path = output_dir / f"{seed:06d}.png"
-        save_png(image, path, parameters)
-        paths.append(path)
-        images.append(image)
-    save_grid(images, output_dir / "grid.png")
+    processes = PartialState(cpu=device.type == "cpu")
+    indices = list(range(config.num_images))
+    with processes.split_between_processes(indices) as my_indices:
+        for index in tqdm(my_indices, desc="generating", unit="image", disable=not processes.is_main_process):
+            seed = config.seed + index
+            image = pipe(config.prompt, negative_prompt=config.negative_prompt, num_inference_steps=config.steps,
+                         guidance_scale=config.guidance, width=width, height=height,
+                         generator=torch.Generator().manual_seed(seed)).images[0]
+            parameters = a1111_parameters(config, seed, width, height, type(pipe.scheduler).__name__)
+            save_png(image, output_dir / f"{seed:06d}.png", parameters)
+    processes.wait_for_everyone()
+    paths = [output_dir / f"{config.seed + index:06d}.png" for index in indices]
+    if processes.is_main_process:
+        save_grid([Image.open(path).convert("RGB") for path in paths], output_dir / "grid.png")
     return paths
 
 

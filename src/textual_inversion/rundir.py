@@ -38,8 +38,8 @@ class RunLock:
         self.handle.close()
 
 
-def prepare_output_dir(config) -> Path:
-    """Create the output folder; refuse one holding another run unless resuming or overwriting."""
+def check_output_dir(config) -> Path:
+    """Refuse a folder holding another run unless resuming or overwriting; writes nothing."""
     output_dir = config.resolved_output_dir()
     has_checkpoint = latest_checkpoint(output_dir) is not None
     if config.resume and not has_checkpoint:
@@ -47,6 +47,11 @@ def prepare_output_dir(config) -> Path:
     if not config.resume and not config.overwrite and ((output_dir / RUN_FILE).is_file() or has_checkpoint):
         raise UserError(f"--output-dir {output_dir}: holds another run; pass --resume to continue it, "
                         "--overwrite to replace it, or choose another --output-dir")
+    return output_dir
+
+
+def create_output_dir(output_dir: Path) -> Path:
+    """Create the folder and prove it is writable."""
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         probe = output_dir / ".write-test"

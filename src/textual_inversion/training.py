@@ -8,6 +8,7 @@ state is checkpointed, so a resumed run is bit-identical to an uninterrupted one
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
 from diffusers import DDPMScheduler
 from diffusers.optimization import get_scheduler
@@ -33,8 +34,9 @@ from .methods import METHODS
 from .models import load_pipeline, model_family, pick_device
 from .rundir import (
     RunLock,
+    check_output_dir,
     clear_previous_run,
-    prepare_output_dir,
+    create_output_dir,
     remove_stale_temporaries,
     write_loss_files,
     write_run_file,
@@ -73,6 +75,11 @@ def train(config: TrainConfig, pipe=None) -> TrainResult:
     device = pick_device(config.device)
     if config.mixed_precision == "fp16" and device.type != "cuda":
         raise UserError("--mixed-precision fp16 needs a CUDA GPU; on this device use bf16 or no")
+    # Under `accelerate launch` this joins the process group; alone it is one process.
+    processes = PartialState(cpu=device.type == "cpu")
+    if config.batch_size % processes.num_processes:
+        raise UserError(f"--batch-size {config.batch_size} is the global batch and must split evenly over "
+                        f"{processes.num_processes} processes")
     image_paths = list_images(config.images)
     images = [load_rgb(path) for path in image_paths]
     captions = make_captions(image_paths, config.token, config.property)
@@ -84,11 +91,14 @@ def train(config: TrainConfig, pipe=None) -> TrainResult:
     method = METHODS[config.method](config)
     try:
         method.prepare(pipe)  # checks the token against the vocabulary, adds what learns
-        output_dir = prepare_output_dir(config)
-        with RunLock(output_dir):
-            remove_stale_temporaries(output_dir)
-            if config.overwrite and not config.resume:
-                clear_previous_run(output_dir)
+        output_dir = check_output_dir(config)
+        processes.wait_for_everyone()  # every process has checked before the main one writes
+        with RunLock(create_output_dir(output_dir)) if processes.is_main_process else contextlib.nullcontext():
+            if processes.is_main_process:
+                remove_stale_temporaries(output_dir)
+                if config.overwrite and not config.resume:
+                    clear_previous_run(output_dir)
+            processes.wait_for_everyone()
             return run_training(config, method, pipe, device, images, captions, output_dir)
     finally:
         method.release()  # the caller's pipeline keeps what was learned, even after an error
@@ -112,7 +122,10 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
     class_cache = None
     if config.class_prompt:  # prior preservation: the model's own pictures of the class
         # The method is prepared already, but changes nothing yet (LoRA's B matrices start at zero).
-        class_images = ensure_class_images(pipe, config, output_dir / "class_images")
+        if accelerator.is_main_process:
+            ensure_class_images(pipe, config, output_dir / "class_images")
+        accelerator.wait_for_everyone()
+        class_images = ensure_class_images(pipe, config, output_dir / "class_images")  # reads what is there
         class_cache = encode_images(pipe.vae, class_images, resolution, "center", 1, False, config.seed,
                                     accelerator.device, torch.float32)
     if weight_dtype != torch.float32:
@@ -122,7 +135,7 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
         parameter.data = parameter.data.float()
 
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    scale = config.batch_size * config.grad_accum * accelerator.num_processes if config.scale_lr else 1
+    scale = config.batch_size * config.grad_accum if config.scale_lr else 1  # --batch-size is the global batch
     optimizer = torch.optim.AdamW(method.parameter_groups(config.learning_rate() * scale), weight_decay=config.weight_decay)
     lr_schedule = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps,
                                 num_training_steps=config.steps)
@@ -144,7 +157,13 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
                 "token": config.token, "vectors": str(config.vectors), "init_token": config.init_token,
                 "property": config.property, "seed": str(config.seed), "lr": str(config.learning_rate()),
                 "resolution": str(resolution), "tool_version": __version__}
-    write_run_file(output_dir, config, "running", {"metadata": metadata})
+    main = accelerator.is_main_process  # only the main process writes files
+    if main:
+        write_run_file(output_dir, config, "running", {"metadata": metadata})
+    # With several processes every one draws the same global batch from the shared generator and
+    # trains on its share; averaged gradients then equal those of the global batch on one process.
+    share = config.batch_size // accelerator.num_processes
+    mine = slice(accelerator.process_index * share, (accelerator.process_index + 1) * share)
 
     def training_state(step: int) -> dict:
         return {"optimizer": optimizer.state_dict(), "lr_schedule": lr_schedule.state_dict(), "step": step,
@@ -164,6 +183,11 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
                 sizes += class_cache.size_conditions(class_entries)
             noise = torch.randn(latents.shape, generator=generator)
             timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(latents),), generator=generator)
+            rows = list(range(config.batch_size))[mine]
+            if class_cache is not None:
+                rows += [config.batch_size + row for row in rows]
+            latents, noise, timesteps = latents[rows], noise[rows], timesteps[rows]
+            prompts, sizes = [prompts[row] for row in rows], [sizes[row] for row in rows]
             noisy = noise_scheduler.add_noise(latents, noise, timesteps)
             if noise_scheduler.config.prediction_type == "v_prediction":
                 target = noise_scheduler.get_velocity(latents, noise, timesteps)
@@ -174,11 +198,16 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
                                            timesteps.to(accelerator.device), prompts, sizes, resolution)
                 errors = F.mse_loss(prediction.float(), target.to(accelerator.device).float(),
                                     reduction="none").mean(dim=(1, 2, 3))
-                loss = errors[:config.batch_size].mean()
+                loss = errors[:share].mean()
                 if class_cache is not None:
-                    loss = loss + config.prior_loss_weight * errors[config.batch_size:].mean()
+                    loss = loss + config.prior_loss_weight * errors[share:].mean()
             accelerator.backward(loss / config.grad_accum)
             total += loss.item() / config.grad_accum
+        if accelerator.num_processes > 1:
+            for parameter in method.trainable_parameters():
+                if parameter.grad is not None:
+                    parameter.grad = accelerator.reduce(parameter.grad, "mean")
+            total = accelerator.reduce(torch.tensor(total, device=accelerator.device), "mean").item()
         optimizer.step()
         lr_schedule.step()
         optimizer.zero_grad(set_to_none=True)
