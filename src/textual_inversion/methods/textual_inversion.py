@@ -67,7 +67,7 @@ class TextualInversion:
         """
         for encoder, first_id, rows in self.encoders:
             detach_placeholder_embedding(encoder)
-            encoder.resize_token_embeddings(first_id + rows.shape[0])
+            encoder.resize_token_embeddings(first_id + rows.shape[0], mean_resizing=False)  # rows set below
             with torch.no_grad():
                 weight = encoder.get_input_embeddings().weight
                 weight[first_id:first_id + rows.shape[0]] = rows.to(weight.dtype)

@@ -1,0 +1,74 @@
+"""Images per second of `generate` with learned concepts loaded, against plain diffusers, same run.
+
+Both pipelines are loaded first; then the two are timed in alternation (same scheduler, steps,
+guidance and seeds), and the ratio of their medians is printed and written to
+benchmarks/results/generation_speed.md.
+
+    python benchmarks/generation_speed.py [--model miniworld] [--steps 25] [--images 8] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="miniworld")
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    from diffusers import StableDiffusionPipeline
+
+    from textual_inversion import GenerateConfig, generate, load_concepts
+    from textual_inversion.formats import Embedding, write_embedding
+    from textual_inversion.models import load_pipeline, resolve_model_path
+
+    with tempfile.TemporaryDirectory() as workdir:
+        ours = load_pipeline(args.model)
+        width = ours.text_encoder.get_input_embeddings().weight.shape[-1]
+        concepts = [str(write_embedding(Embedding(f"<c{i}>", {"text_encoder": torch.randn(2, width) * 0.01}),
+                                        Path(workdir) / f"c{i}.safetensors")) for i in range(2)]
+        load_concepts(ours, concepts)
+        plain = StableDiffusionPipeline.from_pretrained(resolve_model_path(args.model), safety_checker=None)
+        plain.set_progress_bar_config(disable=True)
+        config = GenerateConfig(model=args.model, concept=concepts, prompt="a <c0> next to a <c1>", steps=args.steps,
+                                num_images=args.images, guidance=4.0, device="cpu", output_dir=str(Path(workdir) / "out"))
+
+        def run_ours():
+            generate(config, pipe=ours)
+
+        def run_plain():
+            for index in range(args.images):
+                plain("a circle next to a square", num_inference_steps=args.steps, guidance_scale=4.0,
+                      generator=torch.Generator().manual_seed(index)).images[0].save(Path(workdir) / f"p{index}.png")
+
+        run_ours(), run_plain()  # warm-up
+        timings = {"ours": [], "plain": []}
+        for _ in range(args.rounds):
+            for name, function in (("ours", run_ours), ("plain", run_plain)):
+                start = time.perf_counter()
+                function()
+                timings[name].append(time.perf_counter() - start)
+    ours_rate = args.images / statistics.median(timings["ours"])
+    plain_rate = args.images / statistics.median(timings["plain"])
+    table = (f"# Generation speed with concepts loaded ({args.model}, CPU, {args.steps} steps, {args.images} images, "
+             f"median of {args.rounds} alternating rounds)\n\nProduced by `python benchmarks/generation_speed.py "
+             f"--model {args.model}`.\n\n| | images/s |\n|---|---|\n| `generate` with 2 concepts | {ours_rate:.2f} |\n"
+             f"| plain diffusers | {plain_rate:.2f} |\n| ratio | {ours_rate / plain_rate:.3f} |\n")
+    print(table)
+    (ROOT / "benchmarks" / "results" / "generation_speed.md").write_text(table)
+
+
+if __name__ == "__main__":
+    main()
