@@ -15,7 +15,7 @@ import itertools
 import platform
 import random
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -95,7 +95,7 @@ def main(argv=None) -> None:
         f"{len(prompts)} prompts x {args.per_prompt} images, {args.steps} DDIM steps, guidance {args.guidance}, "
         f"seed {args.seed}; generation took {seconds:.0f} s on {platform.machine()} CPU "
         f"({torch.get_num_threads()} threads). Scored by the miniworld judge. "
-        f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.",
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
         "",
         "| attribute | match rate | target |",
         "|---|---|---|",

@@ -58,7 +58,7 @@ def measure(name: str, batch_size: int, steps: tuple[int, int], repeats: int, wo
     from textual_inversion.data import encode_images, list_images, load_rgb, make_captions
     from textual_inversion.methods import TextualInversion
     from textual_inversion.models import load_pipeline
-    from textual_inversion.training import pick, predict_noise
+    from textual_inversion.training import pick
 
     model, images_dir = model_and_images(name, workdir)
     config = TrainConfig(model=model, images=str(images_dir), token="<bench>", init_token="circle", lr=0.01,
