@@ -169,7 +169,10 @@ def evaluate_from_config(config) -> dict:
     config.validate()
     device = pick_device(config.device)
     output_dir = Path(config.output_dir)
-    spec = ConceptSpec.from_toml(config.concept_spec) if config.concept_spec else None
+    spec_path = config.concept_spec
+    if spec_path is None and config.model == "miniworld" and config.images and (Path(config.images) / "concept.toml").is_file():
+        spec_path = Path(config.images) / "concept.toml"  # a bundled miniworld concept: the judge joins in
+    spec = ConceptSpec.from_toml(spec_path) if spec_path else None
     real = [load_rgb(p) for p in list_images(config.images)] if config.images else []
     features = FeatureExtractor(config.clip, config.dino, str(device)) if real else None
     prompt_templates = read_prompts(config)

@@ -35,6 +35,7 @@ def test_short_run_beats_the_init_word_on_fidelity(learned, tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_command_on_miniworld_adds_the_judge(learned, tmp_path, capsys):
+    """The concept.toml beside the bundled images is found, so the judge's numbers come with DINO and CLIP."""
     from textual_inversion.cli import main
     from textual_inversion.tiny import build_tiny_clip, build_tiny_dino
 
@@ -42,8 +43,7 @@ def test_evaluate_command_on_miniworld_adds_the_judge(learned, tmp_path, capsys)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a {token} on a navy background\n")
     with pytest.raises(SystemExit) as exit_info:
-        main(["evaluate", "--concept", str(result.output_dir), "--concept-spec", str(CONCEPT / "concept.toml"),
-              "--images", str(CONCEPT), "--prompts", str(prompts), "--clip", str(build_tiny_clip(tmp_path / "clip")),
+        main(["evaluate", "--concept", str(result.output_dir), "--images", str(CONCEPT), "--prompts", str(prompts), "--clip", str(build_tiny_clip(tmp_path / "clip")),
               "--dino", str(build_tiny_dino(tmp_path / "dino")), "--num-images", "1", "--steps", "10",
               "--output-dir", str(tmp_path / "eval")])
     assert exit_info.value.code == 0
