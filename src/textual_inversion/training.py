@@ -75,6 +75,7 @@ def train(config: TrainConfig, pipe=None) -> TrainResult:
     device = pick_device(config.device)
     if config.mixed_precision == "fp16" and device.type != "cuda":
         raise UserError("--mixed-precision fp16 needs a CUDA GPU; on this device use bf16 or no")
+    make_optimizer(config)  # says now, before anything is written, if bitsandbytes is missing
     # Under `accelerate launch` this joins the process group; alone it is one process.
     processes = PartialState(cpu=device.type == "cpu")
     if config.batch_size % processes.num_processes:
@@ -134,9 +135,11 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
     for parameter in method.trainable_parameters():
         parameter.data = parameter.data.float()
 
+    speed_options(pipe, config)
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     scale = config.batch_size * config.grad_accum if config.scale_lr else 1  # --batch-size is the global batch
-    optimizer = torch.optim.AdamW(method.parameter_groups(config.learning_rate() * scale), weight_decay=config.weight_decay)
+    optimizer = make_optimizer(config)(method.parameter_groups(config.learning_rate() * scale),
+                                       weight_decay=config.weight_decay)
     lr_schedule = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps,
                                 num_training_steps=config.steps)
     optimizer = accelerator.prepare(optimizer)
@@ -251,6 +254,30 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
     final_loss = sum(r[1] for r in history[-20:]) / max(1, len(history[-20:]))
     write_run_file(output_dir, config, "finished", {"metadata": metadata, "final_loss": final_loss})
     return TrainResult(output_dir, outputs, step, final_loss, time.monotonic() - started, history)
+
+
+def make_optimizer(config: TrainConfig):
+    """AdamW, or bitsandbytes' 8-bit AdamW with --use-8bit-adam."""
+    if not config.use_8bit_adam:
+        return torch.optim.AdamW
+    try:
+        import bitsandbytes
+    except ImportError:
+        raise UserError("--use-8bit-adam needs bitsandbytes: pip install bitsandbytes (CUDA GPUs)") from None
+    return bitsandbytes.optim.AdamW8bit
+
+
+def speed_options(pipe, config: TrainConfig) -> None:
+    """Gradient checkpointing, channels-last and torch.compile, each only when asked for."""
+    if config.gradient_checkpointing:
+        pipe.unet.enable_gradient_checkpointing()
+        for encoder in (pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
+            if encoder is not None:
+                encoder.gradient_checkpointing_enable()
+    if config.channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+    if config.compile:
+        pipe.unet.compile()  # in place: parameter names (and so checkpoints) stay the same
 
 
 def pick(options: list[str], generator: torch.Generator) -> str:
