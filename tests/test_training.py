@@ -196,3 +196,29 @@ def test_8bit_adam_needs_bitsandbytes(train_config):
         pass
     with pytest.raises(UserError, match="--use-8bit-adam needs bitsandbytes"):
         train(dataclasses.replace(train_config, use_8bit_adam=True))
+
+
+def test_cross_initialisation_keep_norm_and_early_stop(train_config):
+    from textual_inversion.models import load_pipeline as load
+
+    pipe = load(train_config.model)
+    config = dataclasses.replace(train_config, steps=40, checkpoint_every=0, init_strategy="cross", keep_norm=True,
+                                 early_stop_window=4, early_stop_threshold=0.99)
+    result = train(config, pipe=pipe)
+    assert result.stopped_early and 8 <= result.steps < 40  # needs two windows of fixed-batch losses first
+    vectors = load_file(result.embedding_path)["<blob>"]
+    fresh = load(train_config.model)
+    ids = fresh.tokenizer("cat", return_tensors="pt").input_ids
+    with torch.no_grad():
+        start = fresh.text_encoder(ids).last_hidden_state[0, 1]
+    assert vectors.norm() == pytest.approx(start.norm().item(), rel=1e-5)  # kept at the initial length
+    assert not torch.allclose(vectors[0], start)  # but it learned a direction
+
+
+def test_dvar_criterion():
+    from textual_inversion.training import variance_has_settled
+
+    noisy_then_flat = [1.0, 0.5, 0.9, 0.2, 0.8, 0.1] + [0.30, 0.31, 0.30, 0.31]
+    assert not variance_has_settled(noisy_then_flat[:5], 3, 0.1)  # not two windows yet
+    assert variance_has_settled(noisy_then_flat, 4, 0.1)
+    assert not variance_has_settled([1.0, 0.5, 0.9, 0.2, 0.8, 0.1, 0.9, 0.1], 4, 0.1)

@@ -51,6 +51,11 @@ class TrainConfig:
     lr_scheduler: str = option("constant", "learning-rate schedule", LR_SCHEDULERS)
     lr_warmup_steps: int = option(0, "warm-up steps for the learning-rate schedule")
     weight_decay: float = option(0.0, "AdamW weight decay on the new embedding rows")
+    init_strategy: str = option("word", "where the new vectors start: the initializer word's input embedding (word) or "
+                                "the text encoder's output for it (cross, as in Cross-Initialization)", ("word", "cross"))
+    keep_norm: bool = option(False, "keep each new vector at its initial length (a regulariser against drifting norms)")
+    early_stop_window: int = option(0, "stop when the loss on a fixed batch settles: window of steps (0: off)")
+    early_stop_threshold: float = option(0.1, "early stop when var(last window) < threshold x var(all steps)")
     batch_size: int = option(1, "images per step")
     grad_accum: int = option(1, "micro-batches accumulated per optimizer step")
     resolution: int | None = option(None, "training resolution in pixels (default: the model's native size)")
@@ -125,6 +130,8 @@ class TrainConfig:
             raise UserError(f"--prior-loss-weight {self.prior_loss_weight}: cannot be negative")
         if self.train_text_encoder and self.method != "dreambooth":
             raise UserError("--train-text-encoder is for --method dreambooth; for lora use --lora-text-encoder")
+        if self.early_stop_window < 0 or not 0 < self.early_stop_threshold < 1:
+            raise UserError("--early-stop-window cannot be negative and --early-stop-threshold must be between 0 and 1")
         if self.checkpoint_every < 0 or self.lr_warmup_steps < 0 or self.weight_decay < 0:
             raise UserError("--checkpoint-every, --lr-warmup-steps and --weight-decay cannot be negative")
         if self.resolution is not None and (self.resolution < 32 or self.resolution % 8):

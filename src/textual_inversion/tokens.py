@@ -64,6 +64,23 @@ def initializer_embeddings(tokenizer, embedding: nn.Embedding, init_text: str, n
     return vectors.mean(dim=0, keepdim=True).repeat(num_vectors, 1)
 
 
+@torch.no_grad()
+def cross_initial_embeddings(tokenizer, text_encoder, init_text: str, num_vectors: int) -> torch.Tensor:
+    """Cross-Initialization (Pang et al. 2023): start from the text encoder's *output* for the words.
+
+    The output features of the initializer tokens (final hidden state) lie where the learned
+    embeddings tend to end up, so fewer steps are needed. Same spreading rule as `initializer_embeddings`.
+    """
+    init_ids = tokenizer.encode(init_text, add_special_tokens=False)
+    if not init_text.strip() or not init_ids:
+        raise UserError("--init-token is empty; give a word close to your subject, e.g. --init-token cat")
+    ids = torch.tensor([[tokenizer.bos_token_id, *init_ids, tokenizer.eos_token_id]], device=text_encoder.device)
+    outputs = text_encoder(ids).last_hidden_state[0, 1:1 + len(init_ids)].float()
+    if len(init_ids) == num_vectors:
+        return outputs.clone()
+    return outputs.mean(dim=0, keepdim=True).repeat(num_vectors, 1)
+
+
 class PlaceholderEmbedding(nn.Module):
     """A frozen token embedding plus trainable rows for the ids from `first_new_id` on."""
 

@@ -57,6 +57,7 @@ class TrainResult:
     final_loss: float
     seconds: float
     loss_history: list[tuple[int, float, float]] = field(default_factory=list)
+    stopped_early: bool = False
 
     @property
     def embedding_path(self) -> Path | None:
@@ -145,7 +146,7 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
     optimizer = accelerator.prepare(optimizer)
     generator = torch.Generator().manual_seed(config.seed)
 
-    start_step, history = 0, []
+    start_step, history, validation = 0, [], []
     if config.resume:
         checkpoint = latest_checkpoint(output_dir)
         weights, state = load_checkpoint(checkpoint)
@@ -154,6 +155,7 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
         lr_schedule.load_state_dict(state["lr_schedule"])
         generator.set_state(state["generator"])
         start_step, history = state["step"], [tuple(row) for row in state["history"]]
+        validation = list(state.get("validation", []))
         logger.info("resuming from %s (step %d)", checkpoint, start_step)
 
     metadata = {"base_model": config.model, "family": model_family(pipe), "method": method.name,
@@ -170,53 +172,74 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
 
     def training_state(step: int) -> dict:
         return {"optimizer": optimizer.state_dict(), "lr_schedule": lr_schedule.state_dict(), "step": step,
-                "generator": generator.get_state(), "history": history}
+                "generator": generator.get_state(), "history": history, "validation": validation}
+
+    def draw_batch(source: torch.Generator):
+        """The global batch (instance images, then class images) drawn from `source`; this process's rows."""
+        entries = torch.randint(len(cache.image_index), (config.batch_size,), generator=source)
+        latents = cache.sample(entries, source, pipe.vae.config.scaling_factor)
+        prompts = [pick(captions[cache.image_index[e]], source) for e in entries.tolist()]
+        sizes = cache.size_conditions(entries)
+        if class_cache is not None:
+            class_entries = torch.randint(len(class_cache.image_index), (config.batch_size,), generator=source)
+            latents = torch.cat([latents, class_cache.sample(class_entries, source, pipe.vae.config.scaling_factor)])
+            prompts += [config.class_prompt] * config.batch_size
+            sizes += class_cache.size_conditions(class_entries)
+        noise = torch.randn(latents.shape, generator=source)
+        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(latents),), generator=source)
+        rows = list(range(config.batch_size))[mine]
+        if class_cache is not None:
+            rows += [config.batch_size + row for row in rows]
+        return latents[rows], noise[rows], timesteps[rows], [prompts[r] for r in rows], [sizes[r] for r in rows]
+
+    def batch_loss(latents, noise, timesteps, prompts, sizes) -> torch.Tensor:
+        noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+        if noise_scheduler.config.prediction_type == "v_prediction":
+            target = noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        with accelerator.autocast():
+            prediction = predict_noise(pipe, noisy.to(accelerator.device, weight_dtype),
+                                       timesteps.to(accelerator.device), prompts, sizes, resolution)
+            errors = F.mse_loss(prediction.float(), target.to(accelerator.device).float(),
+                                reduction="none").mean(dim=(1, 2, 3))
+            loss = errors[:share].mean()
+            if class_cache is not None:
+                loss = loss + config.prior_loss_weight * errors[share:].mean()
+        return loss
+
+    def averaged(value: float) -> float:
+        if accelerator.num_processes == 1:
+            return value
+        return accelerator.reduce(torch.tensor(value, device=accelerator.device), "mean").item()
 
     def one_step() -> float:
         total = 0.0
         for _ in range(config.grad_accum):
-            entries = torch.randint(len(cache.image_index), (config.batch_size,), generator=generator)
-            latents = cache.sample(entries, generator, pipe.vae.config.scaling_factor)
-            prompts = [pick(captions[cache.image_index[e]], generator) for e in entries.tolist()]
-            sizes = cache.size_conditions(entries)
-            if class_cache is not None:
-                class_entries = torch.randint(len(class_cache.image_index), (config.batch_size,), generator=generator)
-                latents = torch.cat([latents, class_cache.sample(class_entries, generator, pipe.vae.config.scaling_factor)])
-                prompts += [config.class_prompt] * config.batch_size
-                sizes += class_cache.size_conditions(class_entries)
-            noise = torch.randn(latents.shape, generator=generator)
-            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(latents),), generator=generator)
-            rows = list(range(config.batch_size))[mine]
-            if class_cache is not None:
-                rows += [config.batch_size + row for row in rows]
-            latents, noise, timesteps = latents[rows], noise[rows], timesteps[rows]
-            prompts, sizes = [prompts[row] for row in rows], [sizes[row] for row in rows]
-            noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-            if noise_scheduler.config.prediction_type == "v_prediction":
-                target = noise_scheduler.get_velocity(latents, noise, timesteps)
-            else:
-                target = noise
-            with accelerator.autocast():
-                prediction = predict_noise(pipe, noisy.to(accelerator.device, weight_dtype),
-                                           timesteps.to(accelerator.device), prompts, sizes, resolution)
-                errors = F.mse_loss(prediction.float(), target.to(accelerator.device).float(),
-                                    reduction="none").mean(dim=(1, 2, 3))
-                loss = errors[:share].mean()
-                if class_cache is not None:
-                    loss = loss + config.prior_loss_weight * errors[share:].mean()
+            loss = batch_loss(*draw_batch(generator))
             accelerator.backward(loss / config.grad_accum)
             total += loss.item() / config.grad_accum
         if accelerator.num_processes > 1:
             for parameter in method.trainable_parameters():
                 if parameter.grad is not None:
                     parameter.grad = accelerator.reduce(parameter.grad, "mean")
-            total = accelerator.reduce(torch.tensor(total, device=accelerator.device), "mean").item()
         optimizer.step()
         lr_schedule.step()
         optimizer.zero_grad(set_to_none=True)
-        return total
+        if hasattr(method, "step_finished"):
+            method.step_finished()
+        return averaged(total)
 
-    step = start_step
+    # DVAR-style early stop: the loss on one fixed batch (its own generator, so training draws are
+    # untouched) flattens out when the concept is learned; stop when its recent variance is a small
+    # fraction of its variance over the whole run.
+    fixed_batch = draw_batch(torch.Generator().manual_seed(config.seed + 1)) if config.early_stop_window else None
+
+    def validation_loss() -> float:
+        with torch.no_grad():
+            return averaged(batch_loss(*fixed_batch).item())
+
+    step, stopped_early = start_step, False
     progress = tqdm(total=config.steps, initial=start_step, desc=f"training {config.token}", unit="step",
                     disable=not accelerator.is_local_main_process)
     try:
@@ -231,6 +254,13 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
                                 "--mixed-precision no, then --resume or start again")
             step += 1
             history.append((step, loss, lr_schedule.get_last_lr()[0]))
+            if fixed_batch is not None:
+                validation.append(validation_loss())
+                if variance_has_settled(validation, config.early_stop_window, config.early_stop_threshold):
+                    logger.info("early stop at step %d: the fixed-batch loss has settled", step)
+                    stopped_early = True
+                    progress.update(1)
+                    break
             progress.update(1)
             progress.set_postfix(loss=f"{sum(r[1] for r in history[-20:]) / len(history[-20:]):.4f}")
             if config.validation_prompt and step % config.validation_every == 0:
@@ -245,7 +275,7 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
         raise UserError(f"interrupted at step {step}; saved {path}; continue with the same command and --resume") from None
     progress.close()
 
-    metadata.update(steps=str(step), created=datetime.now(UTC).isoformat(timespec="seconds"))
+    metadata.update(steps=str(step), stopped_early=str(stopped_early), created=datetime.now(UTC).isoformat(timespec="seconds"))
     outputs = method.save(output_dir, metadata)
     save_checkpoint(output_dir, step, method.state_dict(), training_state(step))
     write_loss_files(output_dir, history)
@@ -253,7 +283,15 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
         render_previews(pipe, config, output_dir / "previews" / f"step-{step:06d}.png")
     final_loss = sum(r[1] for r in history[-20:]) / max(1, len(history[-20:]))
     write_run_file(output_dir, config, "finished", {"metadata": metadata, "final_loss": final_loss})
-    return TrainResult(output_dir, outputs, step, final_loss, time.monotonic() - started, history)
+    return TrainResult(output_dir, outputs, step, final_loss, time.monotonic() - started, history, stopped_early)
+
+
+def variance_has_settled(losses: list[float], window: int, threshold: float) -> bool:
+    """DVAR's criterion: var(last `window` losses) < threshold x var(all losses), once 2 windows are in."""
+    if len(losses) < 2 * window:
+        return False
+    recent = torch.tensor(losses[-window:], dtype=torch.float64)
+    return bool(recent.var() < threshold * torch.tensor(losses, dtype=torch.float64).var())
 
 
 def make_optimizer(config: TrainConfig):

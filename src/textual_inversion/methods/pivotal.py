@@ -39,6 +39,9 @@ class PivotalTuning:
         for rows in self.embeddings.trainable_parameters():
             rows.requires_grad_(step < self.embedding_steps)
 
+    def step_finished(self) -> None:
+        self.embeddings.step_finished()
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {**{f"ti.{k}": v for k, v in self.embeddings.state_dict().items()},
                 **{f"lora.{k}": v for k, v in self.lora.state_dict().items()}}

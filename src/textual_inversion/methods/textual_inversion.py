@@ -11,6 +11,7 @@ from ..models import text_encoders
 from ..tokens import (
     add_placeholder_tokens,
     attach_placeholder_embedding,
+    cross_initial_embeddings,
     detach_placeholder_embedding,
     initializer_embeddings,
 )
@@ -27,15 +28,20 @@ class TextualInversion:
         self.config = config
         self.rows: dict[str, torch.nn.Parameter] = {}
         self.encoders: list = []  # (text encoder, first placeholder id, that encoder's rows)
+        self.initial_norms: list[torch.Tensor] = []
 
     def prepare(self, pipe) -> None:
         """Add the token to each tokenizer and wrap each text encoder's embedding with trainable rows."""
         for name, tokenizer, encoder in text_encoders(pipe):
             base = encoder.get_input_embeddings()
-            initial = initializer_embeddings(tokenizer, base, self.config.init_token, self.config.vectors)
+            if self.config.init_strategy == "cross":
+                initial = cross_initial_embeddings(tokenizer, encoder, self.config.init_token, self.config.vectors)
+            else:
+                initial = initializer_embeddings(tokenizer, base, self.config.init_token, self.config.vectors)
             ids = add_placeholder_tokens(tokenizer, self.config.token, self.config.vectors)
             wrapper = attach_placeholder_embedding(encoder, ids[0], initial)
             self.rows[SINGLE_ENCODER if name == "text_encoder" else name] = wrapper.new_rows
+            self.initial_norms.append(initial.norm(dim=-1, keepdim=True).to(wrapper.new_rows.device))
             self.encoders.append((encoder, ids[0], wrapper.new_rows))
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
@@ -43,6 +49,14 @@ class TextualInversion:
 
     def parameter_groups(self, lr: float) -> list[dict]:
         return [{"params": self.trainable_parameters(), "lr": lr}]
+
+    def step_finished(self) -> None:
+        """With --keep-norm, put every vector back to the length it started with."""
+        if not self.config.keep_norm:
+            return
+        with torch.no_grad():
+            for rows, norms in zip(self.rows.values(), self.initial_norms, strict=True):
+                rows.mul_(norms / rows.norm(dim=-1, keepdim=True).clamp(min=1e-12))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {name: rows.detach().clone() for name, rows in self.rows.items()}
