@@ -44,22 +44,27 @@ def run_one(method: str, concept: str, passes: int, num_images: int, workdir: Pa
     if "class_prompt" in settings:
         settings["class_prompt"] = settings["class_prompt"].format(init=spec.init_word)
     per_step = batch * (2 if "class_prompt" in settings else 1)
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     started = time.monotonic()
     result = train(TrainConfig(images=str(folder), token=spec.token, init_token=spec.init_word, method=method,
                                property=spec.property, steps=passes // per_step, batch_size=batch,
-                               checkpoint_every=0, device="cpu", overwrite=True,
+                               checkpoint_every=0, device=device, overwrite=True,
                                output_dir=str(workdir / f"{method}-{concept}"), **settings))
     seconds = time.monotonic() - started
     outputs = [p for p in result.outputs]
     size = sum(f.stat().st_size for p in outputs for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
     run_dir = str(result.output_dir)
-    pipe = load_pipeline(pipeline_of([run_dir]) or "miniworld")
+    pipe = load_pipeline(pipeline_of([run_dir]) or "miniworld").to(device)
     load_concepts(pipe, [run_dir])
     report = evaluate_concept(pipe, spec, workdir / f"{method}-{concept}" / "evaluation", num_images=num_images,
                               conditions=("concept",))
     return {"method": method, "concept": concept, "fidelity": report["fidelity"],
             "editability": report["editability"], "seconds": seconds, "steps": result.steps,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "output_bytes": size}
+            "peak_mb": (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
+                        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "device": device, "output_bytes": size}
 
 
 def baselines(concept: str, num_images: int, workdir: Path) -> dict:
@@ -67,7 +72,10 @@ def baselines(concept: str, num_images: int, workdir: Path) -> dict:
     from textual_inversion.models import load_pipeline
 
     spec = ConceptSpec.from_toml(ROOT / "examples" / "concepts" / concept / "concept.toml")
-    report = evaluate_concept(load_pipeline("miniworld"), spec, workdir / f"baselines-{concept}",
+    import torch
+
+    pipe = load_pipeline("miniworld").to("cuda" if torch.cuda.is_available() else "cpu")
+    report = evaluate_concept(pipe, spec, workdir / f"baselines-{concept}",
                               num_images=num_images, conditions=("init_word", "words"))
     return report["baselines"]
 
@@ -105,10 +113,12 @@ def main() -> None:
             print(f"{concept:<14} {method:<18} fidelity {rows[-1]['fidelity']:.2f} "
                   f"editability {rows[-1]['editability']:.2f} {rows[-1]['seconds']:.0f} s", flush=True)
 
-    lines = [f"# Methods on miniworld ({args.passes} UNet passes each, {args.num_images} images per prompt, CPU)", "",
+    device = rows[0]["device"] if rows else "cpu"
+    memory = "peak GPU memory" if device == "cuda" else "peak memory (RSS)"
+    lines = [f"# Methods on miniworld ({args.passes} UNet passes each, {args.num_images} images per prompt, {device})", "",
              "Produced by `python benchmarks/methods.py`. Fidelity: images showing the concept's defining attributes; "
              "editability: prompts changing one free attribute honoured while the concept stays (judge-scored).", "",
-             "| concept | method | fidelity | editability | train time | peak memory | output size |",
+             f"| concept | method | fidelity | editability | train time | {memory} | output size |",
              "|---|---|---|---|---|---|---|"]
     for concept in args.concepts:
         for name, values in base[concept].items():
@@ -116,7 +126,7 @@ def main() -> None:
                          f"{values['editability']:.2f} | - | - | - |")
         for row in (r for r in rows if r["concept"] == concept):
             lines.append(f"| {concept} | {row['method']} | {row['fidelity']:.2f} | {row['editability']:.2f} | "
-                         f"{row['seconds']:.0f} s | {row['peak_rss_mb']:.0f} MB | {human_size(row['output_bytes'])} |")
+                         f"{row['seconds']:.0f} s | {row['peak_mb']:.0f} MB | {human_size(row['output_bytes'])} |")
     table = "\n".join(lines) + "\n"
     print(table)
     (ROOT / "benchmarks" / "results" / "methods.md").write_text(table)

@@ -25,7 +25,7 @@ STEP_PATTERN = re.compile(r"step-(\d+)")
 
 
 def save_checkpoint(output_dir: Path, step: int, weights: dict[str, torch.Tensor], state: dict, keep: int = 2) -> Path:
-    """Write checkpoint `step` atomically and keep only the newest `keep` ones."""
+    """Write checkpoint `step` atomically and keep only the newest `keep` ones (0: all)."""
     root = Path(output_dir) / CHECKPOINT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
@@ -47,7 +47,7 @@ def save_checkpoint(output_dir: Path, step: int, weights: dict[str, torch.Tensor
         kept = f"; the previous checkpoint {previous} is intact" if previous else ""
         reason = getattr(error, "strerror", None) or str(error).split(": ")[-1]
         raise UserError(f"{final}: could not write the checkpoint ({reason}){kept}; free disk space and --resume") from None
-    for old in list_checkpoints(output_dir)[:-keep]:
+    for old in (list_checkpoints(output_dir)[:-keep] if keep else []):
         shutil.rmtree(old, ignore_errors=True)
     return final
 

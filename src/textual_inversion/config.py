@@ -84,6 +84,7 @@ class TrainConfig:
     validation_steps: int = option(25, "sampling steps for preview images")
     validation_guidance: float = option(7.5, "classifier-free guidance scale for preview images")
     checkpoint_every: int = option(100, "write a resumable checkpoint every N steps (0: only at the end)")
+    keep_checkpoints: int = option(2, "how many of the newest checkpoints to keep (0: all)")
     resume: bool = option(False, "continue from the latest checkpoint in --output-dir")
     overwrite: bool = option(False, "allow writing into an --output-dir that holds another run")
     device: str = option("auto", "device: auto, cpu, cuda, cuda:1, mps")
@@ -130,6 +131,8 @@ class TrainConfig:
             raise UserError(f"--prior-loss-weight {self.prior_loss_weight}: cannot be negative")
         if self.train_text_encoder and self.method != "dreambooth":
             raise UserError("--train-text-encoder is for --method dreambooth; for lora use --lora-text-encoder")
+        if self.keep_checkpoints < 0:
+            raise UserError(f"--keep-checkpoints {self.keep_checkpoints}: cannot be negative (0 keeps all)")
         if self.early_stop_window < 0 or not 0 < self.early_stop_threshold < 1:
             raise UserError("--early-stop-window cannot be negative and --early-stop-threshold must be between 0 and 1")
         if self.checkpoint_every < 0 or self.lr_warmup_steps < 0 or self.weight_decay < 0:

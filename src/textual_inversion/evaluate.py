@@ -98,14 +98,18 @@ def fill(template: str, filler: str) -> str:
 
 
 def evaluate_concept(pipe, spec: ConceptSpec, output_dir: Path, num_images: int = 4, steps: int = 25,
-                     guidance: float = 4.0, seed: int = 0, conditions: tuple[str, ...] = CONDITIONS) -> dict:
-    """Generate over the prompt set for each condition, score with the judge, write grids and JSON."""
+                     guidance: float = 4.0, seed: int = 0, conditions: tuple[str, ...] = CONDITIONS,
+                     edits: bool = True) -> dict:
+    """Generate over the prompt set for each condition, score with the judge, write grids and JSON.
+
+    `edits=False` runs only the fidelity prompts (editability is then NaN), for quick checks.
+    """
     from .generation import save_grid
     from .miniworld.judge import load_judge, predict
 
     judge = load_judge()
     pipe.set_progress_bar_config(disable=True)
-    cases = prompt_cases(spec)
+    cases = [case for case in prompt_cases(spec) if edits or case.kind == "fidelity"]
     results: dict[str, dict] = {}
     records = []
     from tqdm.auto import tqdm

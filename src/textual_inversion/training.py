@@ -266,10 +266,10 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
             if config.validation_prompt and step % config.validation_every == 0:
                 render_previews(pipe, config, output_dir / "previews" / f"step-{step:06d}.png")
             if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
-                save_checkpoint(output_dir, step, method.state_dict(), training_state(step))
+                save_checkpoint(output_dir, step, method.state_dict(), training_state(step), config.keep_checkpoints)
     except KeyboardInterrupt:
         progress.close()
-        path = save_checkpoint(output_dir, step, method.state_dict(), training_state(step))
+        path = save_checkpoint(output_dir, step, method.state_dict(), training_state(step), config.keep_checkpoints)
         write_loss_files(output_dir, history)
         write_run_file(output_dir, config, "interrupted", {"step": step})
         raise UserError(f"interrupted at step {step}; saved {path}; continue with the same command and --resume") from None
@@ -277,7 +277,7 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
 
     metadata.update(steps=str(step), stopped_early=str(stopped_early), created=datetime.now(UTC).isoformat(timespec="seconds"))
     outputs = method.save(output_dir, metadata)
-    save_checkpoint(output_dir, step, method.state_dict(), training_state(step))
+    save_checkpoint(output_dir, step, method.state_dict(), training_state(step), config.keep_checkpoints)
     write_loss_files(output_dir, history)
     if config.validation_prompt and step % config.validation_every:
         render_previews(pipe, config, output_dir / "previews" / f"step-{step:06d}.png")
