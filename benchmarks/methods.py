@@ -30,7 +30,7 @@ METHODS = {
 }
 
 
-def run_one(method: str, concept: str, passes: int, num_images: int, workdir: Path) -> dict:
+def run_one(method: str, concept: str, passes: int, num_images: int, workdir: Path, model: str) -> dict:
     """Train one method on one concept and evaluate it; runs inside its own process."""
     from textual_inversion import TrainConfig, train
     from textual_inversion.concepts import load_concepts, pipeline_of
@@ -48,7 +48,7 @@ def run_one(method: str, concept: str, passes: int, num_images: int, workdir: Pa
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     started = time.monotonic()
-    result = train(TrainConfig(images=str(folder), token=spec.token, init_token=spec.init_word, method=method,
+    result = train(TrainConfig(model=model, images=str(folder), token=spec.token, init_token=spec.init_word, method=method,
                                property=spec.property, steps=passes // per_step, batch_size=batch,
                                checkpoint_every=0, device=device, overwrite=True,
                                output_dir=str(workdir / f"{method}-{concept}"), **settings))
@@ -56,7 +56,7 @@ def run_one(method: str, concept: str, passes: int, num_images: int, workdir: Pa
     outputs = [p for p in result.outputs]
     size = sum(f.stat().st_size for p in outputs for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
     run_dir = str(result.output_dir)
-    pipe = load_pipeline(pipeline_of([run_dir]) or "miniworld").to(device)
+    pipe = load_pipeline(pipeline_of([run_dir]) or model).to(device)
     load_concepts(pipe, [run_dir])
     report = evaluate_concept(pipe, spec, workdir / f"{method}-{concept}" / "evaluation", num_images=num_images,
                               conditions=("concept",))
@@ -67,14 +67,14 @@ def run_one(method: str, concept: str, passes: int, num_images: int, workdir: Pa
             "device": device, "output_bytes": size}
 
 
-def baselines(concept: str, num_images: int, workdir: Path) -> dict:
+def baselines(concept: str, num_images: int, workdir: Path, model: str) -> dict:
     from textual_inversion.evaluate import ConceptSpec, evaluate_concept
     from textual_inversion.models import load_pipeline
 
     spec = ConceptSpec.from_toml(ROOT / "examples" / "concepts" / concept / "concept.toml")
     import torch
 
-    pipe = load_pipeline("miniworld").to("cuda" if torch.cuda.is_available() else "cpu")
+    pipe = load_pipeline(model).to("cuda" if torch.cuda.is_available() else "cpu")
     report = evaluate_concept(pipe, spec, workdir / f"baselines-{concept}",
                               num_images=num_images, conditions=("init_word", "words"))
     return report["baselines"]
@@ -95,19 +95,20 @@ def main() -> None:
     parser.add_argument("--concepts", nargs="+", default=list(CONCEPTS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--workdir", default="runs/benchmark-methods")
+    parser.add_argument("--model", default="miniworld", help="another model only to try the script out")
     parser.add_argument("--one", nargs=2, metavar=("METHOD", "CONCEPT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     workdir = Path(args.workdir)
     if args.one:
-        print(json.dumps(run_one(*args.one, args.passes, args.num_images, workdir)))
+        print(json.dumps(run_one(*args.one, args.passes, args.num_images, workdir, args.model)))
         return
 
     rows, base = [], {}
     for concept in args.concepts:
-        base[concept] = baselines(concept, args.num_images, workdir)
+        base[concept] = baselines(concept, args.num_images, workdir, args.model)
         for method in args.methods:
             command = [sys.executable, __file__, "--one", method, concept, "--passes", str(args.passes),
-                       "--num-images", str(args.num_images), "--workdir", str(workdir)]
+                       "--num-images", str(args.num_images), "--workdir", str(workdir), "--model", args.model]
             output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             rows.append(json.loads(output.strip().splitlines()[-1]))
             print(f"{concept:<14} {method:<18} fidelity {rows[-1]['fidelity']:.2f} "
