@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from textual_inversion import GenerateConfig, TrainConfig, UserError, generate, load_concepts, train
@@ -140,3 +141,17 @@ def test_method_options_are_checked():
     with pytest.raises(UserError, match="--train-text-encoder is for --method dreambooth"):
         TrainConfig(images="x", token="<t>", method="lora", train_text_encoder=True).validate()
     TrainConfig(images="x", token="<t>", method="lora").validate()  # no --init-token needed
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("method", ["lora", "dreambooth", "pivotal"])
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_methods_in_mixed_precision_on_a_gpu(method, precision, method_config, tiny_sd1_path, tmp_path):
+    config = dataclasses.replace(method_config, method=method, lr=1e-3, mixed_precision=precision, device="cuda",
+                                 class_prompt="a photo of a cat" if method == "dreambooth" else None,
+                                 num_class_images=2, validation_steps=2)
+    result = train(config)
+    assert all(torch.isfinite(torch.tensor(row[1])) for row in result.loss_history)
+    paths = generate(GenerateConfig(model=tiny_sd1_path, concept=[str(result.output_dir)], prompt="a photo of <blob>",
+                                    num_images=1, steps=2, output_dir=str(tmp_path / "images"), device="cuda"))
+    assert np.asarray(Image.open(paths[0])).std() > 0  # not a blank (NaN) image
