@@ -71,8 +71,8 @@ def main() -> None:
 
     lines = [f"# Time to concept on miniworld (CPU; fidelity >= {args.target} on the fidelity prompts, "
              f"{args.num_images} images each; checked every {args.every} steps; lr {args.lr}, batch 4)", "",
-             "Produced by `python benchmarks/time_to_concept.py`. Seconds = steps x measured training time per step "
-             "(set-up and scoring excluded).", "",
+             "Produced by `python benchmarks/time_to_concept.py`. Seconds = steps x (the run's wall time / its steps), "
+             "so loading and set-up are counted in; scoring is not.", "",
              "| concept | setting | steps to target | seconds to target | fidelity then | run ended at |",
              "|---|---|---|---|---|---|"]
     for row in rows:
