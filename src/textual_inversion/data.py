@@ -33,7 +33,9 @@ def list_images(folder: str | Path) -> list[Path]:
         raise UserError(f"--images {folder}: no such folder; point it at a folder holding 3-5 pictures")
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-    skipped = [p.name for p in files if p.suffix.lower() not in IMAGE_SUFFIXES and p.suffix.lower() != ".txt"]
+    # Captions (.txt) and a bundled concept's concept.toml belong beside the images; anything else is noted.
+    skipped = [p.name for p in files
+               if p.suffix.lower() not in IMAGE_SUFFIXES and p.suffix.lower() != ".txt" and p.name != "concept.toml"]
     if skipped:
         logger.warning("--images %s: skipped %d non-image file(s): %s", folder, len(skipped), ", ".join(skipped))
     if not images:

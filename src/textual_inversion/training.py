@@ -132,7 +132,6 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
                                     accelerator.device, torch.float32)
     if weight_dtype != torch.float32:
         pipe.to(dtype=weight_dtype)
-    pipe.to(accelerator.device)
     for parameter in method.trainable_parameters():
         parameter.data = parameter.data.float()
 
