@@ -131,6 +131,10 @@ def refine_decoder(model_dir: Path, steps: int, batch: int, seed: int, lr: float
     log.info("decoder refinement: PSNR after %.2f dB", vae_psnr(vae, random.Random(seed + 2)))
     tmp = model_dir / "vae.tmp"
     vae.half().save_pretrained(str(tmp), safe_serialization=True)
+    cfg_path = tmp / "config.json"  # drop the local load path diffusers records
+    cfg = json.loads(cfg_path.read_text())
+    cfg.pop("_name_or_path", None)
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     shutil.rmtree(model_dir / "vae")
     tmp.rename(model_dir / "vae")
 
