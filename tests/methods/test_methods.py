@@ -155,3 +155,14 @@ def test_methods_in_mixed_precision_on_a_gpu(method, precision, method_config, t
     paths = generate(GenerateConfig(model=tiny_sd1_path, concept=[str(result.output_dir)], prompt="a photo of <blob>",
                                     num_images=1, steps=2, output_dir=str(tmp_path / "images"), device="cuda"))
     assert np.asarray(Image.open(paths[0])).std() > 0  # not a blank (NaN) image
+
+
+def test_a_lora_run_combines_with_embeddings_from_other_runs(method_config, tiny_sd1_path, tmp_path):
+    from textual_inversion.formats import Embedding, write_embedding
+
+    lora_run = train(dataclasses.replace(method_config, method="lora", lr=0.01, steps=2))
+    other = write_embedding(Embedding("<other>", {"text_encoder": torch.randn(2, 768)}), tmp_path / "other.safetensors")
+    paths = generate(GenerateConfig(model=tiny_sd1_path, concept=[str(lora_run.output_dir), str(other)],
+                                    prompt="<blob> next to <other>", num_images=1, steps=2, device="cpu",
+                                    output_dir=str(tmp_path / "images")))
+    assert "Concepts: run, other.safetensors" in Image.open(paths[0]).text["parameters"]
