@@ -16,29 +16,14 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from transformers.convert_slow_tokenizer import bytes_to_unicode  # GPT-2/CLIP's byte -> character table
+
 from .captions import FILLER_WORDS
 from .world import HELD_OUT_SHAPE, HIDDEN_COLOUR, VOCAB
 
 BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"
 MODEL_MAX_LENGTH = 32
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable unicode character table."""
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs], strict=True))
 
 
 def world_words() -> list[str]:
