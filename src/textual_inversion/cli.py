@@ -100,8 +100,9 @@ def run(argv: list[str] | None = None) -> int:
         from .training import train
 
         result = train(config_from_args(args, TrainConfig))
-        print(f"learned {', '.join(map(str, result.outputs))} in {result.seconds:.0f} s ({result.steps} steps, "
-              f"final loss {result.final_loss:.4f}); loss plot {result.output_dir / 'loss.png'}")
+        if result.outputs:  # under accelerate launch only the main process writes, and reports
+            print(f"learned {', '.join(map(str, result.outputs))} in {result.seconds:.0f} s ({result.steps} steps, "
+                  f"final loss {result.final_loss:.4f}); loss plot {result.output_dir / 'loss.png'}")
     elif args.command == "generate":
         from .generation import generate
 

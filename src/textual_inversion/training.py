@@ -262,12 +262,14 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
                     break
             progress.update(1)
             progress.set_postfix(loss=f"{sum(r[1] for r in history[-20:]) / len(history[-20:]):.4f}")
-            if config.validation_prompt and step % config.validation_every == 0:
+            if main and config.validation_prompt and step % config.validation_every == 0:
                 render_previews(pipe, config, output_dir / "previews" / f"step-{step:06d}.png")
-            if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
+            if main and config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
                 save_checkpoint(output_dir, step, method.state_dict(), training_state(step), config.keep_checkpoints)
     except KeyboardInterrupt:
         progress.close()
+        if not main:
+            raise
         path = save_checkpoint(output_dir, step, method.state_dict(), training_state(step), config.keep_checkpoints)
         write_loss_files(output_dir, history)
         write_run_file(output_dir, config, "interrupted", {"step": step})
@@ -275,13 +277,16 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
     progress.close()
 
     metadata.update(steps=str(step), stopped_early=str(stopped_early), created=datetime.now(UTC).isoformat(timespec="seconds"))
-    outputs = method.save(output_dir, metadata)
-    save_checkpoint(output_dir, step, method.state_dict(), training_state(step), config.keep_checkpoints)
-    write_loss_files(output_dir, history)
-    if config.validation_prompt and step % config.validation_every:
-        render_previews(pipe, config, output_dir / "previews" / f"step-{step:06d}.png")
     final_loss = sum(r[1] for r in history[-20:]) / max(1, len(history[-20:]))
-    write_run_file(output_dir, config, "finished", {"metadata": metadata, "final_loss": final_loss})
+    outputs = []
+    if main:
+        outputs = method.save(output_dir, metadata)
+        save_checkpoint(output_dir, step, method.state_dict(), training_state(step), config.keep_checkpoints)
+        write_loss_files(output_dir, history)
+        if config.validation_prompt and step % config.validation_every:
+            render_previews(pipe, config, output_dir / "previews" / f"step-{step:06d}.png")
+        write_run_file(output_dir, config, "finished", {"metadata": metadata, "final_loss": final_loss})
+    accelerator.wait_for_everyone()
     return TrainResult(output_dir, outputs, step, final_loss, time.monotonic() - started, history, stopped_early)
 
 
