@@ -53,7 +53,8 @@ def main() -> None:
                 plain("a circle next to a square", num_inference_steps=args.steps, guidance_scale=4.0,
                       generator=torch.Generator().manual_seed(index)).images[0].save(Path(workdir) / f"p{index}.png")
 
-        run_ours(), run_plain()  # warm-up
+        run_ours()  # warm-up, both
+        run_plain()
         timings = {"ours": [], "plain": []}
         for _ in range(args.rounds):
             for name, function in (("ours", run_ours), ("plain", run_plain)):
