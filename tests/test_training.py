@@ -222,3 +222,30 @@ def test_dvar_criterion():
     assert not variance_has_settled(noisy_then_flat[:5], 3, 0.1)  # not two windows yet
     assert variance_has_settled(noisy_then_flat, 4, 0.1)
     assert not variance_has_settled([1.0, 0.5, 0.9, 0.2, 0.8, 0.1, 0.9, 0.1], 4, 0.1)
+
+
+def test_stop_event_saves_a_checkpoint_that_resumes_to_the_same_embedding(train_config, tmp_path):
+    """The web page's Stop: the run returns after the current step, resumable like after Ctrl-C."""
+    import threading
+
+    train_config = dataclasses.replace(train_config, device="cpu", checkpoint_every=0)
+    straight = train(dataclasses.replace(train_config, output_dir=str(tmp_path / "straight")))
+
+    stop, reported = threading.Event(), []
+
+    def report_then_stop_at_4(step: int, loss: float) -> None:
+        reported.append(step)
+        if step == 4:
+            stop.set()
+
+    stopped_config = dataclasses.replace(train_config, output_dir=str(tmp_path / "stopped"))
+    stopped = train(stopped_config, stop=stop, on_step=report_then_stop_at_4)
+    assert stopped.stopped and stopped.steps == 4 and stopped.outputs == []
+    assert reported == [1, 2, 3, 4]
+    assert (tmp_path / "stopped" / "checkpoints" / "step-000004").is_dir()
+    assert not (tmp_path / "stopped" / "learned_embeds.safetensors").exists()
+    assert '"status": "stopped"' in (tmp_path / "stopped" / "run.json").read_text()
+
+    resumed = train(dataclasses.replace(stopped_config, resume=True))
+    assert not resumed.stopped and resumed.steps == train_config.steps
+    assert torch.equal(load_file(straight.embedding_path)["<blob>"], load_file(resumed.embedding_path)["<blob>"])

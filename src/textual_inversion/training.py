@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +60,7 @@ class TrainResult:
     seconds: float
     loss_history: list[tuple[int, float, float]] = field(default_factory=list)
     stopped_early: bool = False
+    stopped: bool = False  # ended by `stop` before its last step: a checkpoint to resume from, no final files
 
     @property
     def embedding_path(self) -> Path | None:
@@ -65,12 +68,15 @@ class TrainResult:
         return next((path for path in self.outputs if path.name == "learned_embeds.safetensors"), None)
 
 
-def train(config: TrainConfig, pipe=None) -> TrainResult:
+def train(config: TrainConfig, pipe=None, stop: threading.Event | None = None,
+          on_step: Callable[[int, float], None] | None = None) -> TrainResult:
     """Train a concept as `config` says; returns where the result is.
 
     `pipe` lets a caller pass an already loaded pipeline: its pretrained weights are not changed,
     and afterwards it holds what was learned (the new token, the LoRA, the tuned UNet). By default
     the pipeline is loaded from `config.model`. Every input is checked before anything is written.
+    For callers in another thread (the web page): `on_step(step, loss)` reports each step, and
+    setting `stop` ends the run before its next step with a resumable checkpoint (`result.stopped`).
     """
     config.validate()
     device = pick_device(config.device)
@@ -101,13 +107,14 @@ def train(config: TrainConfig, pipe=None) -> TrainResult:
                 if config.overwrite and not config.resume:
                     clear_previous_run(output_dir)
             processes.wait_for_everyone()
-            return run_training(config, method, pipe, device, images, captions, output_dir)
+            return run_training(config, method, pipe, device, images, captions, output_dir, stop, on_step)
     finally:
         method.release()  # the caller's pipeline keeps what was learned, even after an error
 
 
 def run_training(config: TrainConfig, method, pipe, device: torch.device, images: list, captions: list[list[str]],
-                 output_dir: Path) -> TrainResult:
+                 output_dir: Path, stop: threading.Event | None = None,
+                 on_step: Callable[[int, float], None] | None = None) -> TrainResult:
     started = time.monotonic()
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)  # Accelerator picks the current CUDA device
@@ -238,11 +245,14 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
         with torch.no_grad():
             return averaged(batch_loss(*fixed_batch).item())
 
-    step, stopped_early = start_step, False
+    step, stopped_early, stop_requested = start_step, False, False
     progress = tqdm(total=config.steps, initial=start_step, desc=f"training {config.token}", unit="step",
                     disable=not accelerator.is_local_main_process)
     try:
         while step < config.steps:
+            if stop is not None and stop.is_set():
+                stop_requested = True
+                break
             if hasattr(method, "step_started"):
                 method.step_started(step)
             loss = one_step()
@@ -253,6 +263,8 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
                                 "--mixed-precision no, then --resume or start again")
             step += 1
             history.append((step, loss, lr_schedule.get_last_lr()[0]))
+            if on_step is not None:
+                on_step(step, loss)
             if fixed_batch is not None:
                 validation.append(validation_loss())
                 if variance_has_settled(validation, config.early_stop_window, config.early_stop_threshold):
@@ -278,6 +290,13 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
 
     metadata.update(steps=str(step), stopped_early=str(stopped_early), created=datetime.now(UTC).isoformat(timespec="seconds"))
     final_loss = sum(r[1] for r in history[-20:]) / max(1, len(history[-20:]))
+    if stop_requested:  # as after Ctrl-C, but a normal return: the caller asked for it
+        if main:
+            save_checkpoint(output_dir, step, method.state_dict(), training_state(step), config.keep_checkpoints)
+            write_loss_files(output_dir, history)
+            write_run_file(output_dir, config, "stopped", {"step": step})
+        accelerator.wait_for_everyone()
+        return TrainResult(output_dir, [], step, final_loss, time.monotonic() - started, history, stopped=True)
     outputs = []
     if main:
         outputs = method.save(output_dir, metadata)
