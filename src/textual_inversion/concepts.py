@@ -71,7 +71,7 @@ def run_trigger_word(folder: Path) -> str | None:
         config = json.loads(run_file.read_text(encoding="utf-8")).get("config", {})
     except json.JSONDecodeError:
         return None
-    return config.get("token") if config.get("method") in ("dreambooth", "lora") else None
+    return config.get("token") if config.get("method") in ("dreambooth", "lora", "lidb", "hyperdreambooth") else None
 
 
 def is_lora_file(path: Path) -> bool:

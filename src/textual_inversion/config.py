@@ -16,9 +16,10 @@ from typing import Any
 from .errors import UserError
 
 PRECISIONS = ("no", "fp16", "bf16")
-METHOD_NAMES = ("textual-inversion", "dreambooth", "lora", "pivotal")
+METHOD_NAMES = ("textual-inversion", "dreambooth", "lora", "pivotal", "lidb", "hyperdreambooth")
 # Learning rates that work for each method on Stable Diffusion (diffusers' example scripts).
-DEFAULT_LR = {"textual-inversion": 5e-3, "dreambooth": 5e-6, "lora": 1e-4, "pivotal": 5e-3}
+DEFAULT_LR = {"textual-inversion": 5e-3, "dreambooth": 5e-6, "lora": 1e-4, "pivotal": 5e-3, "lidb": 1e-3,
+              "hyperdreambooth": 1e-4}
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 
 
@@ -67,6 +68,10 @@ class TrainConfig:
     lora_lr: float = option(1e-4, "learning rate of the LoRA weights in pivotal tuning")
     lora_text_encoder: bool = option(False, "also put LoRA adapters on the text encoder(s) (lora, pivotal)")
     kohya_copy: bool = option(False, "also write the LoRA in kohya/AUTOMATIC1111 layout (lora_kohya.safetensors)")
+    down_dim: int = option(100, "lidb: width of the frozen random down projection (paper 100; clamped to each layer)")
+    up_dim: int = option(50, "lidb: width of the frozen random up projection (paper 50; clamped to each layer)")
+    hypernetwork: str | None = option(None, "hyperdreambooth: folder of a trained hypernetwork (default: the one "
+                                      "bundled for miniworld)")
     train_text_encoder: bool = option(False, "dreambooth: also fine-tune the text encoder(s)")
     ti_fraction: float = option(1.0, "pivotal: fraction of the steps during which the embeddings learn")
     class_prompt: str | None = option(None, "dreambooth/lora prior preservation: prompt for the class, e.g. 'a photo of a dog'")
@@ -131,6 +136,8 @@ class TrainConfig:
             raise UserError(f"--prior-loss-weight {self.prior_loss_weight}: cannot be negative")
         if self.train_text_encoder and self.method != "dreambooth":
             raise UserError("--train-text-encoder is for --method dreambooth; for lora use --lora-text-encoder")
+        if self.down_dim < 1 or self.up_dim < 1:
+            raise UserError("--down-dim and --up-dim must be at least 1 (the paper uses 100 and 50)")
         if self.keep_checkpoints < 0:
             raise UserError(f"--keep-checkpoints {self.keep_checkpoints}: cannot be negative (0 keeps all)")
         if self.early_stop_window < 0 or not 0 < self.early_stop_threshold < 1:

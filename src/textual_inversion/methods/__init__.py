@@ -7,10 +7,13 @@ A method has: `prepare(pipe)` (add what learns), `trainable_parameters()`, `para
 """
 
 from .dreambooth import DreamBooth
+from .hyperdreambooth import HyperDreamBooth
+from .lidb import LiDB
 from .lora import LoRA
 from .pivotal import PivotalTuning
 from .textual_inversion import TextualInversion
 
-METHODS = {"textual-inversion": TextualInversion, "dreambooth": DreamBooth, "lora": LoRA, "pivotal": PivotalTuning}
+METHODS = {"textual-inversion": TextualInversion, "dreambooth": DreamBooth, "lora": LoRA, "pivotal": PivotalTuning,
+           "lidb": LiDB, "hyperdreambooth": HyperDreamBooth}
 
-__all__ = ["METHODS", "DreamBooth", "LoRA", "PivotalTuning", "TextualInversion"]
+__all__ = ["METHODS", "DreamBooth", "HyperDreamBooth", "LiDB", "LoRA", "PivotalTuning", "TextualInversion"]

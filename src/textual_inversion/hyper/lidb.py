@@ -1,0 +1,130 @@
+"""Lightweight DreamBooth (LiDB, HyperDreamBooth §3.2): a rank-1 update with frozen random projections.
+
+Per attention projection W (out x in) of the UNet:
+
+    ΔW = up_aux · up_train · down_train · down_aux
+         (out x u) (u x 1)   (1 x d)     (d x in)
+
+`down_aux` and `up_aux` are random orthonormal matrices regenerated from a seed (so a file holds only
+the seed), and only `down_train` (d numbers) and `up_train` (u numbers) learn: d + u per layer. The
+paper uses d = 100, u = 50; on small layers the dims are clamped to the layer's own widths.
+
+Because ΔW is a product of a column and a row it is exactly a rank-1 LoRA:
+lora_A = down_train · down_aux, lora_B = up_aux · up_train (see `as_lora_factors`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+TARGET_NAMES = ("to_q", "to_k", "to_v", "to_out.0")  # diffusers' LoRA targets in the UNet
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """A target layer and the LiDB dims it gets (clamped to its widths)."""
+
+    name: str
+    in_features: int
+    out_features: int
+    down_dim: int
+    up_dim: int
+
+
+def target_layers(unet: nn.Module, down_dim: int, up_dim: int) -> list[LayerShape]:
+    """The UNet's attention projections in a fixed order, each with its clamped dims."""
+    shapes = []
+    for name, module in unet.named_modules():
+        parts = name.split(".")
+        in_attention = any(part.startswith("attn") for part in parts)  # attn1 (self), attn2 (cross)
+        if isinstance(module, nn.Linear) and in_attention and any(name.endswith("." + t) for t in TARGET_NAMES):
+            shapes.append(LayerShape(name, module.in_features, module.out_features,
+                                     min(down_dim, module.in_features), min(up_dim, module.out_features)))
+    return shapes
+
+
+def orthonormal(rows: int, cols: int, generator: torch.Generator) -> torch.Tensor:
+    """A random matrix whose rows (if rows <= cols) or columns are orthonormal."""
+    gaussian = torch.randn(max(rows, cols), min(rows, cols), generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(gaussian)
+    q = q * torch.sign(torch.diagonal(r))  # QR's sign choice made unique, so the matrix is a function of the seed
+    return (q if rows >= cols else q.T).float().contiguous()
+
+
+def aux_matrices(shape: LayerShape, seed: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(down_aux d x in, up_aux out x u) of layer number `index`, regenerated from `seed`."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + index)
+    return orthonormal(shape.down_dim, shape.in_features, generator), orthonormal(shape.out_features, shape.up_dim, generator)
+
+
+class LiDBLinear(nn.Module):
+    """A frozen Linear plus the LiDB update. The train matrices may carry a batch dimension.
+
+    `down_train` (d) and `up_train` (u) are Parameters when the layer trains itself; the hypernetwork
+    instead sets `external = (down (B, d), up (B, u))`, one pair per sample, so its gradient reaches the
+    hypernetwork through the UNet.
+    """
+
+    def __init__(self, base: nn.Linear, shape: LayerShape, seed: int, index: int, down_init: torch.Tensor):
+        super().__init__()
+        self.base = base
+        down_aux, up_aux = aux_matrices(shape, seed, index)
+        self.register_buffer("down_aux", down_aux.to(base.weight.device), persistent=False)
+        self.register_buffer("up_aux", up_aux.to(base.weight.device), persistent=False)
+        # As LoRA: one factor starts small and random, the other at zero, so ΔW starts at 0 but learns.
+        self.down_train = nn.Parameter(down_init.to(base.weight.device).clone())
+        self.up_train = nn.Parameter(torch.zeros(shape.up_dim, device=base.weight.device))
+        self.external: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def delta_weight(self) -> torch.Tensor:
+        """ΔW (out x in) of the layer's own train matrices."""
+        return (self.up_aux @ self.up_train)[:, None] * (self.down_train @ self.down_aux)[None, :]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        h = x.to(self.down_aux.dtype) @ self.down_aux.T  # (..., d)
+        if self.external is None:
+            h = (h @ self.down_train)[..., None] * self.up_train  # (..., u)
+        else:
+            down, up = self.external  # (B, d), (B, u); x is (B, tokens, in)
+            repeat = x.shape[0] // down.shape[0]  # classifier-free guidance doubles the batch
+            down, up = down.repeat(repeat, 1), up.repeat(repeat, 1)
+            h = torch.einsum("bnd,bd->bn", h, down)[..., None] * up[:, None, :]
+        return out + (h @ self.up_aux.T).to(out.dtype)
+
+
+def attach(unet: nn.Module, shapes: list[LayerShape], seed: int) -> dict[str, LiDBLinear]:
+    """Wrap every target Linear of `unet` in a LiDBLinear (in place); returns them by layer name."""
+    generator = torch.Generator().manual_seed(seed)
+    layers = {}
+    for index, shape in enumerate(shapes):
+        parent_name, _, child = shape.name.rpartition(".")
+        parent = unet.get_submodule(parent_name)
+        base = getattr(parent, child)
+        down_init = torch.randn(shape.down_dim, generator=generator) / shape.down_dim**0.5
+        layer = LiDBLinear(base, shape, seed, index, down_init)
+        setattr(parent, child, layer)
+        layers[shape.name] = layer
+    return layers
+
+
+def detach(unet: nn.Module, layers: dict[str, LiDBLinear]) -> None:
+    """Put the original Linears back (the UNet is then bit-identical to before `attach`)."""
+    for name, layer in layers.items():
+        parent_name, _, child = name.rpartition(".")
+        setattr(unet.get_submodule(parent_name), child, layer.base)
+
+
+def flat_size(shapes: list[LayerShape]) -> int:
+    return sum(s.down_dim + s.up_dim for s in shapes)
+
+
+def as_lora_factors(layer: LiDBLinear) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lora_A 1 x in, lora_B out x 1) with lora_B @ lora_A == ΔW, split evenly in scale."""
+    column = layer.up_aux @ layer.up_train.detach()
+    row = layer.down_train.detach() @ layer.down_aux
+    scale = (column.norm() / row.norm().clamp_min(1e-12)).sqrt().clamp_min(1e-12)
+    return (row * scale)[None, :], (column / scale)[:, None]

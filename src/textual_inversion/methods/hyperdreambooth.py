@@ -1,0 +1,59 @@
+"""HyperDreamBooth: predict LiDB weights from one image, then a short rank-relaxed LoRA fine-tune.
+
+The hypernetwork's prediction is a rank-1 ΔW per attention projection. It becomes the first
+component of a rank-r peft LoRA (through the SVD of ΔW); the other r-1 components start as LoRA's
+do (A random, B zero), so the fine-tune starts exactly at the prediction and may leave rank 1
+("rank relaxation", paper §3.4). The result is written as the `lora` method writes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+
+from ..data import list_images, load_rgb
+from ..errors import UserError
+from ..hyper.lidb import aux_matrices
+from ..hyper.network import check_fits, load_hypernetwork
+from .lora import LoRA
+
+logger = logging.getLogger(__name__)
+
+
+def predicted_deltas(pipe, images, hypernetwork_folder: str | None) -> tuple[dict[str, torch.Tensor], object]:
+    """{layer name: ΔW} predicted by the hypernetwork from `images` (PIL), and the hypernetwork."""
+    network = load_hypernetwork(hypernetwork_folder)
+    check_fits(network, pipe.unet)
+    deltas = {}
+    for index, (shape, (down, up)) in enumerate(zip(network.config.shapes(), network.predict(images), strict=True)):
+        down_aux, up_aux = aux_matrices(shape, network.config.seed, index)
+        deltas[shape.name] = torch.outer(up_aux @ up, down @ down_aux)
+    return deltas, network
+
+
+class HyperDreamBooth(LoRA):
+    """A LoRA run that starts from the hypernetwork's prediction instead of zero."""
+
+    name = "hyperdreambooth"
+
+    def prepare(self, pipe) -> None:
+        started = time.monotonic()
+        images = [load_rgb(path) for path in list_images(self.config.images)]
+        deltas, network = predicted_deltas(pipe, images, self.config.hypernetwork)
+        if self.config.token != network.config.token:
+            raise UserError(f"--token {self.config.token}: this hypernetwork predicts weights for the word "
+                            f"{network.config.token!r}; pass --token {network.config.token}")
+        super().prepare(pipe)
+        scaling = (self.config.lora_alpha or self.config.rank) / self.config.rank  # peft multiplies B·A by this
+        modules = dict(pipe.unet.named_modules())
+        with torch.no_grad():
+            for name, delta in deltas.items():
+                u, s, vh = torch.linalg.svd(delta / scaling, full_matrices=False)
+                root = s[0].sqrt()
+                layer = modules[name]
+                layer.lora_A["default"].weight[0] = (root * vh[0]).to(layer.lora_A["default"].weight.dtype)
+                layer.lora_B["default"].weight[:, 0] = (root * u[:, 0]).to(layer.lora_B["default"].weight.dtype)
+        self.prediction_seconds = time.monotonic() - started
+        logger.info("hypernetwork prediction for %d layers in %.2f s", len(deltas), self.prediction_seconds)

@@ -1,0 +1,77 @@
+"""The LiDB layer alone: rank 1, only the train matrices learn, aux matrices come back from the seed."""
+
+import dataclasses
+
+import torch
+from safetensors.torch import load_file
+
+from textual_inversion import TrainConfig, train
+from textual_inversion.hyper.lidb import LiDBLinear, attach, aux_matrices, detach, target_layers
+from textual_inversion.hyper.lidb_file import read_lidb
+from textual_inversion.models import load_pipeline
+
+
+def test_delta_is_rank_one_and_only_train_matrices_get_gradients():
+    torch.manual_seed(0)
+    base = torch.nn.Linear(40, 30).requires_grad_(False)  # the loop freezes the model
+    unet = torch.nn.Module()
+    unet.attn1 = torch.nn.Module()
+    unet.attn1.to_q = base
+    shapes = target_layers(unet, down_dim=100, up_dim=50)
+    assert [(s.down_dim, s.up_dim) for s in shapes] == [(40, 30)]  # clamped to the layer's widths
+    layer = attach(unet, shapes, seed=3)["attn1.to_q"]
+    with torch.no_grad():
+        layer.up_train.normal_()
+    x = torch.randn(5, 40)
+    assert torch.allclose(layer(x), base(x) + x @ layer.delta_weight().T, atol=1e-5)
+    assert torch.linalg.matrix_rank(layer.delta_weight()).item() == 1
+    layer(x).square().sum().backward()
+    assert layer.down_train.grad is not None and layer.up_train.grad is not None
+    assert base.weight.grad is None and base.bias.grad is None
+    assert not layer.down_aux.requires_grad and not layer.up_aux.requires_grad
+    assert {n for n, _ in layer.named_parameters() if not n.startswith("base.")} == {"down_train", "up_train"}
+    detach(unet, {"attn1.to_q": layer})
+    assert unet.attn1.to_q is base
+
+
+def test_aux_matrices_regenerate_identically_from_the_seed_and_are_orthonormal():
+    shape = target_layers(_one_layer(64, 48), 20, 10)[0]
+    down, up = aux_matrices(shape, seed=7, index=2)
+    again_down, again_up = aux_matrices(shape, seed=7, index=2)
+    assert torch.equal(down, again_down) and torch.equal(up, again_up)
+    assert not torch.equal(down, aux_matrices(shape, seed=8, index=2)[0])
+    assert torch.allclose(down @ down.T, torch.eye(20), atol=1e-5)  # orthonormal rows (20 x 64)
+    assert torch.allclose(up.T @ up, torch.eye(10), atol=1e-5)  # orthonormal columns (48 x 10)
+
+
+def test_lidb_run_writes_train_matrices_and_seed_and_a_rank_one_lora_diffusers_loads(tiny_sd1_path, image_folder, tmp_path):
+    config = TrainConfig(model=tiny_sd1_path, images=str(image_folder), token="<blob>", method="lidb", steps=3, lr=0.05,
+                         batch_size=2, checkpoint_every=0, device="cpu", seed=5, output_dir=str(tmp_path / "run"))
+    pipe = load_pipeline(tiny_sd1_path)
+    result = train(config, pipe=pipe)
+    assert [p.name for p in result.outputs] == ["lidb_weights.safetensors", "pytorch_lora_weights.safetensors"]
+    trained, metadata = read_lidb(result.outputs[0])
+    assert metadata["seed"] == "5" and metadata["down_dim"] == "100" and metadata["up_dim"] == "50"
+    shapes = target_layers(load_pipeline(tiny_sd1_path).unet, 100, 50)
+    assert set(trained) == {s.name for s in shapes}
+    # Only the train matrices are stored: the file is small.
+    assert result.outputs[0].stat().st_size < 4 * sum(s.down_dim + s.up_dim for s in shapes) + 20_000
+    # The rank-1 LoRA file is the same update: diffusers' loader reproduces the LiDB pipeline's output.
+    lora = load_file(result.outputs[1])
+    assert all(v.shape[0] == 1 for k, v in lora.items() if "lora.down" in k or "lora_A" in k)
+    loaded = load_pipeline(tiny_sd1_path)
+    loaded.load_lora_weights(str(result.output_dir))
+    sample = dict(sample=torch.randn(1, 4, 16, 16), timestep=torch.tensor([10]), encoder_hidden_states=torch.randn(1, 5, 768))
+    with torch.no_grad():
+        layer = next(m for m in pipe.unet.modules() if isinstance(m, LiDBLinear))
+        assert layer.up_train.abs().sum() > 0  # it learned something
+        assert torch.allclose(pipe.unet(**sample).sample, loaded.unet(**sample).sample, atol=1e-4)
+    resumed = dataclasses.replace(config, steps=4, resume=True)
+    assert train(resumed).steps == 4
+
+
+def _one_layer(in_features, out_features):
+    unet = torch.nn.Module()
+    unet.attn2 = torch.nn.Module()
+    unet.attn2.to_k = torch.nn.Linear(in_features, out_features)
+    return unet

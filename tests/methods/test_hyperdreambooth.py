@@ -1,0 +1,50 @@
+"""HyperDreamBooth end to end on a tiny model: predict -> fine-tune -> save -> load (ours and diffusers')."""
+
+import torch
+from PIL import Image
+
+from tests.hyper.test_network import tiny_hypernetwork
+from textual_inversion import GenerateConfig, TrainConfig, UserError, generate, train
+from textual_inversion.hyper.network import save_hypernetwork
+from textual_inversion.methods.hyperdreambooth import predicted_deltas
+from textual_inversion.models import load_pipeline
+
+
+def test_predict_finetune_save_load(tiny_sd1_path, image_folder, tmp_path):
+    hyper_dir = tmp_path / "hyper"
+    save_hypernetwork(tiny_hypernetwork(load_pipeline(tiny_sd1_path).unet), hyper_dir)
+    one = tmp_path / "one"
+    one.mkdir()
+    Image.open(next(image_folder.iterdir())).save(one / "one.png")
+    config = TrainConfig(model=tiny_sd1_path, images=str(one), token="<blob>", method="hyperdreambooth", steps=2,
+                         lr=1e-3, rank=4, hypernetwork=str(hyper_dir), checkpoint_every=0, device="cpu",
+                         output_dir=str(tmp_path / "run"))
+    # Before any step the rank-4 LoRA equals the rank-1 prediction.
+    zero_steps = train(TrainConfig(**{**vars(config), "lr": 1e-12, "steps": 1, "output_dir": str(tmp_path / "start")}))
+    deltas, _ = predicted_deltas(load_pipeline(tiny_sd1_path), [Image.open(one / "one.png").convert("RGB")], str(hyper_dir))
+    started = load_pipeline(tiny_sd1_path)
+    started.load_lora_weights(str(zero_steps.output_dir))
+    layer = dict(started.unet.named_modules())[next(iter(deltas))]
+    lora_delta = layer.lora_B["default_0"].weight @ layer.lora_A["default_0"].weight * layer.scaling["default_0"]
+    assert torch.allclose(lora_delta, next(iter(deltas.values())), atol=1e-4)
+    assert torch.count_nonzero(next(iter(deltas.values()))) > 0
+
+    result = train(config)
+    assert [p.name for p in result.outputs] == ["pytorch_lora_weights.safetensors"]
+    pipe = load_pipeline(tiny_sd1_path)
+    pipe.load_lora_weights(str(result.output_dir))  # diffusers' own loader accepts the file
+    paths = generate(GenerateConfig(model=tiny_sd1_path, concept=[str(result.output_dir)], prompt="a photo of <blob>",
+                                    num_images=1, steps=2, device="cpu", output_dir=str(tmp_path / "images")))
+    assert len(paths) == 1 and paths[0].is_file()
+
+
+def test_a_token_the_hypernetwork_was_not_trained_for_is_refused(tiny_sd1_path, image_folder, tmp_path):
+    save_hypernetwork(tiny_hypernetwork(load_pipeline(tiny_sd1_path).unet, token="sks"), tmp_path / "hyper")
+    config = TrainConfig(model=tiny_sd1_path, images=str(image_folder), token="<blob>", method="hyperdreambooth",
+                         steps=1, hypernetwork=str(tmp_path / "hyper"), device="cpu", output_dir=str(tmp_path / "run"))
+    try:
+        train(config)
+    except UserError as error:
+        assert "--token sks" in str(error)
+    else:
+        raise AssertionError("a wrong token was accepted")
