@@ -7,6 +7,7 @@ Each field's `help` metadata is the CLI option's help text, so the CLI mirrors t
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -285,3 +286,36 @@ class DemoConfig:
     def validate(self) -> None:
         if self.steps < 1:
             raise UserError(f"--steps {self.steps}: must be at least 1")
+
+
+@dataclass
+class UIConfig:
+    """The local web page: where it listens, which model it teaches, where runs and images go."""
+
+    host: str = option("127.0.0.1", "address to listen on; one that other machines can reach needs --allow-remote")
+    port: int | None = option(None, "port to listen on (default: the first free one from 7860)")
+    allow_remote: bool = option(False, "allow a --host that other machines can reach (the page has no password)")
+    model: str = option("miniworld", "base model to teach and generate with: hub id, local diffusers folder, "
+                        "single-file checkpoint, or 'miniworld'")
+    model_config: str | None = option(None, "diffusers folder or hub id giving the configs for a single-file --model")
+    runs_dir: str = option("runs", "folder where training runs are written and learned concepts are found")
+    outputs_dir: str = option("outputs", "folder for generated images")
+    device: str = option("auto", "device: auto, cpu, cuda, cuda:1, mps")
+
+    def validate(self) -> None:
+        """Raise UserError naming the first option whose value cannot work."""
+        if self.port is not None and not 1 <= self.port <= 65535:
+            raise UserError(f"--port {self.port}: must be between 1 and 65535")
+        if not self.allow_remote and not is_loopback(self.host):
+            raise UserError(f"--host {self.host}: other machines could reach the page, which has no password; "
+                            "pass --allow-remote if you mean it, or leave --host at 127.0.0.1")
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (localhost, 127.x, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False

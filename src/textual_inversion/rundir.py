@@ -100,6 +100,15 @@ def write_loss_files(output_dir: Path, history: list[tuple[int, float, float]]) 
     plt.close(figure)
 
 
+def read_loss_file(output_dir: Path) -> list[tuple[int, float, float]]:
+    """The rows of loss.csv (step, loss, lr); none if the run has not written one yet."""
+    path = Path(output_dir) / "loss.csv"
+    if not path.is_file():
+        return []
+    rows = [line.split(",") for line in path.read_text(encoding="utf-8").splitlines()[1:] if line]
+    return [(int(step), float(loss), float(lr)) for step, loss, lr in rows]
+
+
 def remove_stale_temporaries(output_dir: Path) -> None:
     """Temporary files left by a killed run (atomic writes that never completed)."""
     for leftover in list(output_dir.glob(".*.tmp")) + list((output_dir / CHECKPOINT_DIR).glob(".step-*")):
