@@ -48,3 +48,18 @@ def test_a_token_the_hypernetwork_was_not_trained_for_is_refused(tiny_sd1_path, 
         assert "--token sks" in str(error)
     else:
         raise AssertionError("a wrong token was accepted")
+
+
+def test_the_prediction_alone_is_a_rank_one_lora_file(tiny_sd1_path, tmp_path):
+    from textual_inversion.methods.hyperdreambooth import write_prediction
+
+    save_hypernetwork(tiny_hypernetwork(load_pipeline(tiny_sd1_path).unet), tmp_path / "hyper")
+    image = Image.new("RGB", (64, 64), (200, 30, 30))
+    pipe = load_pipeline(tiny_sd1_path)
+    path = write_prediction(pipe, [image], str(tmp_path / "hyper"), tmp_path)
+    deltas, _ = predicted_deltas(pipe, [image], str(tmp_path / "hyper"))
+    pipe.load_lora_weights(str(path))
+    name, delta = next(iter(deltas.items()))
+    layer = dict(pipe.unet.named_modules())[name]
+    assert layer.lora_A["default_0"].weight.shape[0] == 1
+    assert torch.allclose(layer.lora_B["default_0"].weight @ layer.lora_A["default_0"].weight, delta, atol=1e-5)

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from ..atomic import atomic_path
 from ..errors import UserError
-from .lidb import TARGET_NAMES, LiDBLinear, as_lora_factors
+from .lidb import TARGET_NAMES
 
 LIDB_FILE = "lidb_weights.safetensors"
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -47,16 +47,15 @@ def read_lidb(path: Path) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]],
     return train, metadata
 
 
-def write_rank1_lora(output_dir: Path, pipeline_class, layers: dict[str, LiDBLinear]) -> Path:
-    """The LiDB update as diffusers' LoRA file (rank 1, alpha 1): `load_lora_weights` applies it exactly."""
+def write_rank1_lora(output_dir: Path, pipeline_class, factors: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> Path:
+    """{layer: (lora_A 1 x in, lora_B out x 1)} as diffusers' LoRA file (rank 1, alpha 1) for `load_lora_weights`."""
     state = {}
-    for name, layer in layers.items():
-        lora_a, lora_b = as_lora_factors(layer)
-        state[f"{name}.lora.down.weight"] = lora_a.contiguous()
-        state[f"{name}.lora.up.weight"] = lora_b.contiguous()
+    for name, (lora_a, lora_b) in factors.items():
+        state[f"{name}.lora.down.weight"] = lora_a.detach().float().cpu().contiguous()
+        state[f"{name}.lora.up.weight"] = lora_b.detach().float().cpu().contiguous()
     adapter = LoraConfig(r=1, lora_alpha=1, target_modules=list(TARGET_NAMES)).to_dict()
     with atomic_path(Path(output_dir) / LORA_FILE) as temporary:
-        # save_lora_weights names its file itself; write into the temporary's folder, then move it over.
+        # save_lora_weights names its file itself; write into a folder beside the temporary, then move it over.
         staging = temporary.parent / (temporary.name + ".d")
         staging.mkdir()
         try:
@@ -68,3 +67,10 @@ def write_rank1_lora(output_dir: Path, pipeline_class, layers: dict[str, LiDBLin
                 leftover.unlink()
             staging.rmdir()
     return Path(output_dir) / LORA_FILE
+
+
+def rank1_factors(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lora_A 1 x in, lora_B out x 1) of the best rank-1 approximation of `delta` (its top singular pair)."""
+    u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+    root = s[0].sqrt()
+    return (root * vh[0])[None, :], (root * u[:, 0])[:, None]

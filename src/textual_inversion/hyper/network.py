@@ -155,10 +155,6 @@ def check_fits(network: HyperNetwork, unet) -> None:
                             "in this model; use a hypernetwork trained for this --model")
 
 
-def loss_mask(network: HyperNetwork) -> torch.Tensor:
-    return network.mask / network.mask.sum()
-
-
 def weight_loss(estimates: list[torch.Tensor], target: torch.Tensor, network: HyperNetwork) -> torch.Tensor:
     """Mean squared error in normalised weight space, averaged over the refinement iterations."""
     mask = network.mask

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import torch
 
 from ..data import list_images, load_rgb
 from ..errors import UserError
 from ..hyper.lidb import aux_matrices
+from ..hyper.lidb_file import rank1_factors, write_rank1_lora
 from ..hyper.network import check_fits, load_hypernetwork
 from .lora import LoRA
 
@@ -31,6 +33,13 @@ def predicted_deltas(pipe, images, hypernetwork_folder: str | None) -> tuple[dic
         down_aux, up_aux = aux_matrices(shape, network.config.seed, index)
         deltas[shape.name] = torch.outer(up_aux @ up, down @ down_aux)
     return deltas, network
+
+
+def write_prediction(pipe, images, hypernetwork_folder: str | None, output_dir: Path) -> Path:
+    """The hypernetwork's prediction alone, as a rank-1 LoRA file (no fine-tune)."""
+    deltas, _ = predicted_deltas(pipe, images, hypernetwork_folder)
+    factors = {name: rank1_factors(delta) for name, delta in deltas.items()}
+    return write_rank1_lora(output_dir, type(pipe), factors)
 
 
 class HyperDreamBooth(LoRA):
@@ -50,10 +59,9 @@ class HyperDreamBooth(LoRA):
         modules = dict(pipe.unet.named_modules())
         with torch.no_grad():
             for name, delta in deltas.items():
-                u, s, vh = torch.linalg.svd(delta / scaling, full_matrices=False)
-                root = s[0].sqrt()
+                lora_a, lora_b = rank1_factors(delta / scaling)
                 layer = modules[name]
-                layer.lora_A["default"].weight[0] = (root * vh[0]).to(layer.lora_A["default"].weight.dtype)
-                layer.lora_B["default"].weight[:, 0] = (root * u[:, 0]).to(layer.lora_B["default"].weight.dtype)
+                layer.lora_A["default"].weight[0] = lora_a[0].to(layer.lora_A["default"].weight.dtype)
+                layer.lora_B["default"].weight[:, 0] = lora_b[:, 0].to(layer.lora_B["default"].weight.dtype)
         self.prediction_seconds = time.monotonic() - started
         logger.info("hypernetwork prediction for %d layers in %.2f s", len(deltas), self.prediction_seconds)

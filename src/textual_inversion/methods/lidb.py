@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..hyper.lidb import attach, target_layers
+from ..hyper.lidb import as_lora_factors, attach, target_layers
 from ..hyper.lidb_file import LIDB_FILE, write_lidb, write_rank1_lora
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,8 @@ class LiDB:
         numbers = sum(p.numel() for p in self.trainable_parameters())
         logger.info("LiDB: %d trained numbers in %d layers, %s is %d bytes", numbers, len(self.layers), lidb.name,
                     lidb.stat().st_size)
-        return [lidb, write_rank1_lora(output_dir, self.pipeline_class, self.layers)]
+        factors = {name: as_lora_factors(layer) for name, layer in self.layers.items()}
+        return [lidb, write_rank1_lora(output_dir, self.pipeline_class, factors)]
 
     def release(self) -> None:
         """The LiDB layers stay on the pipeline, so it goes on generating with what it learned."""

@@ -1,0 +1,155 @@
+"""Train the HyperDreamBooth hypernetwork on pre-optimised LiDB weights (see preoptimize.py).
+
+    python -m textual_inversion.hyper.train [--dataset runs/hyper-dataset] [--output src/textual_inversion/hyper/miniworld]
+
+Per step: a batch of identities, one of each one's renders (randomly mirrored) goes through the
+hypernetwork; the loss is the weight-space error of every refinement iteration (normalised units)
+plus the diffusion loss of the UNet running with the predicted weights on that same render (paper
+§3.3), so the prediction is judged by what it draws, not only by how close it is to one fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from tqdm.auto import tqdm
+
+from ..data import load_rgb
+from ..errors import UserError
+from ..models import load_pipeline
+from ..templates import TEMPLATES
+from ..training import predict_noise
+from .identities import TOKEN, held_out
+from .lidb import attach, target_layers
+from .lidb_file import LIDB_FILE, read_lidb
+from .network import (
+    BUNDLED_DIR,
+    HyperConfig,
+    HyperNetwork,
+    flatten,
+    image_tensor,
+    save_hypernetwork,
+    weight_loss,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def load_dataset(folder: Path) -> tuple[list[list], list[dict], dict[str, str]]:
+    """(renders per identity, LiDB weights per identity, the LiDB metadata) from a pre-optimisation folder."""
+    runs = sorted(p.parent for p in Path(folder).glob(f"*/run/{LIDB_FILE}"))
+    forbidden = {identity.name for identity in held_out()}
+    runs = [run for run in runs if run.parent.name not in forbidden]  # held-out identities never train it
+    if len(runs) < 2:
+        raise UserError(f"--dataset {folder}: needs at least 2 pre-optimised identities; run "
+                        "`python -m textual_inversion.hyper.preoptimize` first")
+    images, weights, metadata = [], [], {}
+    for run in runs:
+        train, metadata = read_lidb(run / LIDB_FILE)
+        weights.append(train)
+        images.append([load_rgb(p) for p in sorted((run.parent / "images").glob("*.png"))])
+    return images, weights, metadata
+
+
+def train_hypernetwork(dataset: Path, output: Path, steps: int, batch_size: int, lr: float, diffusion_weight: float,
+                       iterations: int, seed: int, model: str = "miniworld") -> dict:
+    """Fit a hypernetwork on `dataset`, write it to `output`; returns the run's summary."""
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    images, weights, metadata = load_dataset(dataset)
+    pipe = load_pipeline(model)
+    pipe.unet.requires_grad_(False)
+    pipe.text_encoder.requires_grad_(False)
+    shapes = target_layers(pipe.unet, int(metadata["down_dim"]), int(metadata["up_dim"]))
+    config = HyperConfig(layers=[vars(s) for s in shapes], seed=int(metadata["seed"]), down_dim=int(metadata["down_dim"]),
+                         up_dim=int(metadata["up_dim"]), token=TOKEN, iterations=iterations)
+    network = HyperNetwork(config)
+    targets = torch.stack([flatten(w, shapes, network.max_down, network.max_up) for w in weights])
+    network.mean.copy_(targets.mean(0))
+    # Per-coordinate spread, floored so that coordinates that barely moved are not blown up.
+    network.std.copy_(targets.std(0).clamp_min(0.1 * targets.std(0).mean()))
+    normalised = network.normalise(targets)
+
+    layers = attach(pipe.unet, shapes, config.seed)  # the UNet runs with whatever weights `external` holds
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    with torch.no_grad():  # every render and its mirror image encoded once
+        pixels = [image_tensor(group) for group in images]
+        latents = [torch.cat([pipe.vae.encode(p).latent_dist.mean, pipe.vae.encode(p.flip(-1)).latent_dist.mean])
+                   * pipe.vae.config.scaling_factor for p in pixels]
+    optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    history = []
+    started = time.monotonic()
+    progress = tqdm(range(steps), desc="training hypernetwork", unit="step")
+    for _ in progress:
+        chosen = [rng.randrange(len(images)) for _ in range(batch_size)]
+        picks = [(i, rng.randrange(len(images[i])), rng.random() < 0.5) for i in chosen]
+        batch = torch.stack([pixels[i][j].flip(-1) if mirror else pixels[i][j] for i, j, mirror in picks])
+        estimates = network(batch)
+        w_loss = weight_loss(estimates, normalised[chosen], network)
+        for layer, (down, up) in zip(layers.values(), network.split(network.denormalise(estimates[-1])), strict=True):
+            layer.external = (down, up)
+        clean = torch.stack([latents[i][j + (len(images[i]) if mirror else 0)] for i, j, mirror in picks])
+        noise = torch.randn_like(clean)
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,))
+        target = (scheduler.get_velocity(clean, noise, timesteps) if scheduler.config.prediction_type == "v_prediction"
+                  else noise)
+        prompts = [rng.choice(TEMPLATES["object"]).format(TOKEN) for _ in picks]
+        prediction = predict_noise(pipe, scheduler.add_noise(clean, noise, timesteps), timesteps, prompts, [], 0)
+        d_loss = F.mse_loss(prediction, target)
+        loss = w_loss + diffusion_weight * d_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        history.append((w_loss.item(), d_loss.item()))
+        recent = history[-20:]
+        progress.set_postfix(weights=f"{sum(r[0] for r in recent) / len(recent):.3f}",
+                             diffusion=f"{sum(r[1] for r in recent) / len(recent):.4f}")
+    for layer in layers.values():
+        layer.external = None
+    output.mkdir(parents=True, exist_ok=True)
+    save_hypernetwork(network, output)
+    recent = history[-50:]
+    summary = {"identities": len(images), "steps": steps, "batch_size": batch_size, "lr": lr,
+               "diffusion_weight": diffusion_weight, "iterations": iterations, "seconds": round(time.monotonic() - started),
+               "parameters": sum(p.numel() for p in network.parameters()),
+               "final_weight_loss": sum(r[0] for r in recent) / len(recent),
+               "final_diffusion_loss": sum(r[1] for r in recent) / len(recent),
+               "first_weight_loss": history[0][0]}
+    (output / "training.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    return summary
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="runs/hyper-dataset")
+    parser.add_argument("--output", default=str(BUNDLED_DIR))
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--diffusion-weight", type=float, default=1.0, help="weight of the diffusion loss")
+    parser.add_argument("--iterations", type=int, default=4, help="refinement iterations of the decoder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default="miniworld")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        summary = train_hypernetwork(Path(args.dataset), Path(args.output), args.steps, args.batch_size, args.lr,
+                                     args.diffusion_weight, args.iterations, args.seed, args.model)
+    except UserError as error:
+        raise SystemExit(f"error: {error}") from None
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
