@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device check: the core test suite on a CUDA machine (fp16/bf16 training, CUDA generation).
-# On the lent GPU machine diffusers is not installed: carry its wheel in .whl/ (see docs/gpu.md).
+# On the lent GPU machine diffusers is not installed: carry its wheel in .whl/ (docs/gpu.md).
 set -o pipefail
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
