@@ -117,9 +117,9 @@ def evaluate_concept(pipe, spec: ConceptSpec, output_dir: Path, num_images: int 
     progress = tqdm(total=len(cases) * len(conditions), desc="evaluating", unit="prompt")
     for condition in conditions:
         hits = {"fidelity": [], "edit": []}
-        for case in cases:
+        for case_index, case in enumerate(cases):
             prompt = fill(case.template, stand_in(spec, condition))
-            generators = [torch.Generator().manual_seed(seed + i) for i in range(num_images)]
+            generators = prompt_generators(seed, case_index, num_images)
             images = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, num_images_per_prompt=num_images,
                           generator=generators).images
             predictions = predict(images, judge)
@@ -137,6 +137,15 @@ def evaluate_concept(pipe, spec: ConceptSpec, output_dir: Path, num_images: int 
               "prompts": records}
     write_text_atomic(output_dir / "evaluation.json", json.dumps(report, indent=2))
     return report
+
+
+def prompt_generators(seed: int, prompt_index: int, num_images: int) -> list[torch.Generator]:
+    """Seeds for one prompt's images: fresh noise per prompt, the same for every concept compared.
+
+    With the same seeds for every prompt a score would rest on only `num_images` independent samples.
+    """
+    first = seed + prompt_index * num_images
+    return [torch.Generator().manual_seed(first + i) for i in range(num_images)]
 
 
 def mean(values: list[bool]) -> float:
@@ -242,9 +251,9 @@ def score_prompts(pipe, features, templates: list[str], filler: str, token: str,
 
     images, prompts = [], []
     pipe.set_progress_bar_config(disable=True)
-    for template in templates:
+    for prompt_index, template in enumerate(templates):
         prompt = template.replace("{token}", filler)
-        generators = [torch.Generator().manual_seed(config.seed + i) for i in range(config.num_images)]
+        generators = prompt_generators(config.seed, prompt_index, config.num_images)
         batch = pipe(prompt, num_inference_steps=config.steps, guidance_scale=config.guidance,
                      num_images_per_prompt=config.num_images, generator=generators).images
         slug = re.sub(r"[^A-Za-z0-9]+", "-", template.replace("{token}", "C")).strip("-")[:60]
