@@ -14,7 +14,16 @@ import sys
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # before transformers is first imported
 
-from .config import DemoConfig, EvaluateConfig, GenerateConfig, TrainConfig, coerce, read_toml  # noqa: E402
+from .config import (  # noqa: E402
+    DemoConfig,
+    EvaluateConfig,
+    GenerateConfig,
+    TrainConfig,
+    UIConfig,
+    coerce,
+    is_loopback,
+    read_toml,
+)
 from .errors import UserError  # noqa: E402
 
 
@@ -90,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="show what an embedding file holds",
                                   description="Print token, vectors, width, fitting model family and training metadata.")
     inspect.add_argument("file", help="embedding file (.safetensors, .pt, .bin) or a run folder")
+
+    ui = commands.add_parser("ui", help="a local web page to teach concepts and generate with them",
+                             description="Serve a web page (Gradio) with Teach, Generate and Concepts tabs; "
+                                         "training runs in the server and survives closing the page.")
+    add_config_options(ui, UIConfig)
     return parser
 
 
@@ -140,6 +154,19 @@ def run(argv: list[str] | None = None) -> int:
         from .formats import describe
 
         print(describe(resolve_concept(args.file)))
+    elif args.command == "ui":
+        from .ui import start
+
+        config = config_from_args(args, UIConfig)
+        page = start(config)
+        if not is_loopback(config.host):
+            print(f"warning: {page.url} is open to other machines and has no password: anyone who reaches it "
+                  "can train, generate and delete concepts", file=sys.stderr)
+        print(f"serving {page.url} (model {config.model}); Ctrl-C stops (a running training saves a checkpoint)")
+        try:
+            page.wait()
+        finally:
+            page.close()
     return 0
 
 
@@ -154,7 +181,7 @@ def configure_logging(verbose: bool) -> None:
         diffusers.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
-        for name in ("matplotlib", "PIL", "accelerate", "huggingface_hub"):
+        for name in ("matplotlib", "PIL", "accelerate", "huggingface_hub", "httpx"):
             logging.getLogger(name).setLevel(logging.WARNING)
         import warnings
 

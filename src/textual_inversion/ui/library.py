@@ -1,0 +1,104 @@
+"""The concepts on disk: run folders (each holds a run.json) under the runs folder; list, rename, delete."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..atomic import write_text_atomic
+from ..concepts import LORA_FILE, RUN_EMBEDDING
+from ..config import TrainConfig
+from ..data import IMAGE_SUFFIXES
+from ..errors import UserError
+from ..formats import read_embedding, write_embedding
+from ..rundir import RUN_FILE
+
+# Methods whose word is an added token (its vectors can be saved under another name); for DreamBooth
+# and LoRA the word is an ordinary prompt word the weights were trained on, so it cannot change.
+RENAMEABLE_METHODS = ("textual-inversion", "pivotal")
+
+
+@dataclass
+class Concept:
+    """One run folder as the Concepts tab shows it."""
+
+    folder: Path
+    token: str
+    method: str
+    base_model: str
+    status: str  # running, stopped, interrupted, finished (as run.json says)
+    created: str  # when the run finished, else when run.json was last written
+    preview: Path | None  # the newest preview grid, else the first training image
+
+    @property
+    def usable(self) -> bool:
+        """Holds what `generate --concept` loads."""
+        return any((self.folder / name).exists() for name in (RUN_EMBEDDING, LORA_FILE, "pipeline"))
+
+    def label(self) -> str:
+        return f"{self.token} · {self.method} · {self.folder.name}"
+
+
+def list_concepts(runs_dir: str | Path) -> list[Concept]:
+    """Every run folder under `runs_dir` (nested ones too, e.g. the demo's), newest first."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return []
+    concepts = [read_concept(run_file.parent) for run_file in root.rglob(RUN_FILE)]
+    return sorted((c for c in concepts if c is not None), key=lambda c: c.created, reverse=True)
+
+
+def read_concept(folder: Path) -> Concept | None:
+    """The Concept in `folder`, or None if its run.json cannot be read (a run being written, say)."""
+    run_file = folder / RUN_FILE
+    try:
+        record = json.loads(run_file.read_text(encoding="utf-8"))
+        config = record["config"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+    metadata = record.get("metadata", {})
+    written = datetime.fromtimestamp(run_file.stat().st_mtime, UTC).isoformat(timespec="seconds")
+    previews = sorted((folder / "previews").glob("step-*.png"))
+    images_dir = Path(config["images"]) if config.get("images") else None
+    images = sorted(p for p in images_dir.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if images_dir else []
+    preview = previews[-1] if previews else images[0] if images else None
+    return Concept(folder=folder, token=config.get("token", "?"), method=config.get("method", "?"),
+                   base_model=config.get("model", "?"), status=record.get("status", "?"),
+                   created=metadata.get("created", written), preview=preview)
+
+
+def rename_concept(folder: Path, new_token: str) -> None:
+    """Give a learned token a new name, in its embedding file and run.json; the folder keeps its name."""
+    concept = read_concept(folder)
+    if concept is None:
+        raise UserError(f"{folder}: not a run folder (no readable {RUN_FILE})")
+    if concept.method not in RENAMEABLE_METHODS:
+        raise UserError(f"{folder}: a {concept.method} run learned its word into the weights; "
+                        "train again to use another word")
+    if not (folder / RUN_EMBEDDING).is_file():
+        raise UserError(f"{folder}: holds no {RUN_EMBEDDING} yet (status {concept.status}); finish the run first")
+    TrainConfig(images="unused", token=new_token, init_token="unused").validate()  # the CLI's rules for a token
+    embedding = read_embedding(folder / RUN_EMBEDDING)
+    embedding.token = new_token
+    write_embedding(embedding, folder / RUN_EMBEDDING)
+    record = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
+    record["config"]["token"] = new_token
+    if "metadata" in record:
+        record["metadata"]["token"] = new_token
+    write_text_atomic(folder / RUN_FILE, json.dumps(record, indent=2))
+
+
+def delete_concept(folder: Path, runs_dir: str | Path) -> None:
+    """Remove a run folder; only folders holding a run.json inside `runs_dir` qualify."""
+    folder, root = Path(folder).resolve(), Path(runs_dir).resolve()
+    if root not in folder.parents or not (folder / RUN_FILE).is_file():
+        raise UserError(f"{folder}: not a run folder under {root}; nothing deleted")
+    shutil.rmtree(folder)
+
+
+def download_files(folder: Path) -> list[Path]:
+    """The files a finished run offers: the learned weights, loss files and run.json (not checkpoints)."""
+    return sorted(path for path in Path(folder).iterdir() if path.is_file() and not path.name.startswith("."))
