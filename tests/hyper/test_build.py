@@ -1,0 +1,28 @@
+"""The hypernetwork's build on a tiny model: pre-optimisation resumes, held-out identities stay out, training writes it."""
+
+from textual_inversion.hyper.identities import all_identities, held_out, training_identities
+from textual_inversion.hyper.lidb_file import LIDB_FILE
+from textual_inversion.hyper.network import load_hypernetwork
+from textual_inversion.hyper.preoptimize import preoptimize
+from textual_inversion.hyper.train import train_hypernetwork
+
+
+def test_held_out_identities_never_train_and_all_are_distinct():
+    names = [identity.name for identity in all_identities()]
+    assert len(names) == len(set(names)) == 192
+    assert not {i.name for i in held_out()} & {i.name for i in training_identities(100)}
+
+
+def test_preoptimize_resumes_and_the_hypernetwork_trains_on_its_output(tiny_sd1_path, tmp_path):
+    dataset = tmp_path / "dataset"
+    folders = preoptimize(dataset, identities=2, steps=1, lr=1e-2, images_per_identity=2, down_dim=100, up_dim=50,
+                          seed=0, model=tiny_sd1_path)
+    written = {f: (f / "run" / LIDB_FILE).stat().st_mtime_ns for f in folders}
+    assert len(written) == 2
+    preoptimize(dataset, identities=2, steps=1, lr=1e-2, images_per_identity=2, down_dim=100, up_dim=50, seed=0,
+                model=tiny_sd1_path)
+    assert {f: (f / "run" / LIDB_FILE).stat().st_mtime_ns for f in folders} == written  # skipped, not refitted
+    summary = train_hypernetwork(dataset, tmp_path / "hyper", steps=2, batch_size=2, lr=1e-3, diffusion_weight=1.0,
+                                 iterations=2, seed=0, model=tiny_sd1_path)
+    assert summary["identities"] == 2
+    assert load_hypernetwork(tmp_path / "hyper").config.token == "sks"
