@@ -56,8 +56,8 @@ def build(ui: UIConfig, page: gr.Blocks) -> gr.CheckboxGroup:
     with gr.Row():
         with gr.Column():
             concepts = gr.CheckboxGroup(label="Learned concepts (runs)", elem_id="generate-concepts",
-                                        info=f"runs found in {ui.runs_dir}; a concept made for another model "
-                                             "is refused with the reason")
+                                        info=f"the run folders under {ui.runs_dir}/; a concept made for another "
+                                             "model is refused with the reason")
             uploads = gr.File(label="Embedding or LoRA files", file_count="multiple",
                               file_types=[".safetensors", ".pt", ".bin"], elem_id="generate-uploads")
             inputs = {name: field_input(GenerateConfig, name) for name in MAIN_FIELDS}

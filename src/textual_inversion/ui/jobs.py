@@ -127,12 +127,16 @@ class TrainingJobs:
         with self._lock:
             return list(self._jobs)
 
+    def running(self) -> TrainingJob | None:
+        with self._lock:
+            return next((job for job in self._jobs if job.state in (RUNNING, STOPPING)), None)
+
     def latest(self) -> TrainingJob | None:
         """The job a freshly opened page shows: the running one, else the next queued, else the last one."""
         with self._lock:
-            running = [job for job in self._jobs if job.state in (RUNNING, STOPPING)]
-            if running:
-                return running[0]
+            running = self.running()
+            if running is not None:
+                return running
             if self._queue:
                 return self._queue[0]
             return self._jobs[-1] if self._jobs else None

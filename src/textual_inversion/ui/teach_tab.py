@@ -97,8 +97,8 @@ def describe(job: TrainingJob, jobs: TrainingJobs) -> str:
     """One line on where the job stands."""
     head = f"**{shown_as_is(job.config.token)}** · {job.config.method} · job {job.id}"
     if job.state == QUEUED:
-        running = jobs.latest()
-        behind = f", behind job {running.id}" if running and running is not job else ""
+        running = jobs.running()
+        behind = f", behind job {running.id}" if running else ""
         return f"{head} · queued (position {jobs.position(job)}){behind}"
     if job.state in (RUNNING, STOPPING):
         if not job.losses:
@@ -212,8 +212,8 @@ def build(ui: UIConfig, jobs: TrainingJobs, page: gr.Blocks) -> None:
             job = submit_job(ui, jobs, paths, dict(zip(inputs, values, strict=True)))
         except UserError as error:
             return shown_id, f"**Not started:** {shown_as_is(str(error))}"
-        position = jobs.position(job)
-        where = f"queued (position {position})" if position else "started"
+        position, running = jobs.position(job), jobs.running()
+        where = "started" if position in (None, 1) and running in (None, job) else f"queued (position {position})"
         return job.id, f"Job {job.id} ({shown_as_is(job.config.token)}) {where}."
 
     def stop_job(shown_id):
