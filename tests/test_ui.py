@@ -152,6 +152,8 @@ def test_generate_writes_the_parameters_into_the_pngs_and_refuses_another_family
     assert [path.name for path in paths] == ["000005.png", "000006.png"]
     assert png_parameters(paths[1]).startswith("a photo of <blob>\nSteps: 2, Sampler: ")
     assert "Seed: 6" in png_parameters(paths[1])
+    uploaded = run_generation(ui, [], [str(run / "learned_embeds.safetensors")], {**values, "num_images": 1})
+    assert "Concepts: learned_embeds.safetensors" in png_parameters(uploaded[0])
 
     miniworld = UIConfig(model="miniworld", outputs_dir=str(tmp_path / "outputs"), device="cpu")
     with pytest.raises(UserError) as refused:

@@ -10,24 +10,18 @@ import pandas as pd
 from ..config import UIConfig
 from ..errors import UserError
 from .forms import shown_as_is
-from .jobs import ACTIVE, TrainingJobs
-from .library import delete_concept, list_concepts, rename_concept
+from .jobs import TrainingJobs
+from .library import Concept, delete_concept, list_concepts, rename_concept
 
 COLUMNS = ["token", "method", "base model", "status", "date", "folder"]
 # The browser asks before deleting; the answer reaches Python through a hidden checkbox.
 CONFIRM_DELETE = "(folder, _) => [folder, confirm(`Delete ${folder} and everything in it?`)]"
 
 
-def concept_table(runs_dir: str) -> pd.DataFrame:
+def concept_table(concepts: list[Concept]) -> pd.DataFrame:
     rows = [[c.token, c.method, c.base_model, c.status, c.created.replace("T", " ")[:16], str(c.folder)]
-            for c in list_concepts(runs_dir)]
+            for c in concepts]
     return pd.DataFrame(rows, columns=COLUMNS)
-
-
-def check_not_training(folder: str, jobs: TrainingJobs) -> None:
-    for job in jobs.all():
-        if job.state in ACTIVE and job.output_dir.resolve() == Path(folder).resolve():
-            raise UserError(f"{folder}: job {job.id} ({job.state}) writes there; stop it first")
 
 
 def build(ui: UIConfig, jobs: TrainingJobs) -> tuple:
@@ -48,13 +42,13 @@ def build(ui: UIConfig, jobs: TrainingJobs) -> tuple:
         concepts = list_concepts(ui.runs_dir)
         gallery = [(str(c.preview), c.token) for c in concepts if c.preview is not None]
         choices = [(c.label(), str(c.folder)) for c in concepts]
-        return concept_table(ui.runs_dir), gallery, gr.update(choices=choices, value=None)
+        return concept_table(concepts), gallery, gr.update(choices=choices, value=None)
 
     def on_rename(folder, word):
         try:
             if not folder:
                 raise UserError("choose a concept first")
-            check_not_training(folder, jobs)
+            jobs.check_folder_is_free(folder)
             rename_concept(Path(folder), word.strip())
         except UserError as error:
             return *refresh(), f"**Not renamed:** {shown_as_is(str(error))}"
@@ -66,7 +60,7 @@ def build(ui: UIConfig, jobs: TrainingJobs) -> tuple:
         try:
             if not folder:
                 raise UserError("choose a concept first")
-            check_not_training(folder, jobs)
+            jobs.check_folder_is_free(folder)
             delete_concept(Path(folder), ui.runs_dir)
         except UserError as error:
             return *refresh(), f"**Not deleted:** {shown_as_is(str(error))}"

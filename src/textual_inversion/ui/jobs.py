@@ -78,7 +78,7 @@ class TrainingJobs:
         config.validate()
         check_output_dir(config)
         with self._lock:
-            self.check_folder_is_free(config)
+            self.check_folder_is_free(config.resolved_output_dir())
             job = TrainingJob(len(self._jobs) + 1, config)
             if config.resume:
                 job.losses = [(step, loss) for step, loss, _ in read_loss_file(job.output_dir)]
@@ -91,14 +91,13 @@ class TrainingJobs:
         logger.info("job %d (%s) queued", job.id, config.token)
         return job
 
-    def check_folder_is_free(self, config: TrainConfig) -> None:
-        """Refuse a second queued or running job that would write into the same folder."""
-        output_dir = config.resolved_output_dir().resolve()
+    def check_folder_is_free(self, folder: Path) -> None:
+        """Refuse to touch a run folder that a queued or running job writes into."""
         with self._lock:
             for job in self._jobs:
-                if job.state in ACTIVE and job.output_dir.resolve() == output_dir:
-                    raise UserError(f"--output-dir {config.resolved_output_dir()}: job {job.id} ({job.state}) "
-                                    "writes there; wait for it or choose another token")
+                if job.state in ACTIVE and job.output_dir.resolve() == Path(folder).resolve():
+                    raise UserError(f"{folder}: job {job.id} ({job.state}) writes there; wait for it, stop it, "
+                                    "or choose another token")
 
     def resume(self, job: TrainingJob) -> TrainingJob:
         """Queue the continuation of a stopped job from its checkpoint."""

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..atomic import write_text_atomic
-from ..concepts import LORA_FILE, RUN_EMBEDDING
+from ..concepts import LORA_FILE, PIPELINE_DIR, RUN_EMBEDDING
 from ..config import TrainConfig
 from ..data import IMAGE_SUFFIXES
 from ..errors import UserError
@@ -36,7 +36,7 @@ class Concept:
     @property
     def usable(self) -> bool:
         """Holds what `generate --concept` loads."""
-        return any((self.folder / name).exists() for name in (RUN_EMBEDDING, LORA_FILE, "pipeline"))
+        return any((self.folder / name).exists() for name in (RUN_EMBEDDING, LORA_FILE, PIPELINE_DIR))
 
     def label(self) -> str:
         return f"{self.token} · {self.method} · {self.folder.name}"

@@ -88,8 +88,10 @@ def submit_job(ui: UIConfig, jobs: TrainingJobs, files: list[str] | None, values
     if not accepted:
         raise UserError("--images: add 3-5 pictures of your subject first")
     check_output_dir(config)  # before the pictures go into the folder
-    jobs.check_folder_is_free(config)
+    jobs.check_folder_is_free(output_dir)
     place_images(accepted, Path(config.images))
+    if config.overwrite:  # the page shows every preview in the folder: the replaced run's must go
+        shutil.rmtree(output_dir / "previews", ignore_errors=True)
     return jobs.submit(config)
 
 
