@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -216,6 +217,14 @@ def test_ui_command_errors_are_one_line(monkeypatch, capsys):
         main(["ui", "--host", "0.0.0.0"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit):
+            main(["ui", "--port", str(port)])
+    assert capsys.readouterr().err.startswith(f"error: --port {port}: cannot listen there")
 
     monkeypatch.setitem(sys.modules, "gradio", None)  # as if gradio were not installed
     with pytest.raises(SystemExit):

@@ -46,6 +46,10 @@ def start(config: UIConfig) -> RunningPage:
     jobs = TrainingJobs()
     app = build_app(config, jobs)
     folders = [str(Path(folder).resolve()) for folder in (config.runs_dir, config.outputs_dir)]
-    _, url, _ = app.launch(server_name=config.host, server_port=config.port, share=False, inbrowser=False,
-                           prevent_thread_lock=True, quiet=True, allowed_paths=folders, theme=THEME)
+    try:
+        _, url, _ = app.launch(server_name=config.host, server_port=config.port, share=False, inbrowser=False,
+                               prevent_thread_lock=True, quiet=True, allowed_paths=folders, theme=THEME)
+    except OSError as error:  # the port is taken, or the address is not this machine's
+        where = f"--port {config.port}" if config.port else f"--host {config.host}"
+        raise UserError(f"{where}: cannot listen there ({str(error).split('. ')[0]}); choose another") from None
     return RunningPage(url, app, jobs)
