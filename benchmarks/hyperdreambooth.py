@@ -70,6 +70,36 @@ def run_condition(condition: str, identity, image_dir: Path, workdir: Path, args
             "lora_bytes": lora.stat().st_size if lora is not None else None}
 
 
+def weight_predictability(dataset: Path) -> tuple[int, float] | None:
+    """Leave-one-out R^2 of ridge regression from an identity's true shape/colour/pattern to its LiDB weights.
+
+    An upper-bound check on the weight-space loss: if even the ground-truth attributes cannot predict the
+    pre-optimised weights, their differences are mostly optimisation noise, not identity.
+    """
+    from textual_inversion.hyper.identities import all_identities
+    from textual_inversion.hyper.lidb_file import LIDB_FILE, read_lidb
+    from textual_inversion.miniworld.world import BASE_SHAPES, NAMED_COLOURS, PATTERNS
+
+    by_name = {identity.name: identity for identity in all_identities()}
+    features, targets = [], []
+    for path in sorted(Path(dataset).glob(f"*/run/{LIDB_FILE}")):
+        identity = by_name[path.parent.parent.name]
+        features.append([float(identity.shape == s) for s in BASE_SHAPES] + [float(identity.colour == c) for c in NAMED_COLOURS]
+                        + [float(identity.pattern == p) for p in PATTERNS] + [1.0])
+        targets.append(torch.cat([torch.cat(pair) for pair in read_lidb(path)[0].values()]))
+    if len(targets) < 3:
+        return None
+    x, y = torch.tensor(features), torch.stack(targets)
+    y = (y - y.mean(0)) / y.std(0).clamp_min(1e-8)
+    error = baseline = 0.0
+    for k in range(len(x)):
+        keep = torch.arange(len(x)) != k
+        solution = torch.linalg.solve(x[keep].T @ x[keep] + torch.eye(x.shape[1]), x[keep].T @ y[keep])
+        error += (x[k] @ solution - y[k]).square().mean().item()
+        baseline += (y[keep].mean(0) - y[k]).square().mean().item()
+    return len(x), 1 - error / baseline
+
+
 def mean(values: list) -> float:
     values = [v for v in values if v is not None]
     return statistics.fmean(values) if values else float("nan")
@@ -77,7 +107,7 @@ def mean(values: list) -> float:
 
 def write_table(rows: list[dict], args, identities: list) -> str:
     by_condition = {c: [r for r in rows if r["condition"] == c] for c in CONDITIONS}
-    summary = {c: {k: mean([r[k] for r in rs]) for k in ("fidelity", "editability", "seconds", "cpu_seconds")}
+    summary = {c: {k: mean([r.get(k) for r in rs]) for k in ("fidelity", "editability", "seconds", "cpu_seconds")}
                for c, rs in by_condition.items() if rs}
     lines = [f"# HyperDreamBooth on {len(identities)} held-out miniworld identities (CPU, 1 thread)", "",
              "Produced by `python benchmarks/hyperdreambooth.py "
@@ -101,6 +131,22 @@ def write_table(rows: list[dict], args, identities: list) -> str:
         met = gap <= 0.05 and speedup >= 10
         lines += ["", f"Goal: (b) within 0.05 fidelity of (d) at >= 10x less time. Measured: (d) - (b) = {gap:+.2f} "
                   f"fidelity, (d) takes {speedup:.1f}x the CPU time of (b): goal {'met' if met else 'NOT met'}."]
+    predictability = weight_predictability(Path(args.dataset)) if args.dataset else None
+    if predictability is not None:
+        count, r2 = predictability
+        lines += ["", f"Weight-space check ({args.dataset}, {count} pre-optimised training identities): leave-one-out "
+                  f"R^2 of a ridge regression from each identity's TRUE shape/colour/pattern to its LiDB weights: "
+                  f"{r2:.2f} (1: the weights follow from the identity; <= 0: no better than the mean)."]
+    from textual_inversion.hyper.network import BUNDLED_DIR
+
+    built = Path(args.hypernetwork or BUNDLED_DIR) / "training.json"
+    if built.is_file():
+        info = json.loads(built.read_text())
+        lines += ["", f"Hypernetwork ({built.parent.name}): {info['parameters']:,} parameters, trained on {info['identities']} "
+                  f"identities for {info['steps']} steps (batch {info['batch_size']}, lr {info['lr']}, {info['iterations']} "
+                  f"refinement iterations) in {info['seconds']} s; weight-space loss {info['first_weight_loss']:.3f} at the "
+                  f"first step, {info['final_weight_loss']:.3f} over the last 50 (normalised units: 1 is the spread of "
+                  f"the targets), diffusion loss {info['final_diffusion_loss']:.4f}."]
     lines += ["", "## Per identity", "", "| identity | condition | fidelity | editability | CPU time | wall time | steps |",
               "|---|---|---|---|---|---|---|"]
     for row in rows:
@@ -121,6 +167,7 @@ def main() -> None:
     parser.add_argument("--num-images", type=int, default=2, help="images per evaluation prompt")
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=CONDITIONS)
     parser.add_argument("--workdir", default="runs/benchmark-hyperdreambooth")
+    parser.add_argument("--dataset", default="runs/hyper-dataset", help="pre-optimisation output, for the weight check")
     args = parser.parse_args()
     torch.set_num_threads(1)  # a shared machine; and one thread makes times comparable
     import matplotlib.pyplot  # noqa: F401  (the first run's loss plot would pay this seconds-long import)
