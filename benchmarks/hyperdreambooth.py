@@ -111,7 +111,7 @@ def write_table(rows: list[dict], args, identities: list) -> str:
                for c, rs in by_condition.items() if rs}
     lines = [f"# HyperDreamBooth on {len(identities)} held-out miniworld identities (CPU, 1 thread)", "",
              "Produced by `python benchmarks/hyperdreambooth.py "
-             f"--fast-steps {args.fast_steps} --converge-steps {args.converge_steps} --rank {args.rank} --lr {args.lr} "
+             f"--identities {len(identities)} --fast-steps {args.fast_steps} --converge-steps {args.converge_steps} --rank {args.rank} --lr {args.lr} "
              f"--num-images {args.num_images}`. Each identity is learned from ONE render; the held-out identities are "
              "never in the hypernetwork's training set. Fidelity: images of the plain prompts showing the identity's "
              "shape, colour and pattern; editability: background/size edits honoured with the identity kept "
@@ -137,6 +137,16 @@ def write_table(rows: list[dict], args, identities: list) -> str:
         lines += ["", f"Weight-space check ({args.dataset}, {count} pre-optimised training identities): leave-one-out "
                   f"R^2 of a ridge regression from each identity's TRUE shape/colour/pattern to its LiDB weights: "
                   f"{r2:.2f} (1: the weights follow from the identity; <= 0: no better than the mean)."]
+    plateau = []
+    for identity in identities:
+        losses = Path(args.workdir) / identity.name / "lora-converged" / "run" / "loss.csv"
+        if losses.is_file():
+            values = [float(line.split(",")[1]) for line in losses.read_text().splitlines()[1:]]
+            third = len(values) // 3
+            plateau.append(f"{identity.name} {mean(values[third:2 * third]):.4f} -> {mean(values[2 * third:]):.4f}")
+    if plateau:
+        lines += ["", "Is (d) converged? Its mean training loss over the middle third of the steps -> the last third: "
+                  + "; ".join(plateau) + "."]
     from textual_inversion.hyper.network import BUNDLED_DIR
 
     built = Path(args.hypernetwork or BUNDLED_DIR) / "training.json"
