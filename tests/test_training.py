@@ -249,3 +249,10 @@ def test_stop_event_saves_a_checkpoint_that_resumes_to_the_same_embedding(train_
     resumed = train(dataclasses.replace(stopped_config, resume=True))
     assert not resumed.stopped and resumed.steps == train_config.steps
     assert torch.equal(load_file(straight.embedding_path)["<blob>"], load_file(resumed.embedding_path)["<blob>"])
+
+
+def test_one_image_is_warned_about(train_config, image_folder, caplog):
+    for extra in sorted(image_folder.iterdir())[1:]:
+        extra.unlink()
+    train(dataclasses.replace(train_config, steps=1, checkpoint_every=0))
+    assert "only one image; 3-5 varied pictures give a better concept" in caplog.text

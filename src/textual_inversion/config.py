@@ -39,7 +39,9 @@ class TrainConfig:
     model: str = option("miniworld", "base model: hub id, local diffusers folder, single .safetensors/.ckpt file, or 'miniworld'")
     model_config: str | None = option(None, "diffusers folder or hub id giving the configs for a single-file --model (needed offline)")
     method: str = option("textual-inversion", "what learns: new token embeddings (textual-inversion), the whole UNet "
-                         "(dreambooth), low-rank adapters (lora), or embeddings and adapters together (pivotal)", METHOD_NAMES)
+                         "(dreambooth), low-rank adapters (lora), embeddings and adapters together (pivotal), rank-1 lightweight "
+                         "DreamBooth weights (lidb), or a hypernetwork's prediction from one image, then a short LoRA "
+                         "fine-tune (hyperdreambooth)", METHOD_NAMES)
     images: str = option("", "folder with 3-5 pictures of the subject (img.txt beside img.png is its caption, with {token})")
     token: str = option("", "the new word to learn, e.g. <my-cat>")
     init_token: str = option("", "word(s) the new token starts from, e.g. cat (textual-inversion, pivotal)")

@@ -40,8 +40,6 @@ def list_images(folder: str | Path) -> list[Path]:
         logger.warning("--images %s: skipped %d non-image file(s): %s", folder, len(skipped), ", ".join(skipped))
     if not images:
         raise UserError(f"--images {folder}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    if len(images) == 1:
-        logger.warning("--images %s: only one image; 3-5 varied pictures give a better concept", folder)
     return images
 
 

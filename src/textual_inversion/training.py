@@ -89,6 +89,8 @@ def train(config: TrainConfig, pipe=None, stop: threading.Event | None = None,
         raise UserError(f"--batch-size {config.batch_size} is the global batch and must split evenly over "
                         f"{processes.num_processes} processes")
     image_paths = list_images(config.images)
+    if len(image_paths) == 1 and config.method != "hyperdreambooth":  # HyperDreamBooth is made for one image
+        logger.warning("--images %s: only one image; 3-5 varied pictures give a better concept", config.images)
     images = [load_rgb(path) for path in image_paths]
     captions = make_captions(image_paths, config.token, config.property)
     if pipe is None:
