@@ -247,6 +247,13 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
         with torch.no_grad():
             return averaged(batch_loss(*fixed_batch).item())
 
+    def save_resumable_state(step: int, status: str) -> Path:
+        """A run ended before its last step (Ctrl-C or `stop`): checkpoint, loss files, run.json with `status`."""
+        path = save_checkpoint(output_dir, step, method.state_dict(), training_state(step), config.keep_checkpoints)
+        write_loss_files(output_dir, history)
+        write_run_file(output_dir, config, status, {"step": step})
+        return path
+
     step, stopped_early, stop_requested = start_step, False, False
     progress = tqdm(total=config.steps, initial=start_step, desc=f"training {config.token}", unit="step",
                     disable=not accelerator.is_local_main_process)
@@ -284,9 +291,7 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
         progress.close()
         if not main:
             raise
-        path = save_checkpoint(output_dir, step, method.state_dict(), training_state(step), config.keep_checkpoints)
-        write_loss_files(output_dir, history)
-        write_run_file(output_dir, config, "interrupted", {"step": step})
+        path = save_resumable_state(step, "interrupted")
         raise UserError(f"interrupted at step {step}; saved {path}; continue with the same command and --resume") from None
     progress.close()
 
@@ -294,9 +299,7 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
     final_loss = sum(r[1] for r in history[-20:]) / max(1, len(history[-20:]))
     if stop_requested:  # as after Ctrl-C, but a normal return: the caller asked for it
         if main:
-            save_checkpoint(output_dir, step, method.state_dict(), training_state(step), config.keep_checkpoints)
-            write_loss_files(output_dir, history)
-            write_run_file(output_dir, config, "stopped", {"step": step})
+            save_resumable_state(step, "stopped")
         accelerator.wait_for_everyone()
         return TrainResult(output_dir, [], step, final_loss, time.monotonic() - started, history, stopped=True)
     outputs = []
