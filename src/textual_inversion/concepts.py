@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -11,6 +10,7 @@ from pathlib import Path
 from .errors import UserError
 from .formats import Embedding, family_label, read_embedding
 from .models import model_family, text_encoders
+from .rundir import read_run_file
 
 logger = logging.getLogger(__name__)
 
@@ -64,13 +64,7 @@ def concept_parts(spec: str) -> list[tuple[str, object]]:
 
 def run_trigger_word(folder: Path) -> str | None:
     """The word a DreamBooth or LoRA run was trained with (from its run.json), if any."""
-    run_file = folder / "run.json"
-    if not run_file.is_file():
-        return None
-    try:
-        config = json.loads(run_file.read_text(encoding="utf-8")).get("config", {})
-    except json.JSONDecodeError:
-        return None
+    config = (read_run_file(folder) or {}).get("config", {})
     return config.get("token") if config.get("method") in ("dreambooth", "lora", "lidb", "hyperdreambooth") else None
 
 

@@ -72,6 +72,15 @@ def write_run_file(output_dir: Path, config, status: str, extra: dict | None = N
     write_text_atomic(output_dir / RUN_FILE, json.dumps(record, indent=2, default=str))
 
 
+def read_run_file(output_dir: Path) -> dict | None:
+    """The run.json record of `output_dir`; None if there is none or it cannot be read (being written, say)."""
+    try:
+        record = json.loads((Path(output_dir) / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing, or not JSON / not UTF-8
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def write_loss_files(output_dir: Path, history: list[tuple[int, float, float]]) -> None:
     """loss.csv (step, loss, lr) and loss.png, a plot of the loss with its running mean."""
     lines = ["step,loss,lr"] + [f"{step},{loss:.6f},{lr:.6g}" for step, loss, lr in history]

@@ -14,7 +14,7 @@ from ..config import TrainConfig
 from ..data import IMAGE_SUFFIXES
 from ..errors import UserError
 from ..formats import read_embedding, write_embedding
-from ..rundir import RUN_FILE
+from ..rundir import RUN_FILE, read_run_file
 
 # Methods whose word is an added token (its vectors can be saved under another name); for DreamBooth
 # and LoRA the word is an ordinary prompt word the weights were trained on, so it cannot change.
@@ -53,12 +53,11 @@ def list_concepts(runs_dir: str | Path) -> list[Concept]:
 
 def read_concept(folder: Path) -> Concept | None:
     """The Concept in `folder`, or None if its run.json cannot be read (a run being written, say)."""
-    run_file = folder / RUN_FILE
-    try:
-        record = json.loads(run_file.read_text(encoding="utf-8"))
-        config = record["config"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+    record = read_run_file(folder)
+    config = record.get("config") if record else None
+    if not isinstance(config, dict):
         return None
+    run_file = folder / RUN_FILE
     metadata = record.get("metadata", {})
     written = datetime.fromtimestamp(run_file.stat().st_mtime, UTC).isoformat(timespec="seconds")
     previews = sorted((folder / "previews").glob("step-*.png"))
@@ -84,7 +83,7 @@ def rename_concept(folder: Path, new_token: str) -> None:
     embedding = read_embedding(folder / RUN_EMBEDDING)
     embedding.token = new_token
     write_embedding(embedding, folder / RUN_EMBEDDING)
-    record = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
+    record = read_run_file(folder)
     record["config"]["token"] = new_token
     if "metadata" in record:
         record["metadata"]["token"] = new_token
