@@ -36,6 +36,11 @@ def test_concept_files(fresh, c):
         assert Image.open(d / img["file"]).size == (64, 64)
         for k, v in c.attributes.items():
             assert img[k] == v
+        caption = (d / img["file"]).with_suffix(".txt").read_text().strip()
+        # The caption names what varies (background, size, ...) and leaves the concept to the token.
+        assert caption.count("{token}") == 1 and f"{img['background']} background" in caption
+        assert img["size"] in caption.split()
+        assert not any(v in caption.split() for v in c.attributes.values())
 
 
 @pytest.mark.parametrize("c", CONCEPTS, ids=lambda c: c.name)
@@ -47,6 +52,7 @@ def test_committed_examples_match_generator(fresh, c):
         a = np.asarray(Image.open(EXAMPLES / c.name / f"{i:02d}.png"))
         b = np.asarray(Image.open(fresh / c.name / f"{i:02d}.png"))
         assert (a == b).all()
+        assert (EXAMPLES / c.name / f"{i:02d}.txt").read_text() == (fresh / c.name / f"{i:02d}.txt").read_text()
 
 
 @pytest.mark.skipif(not (JUDGE_DIR / "judge.safetensors").exists(), reason="judge not trained")

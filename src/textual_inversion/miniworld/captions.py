@@ -78,3 +78,22 @@ def full_caption(scene: Scene) -> str:
     words = [scene.size, scene.colour, scene.pattern, scene.shape]
     core = " ".join(words)
     return f"{_article(core)} {core} on {_article(scene.background)} {scene.background} background"
+
+
+def concept_caption(scene: Scene, defining: set[str]) -> str:
+    """A training caption for a concept image: what the image shows besides the concept, in the world's grammar.
+
+    The concept's defining attributes give way to one ``{token}`` placeholder (filled in by the
+    training data loader) where the first of them stood: "a big {token} on a black background" for
+    an object, "a small red {token} heart on a navy background" for a pattern style. Naming what
+    the concept is not is what caption files do for kohya's trainers too: the token then has no
+    reason to absorb the background or the size, and the prompts speak the language the model learned.
+    """
+    words: list[str] = []
+    for attribute in ("size", "colour", "pattern", "shape"):
+        if attribute not in defining:
+            words.append(getattr(scene, attribute))
+        elif "{token}" not in words:
+            words.append("{token}")
+    return f"a {' '.join(words)} on {_article(scene.background)} {scene.background} background"
+

@@ -2,7 +2,8 @@
 
     python -m textual_inversion.miniworld.concepts [--output examples/concepts]
 
-Each concept folder gets 5 PNGs and a ``concept.toml`` describing the token, its
+Each concept folder gets 5 PNGs, a caption beside each (``00.txt``: what the image shows besides the
+concept, with ``{token}`` for it) and a ``concept.toml`` describing the token, its
 initializer word, the defining attributes (what the judge should see) and which
 attributes are free to edit in prompts. Output is deterministic.
 
@@ -20,6 +21,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .captions import concept_caption
 from .world import BACKGROUNDS, BASE_SHAPES, NAMED_COLOURS, SIZES, Scene, random_scene, render
 
 log = logging.getLogger(__name__)
@@ -132,19 +134,20 @@ def concept_toml(c: Concept, scenes: list[Scene]) -> str:
 
 
 def write_concept(c: Concept, folder: Path) -> Path:
-    """Render one concept's 5 PNGs and its concept.toml into ``folder``."""
+    """Render one concept's 5 PNGs, their captions and its concept.toml into ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     scenes = concept_scenes(c)
     for i, s in enumerate(scenes):
         render(s).save(folder / f"{i:02d}.png", optimize=True)
+        (folder / f"{i:02d}.txt").write_text(concept_caption(s, set(c.attributes)) + "\n")
     (folder / "concept.toml").write_text(concept_toml(c, scenes))
     log.info("wrote %s", folder)
     return folder
 
 
 def write_concepts(output: Path = DEFAULT_OUTPUT) -> list[Path]:
-    """Render every concept into ``output/<name>/`` (5 PNGs + concept.toml)."""
+    """Render every concept into ``output/<name>/`` (5 PNGs, 5 captions, concept.toml)."""
     return [write_concept(c, Path(output) / c.name) for c in CONCEPTS]
 
 
