@@ -17,12 +17,15 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# "captions": False trains on the pictures alone (the paper's "a photo of a {}" templates); otherwise each
+# picture's caption file (miniworld grammar naming background and size) is used.
 SETTINGS = {
-    "1 vector, word init (before)": {},
-    "6 vectors, word init": {"vectors": 6},
-    "6 vectors, cross init": {"vectors": 6, "init_strategy": "cross"},
-    "6 vectors, word init + keep norm": {"vectors": 6, "keep_norm": True},
-    "6 vectors, word init + early stop": {"vectors": 6, "early_stop_window": 25, "early_stop_threshold": 0.1},
+    "1 vector, templates (before)": {"captions": False},
+    "6 vectors, templates": {"vectors": 6, "captions": False},
+    "6 vectors, captions": {"vectors": 6},
+    "6 vectors, captions, cross init": {"vectors": 6, "init_strategy": "cross"},
+    "6 vectors, captions + keep norm": {"vectors": 6, "keep_norm": True},
+    "6 vectors, captions + early stop": {"vectors": 6, "early_stop_window": 50, "early_stop_threshold": 0.1},
 }
 
 
@@ -30,7 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concepts", nargs="+", default=["hidden-colour"])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS))
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--every", type=int, default=25, help="checkpoint and score every N steps")
     parser.add_argument("--num-images", type=int, default=4)
     parser.add_argument("--target", type=float, default=0.8)
@@ -89,6 +92,8 @@ def main() -> None:
 
 def time_one_run(args, spec, folder: Path, output: Path, seed: int, settings: dict) -> dict:
     """Train with a checkpoint every `args.every` steps, then score checkpoints until one reaches the target."""
+    import shutil
+
     from safetensors.torch import load_file
 
     from textual_inversion import TrainConfig, load_concepts, train
@@ -97,6 +102,13 @@ def time_one_run(args, spec, folder: Path, output: Path, seed: int, settings: di
     from textual_inversion.formats import Embedding
     from textual_inversion.models import load_pipeline
 
+    settings = dict(settings)
+    if not settings.pop("captions", True):
+        pictures_only = output.with_name(output.name + "-pictures")
+        pictures_only.mkdir(parents=True)
+        for picture in folder.glob("*.png"):
+            shutil.copy(picture, pictures_only)
+        folder = pictures_only
     result = train(TrainConfig(images=str(folder), token=spec.token, init_token=spec.init_word, property=spec.property,
                                steps=args.steps, lr=args.lr, batch_size=4, seed=seed, checkpoint_every=args.every,
                                keep_checkpoints=0, device=args.device, output_dir=str(output), **settings))

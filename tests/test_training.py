@@ -91,6 +91,14 @@ def test_output_folder_of_another_run_is_refused(train_config):
     train(dataclasses.replace(train_config, overwrite=True))
 
 
+def test_overwrite_leaves_no_checkpoint_or_preview_of_the_old_run(train_config):
+    previews = {"validation_prompt": "a photo of <blob>", "validation_steps": 2, "num_validation_images": 1}
+    train(dataclasses.replace(train_config, validation_every=2, **previews))
+    result = train(dataclasses.replace(train_config, overwrite=True, steps=3, validation_every=3, **previews))
+    assert sorted(p.name for p in (result.output_dir / "previews").iterdir()) == ["step-000003.png"]
+    assert sorted(p.name for p in (result.output_dir / "checkpoints").iterdir()) == ["step-000003"]
+
+
 def test_images_are_encoded_once(train_config, monkeypatch):
     from diffusers import AutoencoderKL
 

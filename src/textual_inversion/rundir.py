@@ -14,6 +14,7 @@ from .errors import UserError
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
+PREVIEW_DIR = "previews"
 
 
 class RunLock:
@@ -63,8 +64,13 @@ def create_output_dir(output_dir: Path) -> Path:
 
 
 def clear_previous_run(output_dir: Path) -> None:
-    """With --overwrite: remove the old run's checkpoints so they cannot be resumed by mistake."""
+    """With --overwrite: remove the old run's checkpoints and previews.
+
+    Checkpoints could be resumed by mistake; previews of another run, next to the new run's (which
+    may come at other steps), would read as its progress.
+    """
     shutil.rmtree(output_dir / CHECKPOINT_DIR, ignore_errors=True)
+    shutil.rmtree(output_dir / PREVIEW_DIR, ignore_errors=True)
 
 
 def write_run_file(output_dir: Path, config, status: str, extra: dict | None = None) -> None:

@@ -35,6 +35,7 @@ from .generation import save_grid
 from .methods import METHODS
 from .models import load_pipeline, model_family, pick_device
 from .rundir import (
+    PREVIEW_DIR,
     RunLock,
     check_output_dir,
     clear_previous_run,
@@ -284,7 +285,7 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
             progress.update(1)
             progress.set_postfix(loss=f"{sum(r[1] for r in history[-20:]) / len(history[-20:]):.4f}")
             if main and config.validation_prompt and step % config.validation_every == 0:
-                render_previews(pipe, config, output_dir / "previews" / f"step-{step:06d}.png")
+                render_previews(pipe, config, output_dir / PREVIEW_DIR / f"step-{step:06d}.png")
             if main and config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
                 save_checkpoint(output_dir, step, method.state_dict(), training_state(step), config.keep_checkpoints)
     except KeyboardInterrupt:
@@ -308,7 +309,7 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
         save_checkpoint(output_dir, step, method.state_dict(), training_state(step), config.keep_checkpoints)
         write_loss_files(output_dir, history)
         if config.validation_prompt and step % config.validation_every:
-            render_previews(pipe, config, output_dir / "previews" / f"step-{step:06d}.png")
+            render_previews(pipe, config, output_dir / PREVIEW_DIR / f"step-{step:06d}.png")
         write_run_file(output_dir, config, "finished", {"metadata": metadata, "final_loss": final_loss})
     accelerator.wait_for_everyone()
     return TrainResult(output_dir, outputs, step, final_loss, time.monotonic() - started, history, stopped_early)

@@ -14,7 +14,7 @@ from ..config import TrainConfig
 from ..data import IMAGE_SUFFIXES
 from ..errors import UserError
 from ..formats import read_embedding, write_embedding
-from ..rundir import RUN_FILE, read_run_file
+from ..rundir import PREVIEW_DIR, RUN_FILE, read_run_file
 
 # Methods whose word is an added token (its vectors can be saved under another name); for DreamBooth
 # and LoRA the word is an ordinary prompt word the weights were trained on, so it cannot change.
@@ -60,7 +60,7 @@ def read_concept(folder: Path) -> Concept | None:
     run_file = folder / RUN_FILE
     metadata = record.get("metadata", {})
     written = datetime.fromtimestamp(run_file.stat().st_mtime, UTC).isoformat(timespec="seconds")
-    previews = sorted((folder / "previews").glob("step-*.png"))
+    previews = sorted((folder / PREVIEW_DIR).glob("step-*.png"))
     images_dir = Path(config["images"]) if config.get("images") else None
     images = sorted(p for p in images_dir.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if images_dir else []
     preview = previews[-1] if previews else images[0] if images else None

@@ -15,7 +15,7 @@ import pandas as pd
 from ..config import TrainConfig, UIConfig
 from ..data import IMAGE_SUFFIXES, load_rgb
 from ..errors import UserError
-from ..rundir import check_output_dir
+from ..rundir import PREVIEW_DIR, check_output_dir
 from .forms import config_from_form, field_input, shown_as_is
 from .jobs import (
     ACTIVE,
@@ -91,7 +91,7 @@ def submit_job(ui: UIConfig, jobs: TrainingJobs, files: list[str] | None, values
     jobs.check_folder_is_free(output_dir)
     place_images(accepted, Path(config.images))
     if config.overwrite:  # the page shows every preview in the folder: the replaced run's must go
-        shutil.rmtree(output_dir / "previews", ignore_errors=True)
+        shutil.rmtree(output_dir / PREVIEW_DIR, ignore_errors=True)
     return jobs.submit(config)
 
 
@@ -140,7 +140,7 @@ def loss_table(job: TrainingJob) -> pd.DataFrame:
 
 def preview_images(job: TrainingJob) -> list[tuple[str, str]]:
     """The preview grids written so far (training.py saves one every --validation-every steps)."""
-    grids = sorted((job.output_dir / "previews").glob("step-*.png"))
+    grids = sorted((job.output_dir / PREVIEW_DIR).glob("step-*.png"))
     return [(str(path), f"step {int(path.stem.removeprefix('step-'))}") for path in grids]
 
 
