@@ -6,7 +6,24 @@ from PIL import Image
 from tests.hyper.test_network import tiny_hypernetwork
 from textual_inversion import GenerateConfig, TrainConfig, UserError, generate, train
 from textual_inversion.hyper.network import save_hypernetwork
-from textual_inversion.methods.hyperdreambooth import predicted_deltas
+from textual_inversion.hyper.lidb import aux_matrices
+from textual_inversion.hyper.network import load_hypernetwork
+from textual_inversion.methods.hyperdreambooth import predicted_factors
+
+
+def predicted_deltas(pipe, images, hyper_dir) -> dict[str, torch.Tensor]:
+    """ΔW per layer as the LiDB formula gives it, (up_aux · up)(down · down_aux), built whole for the check."""
+    network = load_hypernetwork(hyper_dir)
+    deltas = {}
+    for index, (shape, (down, up)) in enumerate(zip(network.config.shapes(), network.predict(images), strict=True)):
+        down_aux, up_aux = aux_matrices(shape, network.config.seed, index)
+        deltas[shape.name] = torch.outer(up_aux @ up, down @ down_aux)
+    factors, _ = predicted_factors(pipe, images, hyper_dir)
+    assert factors.keys() == deltas.keys()
+    for name, (lora_a, lora_b) in factors.items():
+        assert torch.allclose(lora_b @ lora_a, deltas[name], atol=1e-6)
+        assert torch.isclose(lora_a.norm(), lora_b.norm(), rtol=1e-4)
+    return deltas
 from textual_inversion.models import load_pipeline
 
 
@@ -21,7 +38,7 @@ def test_predict_finetune_save_load(tiny_sd1_path, image_folder, tmp_path):
                          output_dir=str(tmp_path / "run"))
     # Before any step the rank-4 LoRA equals the rank-1 prediction.
     zero_steps = train(TrainConfig(**{**vars(config), "lr": 1e-12, "steps": 1, "output_dir": str(tmp_path / "start")}))
-    deltas, _ = predicted_deltas(load_pipeline(tiny_sd1_path), [Image.open(one / "one.png").convert("RGB")], str(hyper_dir))
+    deltas = predicted_deltas(load_pipeline(tiny_sd1_path), [Image.open(one / "one.png").convert("RGB")], str(hyper_dir))
     started = load_pipeline(tiny_sd1_path)
     started.load_lora_weights(str(zero_steps.output_dir))
     layer = dict(started.unet.named_modules())[next(iter(deltas))]
@@ -57,7 +74,7 @@ def test_the_prediction_alone_is_a_rank_one_lora_file(tiny_sd1_path, tmp_path):
     image = Image.new("RGB", (64, 64), (200, 30, 30))
     pipe = load_pipeline(tiny_sd1_path)
     path = write_prediction(pipe, [image], str(tmp_path / "hyper"), tmp_path)
-    deltas, _ = predicted_deltas(pipe, [image], str(tmp_path / "hyper"))
+    deltas = predicted_deltas(pipe, [image], str(tmp_path / "hyper"))
     pipe.load_lora_weights(str(path))
     name, delta = next(iter(deltas.items()))
     layer = dict(pipe.unet.named_modules())[name]

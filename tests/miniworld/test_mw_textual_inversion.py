@@ -48,8 +48,6 @@ def test_short_run_beats_the_init_word_on_fidelity(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="known gap (issue #3): with the demo's settings the hidden colour is learned by some seeds "
-                          "only (benchmarks/results/demo.md: fidelity 0.19-0.81 over seeds 0-3)", strict=False)
 def test_short_run_on_the_demo_concept_beats_the_init_word(learned, tmp_path):
     spec, result = learned
     report = fidelity_against_init_word(spec, result, tmp_path)

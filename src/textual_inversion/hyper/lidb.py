@@ -122,9 +122,16 @@ def flat_size(shapes: list[LayerShape]) -> int:
     return sum(s.down_dim + s.up_dim for s in shapes)
 
 
-def as_lora_factors(layer: LiDBLinear) -> tuple[torch.Tensor, torch.Tensor]:
-    """(lora_A 1 x in, lora_B out x 1) with lora_B @ lora_A == ΔW, split evenly in scale."""
-    column = layer.up_aux @ layer.up_train.detach()
-    row = layer.down_train.detach() @ layer.down_aux
+def balanced_factors(column: torch.Tensor, row: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lora_A 1 x in, lora_B out x 1) with lora_B @ lora_A == outer(column, row), both of equal norm.
+
+    A rank-1 ΔW is already a product of its two factors; splitting their scale evenly keeps
+    fp16 LoRA files and LoRA's own optimisation well conditioned, with no (out x in) matrix built.
+    """
     scale = (column.norm() / row.norm().clamp_min(1e-12)).sqrt().clamp_min(1e-12)
     return (row * scale)[None, :], (column / scale)[:, None]
+
+
+def as_lora_factors(layer: LiDBLinear) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lora_A 1 x in, lora_B out x 1) with lora_B @ lora_A == the layer's ΔW."""
+    return balanced_factors(layer.up_aux @ layer.up_train.detach(), layer.down_train.detach() @ layer.down_aux)

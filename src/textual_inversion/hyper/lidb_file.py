@@ -67,10 +67,3 @@ def write_rank1_lora(output_dir: Path, pipeline_class, factors: dict[str, tuple[
                 leftover.unlink()
             staging.rmdir()
     return Path(output_dir) / LORA_FILE
-
-
-def rank1_factors(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(lora_A 1 x in, lora_B out x 1) of the best rank-1 approximation of `delta` (its top singular pair)."""
-    u, s, vh = torch.linalg.svd(delta, full_matrices=False)
-    root = s[0].sqrt()
-    return (root * vh[0])[None, :], (root * u[:, 0])[:, None]

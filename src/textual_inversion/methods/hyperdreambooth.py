@@ -1,7 +1,7 @@
 """HyperDreamBooth: predict LiDB weights from one image, then a short rank-relaxed LoRA fine-tune.
 
 The hypernetwork's prediction is a rank-1 ΔW per attention projection. It becomes the first
-component of a rank-r peft LoRA (through the SVD of ΔW); the other r-1 components start as LoRA's
+component of a rank-r peft LoRA (its two factors, scaled evenly); the other r-1 components start as LoRA's
 do (A random, B zero), so the fine-tune starts exactly at the prediction and may leave rank 1
 ("rank relaxation", paper §3.4). The result is written as the `lora` method writes it.
 """
@@ -16,29 +16,29 @@ import torch
 
 from ..data import list_images, load_rgb
 from ..errors import UserError
-from ..hyper.lidb import aux_matrices
-from ..hyper.lidb_file import rank1_factors, write_rank1_lora
+from ..hyper.lidb import aux_matrices, balanced_factors
+from ..hyper.lidb_file import write_rank1_lora
 from ..hyper.network import check_fits, load_hypernetwork
 from .lora import LoRA
 
 logger = logging.getLogger(__name__)
 
 
-def predicted_deltas(pipe, images, hypernetwork_folder: str | None) -> tuple[dict[str, torch.Tensor], object]:
-    """{layer name: ΔW} predicted by the hypernetwork from `images` (PIL), and the hypernetwork."""
+def predicted_factors(pipe, images, hypernetwork_folder: str | None) -> tuple[dict[str, tuple], object]:
+    """{layer name: (lora_A 1 x in, lora_B out x 1)} of the ΔW the hypernetwork predicts from `images` (PIL),
+    and the hypernetwork. ΔW = lora_B @ lora_A = (up_aux · up)(down · down_aux), never built whole."""
     network = load_hypernetwork(hypernetwork_folder)
     check_fits(network, pipe.unet)
-    deltas = {}
+    factors = {}
     for index, (shape, (down, up)) in enumerate(zip(network.config.shapes(), network.predict(images), strict=True)):
         down_aux, up_aux = aux_matrices(shape, network.config.seed, index)
-        deltas[shape.name] = torch.outer(up_aux @ up, down @ down_aux)
-    return deltas, network
+        factors[shape.name] = balanced_factors(up_aux @ up, down @ down_aux)
+    return factors, network
 
 
 def write_prediction(pipe, images, hypernetwork_folder: str | None, output_dir: Path) -> Path:
     """The hypernetwork's prediction alone, as a rank-1 LoRA file (no fine-tune)."""
-    deltas, _ = predicted_deltas(pipe, images, hypernetwork_folder)
-    factors = {name: rank1_factors(delta) for name, delta in deltas.items()}
+    factors, _ = predicted_factors(pipe, images, hypernetwork_folder)
     return write_rank1_lora(output_dir, type(pipe), factors)
 
 
@@ -50,7 +50,7 @@ class HyperDreamBooth(LoRA):
     def prepare(self, pipe) -> None:
         started = time.monotonic()
         images = [load_rgb(path) for path in list_images(self.config.images)]
-        deltas, network = predicted_deltas(pipe, images, self.config.hypernetwork)
+        factors, network = predicted_factors(pipe, images, self.config.hypernetwork)
         if self.config.token != network.config.token:
             raise UserError(f"--token {self.config.token}: this hypernetwork predicts weights for the word "
                             f"{network.config.token!r}; pass --token {network.config.token}")
@@ -58,10 +58,10 @@ class HyperDreamBooth(LoRA):
         scaling = (self.config.lora_alpha or self.config.rank) / self.config.rank  # peft multiplies B·A by this
         modules = dict(pipe.unet.named_modules())
         with torch.no_grad():
-            for name, delta in deltas.items():
-                lora_a, lora_b = rank1_factors(delta / scaling)
+            for name, (lora_a, lora_b) in factors.items():
+                lora_b = lora_b / scaling
                 layer = modules[name]
                 layer.lora_A["default"].weight[0] = lora_a[0].to(layer.lora_A["default"].weight.dtype)
                 layer.lora_B["default"].weight[:, 0] = lora_b[:, 0].to(layer.lora_B["default"].weight.dtype)
         self.prediction_seconds = time.monotonic() - started
-        logger.info("hypernetwork prediction for %d layers in %.2f s", len(deltas), self.prediction_seconds)
+        logger.info("hypernetwork prediction for %d layers in %.2f s", len(factors), self.prediction_seconds)
