@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
@@ -23,6 +25,8 @@ SETTINGS = {
     "1 vector, templates (before)": {"captions": False},
     "6 vectors, templates": {"vectors": 6, "captions": False},
     "6 vectors, captions": {"vectors": 6},
+    "6 vectors, captions, batch 2": {"vectors": 6, "batch_size": 2},
+    "6 vectors, captions, lr 0.1": {"vectors": 6, "lr": 0.1},
     "6 vectors, captions, cross init": {"vectors": 6, "init_strategy": "cross"},
     "6 vectors, captions + keep norm": {"vectors": 6, "keep_norm": True},
     "6 vectors, captions + early stop": {"vectors": 6, "early_stop_window": 50, "early_stop_threshold": 0.1},
@@ -41,6 +45,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu (the target's machine) or cuda")
+    parser.add_argument("--results-suffix", default="", help="write time_to_concept<suffix>.md (keeps other runs' files)")
     args = parser.parse_args()
 
     import torch
@@ -61,8 +66,8 @@ def main() -> None:
 
     machine = f"CPU, {args.threads} threads" if args.device == "cpu" else args.device
     lines = [f"# Time to concept on miniworld ({machine}; fidelity >= {args.target} on the fidelity "
-             f"prompts, {args.num_images} images each; checked every {args.every} steps; lr {args.lr}, batch 4)", "",
-             "Produced by `python benchmarks/time_to_concept.py`. Seconds = steps x (the run's wall time / its steps), "
+             f"prompts, {args.num_images} images each; checked every {args.every} steps; lr {args.lr}, batch 4 unless the setting says otherwise)", "",
+             f"Produced by `python benchmarks/time_to_concept.py {shlex.join(sys.argv[1:])}`. Seconds = steps x (the run's wall time / its steps), "
              "so loading and set-up are counted in; scoring is not. One row per seed: whether a run finds the "
              "concept depends on its draw of noise and timesteps.", "",
              "| concept | setting | seed | steps to target | seconds to target | fidelity then | run ended at |",
@@ -87,7 +92,7 @@ def main() -> None:
     table = "\n".join(lines) + "\n"
     print(table)
     suffix = "" if args.device == "cpu" else f"_{args.device.split(':')[0]}"
-    (ROOT / "benchmarks" / "results" / f"time_to_concept{suffix}.md").write_text(table)
+    (ROOT / "benchmarks" / "results" / f"time_to_concept{suffix}{args.results_suffix}.md").write_text(table)
 
 
 def time_one_run(args, spec, folder: Path, output: Path, seed: int, settings: dict) -> dict:
@@ -110,8 +115,9 @@ def time_one_run(args, spec, folder: Path, output: Path, seed: int, settings: di
             shutil.copy(picture, pictures_only)
         folder = pictures_only
     result = train(TrainConfig(images=str(folder), token=spec.token, init_token=spec.init_word, property=spec.property,
-                               steps=args.steps, lr=args.lr, batch_size=4, seed=seed, checkpoint_every=args.every,
-                               keep_checkpoints=0, device=args.device, output_dir=str(output), **settings))
+                               steps=args.steps, seed=seed, checkpoint_every=args.every, keep_checkpoints=0,
+                               device=args.device, output_dir=str(output),
+                               **{"lr": args.lr, "batch_size": 4, **settings}))
     reached, best = None, 0.0
     for checkpoint in list_checkpoints(output):
         step = int(checkpoint.name.split("-")[1])
