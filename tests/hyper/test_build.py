@@ -4,7 +4,7 @@ from textual_inversion.hyper.identities import all_identities, held_out, trainin
 from textual_inversion.hyper.lidb_file import LIDB_FILE
 from textual_inversion.hyper.network import load_hypernetwork
 from textual_inversion.hyper.preoptimize import preoptimize
-from textual_inversion.hyper.train import load_dataset, train_hypernetwork
+from textual_inversion.hyper.train import train_hypernetwork
 
 
 def test_held_out_identities_never_train_and_all_are_distinct():
@@ -19,14 +19,9 @@ def test_preoptimize_resumes_and_the_hypernetwork_trains_on_its_output(tiny_sd1_
                           seed=0, model=tiny_sd1_path)
     written = {f: (f / "run" / LIDB_FILE).stat().st_mtime_ns for f in folders}
     assert len(written) == 2
-    for folder in folders:  # each render has a caption naming what varies, the identity left to the token
-        captions = [p.read_text() for p in sorted((folder / "images").glob("*.txt"))]
-        assert len(captions) == 2 and all("{token}" in c and "background" in c for c in captions)
     preoptimize(dataset, identities=2, steps=1, lr=1e-2, images_per_identity=2, down_dim=100, up_dim=50, seed=0,
                 model=tiny_sd1_path)
     assert {f: (f / "run" / LIDB_FILE).stat().st_mtime_ns for f in folders} == written  # skipped, not refitted
-    _, captions, _, _ = load_dataset(dataset)
-    assert [c.startswith("a ") and "sks" in c for c in captions[0][0]] == [True]  # the file's, token filled in
     summary = train_hypernetwork(dataset, tmp_path / "hyper", steps=2, batch_size=2, lr=1e-3, diffusion_weight=1.0,
                                  iterations=2, seed=0, model=tiny_sd1_path)
     assert summary["identities"] == 2

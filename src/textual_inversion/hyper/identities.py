@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..evaluate import ConceptSpec
-from ..miniworld.captions import concept_caption
 from ..miniworld.world import (
     BACKGROUNDS,
     BASE_SHAPES,
@@ -76,13 +75,8 @@ def training_identities(count: int) -> list[Identity]:
 
 
 def write_images(identity: Identity, folder: Path, count: int) -> Path:
-    """Render `count` PNGs of `identity` into `folder`, each with its caption file (deterministic).
-
-    The caption names what varies ("a big {token} on a black background"), as the bundled concepts'
-    do, so the weights learn the identity and not the backgrounds of its few pictures.
-    """
+    """Render `count` PNGs of `identity` into `folder` (deterministic)."""
     folder.mkdir(parents=True, exist_ok=True)
     for i, scene in enumerate(identity.scenes(count)):
         render(scene).save(folder / f"{i:02d}.png")
-        (folder / f"{i:02d}.txt").write_text(concept_caption(scene, set(identity.attributes())) + "\n")
     return folder

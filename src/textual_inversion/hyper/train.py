@@ -22,9 +22,10 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from tqdm.auto import tqdm
 
-from ..data import load_rgb, make_captions
+from ..data import load_rgb
 from ..errors import UserError
 from ..models import load_pipeline
+from ..templates import TEMPLATES
 from ..training import predict_noise
 from .identities import TOKEN, held_out
 from .lidb import attach, target_layers
@@ -42,23 +43,20 @@ from .network import (
 logger = logging.getLogger(__name__)
 
 
-def load_dataset(folder: Path) -> tuple[list[list], list[list[list[str]]], list[dict], dict[str, str]]:
-    """(renders per identity, their captions, LiDB weights per identity, the LiDB metadata) from a
-    pre-optimisation folder. A render's captions are its caption file, else the paper's templates."""
+def load_dataset(folder: Path) -> tuple[list[list], list[dict], dict[str, str]]:
+    """(renders per identity, LiDB weights per identity, the LiDB metadata) from a pre-optimisation folder."""
     runs = sorted(p.parent for p in Path(folder).glob(f"*/run/{LIDB_FILE}"))
     forbidden = {identity.name for identity in held_out()}
     runs = [run for run in runs if run.parent.name not in forbidden]  # held-out identities never train it
     if len(runs) < 2:
         raise UserError(f"--dataset {folder}: needs at least 2 pre-optimised identities; run "
                         "`python -m textual_inversion.hyper.preoptimize` first")
-    images, captions, weights, metadata = [], [], [], {}
+    images, weights, metadata = [], [], {}
     for run in runs:
         train, metadata = read_lidb(run / LIDB_FILE)
         weights.append(train)
-        renders = sorted((run.parent / "images").glob("*.png"))
-        images.append([load_rgb(p) for p in renders])
-        captions.append(make_captions(renders, TOKEN, "object"))
-    return images, captions, weights, metadata
+        images.append([load_rgb(p) for p in sorted((run.parent / "images").glob("*.png"))])
+    return images, weights, metadata
 
 
 def train_hypernetwork(dataset: Path, output: Path, steps: int, batch_size: int, lr: float, diffusion_weight: float,
@@ -66,7 +64,7 @@ def train_hypernetwork(dataset: Path, output: Path, steps: int, batch_size: int,
     """Fit a hypernetwork on `dataset`, write it to `output`; returns the run's summary."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    images, captions, weights, metadata = load_dataset(dataset)
+    images, weights, metadata = load_dataset(dataset)
     pipe = load_pipeline(model)
     pipe.unet.requires_grad_(False)
     pipe.text_encoder.requires_grad_(False)
@@ -104,7 +102,7 @@ def train_hypernetwork(dataset: Path, output: Path, steps: int, batch_size: int,
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,))
         target = (scheduler.get_velocity(clean, noise, timesteps) if scheduler.config.prediction_type == "v_prediction"
                   else noise)
-        prompts = [rng.choice(captions[i][j]) for i, j, _ in picks]
+        prompts = [rng.choice(TEMPLATES["object"]).format(TOKEN) for _ in picks]
         prediction = predict_noise(pipe, scheduler.add_noise(clean, noise, timesteps), timesteps, prompts, [], 0)
         d_loss = F.mse_loss(prediction, target)
         loss = w_loss + diffusion_weight * d_loss
