@@ -92,14 +92,15 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tiny_sd1_path, image_fo
                "--output-dir", str(run)]
     process = subprocess.Popen([*command, "--steps", "100000"], stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if (run / "run.json").is_file() and json.loads((run / "run.json").read_text())["status"] == "running":
-            break
+    # Generous limits: a fresh CI venv compiles every import on first use, and a loaded 2-core host
+    # stretched start-up past two minutes once. What is asserted does not depend on the timing.
+    deadline = time.monotonic() + 600
+    while not ((run / "run.json").is_file() and json.loads((run / "run.json").read_text())["status"] == "running"):
+        assert time.monotonic() < deadline and process.poll() is None, "training never started"
         time.sleep(0.2)
     time.sleep(2)  # let it take some steps
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
+    _, stderr = process.communicate(timeout=300)
     assert process.returncode == 2
     last_line = stderr.strip().splitlines()[-1]
     match = re.fullmatch(r"error: interrupted at step (\d+); saved (\S+); continue with the same command and --resume",
