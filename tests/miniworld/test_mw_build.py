@@ -6,12 +6,22 @@ latent cache, UNet + text encoder, decoder refinement, export) for a handful of 
 
 from pathlib import Path
 
+import pytest
+import torch
 from safetensors.torch import load_file
 
 from textual_inversion.miniworld.build import main as build
 
 TINY_BUILD = ["--threads", "1", "--vae-steps", "3", "--vae-batch", "2", "--cache-size", "16", "--unet-steps", "3",
               "--batch-size", "4", "--decoder-steps", "2", "--save-every", "2"]
+
+
+@pytest.fixture(autouse=True)
+def torch_threads_restored():
+    """The build sets torch's thread count (--threads 1); the tests after this one keep theirs."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def weight_files(folder: Path) -> dict[str, dict]:
