@@ -81,9 +81,9 @@ def test_train_inspect_convert_generate_end_to_end(tiny_sd1_path, image_folder, 
 
 
 def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tiny_sd1_path, image_folder, tmp_path):
+    import json
     import re
     import signal
-    import threading
     import time
 
     run = tmp_path / "run"
@@ -92,19 +92,14 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tiny_sd1_path, image_fo
                "--output-dir", str(run)]
     process = subprocess.Popen([*command, "--steps", "100000"], stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    stderr_chunks: list[str] = []
-    reader = threading.Thread(target=lambda: stderr_chunks.extend(iter(lambda: process.stderr.read(64), "")))
-    reader.start()
-    # Interrupt once the progress bar shows steps done: on a loaded 2-core CI host the set-up after
-    # run.json says "running" can take longer than any fixed sleep. Generous limits, same assertions.
-    deadline = time.monotonic() + 600
-    while not re.search(r"\| *(?:[3-9]|\d\d+)/100000", "".join(stderr_chunks)):
-        assert time.monotonic() < deadline and process.poll() is None, "training never got going: " + "".join(stderr_chunks)[-500:]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if (run / "run.json").is_file() and json.loads((run / "run.json").read_text())["status"] == "running":
+            break
         time.sleep(0.2)
+    time.sleep(2)  # let it take some steps
     process.send_signal(signal.SIGINT)
-    process.wait(timeout=300)
-    reader.join(timeout=60)
-    stderr = "".join(stderr_chunks)
+    _, stderr = process.communicate(timeout=120)
     assert process.returncode == 2
     last_line = stderr.strip().splitlines()[-1]
     match = re.fullmatch(r"error: interrupted at step (\d+); saved (\S+); continue with the same command and --resume",
