@@ -74,3 +74,17 @@ def test_grey_palette_and_huge_pictures(tmp_path):
     Image.new("RGB", (4000, 3000), (1, 2, 3)).save(tmp_path / "phone.jpg", quality=50)
     big = load_rgb(tmp_path / "phone.jpg")
     assert max(big.size) <= 2048 and big.size[0] > big.size[1]
+
+
+def test_cached_latents_are_contiguous(tiny_sd1_path):
+    """The UNet keeps its input's memory layout; channels-last latents made every CPU training step slower."""
+    import torch
+
+    from textual_inversion.data import encode_images
+    from textual_inversion.models import load_pipeline
+
+    vae = load_pipeline(tiny_sd1_path).vae
+    images = [Image.new("RGB", (40, 32), (200, 30 * i, 10)) for i in range(3)]
+    cache = encode_images(vae, images, 32, "center", 1, True, 0, torch.device("cpu"), torch.float32)
+    assert cache.means.is_contiguous() and cache.stds.is_contiguous()
+    assert cache.sample(torch.tensor([0, 5]), torch.Generator().manual_seed(0), 0.18).is_contiguous()
