@@ -81,7 +81,6 @@ def test_train_inspect_convert_generate_end_to_end(tiny_sd1_path, image_folder, 
 
 
 def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tiny_sd1_path, image_folder, tmp_path):
-    import json
     import re
     import signal
     import time
@@ -90,17 +89,26 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tiny_sd1_path, image_fo
     command = [sys.executable, "-m", "textual_inversion.cli", "train", "--model", tiny_sd1_path, "--images",
                str(image_folder), "--token", "<blob>", "--init-token", "cat", "--checkpoint-every", "0",
                "--output-dir", str(run)]
-    process = subprocess.Popen([*command, "--steps", "100000"], stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if (run / "run.json").is_file() and json.loads((run / "run.json").read_text())["status"] == "running":
-            break
-        time.sleep(0.2)
-    time.sleep(2)  # let it take some steps
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 2
+    # stderr goes to a file, not a pipe: polled for the progress bar without a reader competing for it,
+    # and a long run cannot block on a full pipe. Interrupt once steps are done (a fixed sleep raced
+    # the first step on a loaded machine).
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as stderr_file:
+        # SIGINT back to its default in the child, as in a terminal: a test run started in the background
+        # of a non-interactive shell inherits SIGINT ignored, and the child would never see the Ctrl-C.
+        process = subprocess.Popen([*command, "--steps", "100000"], stderr=stderr_file, text=True,
+                                   env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and process.poll() is None:
+            done = re.findall(r"\| *(\d+)/100000", log.read_text())
+            if done and int(done[-1]) >= 3:
+                break
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+    stderr = log.read_text()
+    assert process.returncode == 2, stderr[-500:]
     last_line = stderr.strip().splitlines()[-1]
     match = re.fullmatch(r"error: interrupted at step (\d+); saved (\S+); continue with the same command and --resume",
                          last_line)
