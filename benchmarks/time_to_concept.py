@@ -27,6 +27,9 @@ SETTINGS = {
     "6 vectors, captions": {"vectors": 6},
     "6 vectors, captions, batch 2": {"vectors": 6, "batch_size": 2},
     "6 vectors, captions, lr 0.1": {"vectors": 6, "lr": 0.1},
+    "6 vectors, captions, lr 0.1, cosine": {"vectors": 6, "lr": 0.1, "lr_scheduler": "cosine"},
+    "6 vectors, captions, batch 8": {"vectors": 6, "batch_size": 8},
+    "6 vectors, captions, batch 8, lr 0.1": {"vectors": 6, "batch_size": 8, "lr": 0.1},
     "6 vectors, captions, cross init": {"vectors": 6, "init_strategy": "cross"},
     "6 vectors, captions + keep norm": {"vectors": 6, "keep_norm": True},
     "6 vectors, captions + early stop": {"vectors": 6, "early_stop_window": 50, "early_stop_threshold": 0.1},
@@ -67,8 +70,10 @@ def main() -> None:
     machine = f"CPU, {args.threads} threads" if args.device == "cpu" else args.device
     lines = [f"# Time to concept on miniworld ({machine}; fidelity >= {args.target} on the fidelity "
              f"prompts, {args.num_images} images each; checked every {args.every} steps; lr {args.lr}, batch 4 unless the setting says otherwise)", "",
-             f"Produced by `python benchmarks/time_to_concept.py {shlex.join(sys.argv[1:])}`. Seconds = steps x (the run's wall time / its steps), "
-             "so loading and set-up are counted in; scoring is not. One row per seed: whether a run finds the "
+             f"Produced by `python benchmarks/time_to_concept.py {shlex.join(sys.argv[1:])}`. Seconds = steps x (the run's time in the training function / its steps): "
+             "latent encoding and checkpoints are counted in; scoring is not, nor are Python imports and model "
+             "loading (a 1-step `train` takes about 11 s from launch to exit; benchmarks/concept_end_to_end.py "
+             "times whole commands). One row per seed: whether a run finds the "
              "concept depends on its draw of noise and timesteps.", "",
              "| concept | setting | seed | steps to target | seconds to target | fidelity then | run ended at |",
              "|---|---|---|---|---|---|---|"]

@@ -99,14 +99,17 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tiny_sd1_path, image_fo
         process = subprocess.Popen([*command, "--steps", "100000"], stderr=stderr_file, text=True,
                                    env={**os.environ, "HF_HUB_OFFLINE": "1"},
                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and process.poll() is None:
-            done = re.findall(r"\| *(\d+)/100000", log.read_text())
-            if done and int(done[-1]) >= 3:
-                break
-            time.sleep(0.2)
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=120)
+        try:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and process.poll() is None:
+                done = re.findall(r"\| *(\d+)/100000", log.read_text())
+                if done and int(done[-1]) >= 3:
+                    break
+                time.sleep(0.2)
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=120)
+        finally:
+            process.kill()  # a no-op once it has exited; else a failed test would leave a 100000-step run going
     stderr = log.read_text()
     assert process.returncode == 2, stderr[-500:]
     last_line = stderr.strip().splitlines()[-1]

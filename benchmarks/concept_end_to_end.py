@@ -1,0 +1,82 @@
+"""Time from "here are my images" to a learned concept, as a user gets it: one `textual-inversion train`.
+
+The clock runs from launching the command to its exit (Python start, imports, model load, latent
+encoding, training, files written); the learned embedding is then scored on the fidelity prompts
+(not timed). Run it alone on the machine: it measures wall time. Written to
+benchmarks/results/time_to_concept_end_to_end.md.
+
+    python benchmarks/concept_end_to_end.py [--concept hidden-colour] [--steps 400] [--seeds 0 1 2] \
+        [--options "--vectors 6 --lr 0.05 --batch-size 4"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concept", default="hidden-colour")
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--options", default="--vectors 6 --lr 0.05 --batch-size 4",
+                        help="further `train` options, as one string")
+    parser.add_argument("--num-images", type=int, default=4, help="images per fidelity prompt when scoring")
+    parser.add_argument("--target", type=float, default=0.8)
+    args = parser.parse_args()
+
+    from textual_inversion import load_concepts
+    from textual_inversion.evaluate import ConceptSpec, evaluate_concept
+    from textual_inversion.models import load_pipeline
+
+    folder = ROOT / "examples" / "concepts" / args.concept
+    spec = ConceptSpec.from_toml(folder / "concept.toml")
+    load_before = os.getloadavg()[0]
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for seed in args.seeds:
+            output = Path(workdir) / f"seed-{seed}"
+            command = ["textual-inversion", "train", "--images", str(folder), "--token", spec.token,
+                       "--init-token", spec.init_word, "--property", spec.property, "--steps", str(args.steps),
+                       "--seed", str(seed), "--output-dir", str(output), *shlex.split(args.options)]
+            started = time.perf_counter()
+            finished = subprocess.run(command, capture_output=True, text=True,
+                                      env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            seconds = time.perf_counter() - started
+            if finished.returncode:
+                sys.exit(f"train failed: {finished.stderr.strip().splitlines()[-1]}")
+            pipe = load_pipeline("miniworld")
+            load_concepts(pipe, [output])
+            report = evaluate_concept(pipe, spec, output / "scores", args.num_images, conditions=("concept",),
+                                      edits=False)
+            rows.append((seed, seconds, report["fidelity"]))
+            print(f"seed {seed}: {seconds:.1f} s, fidelity {report['fidelity']:.2f}", flush=True)
+
+    shown = shlex.join(["textual-inversion", "train", "--images", f"examples/concepts/{args.concept}", "--token",
+                        spec.token, "--init-token", spec.init_word, "--steps", str(args.steps),
+                        *shlex.split(args.options)])
+    lines = [f"# Images to learned concept, end to end ({args.concept}, {os.cpu_count()} CPU cores)", "",
+             f"Produced by `python benchmarks/concept_end_to_end.py {shlex.join(sys.argv[1:])}`. Each row is one "
+             f"`{shown} --seed N`, timed from launch to exit; then its embedding is scored (fidelity >= "
+             f"{args.target} on the fidelity prompts, {args.num_images} images each).", "",
+             "| seed | seconds, launch to exit | fidelity | target met |", "|---|---|---|---|"]
+    lines += [f"| {seed} | {seconds:.1f} | {fidelity:.2f} | {'yes' if fidelity >= args.target else 'no'} |"
+              for seed, seconds, fidelity in rows]
+    lines += ["", f"Load average (1 min) before: {load_before:.1f}, after: {os.getloadavg()[0]:.1f}, on "
+                  f"{os.cpu_count()} cores (other jobs would stretch the seconds)."]
+    table = "\n".join(lines) + "\n"
+    print(table)
+    (ROOT / "benchmarks" / "results" / "time_to_concept_end_to_end.md").write_text(table)
+
+
+if __name__ == "__main__":
+    main()
