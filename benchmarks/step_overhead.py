@@ -12,7 +12,9 @@ into data, text encoder, UNet forward, backward, optimizer and the rest (bookkee
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -53,7 +55,7 @@ def model_and_images(name: str, workdir: Path) -> tuple[str, Path]:
     return str(folder), images
 
 
-def measure(name: str, batch_size: int, steps: tuple[int, int], repeats: int, workdir: Path) -> dict:
+def measure(name: str, batch_size: int, steps: tuple[int, int], repeats: int, rounds: int, workdir: Path) -> dict:
     from textual_inversion import TrainConfig, train
     from textual_inversion.data import encode_images, list_images, load_rgb, make_captions
     from textual_inversion.methods import TextualInversion
@@ -64,13 +66,14 @@ def measure(name: str, batch_size: int, steps: tuple[int, int], repeats: int, wo
     config = TrainConfig(model=model, images=str(images_dir), token="<bench>", init_token="circle", lr=0.01,
                          batch_size=batch_size, checkpoint_every=0, device="cpu", overwrite=True)
 
-    # Our step: the marginal cost of a step of the real loop.
-    durations = []
-    for count in steps:
-        start = time.perf_counter()
-        train(TrainConfig(**{**config.__dict__, "steps": count, "output_dir": str(workdir / f"{name}-{count}")}))
-        durations.append(time.perf_counter() - start)
-    step = (durations[1] - durations[0]) / (steps[1] - steps[0])
+    def marginal_step() -> float:
+        """Our step: the marginal cost of a step of the real loop."""
+        durations = []
+        for count in steps:
+            start = time.perf_counter()
+            train(TrainConfig(**{**config.__dict__, "steps": count, "output_dir": str(workdir / f"{name}-{count}")}))
+            durations.append(time.perf_counter() - start)
+        return (durations[1] - durations[0]) / (steps[1] - steps[0])
 
     # The same pieces, set up by hand.
     pipe = load_pipeline(model)
@@ -144,7 +147,14 @@ def measure(name: str, batch_size: int, steps: tuple[int, int], repeats: int, wo
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    floor = clock(floor_pass, repeats)
+    # Alternating rounds: a shared host's speed drifts over minutes, so step and floor are compared
+    # within each round and the ratio's median is reported.
+    step_times, floors, ratios = [], [], []
+    for _ in range(rounds):
+        step_times.append(marginal_step())
+        floors.append(clock(floor_pass, repeats))
+        ratios.append(step_times[-1] / floors[-1])
+    step, floor = statistics.median(step_times), statistics.median(floors)
     with torch.no_grad():
         parts = {"data": clock(draw, repeats), "text encoder": clock(encode, repeats)}
         encoded = encode()
@@ -154,7 +164,8 @@ def measure(name: str, batch_size: int, steps: tuple[int, int], repeats: int, wo
     parts["optimizer"] = clock(optimizer_step, repeats)
     parts["bookkeeping"] = max(0.0, step - sum(parts.values()))
     method.release()
-    return {"model": name, "step": step, "floor": floor, "overhead": step / floor - 1, "parts": parts}
+    return {"model": name, "step": step, "floor": floor, "overhead": statistics.median(ratios) - 1,
+            "range": (min(ratios) - 1, max(ratios) - 1), "parts": parts}
 
 
 def main() -> None:
@@ -163,21 +174,24 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--steps", nargs=2, type=int, default=(20, 120), help="lengths of the two timed runs")
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating step/floor measurements per model")
     args = parser.parse_args()
     torch.manual_seed(0)
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.models:
-            rows.append(measure(name, args.batch_size, tuple(args.steps), args.repeats, Path(workdir)))
+            rows.append(measure(name, args.batch_size, tuple(args.steps), args.repeats, args.rounds, Path(workdir)))
             print(f"{name}: step {rows[-1]['step'] * 1000:.1f} ms, floor {rows[-1]['floor'] * 1000:.1f} ms, "
                   f"overhead {rows[-1]['overhead']:+.1%}", flush=True)
     names = list(rows[0]["parts"])
     lines = [f"# Textual Inversion step against its floor (CPU, {torch.get_num_threads()} threads, batch {args.batch_size})",
-             "", "Produced by `python benchmarks/step_overhead.py`; times are medians in ms, measured in one run.", "",
+             "", f"Produced by `{shlex.join(['python', 'benchmarks/step_overhead.py', *sys.argv[1:]])}`; times are medians in ms, "
+             f"measured in one run. Step and floor are timed in {args.rounds} alternating rounds; the overhead is the "
+             "median of the rounds' step / floor - 1 (range in brackets). The parts are timed once, after.", "",
              "| model | step | floor | overhead = step / floor - 1 | " + " | ".join(names) + " |",
              "|---|---|---|---|" + "---|" * len(names)]
     for row in rows:
-        lines.append(f"| {row['model']} | {row['step'] * 1000:.1f} | {row['floor'] * 1000:.1f} | {row['overhead']:+.1%} | "
+        lines.append(f"| {row['model']} | {row['step'] * 1000:.1f} | {row['floor'] * 1000:.1f} | {row['overhead']:+.1%} ({row['range'][0]:+.1%} to {row['range'][1]:+.1%}) | "
                      + " | ".join(f"{row['parts'][n] * 1000:.1f}" for n in names) + " |")
     table = "\n".join(lines) + "\n"
     print(table)
