@@ -40,14 +40,15 @@ def main() -> None:
 
     folder = ROOT / "examples" / "concepts" / args.concept
     spec = ConceptSpec.from_toml(folder / "concept.toml")
+    train_options = ["--token", spec.token, "--init-token", spec.init_word, "--property", spec.property,
+                     "--steps", str(args.steps), *shlex.split(args.options)]
     load_before = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for seed in args.seeds:
             output = Path(workdir) / f"seed-{seed}"
-            command = ["textual-inversion", "train", "--images", str(folder), "--token", spec.token,
-                       "--init-token", spec.init_word, "--property", spec.property, "--steps", str(args.steps),
-                       "--seed", str(seed), "--output-dir", str(output), *shlex.split(args.options)]
+            command = ["textual-inversion", "train", "--images", str(folder), *train_options, "--seed", str(seed),
+                       "--output-dir", str(output)]
             started = time.perf_counter()
             finished = subprocess.run(command, capture_output=True, text=True,
                                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -61,9 +62,7 @@ def main() -> None:
             rows.append((seed, seconds, report["fidelity"]))
             print(f"seed {seed}: {seconds:.1f} s, fidelity {report['fidelity']:.2f}", flush=True)
 
-    shown = shlex.join(["textual-inversion", "train", "--images", f"examples/concepts/{args.concept}", "--token",
-                        spec.token, "--init-token", spec.init_word, "--steps", str(args.steps),
-                        *shlex.split(args.options)])
+    shown = shlex.join(["textual-inversion", "train", "--images", str(folder.relative_to(ROOT)), *train_options])
     lines = [f"# Images to learned concept, end to end ({args.concept}, {os.cpu_count()} CPU cores)", "",
              f"Produced by `python benchmarks/concept_end_to_end.py {shlex.join(sys.argv[1:])}`. Each row is one "
              f"`{shown} --seed N`, timed from launch to exit; then its embedding is scored (fidelity >= "
