@@ -178,6 +178,7 @@ def main() -> None:
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=CONDITIONS)
     parser.add_argument("--workdir", default="runs/benchmark-hyperdreambooth")
     parser.add_argument("--dataset", default="runs/hyper-dataset", help="pre-optimisation output, for the weight check")
+    parser.add_argument("--results", default=str(RESULTS), help="where the table is written")
     args = parser.parse_args()
     torch.set_num_threads(1)  # a shared machine; and one thread makes times comparable
     import matplotlib.pyplot  # noqa: F401  (the first run's loss plot would pay this seconds-long import)
@@ -201,7 +202,7 @@ def main() -> None:
                   f"editability {row['editability']:.2f} time {row['seconds'] or 0:.1f} s", flush=True)
     table = write_table(rows, args, identities)
     print(table)
-    RESULTS.write_text(table)
+    Path(args.results).write_text(table)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,9 @@ class TrainConfig:
     kohya_copy: bool = option(False, "also write the LoRA in kohya/AUTOMATIC1111 layout (lora_kohya.safetensors)")
     down_dim: int = option(100, "lidb: width of the frozen random down projection (paper 100; clamped to each layer)")
     up_dim: int = option(50, "lidb: width of the frozen random up projection (paper 50; clamped to each layer)")
+    lidb_layers: str = option("all", "lidb: which projections learn: every attention projection (paper) or only the "
+                              "cross-attention keys and values, where the prompt enters (as Custom Diffusion)",
+                              ("all", "cross-kv"))
     hypernetwork: str | None = option(None, "hyperdreambooth: folder of a trained hypernetwork (default: the one "
                                       "bundled for miniworld)")
     train_text_encoder: bool = option(False, "dreambooth: also fine-tune the text encoder(s)")

@@ -16,13 +16,15 @@ def test_held_out_identities_never_train_and_all_are_distinct():
 def test_preoptimize_resumes_and_the_hypernetwork_trains_on_its_output(tiny_sd1_path, tmp_path):
     dataset = tmp_path / "dataset"
     folders = preoptimize(dataset, identities=2, steps=1, lr=1e-2, images_per_identity=2, down_dim=100, up_dim=50,
-                          seed=0, model=tiny_sd1_path)
+                          seed=0, layers="cross-kv", model=tiny_sd1_path)
     written = {f: (f / "run" / LIDB_FILE).stat().st_mtime_ns for f in folders}
     assert len(written) == 2
     preoptimize(dataset, identities=2, steps=1, lr=1e-2, images_per_identity=2, down_dim=100, up_dim=50, seed=0,
-                model=tiny_sd1_path)
+                layers="cross-kv", model=tiny_sd1_path)
     assert {f: (f / "run" / LIDB_FILE).stat().st_mtime_ns for f in folders} == written  # skipped, not refitted
     summary = train_hypernetwork(dataset, tmp_path / "hyper", steps=2, batch_size=2, lr=1e-3, diffusion_weight=1.0,
                                  iterations=2, seed=0, model=tiny_sd1_path)
     assert summary["identities"] == 2
-    assert load_hypernetwork(tmp_path / "hyper").config.token == "sks"
+    network = load_hypernetwork(tmp_path / "hyper")
+    assert network.config.token == "sks"
+    assert network.config.layers and all(".attn2." in layer["name"] for layer in network.config.layers)

@@ -70,6 +70,14 @@ def test_lidb_run_writes_train_matrices_and_seed_and_a_rank_one_lora_diffusers_l
     assert train(resumed).steps == 4
 
 
+def test_cross_kv_selects_only_the_cross_attention_keys_and_values(tiny_sd1_path):
+    unet = load_pipeline(tiny_sd1_path).unet
+    every, cross = target_layers(unet, 100, 50), target_layers(unet, 100, 50, "cross-kv")
+    assert cross and {s.name for s in cross} < {s.name for s in every}
+    assert all(".attn2." in s.name and s.name.endswith((".to_k", ".to_v")) for s in cross)
+    assert {s.in_features for s in cross} == {unet.config.cross_attention_dim}  # they read the prompt
+
+
 def _one_layer(in_features, out_features):
     unet = torch.nn.Module()
     unet.attn2 = torch.nn.Module()

@@ -21,6 +21,9 @@ import torch
 from torch import nn
 
 TARGET_NAMES = ("to_q", "to_k", "to_v", "to_out.0")  # diffusers' LoRA targets in the UNet
+# "cross-kv": only where the prompt enters the UNet (cross-attention keys and values, as Custom Diffusion).
+# The rest of the UNet never sees the token, so updates there can only memorise the training pictures.
+LAYER_SELECTIONS = {"all": ("attn", TARGET_NAMES), "cross-kv": ("attn2", ("to_k", "to_v"))}
 
 
 @dataclass(frozen=True)
@@ -34,13 +37,14 @@ class LayerShape:
     up_dim: int
 
 
-def target_layers(unet: nn.Module, down_dim: int, up_dim: int) -> list[LayerShape]:
-    """The UNet's attention projections in a fixed order, each with its clamped dims."""
+def target_layers(unet: nn.Module, down_dim: int, up_dim: int, selection: str = "all") -> list[LayerShape]:
+    """The UNet's attention projections of `selection` (see LAYER_SELECTIONS) in a fixed order, with clamped dims."""
+    attention, projections = LAYER_SELECTIONS[selection]
     shapes = []
     for name, module in unet.named_modules():
         parts = name.split(".")
-        in_attention = any(part.startswith("attn") for part in parts)  # attn1 (self), attn2 (cross)
-        if isinstance(module, nn.Linear) and in_attention and any(name.endswith("." + t) for t in TARGET_NAMES):
+        in_attention = any(part.startswith(attention) for part in parts)  # attn1 (self), attn2 (cross)
+        if isinstance(module, nn.Linear) and in_attention and any(name.endswith("." + t) for t in projections):
             shapes.append(LayerShape(name, module.in_features, module.out_features,
                                      min(down_dim, module.in_features), min(up_dim, module.out_features)))
     return shapes

@@ -1,6 +1,7 @@
 """Fit LiDB weights for many miniworld identities: the hypernetwork's training set.
 
     python -m textual_inversion.hyper.preoptimize [--output runs/hyper-dataset] [--identities 48] [--steps 150]
+        [--layers all|cross-kv] [--shard I/N]
 
 Each identity gets its renders in `<output>/<name>/images/` and a LiDB run of the shared training loop
 in `<output>/<name>/run/` (its `lidb_weights.safetensors` is written atomically). Resumable: identities
@@ -29,10 +30,10 @@ logger = logging.getLogger(__name__)
 
 
 def lidb_config(images: Path, output_dir: Path, steps: int, lr: float, down_dim: int, up_dim: int, seed: int,
-                model: str = "miniworld", device: str = "cpu") -> TrainConfig:
+                layers: str = "all", model: str = "miniworld", device: str = "cpu") -> TrainConfig:
     """The LiDB run every identity (and the hypernetwork's aux matrices) shares."""
     return TrainConfig(model=model, method="lidb", images=str(images), token=TOKEN, steps=steps, lr=lr, batch_size=4,
-                       down_dim=down_dim, up_dim=up_dim, seed=seed, checkpoint_every=0, keep_checkpoints=1,
+                       down_dim=down_dim, up_dim=up_dim, lidb_layers=layers, seed=seed, checkpoint_every=0, keep_checkpoints=1,
                        overwrite=True, device=device, output_dir=str(output_dir))
 
 
@@ -45,11 +46,12 @@ def remove_lidb_layers(unet) -> None:
 
 
 def preoptimize(output: Path, identities: int, steps: int, lr: float, images_per_identity: int, down_dim: int,
-                up_dim: int, seed: int, model: str = "miniworld", device: str = "cpu") -> list[Path]:
-    """Fit each training identity that has no weights yet; returns every identity folder."""
+                up_dim: int, seed: int, layers: str = "all", shard: tuple[int, int] = (0, 1), model: str = "miniworld",
+                device: str = "cpu") -> list[Path]:
+    """Fit each training identity of `shard` (number, count) that has no weights yet; returns their folders."""
     pipe = load_pipeline(model)
     folders = []
-    todo = training_identities(identities)
+    todo = training_identities(identities)[shard[0]::shard[1]]
     progress = tqdm(todo, desc="pre-optimising LiDB", unit="identity")
     for identity in progress:
         folder = Path(output) / identity.name
@@ -58,7 +60,8 @@ def preoptimize(output: Path, identities: int, steps: int, lr: float, images_per
             continue
         images = write_images(identity, folder / "images", images_per_identity)
         started = time.monotonic()
-        result = train(lidb_config(images, folder / "run", steps, lr, down_dim, up_dim, seed, model, device), pipe=pipe)
+        config = lidb_config(images, folder / "run", steps, lr, down_dim, up_dim, seed, layers, model, device)
+        result = train(config, pipe=pipe)
         remove_lidb_layers(pipe.unet)
         progress.set_postfix(loss=f"{result.final_loss:.4f}", seconds=f"{time.monotonic() - started:.0f}")
     return folders
@@ -74,13 +77,22 @@ def main(argv=None) -> None:
     parser.add_argument("--down-dim", type=int, default=100)
     parser.add_argument("--up-dim", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0, help="aux matrices' seed, shared by every identity")
+    parser.add_argument("--layers", default="all", choices=("all", "cross-kv"), help="which projections get LiDB weights")
+    parser.add_argument("--shard", default="0/1", help="I/N: fit only every N-th identity from the I-th, so N "
+                        "processes can share the work")
     parser.add_argument("--model", default="miniworld")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    try:
+        shard = tuple(int(part) for part in args.shard.split("/"))
+        if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
+            raise ValueError
+    except ValueError:
+        parser.error(f"--shard {args.shard}: write I/N with 0 <= I < N, e.g. 1/2")
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     preoptimize(Path(args.output), args.identities, args.steps, args.lr, args.images, args.down_dim, args.up_dim,
-                args.seed, args.model, args.device)
+                args.seed, args.layers, shard, args.model, args.device)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
     python -m textual_inversion.hyper.train [--dataset runs/hyper-dataset] [--output src/textual_inversion/hyper/miniworld]
 
-Per step: a batch of identities, one of each one's renders (randomly mirrored) goes through the
-hypernetwork; the loss is the weight-space error of every refinement iteration (normalised units)
+Per step: a batch of identities, each drawn anew (background, size, position, mirroring) goes through
+the hypernetwork; the loss is the weight-space error of every refinement iteration (normalised units)
 plus the diffusion loss of the UNet running with the predicted weights on that same render (paper
 §3.3), so the prediction is judged by what it draws, not only by how close it is to one fit.
 """
@@ -20,14 +20,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
+from PIL import Image
 from tqdm.auto import tqdm
 
-from ..data import load_rgb
 from ..errors import UserError
+from ..miniworld.world import random_scene, render
 from ..models import load_pipeline
 from ..templates import TEMPLATES
 from ..training import predict_noise
-from .identities import TOKEN, held_out
+from .identities import TOKEN, Identity, all_identities, held_out
 from .lidb import attach, target_layers
 from .lidb_file import LIDB_FILE, read_lidb
 from .network import (
@@ -43,20 +44,29 @@ from .network import (
 logger = logging.getLogger(__name__)
 
 
-def load_dataset(folder: Path) -> tuple[list[list], list[dict], dict[str, str]]:
-    """(renders per identity, LiDB weights per identity, the LiDB metadata) from a pre-optimisation folder."""
+def load_dataset(folder: Path) -> tuple[list[Identity], list[dict], dict[str, str]]:
+    """(identities, LiDB weights per identity, the LiDB metadata) from a pre-optimisation folder."""
     runs = sorted(p.parent for p in Path(folder).glob(f"*/run/{LIDB_FILE}"))
     forbidden = {identity.name for identity in held_out()}
     runs = [run for run in runs if run.parent.name not in forbidden]  # held-out identities never train it
     if len(runs) < 2:
         raise UserError(f"--dataset {folder}: needs at least 2 pre-optimised identities; run "
                         "`python -m textual_inversion.hyper.preoptimize` first")
-    images, weights, metadata = [], [], {}
+    by_name = {identity.name: identity for identity in all_identities()}
+    identities, weights, metadata = [], [], {}
     for run in runs:
         train, metadata = read_lidb(run / LIDB_FILE)
         weights.append(train)
-        images.append([load_rgb(p) for p in sorted((run.parent / "images").glob("*.png"))])
-    return images, weights, metadata
+        identities.append(by_name[run.parent.name])
+    return identities, weights, metadata
+
+
+def fresh_renders(identities: list[Identity], rng: random.Random) -> list:
+    """One new picture of each identity: background, size, position and mirroring drawn anew, so the
+    encoder learns what makes the identity, not the few pictures its weights were fitted on."""
+    scenes = [random_scene(rng, shapes=(i.shape,), colours=(i.colour,), patterns=(i.pattern,)) for i in identities]
+    images = [render(scene) for scene in scenes]
+    return [image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else image for image in images]
 
 
 def train_hypernetwork(dataset: Path, output: Path, steps: int, batch_size: int, lr: float, diffusion_weight: float,
@@ -64,11 +74,11 @@ def train_hypernetwork(dataset: Path, output: Path, steps: int, batch_size: int,
     """Fit a hypernetwork on `dataset`, write it to `output`; returns the run's summary."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    images, weights, metadata = load_dataset(dataset)
+    identities, weights, metadata = load_dataset(dataset)
     pipe = load_pipeline(model)
     pipe.unet.requires_grad_(False)
     pipe.text_encoder.requires_grad_(False)
-    shapes = target_layers(pipe.unet, int(metadata["down_dim"]), int(metadata["up_dim"]))
+    shapes = target_layers(pipe.unet, int(metadata["down_dim"]), int(metadata["up_dim"]), metadata.get("lidb_layers", "all"))
     config = HyperConfig(layers=[vars(s) for s in shapes], seed=int(metadata["seed"]), down_dim=int(metadata["down_dim"]),
                          up_dim=int(metadata["up_dim"]), token=TOKEN, iterations=iterations)
     network = HyperNetwork(config)
@@ -80,29 +90,25 @@ def train_hypernetwork(dataset: Path, output: Path, steps: int, batch_size: int,
 
     layers = attach(pipe.unet, shapes, config.seed)  # the UNet runs with whatever weights `external` holds
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    with torch.no_grad():  # every render and its mirror image encoded once
-        pixels = [image_tensor(group) for group in images]
-        latents = [torch.cat([pipe.vae.encode(p).latent_dist.mean, pipe.vae.encode(p.flip(-1)).latent_dist.mean])
-                   * pipe.vae.config.scaling_factor for p in pixels]
     optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     history = []
     started = time.monotonic()
     progress = tqdm(range(steps), desc="training hypernetwork", unit="step")
     for _ in progress:
-        chosen = [rng.randrange(len(images)) for _ in range(batch_size)]
-        picks = [(i, rng.randrange(len(images[i])), rng.random() < 0.5) for i in chosen]
-        batch = torch.stack([pixels[i][j].flip(-1) if mirror else pixels[i][j] for i, j, mirror in picks])
+        chosen = [rng.randrange(len(identities)) for _ in range(batch_size)]
+        batch = image_tensor(fresh_renders([identities[i] for i in chosen], rng))
+        with torch.no_grad():
+            clean = pipe.vae.encode(batch).latent_dist.mean * pipe.vae.config.scaling_factor
         estimates = network(batch)
         w_loss = weight_loss(estimates, normalised[chosen], network)
         for layer, (down, up) in zip(layers.values(), network.split(network.denormalise(estimates[-1])), strict=True):
             layer.external = (down, up)
-        clean = torch.stack([latents[i][j + (len(images[i]) if mirror else 0)] for i, j, mirror in picks])
         noise = torch.randn_like(clean)
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,))
         target = (scheduler.get_velocity(clean, noise, timesteps) if scheduler.config.prediction_type == "v_prediction"
                   else noise)
-        prompts = [rng.choice(TEMPLATES["object"]).format(TOKEN) for _ in picks]
+        prompts = [rng.choice(TEMPLATES["object"]).format(TOKEN) for _ in chosen]
         prediction = predict_noise(pipe, scheduler.add_noise(clean, noise, timesteps), timesteps, prompts, [], 0)
         d_loss = F.mse_loss(prediction, target)
         loss = w_loss + diffusion_weight * d_loss
@@ -120,7 +126,7 @@ def train_hypernetwork(dataset: Path, output: Path, steps: int, batch_size: int,
     output.mkdir(parents=True, exist_ok=True)
     save_hypernetwork(network, output)
     recent = history[-50:]
-    summary = {"identities": len(images), "steps": steps, "batch_size": batch_size, "lr": lr,
+    summary = {"identities": len(identities), "steps": steps, "batch_size": batch_size, "lr": lr,
                "diffusion_weight": diffusion_weight, "iterations": iterations, "seconds": round(time.monotonic() - started),
                "parameters": sum(p.numel() for p in network.parameters()),
                "final_weight_loss": sum(r[0] for r in recent) / len(recent),

@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 class LiDB:
-    """LiDB train matrices on every UNet attention projection; the aux matrices come from `config.seed`."""
+    """LiDB train matrices on the UNet attention projections of `config.lidb_layers`; aux matrices from `config.seed`."""
 
     name = "lidb"
 
@@ -30,7 +30,7 @@ class LiDB:
 
     def prepare(self, pipe) -> None:
         self.pipeline_class = type(pipe)
-        self.shapes = target_layers(pipe.unet, self.config.down_dim, self.config.up_dim)
+        self.shapes = target_layers(pipe.unet, self.config.down_dim, self.config.up_dim, self.config.lidb_layers)
         self.layers = attach(pipe.unet, self.shapes, self.config.seed)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
@@ -53,7 +53,7 @@ class LiDB:
         output_dir = Path(output_dir)
         train = {name: (layer.down_train, layer.up_train) for name, layer in self.layers.items()}
         lidb = write_lidb(output_dir / LIDB_FILE, train, self.config.seed, self.config.down_dim, self.config.up_dim,
-                          metadata)
+                          {**metadata, "lidb_layers": self.config.lidb_layers})
         numbers = sum(p.numel() for p in self.trainable_parameters())
         logger.info("LiDB: %d trained numbers in %d layers, %s is %d bytes", numbers, len(self.layers), lidb.name,
                     lidb.stat().st_size)
