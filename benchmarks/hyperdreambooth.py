@@ -77,18 +77,20 @@ def weight_predictability(dataset: Path) -> tuple[int, float] | None:
     pre-optimised weights, their differences are mostly optimisation noise, not identity.
     """
     from textual_inversion.hyper.identities import all_identities
+    from textual_inversion.hyper.lidb import canonical_factors
     from textual_inversion.hyper.lidb_file import LIDB_FILE, read_lidb
     from textual_inversion.miniworld.world import BASE_SHAPES, NAMED_COLOURS, PATTERNS
 
     by_name = {identity.name: identity for identity in all_identities()}
-    features, targets = [], []
+    features, fits = [], []
     for path in sorted(Path(dataset).glob(f"*/run/{LIDB_FILE}")):
         identity = by_name[path.parent.parent.name]
         features.append([float(identity.shape == s) for s in BASE_SHAPES] + [float(identity.colour == c) for c in NAMED_COLOURS]
                         + [float(identity.pattern == p) for p in PATTERNS] + [1.0])
-        targets.append(torch.cat([torch.cat(pair) for pair in read_lidb(path)[0].values()]))
-    if len(targets) < 3:
+        fits.append(read_lidb(path)[0])
+    if len(fits) < 3:
         return None
+    targets = [torch.cat([torch.cat(pair) for pair in fit.values()]) for fit in canonical_factors(fits)]  # as trained
     x, y = torch.tensor(features), torch.stack(targets)
     y = (y - y.mean(0)) / y.std(0).clamp_min(1e-8)
     error = baseline = 0.0
@@ -152,9 +154,10 @@ def write_table(rows: list[dict], args, identities: list) -> str:
     built = Path(args.hypernetwork or BUNDLED_DIR) / "training.json"
     if built.is_file():
         info = json.loads(built.read_text())
+        pool = f" ({info['diffusion_identities']} in the diffusion loss)" if "diffusion_identities" in info else ""
         lines += ["", f"Hypernetwork ({built.parent.name}): {info['parameters']:,} parameters, trained on {info['identities']} "
-                  f"identities for {info['steps']} steps (batch {info['batch_size']}, lr {info['lr']}, {info['iterations']} "
-                  f"refinement iterations) in {info['seconds']} s; weight-space loss {info['first_weight_loss']:.3f} at the "
+                  f"pre-optimised identities{pool} for {info['steps']} steps (batch {info['batch_size']}, lr {info['lr']}, {info['iterations']} "
+                  f"refinement iterations, diffusion loss weight {info['diffusion_weight']}) in {info['seconds']} s; weight-space loss {info['first_weight_loss']:.3f} at the "
                   f"first step, {info['final_weight_loss']:.3f} over the last 50 (normalised units: 1 is the spread of "
                   f"the targets), diffusion loss {info['final_diffusion_loss']:.4f}."]
     lines += ["", "## Per identity", "", "| identity | condition | fidelity | editability | CPU time | wall time | steps |",

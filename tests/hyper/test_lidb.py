@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from textual_inversion import TrainConfig, train
-from textual_inversion.hyper.lidb import LiDBLinear, attach, aux_matrices, detach, target_layers
+from textual_inversion.hyper.lidb import LiDBLinear, attach, aux_matrices, canonical_factors, detach, target_layers
 from textual_inversion.hyper.lidb_file import read_lidb
 from textual_inversion.models import load_pipeline
 
@@ -76,6 +76,20 @@ def test_cross_kv_selects_only_the_cross_attention_keys_and_values(tiny_sd1_path
     assert cross and {s.name for s in cross} < {s.name for s in every}
     assert all(".attn2." in s.name and s.name.endswith((".to_k", ".to_v")) for s in cross)
     assert {s.in_features for s in cross} == {unet.config.cross_attention_dim}  # they read the prompt
+
+
+def test_canonical_factors_keep_each_update_and_agree_on_sign_and_scale():
+    torch.manual_seed(0)
+    direction = torch.randn(20)
+    fits = [{"attn2.to_k": (sign * scale * (direction + 0.1 * torch.randn(20)), torch.randn(10))}
+            for sign, scale in ((1, 1.0), (-1, 3.0), (1, 0.2), (-1, 0.5))]
+    canonical = canonical_factors(fits)
+    for fit, same in zip(fits, canonical, strict=True):
+        (down, up), (new_down, new_up) = fit["attn2.to_k"], same["attn2.to_k"]
+        assert torch.allclose(torch.outer(up, down), torch.outer(new_up, new_down), atol=1e-5)  # the same ΔW
+        assert torch.isclose(new_down.norm(), torch.tensor(1.0))
+    downs = torch.stack([same["attn2.to_k"][0] for same in canonical])
+    assert (downs @ downs[0] > 0.9).all()  # one sign for all, though half the fits were flipped
 
 
 def _one_layer(in_features, out_features):

@@ -139,3 +139,23 @@ def balanced_factors(column: torch.Tensor, row: torch.Tensor) -> tuple[torch.Ten
 def as_lora_factors(layer: LiDBLinear) -> tuple[torch.Tensor, torch.Tensor]:
     """(lora_A 1 x in, lora_B out x 1) with lora_B @ lora_A == the layer's ΔW."""
     return balanced_factors(layer.up_aux @ layer.up_train.detach(), layer.down_train.detach() @ layer.down_aux)
+
+
+def canonical_factors(fits: list[dict[str, tuple[torch.Tensor, torch.Tensor]]]) -> list[dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """The same rank-1 updates, with each layer's (down, up) in one agreed form across all `fits`.
+
+    A rank-1 factorisation is unique only up to sign and scale: (-up)(-down) and (c·up)(down/c) give the
+    same ΔW, and independent fits land on either. Here every `down` gets unit length and the sign that
+    points it along the fits' principal direction for that layer, so the factors of different fits differ
+    only where their updates do (what a hypernetwork can learn to predict).
+    """
+    canonical = [dict() for _ in fits]
+    for name in fits[0]:
+        downs = torch.stack([fit[name][0] for fit in fits])
+        reference = torch.linalg.svd(downs, full_matrices=False).Vh[0]
+        for fit, out in zip(fits, canonical, strict=True):
+            down, up = fit[name]
+            norm = down.norm().clamp_min(1e-12)
+            sign = 1.0 if float(down @ reference) >= 0 else -1.0
+            out[name] = (down * (sign / norm), up * (sign * norm))
+    return canonical

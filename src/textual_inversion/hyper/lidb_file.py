@@ -12,7 +12,6 @@ from safetensors.torch import save_file
 
 from ..atomic import atomic_path
 from ..errors import UserError
-from .lidb import TARGET_NAMES
 
 LIDB_FILE = "lidb_weights.safetensors"
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -53,7 +52,8 @@ def write_rank1_lora(output_dir: Path, pipeline_class, factors: dict[str, tuple[
     for name, (lora_a, lora_b) in factors.items():
         state[f"{name}.lora.down.weight"] = lora_a.detach().float().cpu().contiguous()
         state[f"{name}.lora.up.weight"] = lora_b.detach().float().cpu().contiguous()
-    adapter = LoraConfig(r=1, lora_alpha=1, target_modules=list(TARGET_NAMES)).to_dict()
+    # Exactly the layers that have an update: with --lidb-layers cross-kv, no empty adapters elsewhere.
+    adapter = LoraConfig(r=1, lora_alpha=1, target_modules=sorted(factors)).to_dict()
     with atomic_path(Path(output_dir) / LORA_FILE) as temporary:
         # save_lora_weights names its file itself; write into a folder beside the temporary, then move it over.
         staging = temporary.parent / (temporary.name + ".d")

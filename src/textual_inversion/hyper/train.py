@@ -2,10 +2,11 @@
 
     python -m textual_inversion.hyper.train [--dataset runs/hyper-dataset] [--output src/textual_inversion/hyper/miniworld]
 
-Per step: a batch of identities, each drawn anew (background, size, position, mirroring) goes through
-the hypernetwork; the loss is the weight-space error of every refinement iteration (normalised units)
-plus the diffusion loss of the UNet running with the predicted weights on that same render (paper
-§3.3), so the prediction is judged by what it draws, not only by how close it is to one fit.
+Per step: a batch of training identities, each drawn anew (background, size, position, mirroring), goes
+through the hypernetwork. The loss is the diffusion loss of the UNet running with the predicted weights
+on that same render (paper §3.3), so the prediction is judged by what it draws, plus, for identities with
+pre-optimised weights, the weight-space error of every refinement iteration (normalised units). The
+diffusion loss needs no pre-optimised weights, so every training identity takes part in it.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from ..miniworld.world import random_scene, render
 from ..models import load_pipeline
 from ..templates import TEMPLATES
 from ..training import predict_noise
-from .identities import TOKEN, Identity, all_identities, held_out
-from .lidb import attach, target_layers
+from .identities import TOKEN, Identity, all_identities, held_out, training_identities
+from .lidb import attach, canonical_factors, target_layers
 from .lidb_file import LIDB_FILE, read_lidb
 from .network import (
     BUNDLED_DIR,
@@ -82,11 +83,15 @@ def train_hypernetwork(dataset: Path, output: Path, steps: int, batch_size: int,
     config = HyperConfig(layers=[vars(s) for s in shapes], seed=int(metadata["seed"]), down_dim=int(metadata["down_dim"]),
                          up_dim=int(metadata["up_dim"]), token=TOKEN, iterations=iterations)
     network = HyperNetwork(config)
-    targets = torch.stack([flatten(w, shapes, network.max_down, network.max_up) for w in weights])
+    targets = torch.stack([flatten(w, shapes, network.max_down, network.max_up) for w in canonical_factors(weights)])
     network.mean.copy_(targets.mean(0))
     # Per-coordinate spread, floored so that coordinates that barely moved are not blown up.
     network.std.copy_(targets.std(0).clamp_min(0.1 * targets.std(0).mean()))
     normalised = network.normalise(targets)
+    # The diffusion loss needs only pictures, so every training identity takes part in it; the weight-space
+    # loss only where pre-optimised weights exist (the first len(targets) of the pool).
+    fitted = {identity.name for identity in identities}
+    pool = identities + [i for i in training_identities(len(all_identities())) if i.name not in fitted]
 
     layers = attach(pipe.unet, shapes, config.seed)  # the UNet runs with whatever weights `external` holds
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
@@ -96,12 +101,14 @@ def train_hypernetwork(dataset: Path, output: Path, steps: int, batch_size: int,
     started = time.monotonic()
     progress = tqdm(range(steps), desc="training hypernetwork", unit="step")
     for _ in progress:
-        chosen = [rng.randrange(len(identities)) for _ in range(batch_size)]
-        batch = image_tensor(fresh_renders([identities[i] for i in chosen], rng))
+        chosen = [rng.randrange(len(pool)) for _ in range(batch_size)]
+        batch = image_tensor(fresh_renders([pool[i] for i in chosen], rng))
         with torch.no_grad():
             clean = pipe.vae.encode(batch).latent_dist.mean * pipe.vae.config.scaling_factor
         estimates = network(batch)
-        w_loss = weight_loss(estimates, normalised[chosen], network)
+        with_targets = [k for k, i in enumerate(chosen) if i < len(targets)]
+        w_loss = (weight_loss([e[with_targets] for e in estimates], normalised[[chosen[k] for k in with_targets]], network)
+                  if with_targets else torch.zeros(()))
         for layer, (down, up) in zip(layers.values(), network.split(network.denormalise(estimates[-1])), strict=True):
             layer.external = (down, up)
         noise = torch.randn_like(clean)
@@ -126,7 +133,7 @@ def train_hypernetwork(dataset: Path, output: Path, steps: int, batch_size: int,
     output.mkdir(parents=True, exist_ok=True)
     save_hypernetwork(network, output)
     recent = history[-50:]
-    summary = {"identities": len(identities), "steps": steps, "batch_size": batch_size, "lr": lr,
+    summary = {"identities": len(identities), "diffusion_identities": len(pool), "steps": steps, "batch_size": batch_size, "lr": lr,
                "diffusion_weight": diffusion_weight, "iterations": iterations, "seconds": round(time.monotonic() - started),
                "parameters": sum(p.numel() for p in network.parameters()),
                "final_weight_loss": sum(r[0] for r in recent) / len(recent),
