@@ -102,6 +102,25 @@ def weight_predictability(dataset: Path) -> tuple[int, float] | None:
     return len(x), 1 - error / baseline
 
 
+def attribute_hits(workdir: Path, identities: list) -> dict[str, dict[str, float]]:
+    """Per condition, the fraction of fidelity images whose shape, colour, pattern each match the identity."""
+    hits = {}
+    for condition in CONDITIONS:
+        found = {"shape": [], "colour": [], "pattern": []}
+        for identity in identities:
+            path = workdir / identity.name / condition / "evaluation" / "evaluation.json"
+            if not path.is_file():
+                continue
+            for record in json.loads(path.read_text())["prompts"]:
+                if record["kind"] == "fidelity":
+                    for seen in record["predicted"]:
+                        for attribute, values in found.items():
+                            values.append(seen[attribute] == record["expected"][attribute])
+        if found["shape"]:
+            hits[condition] = {attribute: mean(values) for attribute, values in found.items()}
+    return hits
+
+
 def mean(values: list) -> float:
     values = [v for v in values if v is not None]
     return statistics.fmean(values) if values else float("nan")
@@ -114,7 +133,7 @@ def write_table(rows: list[dict], args, identities: list) -> str:
     lines = [f"# HyperDreamBooth on {len(identities)} held-out miniworld identities (CPU, 1 thread)", "",
              "Produced by `python benchmarks/hyperdreambooth.py "
              f"--identities {len(identities)} --fast-steps {args.fast_steps} --converge-steps {args.converge_steps} --rank {args.rank} --lr {args.lr} "
-             f"--num-images {args.num_images}`. Each identity is learned from ONE render; the held-out identities are "
+             f"--num-images {args.num_images} --dataset {args.dataset}`. Each identity is learned from ONE render; the held-out identities are "
              "never in the hypernetwork's training set. Fidelity: images of the plain prompts showing the identity's "
              "shape, colour and pattern; editability: background/size edits honoured with the identity kept "
              f"(judge-scored, {args.num_images} images per prompt). Time of making the weights (prediction: loading "
@@ -139,6 +158,14 @@ def write_table(rows: list[dict], args, identities: list) -> str:
         lines += ["", f"Weight-space check ({args.dataset}, {count} pre-optimised training identities): leave-one-out "
                   f"R^2 of a ridge regression from each identity's TRUE shape/colour/pattern to its LiDB weights: "
                   f"{r2:.2f} (1: the weights follow from the identity; <= 0: no better than the mean)."]
+    hits = attribute_hits(Path(args.workdir), identities)
+    if hits:
+        from textual_inversion.miniworld.world import BASE_SHAPES, NAMED_COLOURS, PATTERNS
+
+        chance = {"shape": 1 / len(BASE_SHAPES), "colour": 1 / len(NAMED_COLOURS), "pattern": 1 / len(PATTERNS)}
+        lines += ["", "Does each condition carry the identity? Fraction of its fidelity images with the right shape / colour / "
+                  "pattern (chance: " + " / ".join(f"{chance[a]:.2f}" for a in chance) + "): "
+                  + "; ".join(f"{LABELS[c]} " + " / ".join(f"{v[a]:.2f}" for a in chance) for c, v in hits.items()) + "."]
     plateau = []
     for identity in identities:
         losses = Path(args.workdir) / identity.name / "lora-converged" / "run" / "loss.csv"
@@ -159,7 +186,7 @@ def write_table(rows: list[dict], args, identities: list) -> str:
                   f"pre-optimised identities{pool} for {info['steps']} steps (batch {info['batch_size']}, lr {info['lr']}, {info['iterations']} "
                   f"refinement iterations, diffusion loss weight {info['diffusion_weight']}) in {info['seconds']} s; weight-space loss {info['first_weight_loss']:.3f} at the "
                   f"first step, {info['final_weight_loss']:.3f} over the last 50 (normalised units: 1 is the spread of "
-                  f"the targets), diffusion loss {info['final_diffusion_loss']:.4f}."]
+                  f"the targets), diffusion loss {info['final_diffusion_loss'] or float('nan'):.4f}."]
     lines += ["", "## Per identity", "", "| identity | condition | fidelity | editability | CPU time | wall time | steps |",
               "|---|---|---|---|---|---|---|"]
     for row in rows:

@@ -25,6 +25,10 @@ def test_preoptimize_resumes_and_the_hypernetwork_trains_on_its_output(tiny_sd1_
     summary = train_hypernetwork(dataset, tmp_path / "hyper", steps=2, batch_size=2, lr=1e-3, diffusion_weight=1.0,
                                  iterations=2, seed=0, model=tiny_sd1_path)
     assert summary["identities"] == 2
+    assert summary["diffusion_identities"] == 186  # the diffusion loss needs no fits: every training identity
+    weights_only = train_hypernetwork(dataset, tmp_path / "weights-only", steps=2, batch_size=2, lr=1e-3,
+                                      diffusion_weight=0.0, iterations=2, seed=0, model=tiny_sd1_path)
+    assert weights_only["diffusion_identities"] == 2 and weights_only["final_diffusion_loss"] is None
     network = load_hypernetwork(tmp_path / "hyper")
     assert network.config.token == "sks"
     assert network.config.layers and all(".attn2." in layer["name"] for layer in network.config.layers)

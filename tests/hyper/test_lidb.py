@@ -6,7 +6,14 @@ import torch
 from safetensors.torch import load_file
 
 from textual_inversion import TrainConfig, train
-from textual_inversion.hyper.lidb import LiDBLinear, attach, aux_matrices, canonical_factors, detach, target_layers
+from textual_inversion.hyper.lidb import (
+    LiDBLinear,
+    attach,
+    aux_matrices,
+    canonical_factors,
+    detach,
+    target_layers,
+)
 from textual_inversion.hyper.lidb_file import read_lidb
 from textual_inversion.models import load_pipeline
 

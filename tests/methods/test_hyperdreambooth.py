@@ -5,10 +5,10 @@ from PIL import Image
 
 from tests.hyper.test_network import tiny_hypernetwork
 from textual_inversion import GenerateConfig, TrainConfig, UserError, generate, train
-from textual_inversion.hyper.network import save_hypernetwork
 from textual_inversion.hyper.lidb import aux_matrices
-from textual_inversion.hyper.network import load_hypernetwork
+from textual_inversion.hyper.network import load_hypernetwork, save_hypernetwork
 from textual_inversion.methods.hyperdreambooth import predicted_factors
+from textual_inversion.models import load_pipeline
 
 
 def predicted_deltas(pipe, images, hyper_dir) -> dict[str, torch.Tensor]:
@@ -24,7 +24,6 @@ def predicted_deltas(pipe, images, hyper_dir) -> dict[str, torch.Tensor]:
         assert torch.allclose(lora_b @ lora_a, deltas[name], atol=1e-6)
         assert torch.isclose(lora_a.norm(), lora_b.norm(), rtol=1e-4)
     return deltas
-from textual_inversion.models import load_pipeline
 
 
 def test_predict_finetune_save_load(tiny_sd1_path, image_folder, tmp_path):

@@ -1,6 +1,6 @@
 """Fit LiDB weights for many miniworld identities: the hypernetwork's training set.
 
-    python -m textual_inversion.hyper.preoptimize [--output runs/hyper-dataset] [--identities 48] [--steps 150]
+    python -m textual_inversion.hyper.preoptimize [--output runs/hyper-dataset] [--identities 60] [--steps 150]
         [--layers all|cross-kv] [--shard I/N]
 
 Each identity gets its renders in `<output>/<name>/images/` and a LiDB run of the shared training loop
@@ -70,14 +70,15 @@ def preoptimize(output: Path, identities: int, steps: int, lr: float, images_per
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="runs/hyper-dataset")
-    parser.add_argument("--identities", type=int, default=48, help="training identities (held-out ones excluded)")
+    parser.add_argument("--identities", type=int, default=60, help="training identities (held-out ones excluded)")
     parser.add_argument("--steps", type=int, default=150, help="LiDB steps per identity (batch 4)")
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--images", type=int, default=4, help="renders per identity")
     parser.add_argument("--down-dim", type=int, default=100)
     parser.add_argument("--up-dim", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0, help="aux matrices' seed, shared by every identity")
-    parser.add_argument("--layers", default="all", choices=("all", "cross-kv"), help="which projections get LiDB weights")
+    parser.add_argument("--layers", default="cross-kv", choices=("all", "cross-kv"), help="which projections get LiDB "
+                        "weights (the bundled hypernetwork: cross-kv)")
     parser.add_argument("--shard", default="0/1", help="I/N: fit only every N-th identity from the I-th, so N "
                         "processes can share the work")
     parser.add_argument("--model", default="miniworld")

@@ -91,7 +91,8 @@ def train_hypernetwork(dataset: Path, output: Path, steps: int, batch_size: int,
     # The diffusion loss needs only pictures, so every training identity takes part in it; the weight-space
     # loss only where pre-optimised weights exist (the first len(targets) of the pool).
     fitted = {identity.name for identity in identities}
-    pool = identities + [i for i in training_identities(len(all_identities())) if i.name not in fitted]
+    pool = identities + ([i for i in training_identities(len(all_identities())) if i.name not in fitted]
+                         if diffusion_weight > 0 else [])
 
     layers = attach(pipe.unet, shapes, config.seed)  # the UNet runs with whatever weights `external` holds
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
@@ -103,54 +104,64 @@ def train_hypernetwork(dataset: Path, output: Path, steps: int, batch_size: int,
     for _ in progress:
         chosen = [rng.randrange(len(pool)) for _ in range(batch_size)]
         batch = image_tensor(fresh_renders([pool[i] for i in chosen], rng))
-        with torch.no_grad():
-            clean = pipe.vae.encode(batch).latent_dist.mean * pipe.vae.config.scaling_factor
         estimates = network(batch)
         with_targets = [k for k, i in enumerate(chosen) if i < len(targets)]
         w_loss = (weight_loss([e[with_targets] for e in estimates], normalised[[chosen[k] for k in with_targets]], network)
                   if with_targets else torch.zeros(()))
-        for layer, (down, up) in zip(layers.values(), network.split(network.denormalise(estimates[-1])), strict=True):
-            layer.external = (down, up)
-        noise = torch.randn_like(clean)
-        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,))
-        target = (scheduler.get_velocity(clean, noise, timesteps) if scheduler.config.prediction_type == "v_prediction"
-                  else noise)
-        prompts = [rng.choice(TEMPLATES["object"]).format(TOKEN) for _ in chosen]
-        prediction = predict_noise(pipe, scheduler.add_noise(clean, noise, timesteps), timesteps, prompts, [], 0)
-        d_loss = F.mse_loss(prediction, target)
-        loss = w_loss + diffusion_weight * d_loss
+        loss, d_loss = w_loss, None
+        if diffusion_weight > 0:
+            d_loss = diffusion_loss(pipe, scheduler, layers, network, estimates[-1], batch, [pool[i] for i in chosen], rng)
+            loss = loss + diffusion_weight * d_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
         optimizer.step()
         schedule.step()
-        history.append((w_loss.item(), d_loss.item()))
-        recent = history[-20:]
-        progress.set_postfix(weights=f"{sum(r[0] for r in recent) / len(recent):.3f}",
-                             diffusion=f"{sum(r[1] for r in recent) / len(recent):.4f}")
+        history.append((w_loss.item(), None if d_loss is None else d_loss.item()))
+        progress.set_postfix(weights=f"{recent_mean(history, 0, 20):.3f}", diffusion=f"{recent_mean(history, 1, 20):.4f}")
     for layer in layers.values():
         layer.external = None
     output.mkdir(parents=True, exist_ok=True)
     save_hypernetwork(network, output)
-    recent = history[-50:]
     summary = {"identities": len(identities), "diffusion_identities": len(pool), "steps": steps, "batch_size": batch_size, "lr": lr,
                "diffusion_weight": diffusion_weight, "iterations": iterations, "seconds": round(time.monotonic() - started),
                "parameters": sum(p.numel() for p in network.parameters()),
-               "final_weight_loss": sum(r[0] for r in recent) / len(recent),
-               "final_diffusion_loss": sum(r[1] for r in recent) / len(recent),
+               "final_weight_loss": recent_mean(history, 0, 50),
+               "final_diffusion_loss": recent_mean(history, 1, 50) if diffusion_weight > 0 else None,
                "first_weight_loss": history[0][0]}
     (output / "training.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return summary
+
+
+def diffusion_loss(pipe, scheduler, layers: dict, network: HyperNetwork, estimate: torch.Tensor, pixels: torch.Tensor,
+                   identities: list[Identity], rng: random.Random) -> torch.Tensor:
+    """The UNet's denoising loss on the renders `pixels` with the predicted weights, prompted with the token."""
+    with torch.no_grad():
+        clean = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
+    for layer, (down, up) in zip(layers.values(), network.split(network.denormalise(estimate)), strict=True):
+        layer.external = (down, up)
+    noise = torch.randn_like(clean)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(clean),))
+    target = (scheduler.get_velocity(clean, noise, timesteps) if scheduler.config.prediction_type == "v_prediction"
+              else noise)
+    prompts = [rng.choice(TEMPLATES["object"]).format(TOKEN) for _ in identities]
+    prediction = predict_noise(pipe, scheduler.add_noise(clean, noise, timesteps), timesteps, prompts, [], 0)
+    return F.mse_loss(prediction, target)
+
+
+def recent_mean(history: list[tuple], column: int, window: int) -> float:
+    values = [row[column] for row in history[-window:] if row[column] is not None]
+    return sum(values) / len(values) if values else float("nan")
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="runs/hyper-dataset")
     parser.add_argument("--output", default=str(BUNDLED_DIR))
-    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--diffusion-weight", type=float, default=1.0, help="weight of the diffusion loss")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--diffusion-weight", type=float, default=1.0, help="weight of the diffusion loss (0: weight-space loss only, no UNet pass)")
     parser.add_argument("--iterations", type=int, default=4, help="refinement iterations of the decoder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default="miniworld")
