@@ -8,7 +8,7 @@ For each held-out identity (never in the hypernetwork's training set), from ONE 
 plus the plain-words description as a reference. Each is scored by evaluate.py's judge (fidelity and
 editability), with its wall time. Results per identity are kept in --workdir, so a rerun resumes.
 
-    python benchmarks/hyperdreambooth.py [--fast-steps 40] [--converge-steps 400] [--num-images 2]
+    python benchmarks/hyperdreambooth.py [--fast-steps 40] [--converge-steps 600] [--lr 3e-3] [--num-images 4]
 """
 
 from __future__ import annotations
@@ -201,10 +201,10 @@ def main() -> None:
     parser.add_argument("--hypernetwork", default=None, help="hypernetwork folder (default: the bundled one)")
     parser.add_argument("--identities", type=int, default=6, help="how many held-out identities")
     parser.add_argument("--fast-steps", type=int, default=40)
-    parser.add_argument("--converge-steps", type=int, default=400)
+    parser.add_argument("--converge-steps", type=int, default=600)
     parser.add_argument("--rank", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--num-images", type=int, default=2, help="images per evaluation prompt")
+    parser.add_argument("--lr", type=float, default=3e-3, help="for (b), (c) and (d) alike")
+    parser.add_argument("--num-images", type=int, default=4, help="images per evaluation prompt")
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=CONDITIONS)
     parser.add_argument("--workdir", default="runs/benchmark-hyperdreambooth")
     parser.add_argument("--dataset", default="runs/hyper-dataset", help="pre-optimisation output, for the weight check")
