@@ -110,7 +110,7 @@ def train_hypernetwork(dataset: Path, output: Path, steps: int, batch_size: int,
                   if with_targets else torch.zeros(()))
         loss, d_loss = w_loss, None
         if diffusion_weight > 0:
-            d_loss = diffusion_loss(pipe, scheduler, layers, network, estimates[-1], batch, [pool[i] for i in chosen], rng)
+            d_loss = diffusion_loss(pipe, scheduler, layers, network, estimates[-1], batch, rng)
             loss = loss + diffusion_weight * d_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -134,7 +134,7 @@ def train_hypernetwork(dataset: Path, output: Path, steps: int, batch_size: int,
 
 
 def diffusion_loss(pipe, scheduler, layers: dict, network: HyperNetwork, estimate: torch.Tensor, pixels: torch.Tensor,
-                   identities: list[Identity], rng: random.Random) -> torch.Tensor:
+                   rng: random.Random) -> torch.Tensor:
     """The UNet's denoising loss on the renders `pixels` with the predicted weights, prompted with the token."""
     with torch.no_grad():
         clean = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
@@ -144,7 +144,7 @@ def diffusion_loss(pipe, scheduler, layers: dict, network: HyperNetwork, estimat
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(clean),))
     target = (scheduler.get_velocity(clean, noise, timesteps) if scheduler.config.prediction_type == "v_prediction"
               else noise)
-    prompts = [rng.choice(TEMPLATES["object"]).format(TOKEN) for _ in identities]
+    prompts = [rng.choice(TEMPLATES["object"]).format(TOKEN) for _ in range(len(clean))]
     prediction = predict_noise(pipe, scheduler.add_noise(clean, noise, timesteps), timesteps, prompts, [], 0)
     return F.mse_loss(prediction, target)
 
