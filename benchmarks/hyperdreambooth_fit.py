@@ -52,14 +52,15 @@ def main() -> None:
     by_name = {identity.name: identity for identity in all_identities()}
     folders = sorted(p.parent.parent for p in Path(args.dataset).glob("*/run/lidb_weights.safetensors"))
     networks = [Path(h).resolve() if h else BUNDLED_DIR for h in args.hypernetwork]
+    base = load_pipeline("miniworld")  # predicting only reads it; each score loads its own copy
     rows = []
     for folder in folders[:args.identities]:
         identity, work = by_name[folder.name], Path(args.workdir) / folder.name
         row = {"identity": identity.name, "fit": score(folder / "run" / "pytorch_lora_weights.safetensors", identity, work / "fit",
                                                          args.num_images)}
+        render = load_rgb(sorted((folder / "images").glob("*.png"))[0])
         for index, network in enumerate(networks):
-            render = load_rgb(sorted((folder / "images").glob("*.png"))[0])
-            lora = write_prediction(load_pipeline("miniworld"), [render], str(network), work / f"prediction-{index}")
+            lora = write_prediction(base, [render], str(network), work / f"prediction-{index}")
             row[network] = score(lora, identity, work / f"prediction-{index}" / "evaluation", args.num_images)
         rows.append(row)
         print(row, flush=True)
