@@ -76,6 +76,9 @@ class TrainConfig:
     lidb_layers: str = option("all", "lidb: which projections learn: every attention projection (paper) or only the "
                               "cross-attention keys and values, where the prompt enters (as Custom Diffusion)",
                               ("all", "cross-kv"))
+    lidb_down: str = option("learn", "lidb: the down factor learns (paper), or is fixed to a reader of the token's text "
+                            "features, so the update changes only what the token says (needs --lidb-layers cross-kv)",
+                            ("learn", "token"))
     hypernetwork: str | None = option(None, "hyperdreambooth: folder of a trained hypernetwork (default: the one "
                                       "bundled for miniworld)")
     train_text_encoder: bool = option(False, "dreambooth: also fine-tune the text encoder(s)")
@@ -144,6 +147,9 @@ class TrainConfig:
             raise UserError("--train-text-encoder is for --method dreambooth; for lora use --lora-text-encoder")
         if self.down_dim < 1 or self.up_dim < 1:
             raise UserError("--down-dim and --up-dim must be at least 1 (the paper uses 100 and 50)")
+        if self.lidb_down == "token" and self.lidb_layers != "cross-kv":
+            raise UserError("--lidb-down token reads the prompt's text features, which only the cross-attention keys "
+                            "and values see: add --lidb-layers cross-kv")
         if self.keep_checkpoints < 0:
             raise UserError(f"--keep-checkpoints {self.keep_checkpoints}: cannot be negative (0 keeps all)")
         if self.early_stop_window < 0 or not 0 < self.early_stop_threshold < 1:

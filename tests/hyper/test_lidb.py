@@ -2,10 +2,12 @@
 
 import dataclasses
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from textual_inversion import TrainConfig, train
+from textual_inversion.errors import UserError
 from textual_inversion.hyper.lidb import (
     LiDBLinear,
     attach,
@@ -13,8 +15,10 @@ from textual_inversion.hyper.lidb import (
     canonical_factors,
     detach,
     target_layers,
+    token_readers,
 )
 from textual_inversion.hyper.lidb_file import read_lidb
+from textual_inversion.methods.lidb import token_states
 from textual_inversion.models import load_pipeline
 
 
@@ -97,6 +101,45 @@ def test_canonical_factors_keep_each_update_and_agree_on_sign_and_scale():
         assert torch.isclose(new_down.norm(), torch.tensor(1.0))
     downs = torch.stack([same["attn2.to_k"][0] for same in canonical])
     assert (downs @ downs[0] > 0.9).all()  # one sign for all, though half the fits were flipped
+
+
+def test_token_reader_responds_to_the_token_far_more_than_to_other_positions():
+    torch.manual_seed(0)
+    common, token_part = torch.randn(32) * 3, torch.randn(32)
+    states = common + 0.3 * torch.randn(12, 10, 32)  # features that mostly share one component, as CLIP's do
+    on_token = torch.zeros(12, 10, dtype=torch.bool)
+    on_token[:, 4] = True
+    states[on_token] += token_part
+    shape = target_layers(_one_layer(32, 24), 20, 10, "cross-kv")[0]
+    reader = token_readers(states, on_token, [shape], seed=1)[shape.name]
+    down_aux, _ = aux_matrices(shape, seed=1, index=0)
+    response = states @ down_aux.T @ reader
+    assert torch.isclose(response[on_token].mean(), states[on_token].norm(dim=-1).mean(), rtol=1e-4)
+    assert response[~on_token].abs().mean() < 0.2 * response[on_token].abs().mean()
+    naive = down_aux @ states[on_token].mean(0)  # the token's plain direction fires everywhere
+    plain = states @ down_aux.T @ naive
+    assert plain[~on_token].abs().mean() > 0.5 * plain[on_token].abs().mean()
+
+
+def test_lidb_down_token_keeps_the_reader_fixed_and_learns_only_up(tiny_sd1_path, image_folder, tmp_path):
+    config = TrainConfig(model=tiny_sd1_path, images=str(image_folder), token="sks", method="lidb", steps=2, lr=0.05,
+                         batch_size=2, checkpoint_every=0, device="cpu", seed=5, lidb_layers="cross-kv",
+                         lidb_down="token", output_dir=str(tmp_path / "run"))
+    pipe = load_pipeline(tiny_sd1_path)
+    result = train(config, pipe=pipe)
+    trained, metadata = read_lidb(result.outputs[0])
+    assert metadata["lidb_down"] == "token" and metadata["lidb_layers"] == "cross-kv"
+    layers = {name: m for name, m in pipe.unet.named_modules() if isinstance(m, LiDBLinear)}
+    assert set(layers) == set(trained)
+    for name, layer in layers.items():
+        assert not layer.down_train.requires_grad and layer.down_train.norm() > 0
+        assert torch.equal(trained[name][0], layer.down_train.detach())
+        assert trained[name][1].abs().sum() > 0  # up learned
+    fresh = load_pipeline(tiny_sd1_path)
+    states, on_token = token_states(fresh, "sks", ("a photo of {}", "a rendering of a {}"))
+    assert on_token.sum(1).tolist() == [on_token.sum(1)[0].item()] * 2 and on_token.any()
+    with pytest.raises(UserError, match="--lidb-layers cross-kv"):
+        dataclasses.replace(config, lidb_layers="all").validate()
 
 
 def _one_layer(in_features, out_features):

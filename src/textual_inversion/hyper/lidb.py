@@ -122,6 +122,31 @@ def detach(unet: nn.Module, layers: dict[str, LiDBLinear]) -> None:
         setattr(unet.get_submodule(parent_name), child, layer.base)
 
 
+def token_readers(states: torch.Tensor, on_token: torch.Tensor, shapes: list[LayerShape], seed: int,
+                  ridge: float = 1e-2) -> dict[str, torch.Tensor]:
+    """Per cross-attention layer, a fixed `down_train` that responds to the token's text features and hardly
+    to any other position's, so a rank-1 update through it changes only what the token says.
+
+    `states` (prompts, positions, dim) are the text encoder's outputs for prompts containing the token,
+    `on_token` (prompts, positions) marks the token's positions. Text features share a large common
+    component (on miniworld the token's mean and the other positions' mean have cosine 0.99), so the plain
+    token direction would fire everywhere; the reader is instead the ridge-regularised discriminant
+    (other positions' second moment + ridge)^-1 · token mean, in each layer's aux coordinates, scaled so
+    that its response on the token equals the features' own length.
+    """
+    states = states.float()
+    readers = {}
+    for index, shape in enumerate(shapes):
+        down_aux, _ = aux_matrices(shape, seed, index)
+        projected = states @ down_aux.T  # (prompts, positions, d)
+        token, others = projected[on_token], projected[~on_token]
+        moment = others.T @ others / len(others)
+        reader = torch.linalg.solve(moment + ridge * moment.trace() / len(moment) * torch.eye(len(moment)), token.mean(0))
+        response = (token @ reader).mean()
+        readers[shape.name] = reader * (states[on_token].norm(dim=-1).mean() / response)
+    return readers
+
+
 def flat_size(shapes: list[LayerShape]) -> int:
     return sum(s.down_dim + s.up_dim for s in shapes)
 

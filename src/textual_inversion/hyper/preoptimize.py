@@ -1,7 +1,7 @@
 """Fit LiDB weights for many miniworld identities: the hypernetwork's training set.
 
     python -m textual_inversion.hyper.preoptimize [--output runs/hyper-dataset] [--identities 60] [--steps 150]
-        [--layers all|cross-kv] [--shard I/N]
+        [--layers all|cross-kv] [--down learn|token] [--shard I/N]
 
 Each identity gets its renders in `<output>/<name>/images/` and a LiDB run of the shared training loop
 in `<output>/<name>/run/` (its `lidb_weights.safetensors` is written atomically). Resumable: identities
@@ -30,11 +30,11 @@ logger = logging.getLogger(__name__)
 
 
 def lidb_config(images: Path, output_dir: Path, steps: int, lr: float, down_dim: int, up_dim: int, seed: int,
-                layers: str = "all", model: str = "miniworld", device: str = "cpu") -> TrainConfig:
+                layers: str = "all", model: str = "miniworld", device: str = "cpu", down: str = "learn") -> TrainConfig:
     """The LiDB run every identity (and the hypernetwork's aux matrices) shares."""
     return TrainConfig(model=model, method="lidb", images=str(images), token=TOKEN, steps=steps, lr=lr, batch_size=4,
-                       down_dim=down_dim, up_dim=up_dim, lidb_layers=layers, seed=seed, checkpoint_every=0, keep_checkpoints=1,
-                       overwrite=True, device=device, output_dir=str(output_dir))
+                       down_dim=down_dim, up_dim=up_dim, lidb_layers=layers, lidb_down=down, seed=seed,
+                       checkpoint_every=0, keep_checkpoints=1, overwrite=True, device=device, output_dir=str(output_dir))
 
 
 def remove_lidb_layers(unet) -> None:
@@ -47,7 +47,7 @@ def remove_lidb_layers(unet) -> None:
 
 def preoptimize(output: Path, identities: int, steps: int, lr: float, images_per_identity: int, down_dim: int,
                 up_dim: int, seed: int, layers: str = "all", shard: tuple[int, int] = (0, 1), model: str = "miniworld",
-                device: str = "cpu") -> list[Path]:
+                device: str = "cpu", down: str = "learn") -> list[Path]:
     """Fit each training identity of `shard` (number, count) that has no weights yet; returns their folders."""
     pipe = load_pipeline(model)
     folders = []
@@ -60,7 +60,7 @@ def preoptimize(output: Path, identities: int, steps: int, lr: float, images_per
             continue
         images = write_images(identity, folder / "images", images_per_identity)
         started = time.monotonic()
-        config = lidb_config(images, folder / "run", steps, lr, down_dim, up_dim, seed, layers, model, device)
+        config = lidb_config(images, folder / "run", steps, lr, down_dim, up_dim, seed, layers, model, device, down)
         result = train(config, pipe=pipe)
         remove_lidb_layers(pipe.unet)
         progress.set_postfix(loss=f"{result.final_loss:.4f}", seconds=f"{time.monotonic() - started:.0f}")
@@ -79,6 +79,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="aux matrices' seed, shared by every identity")
     parser.add_argument("--layers", default="cross-kv", choices=("all", "cross-kv"), help="which projections get LiDB "
                         "weights (the bundled hypernetwork: cross-kv)")
+    parser.add_argument("--down", default="learn", choices=("learn", "token"), help="LiDB down factor: learned "
+                        "(paper) or fixed to a reader of the token (see TrainConfig.lidb_down)")
     parser.add_argument("--shard", default="0/1", help="I/N: fit only every N-th identity from the I-th, so N "
                         "processes can share the work")
     parser.add_argument("--model", default="miniworld")
@@ -93,7 +95,7 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     preoptimize(Path(args.output), args.identities, args.steps, args.lr, args.images, args.down_dim, args.up_dim,
-                args.seed, args.layers, shard, args.model, args.device)
+                args.seed, args.layers, shard, args.model, args.device, args.down)
 
 
 if __name__ == "__main__":
