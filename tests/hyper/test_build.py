@@ -1,7 +1,9 @@
 """The hypernetwork's build on a tiny model: pre-optimisation resumes, held-out identities stay out, training writes it."""
 
+import torch
+
 from textual_inversion.hyper.identities import all_identities, held_out, training_identities
-from textual_inversion.hyper.lidb_file import LIDB_FILE
+from textual_inversion.hyper.lidb_file import LIDB_FILE, read_lidb
 from textual_inversion.hyper.network import load_hypernetwork
 from textual_inversion.hyper.preoptimize import preoptimize
 from textual_inversion.hyper.train import train_hypernetwork
@@ -16,12 +18,14 @@ def test_held_out_identities_never_train_and_all_are_distinct():
 def test_preoptimize_resumes_and_the_hypernetwork_trains_on_its_output(tiny_sd1_path, tmp_path):
     dataset = tmp_path / "dataset"
     folders = preoptimize(dataset, identities=2, steps=1, lr=1e-2, images_per_identity=2, down_dim=100, up_dim=50,
-                          seed=0, layers="cross-kv", model=tiny_sd1_path)
+                          seed=0, layers="cross-kv", model=tiny_sd1_path, down="token")
     written = {f: (f / "run" / LIDB_FILE).stat().st_mtime_ns for f in folders}
     assert len(written) == 2
     preoptimize(dataset, identities=2, steps=1, lr=1e-2, images_per_identity=2, down_dim=100, up_dim=50, seed=0,
-                layers="cross-kv", model=tiny_sd1_path)
+                layers="cross-kv", model=tiny_sd1_path, down="token")
     assert {f: (f / "run" / LIDB_FILE).stat().st_mtime_ns for f in folders} == written  # skipped, not refitted
+    first, second = (read_lidb(f / "run" / LIDB_FILE)[0] for f in folders)
+    assert all(torch.equal(first[name][0], second[name][0]) for name in first)  # one token reader for every identity
     summary = train_hypernetwork(dataset, tmp_path / "hyper", steps=2, batch_size=2, lr=1e-3, diffusion_weight=1.0,
                                  iterations=2, seed=0, model=tiny_sd1_path)
     assert summary["identities"] == 2
