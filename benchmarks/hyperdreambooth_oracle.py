@@ -52,6 +52,32 @@ def oracle_weights(dataset: Path, identities: list, ridge: float) -> tuple[int, 
     return len(paths), predictions, metadata
 
 
+def token_selectivity(dataset: Path, pipe) -> tuple[float, float]:
+    """Mean norm of the fits' change to the cross-attention keys and values at the token's positions and at
+    every other position of the training prompts: does an update change what the token says, or the prompt?"""
+    from textual_inversion.hyper.lidb import aux_matrices, target_layers
+    from textual_inversion.hyper.lidb_file import LIDB_FILE, read_lidb
+    from textual_inversion.methods.lidb import token_states
+    from textual_inversion.templates import TEMPLATES
+
+    paths = sorted(Path(dataset).glob(f"*/run/{LIDB_FILE}"))
+    metadata = read_lidb(paths[0])[1]
+    shapes = target_layers(pipe.unet, int(metadata["down_dim"]), int(metadata["up_dim"]), metadata["lidb_layers"])
+    states, on_token = token_states(pipe, metadata.get("token", "sks"), TEMPLATES["object"])
+    on_token_sum = other_sum = 0.0
+    for path in paths:
+        fit = read_lidb(path)[0]
+        change = 0.0
+        for index, shape in enumerate(shapes):
+            down_aux, up_aux = aux_matrices(shape, int(metadata["seed"]), index)
+            down, up = fit[shape.name]
+            change = change + ((states @ down_aux.T @ down) * (up_aux @ up).norm()).square()  # (prompts, positions)
+        norms = change.sqrt()
+        on_token_sum += norms[on_token].mean().item()
+        other_sum += norms[~on_token].mean().item()
+    return on_token_sum / len(paths), other_sum / len(paths)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", nargs="+", required=True, help="pre-optimisation outputs to compare")
@@ -72,6 +98,7 @@ def main() -> None:
     rows = []
     for dataset in args.dataset:
         count, predictions, metadata = oracle_weights(Path(dataset), identities, args.ridge)
+        on_token, elsewhere = token_selectivity(Path(dataset), load_pipeline("miniworld"))
         shapes = target_layers(load_pipeline("miniworld").unet, int(metadata["down_dim"]), int(metadata["up_dim"]),
                                metadata.get("lidb_layers", "all"))
         scores = []
@@ -89,7 +116,7 @@ def main() -> None:
                                       edits=False, conditions=("concept",))
             scores.append(report["fidelity"])
             print(json.dumps({"dataset": dataset, "identity": identity.name, "fidelity": report["fidelity"]}), flush=True)
-        rows.append(f"| {dataset} ({metadata.get('lidb_down', 'learn')} down) | {count} | "
+        rows.append(f"| {dataset} ({metadata.get('lidb_down', 'learn')} down) | {count} | {on_token:.1f} | {elsewhere:.1f} | "
                     f"{statistics.mean(scores):.2f} | {' '.join(f'{s:.2f}' for s in scores)} |")
     lines = ["# HyperDreamBooth: weights predicted from the TRUE attributes (the fits' ceiling)", "",
              "Written by `benchmarks/hyperdreambooth_oracle.py`. Command: `python benchmarks/hyperdreambooth_oracle.py "
@@ -97,8 +124,11 @@ def main() -> None:
              + f" --identities {args.identities} --ridge {args.ridge} --num-images {args.num_images}`.", "",
              f"Ridge regression (λ {args.ridge}) from one-hot shape/colour/pattern to each training fit's canonical "
              f"LiDB factors, applied to {len(identities)} held-out identities; fidelity by the judge with "
-             f"{args.num_images} images per prompt.", "",
-             "| fits | training fits | mean fidelity | per identity |", "|---|---|---|---|", *rows, ""]
+             f"{args.num_images} images per prompt. Change at the token / elsewhere: mean norm of the fits' change "
+             "to the cross-attention keys and values (all layers together) at the token's positions and at every "
+             "other position of the training prompts.", "",
+             "| fits | training fits | change at the token | change elsewhere | mean fidelity | per identity |",
+             "|---|---|---|---|---|---|", *rows, ""]
     Path(RESULTS).write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))
 
