@@ -3,6 +3,8 @@
 Only `down_dim + up_dim` numbers per layer learn (paper: 100 + 50, about 30K for Stable Diffusion).
 Writes `lidb_weights.safetensors` (train matrices + aux seed) and the same update as a rank-1
 `pytorch_lora_weights.safetensors`, so `generate --concept` and diffusers' `load_lora_weights` use it.
+With `lidb_down="token"` the down factor is fixed to a reader of the token (`token_readers`) and only
+`up_train` learns.
 """
 
 from __future__ import annotations
@@ -61,8 +63,7 @@ class LiDB:
         output_dir = Path(output_dir)
         train = {name: (layer.down_train, layer.up_train) for name, layer in self.layers.items()}
         lidb = write_lidb(output_dir / LIDB_FILE, train, self.config.seed, self.config.down_dim, self.config.up_dim,
-                          {**metadata, "lidb_layers": self.config.lidb_layers,
-                                                        "lidb_down": self.config.lidb_down})
+                          {**metadata, "lidb_layers": self.config.lidb_layers, "lidb_down": self.config.lidb_down})
         numbers = sum(p.numel() for p in self.trainable_parameters())
         logger.info("LiDB: %d trained numbers in %d layers, %s is %d bytes", numbers, len(self.layers), lidb.name,
                     lidb.stat().st_size)
