@@ -137,7 +137,8 @@ def test_lidb_down_token_keeps_the_reader_fixed_and_learns_only_up(tiny_sd1_path
         assert trained[name][1].abs().sum() > 0  # up learned
     fresh = load_pipeline(tiny_sd1_path)
     states, on_token = token_states(fresh, "sks", ("a photo of {}", "a rendering of a {}"))
-    assert on_token.sum(1).tolist() == [on_token.sum(1)[0].item()] * 2 and on_token.any()
+    counts = on_token.sum(1)  # the token's pieces, found in every prompt, as many times in each
+    assert states.shape[:2] == on_token.shape and counts.min() > 0 and (counts == counts[0]).all()
     with pytest.raises(UserError, match="--lidb-layers cross-kv"):
         dataclasses.replace(config, lidb_layers="all").validate()
 
