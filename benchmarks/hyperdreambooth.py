@@ -79,14 +79,11 @@ def weight_predictability(dataset: Path) -> tuple[int, float] | None:
     from textual_inversion.hyper.identities import all_identities
     from textual_inversion.hyper.lidb import canonical_factors
     from textual_inversion.hyper.lidb_file import LIDB_FILE, read_lidb
-    from textual_inversion.miniworld.world import BASE_SHAPES, NAMED_COLOURS, PATTERNS
 
     by_name = {identity.name: identity for identity in all_identities()}
     features, fits = [], []
     for path in sorted(Path(dataset).glob(f"*/run/{LIDB_FILE}")):
-        identity = by_name[path.parent.parent.name]
-        features.append([float(identity.shape == s) for s in BASE_SHAPES] + [float(identity.colour == c) for c in NAMED_COLOURS]
-                        + [float(identity.pattern == p) for p in PATTERNS] + [1.0])
+        features.append(by_name[path.parent.parent.name].one_hot())
         fits.append(read_lidb(path)[0])
     if len(fits) < 3:
         return None

@@ -21,13 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "hyperdreambooth_oracle.md"
 
 
-def one_hot(identity) -> list[float]:
-    from textual_inversion.miniworld.world import BASE_SHAPES, NAMED_COLOURS, PATTERNS
-
-    return ([float(identity.shape == s) for s in BASE_SHAPES] + [float(identity.colour == c) for c in NAMED_COLOURS]
-            + [float(identity.pattern == p) for p in PATTERNS] + [1.0])
-
-
 def oracle_weights(dataset: Path, identities: list, ridge: float) -> tuple[int, list[dict], dict]:
     """(fits used, per identity {layer: (down, up)} predicted from its attributes, LiDB metadata)."""
     from textual_inversion.hyper.identities import all_identities
@@ -40,12 +33,12 @@ def oracle_weights(dataset: Path, identities: list, ridge: float) -> tuple[int, 
     fits = canonical_factors([read_lidb(p)[0] for p in paths])
     metadata = read_lidb(paths[0])[1]
     names = list(fits[0])
-    x = torch.tensor([one_hot(by_name[p.parent.parent.name]) for p in paths])
+    x = torch.tensor([by_name[p.parent.parent.name].one_hot() for p in paths])
     y = torch.stack([torch.cat([torch.cat(fit[n]) for n in names]) for fit in fits])
     solution = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1]), x.T @ y)
     predictions = []
     for identity in identities:
-        flat, out = torch.tensor(one_hot(identity)) @ solution, {}
+        flat, out = torch.tensor(identity.one_hot()) @ solution, {}
         for name, (down, up) in zip(names, fits[0].values(), strict=True):
             out[name], flat = (flat[:len(down)], flat[len(down):len(down) + len(up)]), flat[len(down) + len(up):]
         predictions.append(out)
@@ -87,35 +80,27 @@ def main() -> None:
     parser.add_argument("--workdir", default="runs/benchmark-hyperdreambooth-oracle")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from textual_inversion.concepts import load_concepts
-    from textual_inversion.evaluate import evaluate_concept
+    from hyperdreambooth_fit import score  # the same fidelity check, from the sibling script
+
     from textual_inversion.hyper.identities import held_out
-    from textual_inversion.hyper.lidb import aux_matrices, balanced_factors, target_layers
+    from textual_inversion.hyper.lidb import lora_factors, target_layers
     from textual_inversion.hyper.lidb_file import write_rank1_lora
     from textual_inversion.models import load_pipeline
 
     identities = held_out()[:args.identities]
+    base = load_pipeline("miniworld")  # only read: for the token's text features, layer shapes, pipeline class
     rows = []
     for dataset in args.dataset:
         count, predictions, metadata = oracle_weights(Path(dataset), identities, args.ridge)
-        on_token, elsewhere = token_selectivity(Path(dataset), load_pipeline("miniworld"))
-        shapes = target_layers(load_pipeline("miniworld").unet, int(metadata["down_dim"]), int(metadata["up_dim"]),
+        on_token, elsewhere = token_selectivity(Path(dataset), base)
+        shapes = target_layers(base.unet, int(metadata["down_dim"]), int(metadata["up_dim"]),
                                metadata.get("lidb_layers", "all"))
         scores = []
         for identity, weights in zip(identities, predictions, strict=True):
             out = Path(args.workdir) / Path(dataset).name / identity.name
-            factors = {}
-            for index, shape in enumerate(shapes):
-                down, up = weights[shape.name]
-                down_aux, up_aux = aux_matrices(shape, int(metadata["seed"]), index)
-                factors[shape.name] = balanced_factors(up_aux @ up, down @ down_aux)
-            pipe = load_pipeline("miniworld")
-            lora = write_rank1_lora(out, type(pipe), factors)
-            load_concepts(pipe, [str(lora)])
-            report = evaluate_concept(pipe, identity.spec(), out / "evaluation", num_images=args.num_images,
-                                      edits=False, conditions=("concept",))
-            scores.append(report["fidelity"])
-            print(json.dumps({"dataset": dataset, "identity": identity.name, "fidelity": report["fidelity"]}), flush=True)
+            lora = write_rank1_lora(out, type(base), lora_factors(shapes, weights, int(metadata["seed"])))
+            scores.append(score(lora, identity, out / "evaluation", args.num_images))
+            print(json.dumps({"dataset": dataset, "identity": identity.name, "fidelity": scores[-1]}), flush=True)
         rows.append(f"| {dataset} ({metadata.get('lidb_down', 'learn')} down) | {count} | {on_token:.1f} | {elsewhere:.1f} | "
                     f"{statistics.mean(scores):.2f} | {' '.join(f'{s:.2f}' for s in scores)} |")
     lines = ["# HyperDreamBooth: weights predicted from the TRUE attributes (the fits' ceiling)", "",

@@ -43,6 +43,11 @@ class Identity:
     def attributes(self) -> dict[str, str]:
         return {"shape": self.shape, "colour": self.colour, "pattern": self.pattern}
 
+    def one_hot(self) -> list[float]:
+        """Shape, colour and pattern as one-hot features, plus a constant 1 (for regressions on identities)."""
+        return ([float(self.shape == s) for s in BASE_SHAPES] + [float(self.colour == c) for c in NAMED_COLOURS]
+                + [float(self.pattern == p) for p in PATTERNS] + [1.0])
+
     def scenes(self, count: int) -> list[Scene]:
         """`count` scenes of this identity: backgrounds cycled, sizes alternated, positions random."""
         rng = random.Random(10_000 + self.index)

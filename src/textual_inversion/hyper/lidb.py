@@ -161,6 +161,18 @@ def balanced_factors(column: torch.Tensor, row: torch.Tensor) -> tuple[torch.Ten
     return (row * scale)[None, :], (column / scale)[:, None]
 
 
+def lora_factors(shapes: list[LayerShape], train: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                 seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{layer: (lora_A 1 x in, lora_B out x 1)} of LiDB train matrices {layer: (down, up)}; `shapes` in the
+    order the aux matrices were drawn. ΔW = lora_B @ lora_A = (up_aux · up)(down · down_aux), never built whole."""
+    factors = {}
+    for index, shape in enumerate(shapes):
+        down, up = train[shape.name]
+        down_aux, up_aux = aux_matrices(shape, seed, index)
+        factors[shape.name] = balanced_factors(up_aux @ up, down @ down_aux)
+    return factors
+
+
 def as_lora_factors(layer: LiDBLinear) -> tuple[torch.Tensor, torch.Tensor]:
     """(lora_A 1 x in, lora_B out x 1) with lora_B @ lora_A == the layer's ΔW."""
     return balanced_factors(layer.up_aux @ layer.up_train.detach(), layer.down_train.detach() @ layer.down_aux)

@@ -16,7 +16,7 @@ import torch
 
 from ..data import list_images, load_rgb
 from ..errors import UserError
-from ..hyper.lidb import aux_matrices, balanced_factors
+from ..hyper.lidb import lora_factors
 from ..hyper.lidb_file import write_rank1_lora
 from ..hyper.network import check_fits, load_hypernetwork
 from .lora import LoRA
@@ -29,11 +29,9 @@ def predicted_factors(pipe, images, hypernetwork_folder: str | None) -> tuple[di
     and the hypernetwork. ΔW = lora_B @ lora_A = (up_aux · up)(down · down_aux), never built whole."""
     network = load_hypernetwork(hypernetwork_folder)
     check_fits(network, pipe.unet)
-    factors = {}
-    for index, (shape, (down, up)) in enumerate(zip(network.config.shapes(), network.predict(images), strict=True)):
-        down_aux, up_aux = aux_matrices(shape, network.config.seed, index)
-        factors[shape.name] = balanced_factors(up_aux @ up, down @ down_aux)
-    return factors, network
+    shapes = network.config.shapes()
+    predicted = dict(zip((shape.name for shape in shapes), network.predict(images), strict=True))
+    return lora_factors(shapes, predicted, network.config.seed), network
 
 
 def write_prediction(pipe, images, hypernetwork_folder: str | None, output_dir: Path) -> Path:
