@@ -8,7 +8,7 @@ For each held-out identity (never in the hypernetwork's training set), from ONE 
 plus the plain-words description as a reference. Each is scored by evaluate.py's judge (fidelity and
 editability), with its wall time. Results per identity are kept in --workdir, so a rerun resumes.
 
-    python benchmarks/hyperdreambooth.py [--fast-steps 40] [--converge-steps 600] [--lr 3e-3] [--num-images 4]
+    python benchmarks/hyperdreambooth.py [--fast-steps 40] [--converge-steps 600] [--lr 3e-3] [--fast-lr 3e-3] [--num-images 4]
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ LABELS = {"prediction": "(a) prediction only", "prediction+fine-tune": "(b) pred
           "words": "reference: plain words, no training"}
 
 
-def run_condition(condition: str, identity, image_dir: Path, workdir: Path, args) -> dict:
-    """Make one condition's LoRA (timed), then score it with the judge."""
+def run_condition(condition: str, identity, image_dir: Path, out: Path, *, hypernetwork: str | None, steps: int,
+                  lr: float, rank: int, num_images: int, edits: bool = True) -> dict:
+    """Make one condition's LoRA in `out` (timed: `steps` steps at `lr`), then score it with the judge."""
     from textual_inversion import TrainConfig, train
     from textual_inversion.concepts import load_concepts
     from textual_inversion.data import list_images, load_rgb
@@ -38,35 +39,30 @@ def run_condition(condition: str, identity, image_dir: Path, workdir: Path, args
     from textual_inversion.methods.hyperdreambooth import write_prediction
     from textual_inversion.models import load_pipeline
 
-    out = workdir / identity.name / condition
     out.mkdir(parents=True, exist_ok=True)
     pipe = load_pipeline("miniworld")
-    lora, seconds, steps = None, 0.0, 0
-    common = dict(model="miniworld", images=str(image_dir), token=identity.spec().token, batch_size=4, rank=args.rank,
-                  lr=args.lr, checkpoint_every=0, overwrite=True, device="cpu", seed=0, output_dir=str(out / "run"))
+    lora, seconds, done_steps = None, 0.0, 0
+    common = dict(model="miniworld", images=str(image_dir), token=identity.spec().token, batch_size=4, rank=rank,
+                  lr=lr, steps=steps, checkpoint_every=0, overwrite=True, device="cpu", seed=0, output_dir=str(out / "run"))
     started, cpu_started = time.monotonic(), time.process_time()
     if condition == "prediction":
         images = [load_rgb(p) for p in list_images(image_dir)]
-        lora = write_prediction(pipe, images, args.hypernetwork, out)
-    elif condition == "prediction+fine-tune":
-        result = train(TrainConfig(method="hyperdreambooth", steps=args.fast_steps, hypernetwork=args.hypernetwork,
-                                   **common), pipe=pipe)
-        lora, steps = result.outputs[0], result.steps
-    elif condition in ("lora-equal-time", "lora-converged"):
-        wanted = args.fast_steps if condition == "lora-equal-time" else args.converge_steps
-        result = train(TrainConfig(method="lora", steps=wanted, **common), pipe=pipe)
-        lora, steps = result.outputs[0], result.steps
+        lora = write_prediction(pipe, images, hypernetwork, out)
+    elif condition in ("prediction+fine-tune", "lora-equal-time", "lora-converged"):
+        method = {"prediction+fine-tune": "hyperdreambooth"}.get(condition, "lora")
+        result = train(TrainConfig(method=method, hypernetwork=hypernetwork, **common), pipe=pipe)
+        lora, done_steps = result.outputs[0], result.steps
     seconds, cpu_seconds = time.monotonic() - started, time.process_time() - cpu_started
     pipe = load_pipeline("miniworld")
     spec = identity.spec()
     if lora is not None:
         load_concepts(pipe, [str(lora)])
-    report = evaluate_concept(pipe, spec, out / "evaluation", num_images=args.num_images,
+    report = evaluate_concept(pipe, spec, out / "evaluation", num_images=num_images, edits=edits,
                               conditions=("words",) if condition == "words" else ("concept",))
     scores = report["baselines"]["words"] if condition == "words" else report
     return {"identity": identity.name, "condition": condition, "fidelity": scores["fidelity"],
             "editability": scores["editability"], "seconds": seconds if lora is not None else None,
-            "cpu_seconds": cpu_seconds if lora is not None else None, "steps": steps,
+            "cpu_seconds": cpu_seconds if lora is not None else None, "steps": done_steps,
             "lora_bytes": lora.stat().st_size if lora is not None else None}
 
 
@@ -129,7 +125,7 @@ def write_table(rows: list[dict], args, identities: list) -> str:
                for c, rs in by_condition.items() if rs}
     lines = [f"# HyperDreamBooth on {len(identities)} held-out miniworld identities (CPU, 1 thread)", "",
              "Produced by `python benchmarks/hyperdreambooth.py "
-             f"--identities {len(identities)} --fast-steps {args.fast_steps} --converge-steps {args.converge_steps} --rank {args.rank} --lr {args.lr} "
+             f"--identities {len(identities)} --fast-steps {args.fast_steps} --converge-steps {args.converge_steps} --rank {args.rank} --lr {args.lr} --fast-lr {args.fast_lr} "
              f"--num-images {args.num_images} --dataset {args.dataset}`. Each identity is learned from ONE render; the held-out identities are "
              "never in the hypernetwork's training set. Fidelity: images of the plain prompts showing the identity's "
              "shape, colour and pattern; editability: background/size edits honoured with the identity kept "
@@ -200,13 +196,15 @@ def main() -> None:
     parser.add_argument("--fast-steps", type=int, default=40)
     parser.add_argument("--converge-steps", type=int, default=600)
     parser.add_argument("--rank", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=3e-3, help="for (b), (c) and (d) alike")
+    parser.add_argument("--lr", type=float, default=3e-3, help="LoRA DreamBooth's, for (c) and (d)")
+    parser.add_argument("--fast-lr", type=float, default=None, help="the fast fine-tune's, for (b) (default: --lr)")
     parser.add_argument("--num-images", type=int, default=4, help="images per evaluation prompt")
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=CONDITIONS)
     parser.add_argument("--workdir", default="runs/benchmark-hyperdreambooth")
     parser.add_argument("--dataset", default="runs/hyper-dataset", help="pre-optimisation output, for the weight check")
     parser.add_argument("--results", default=str(RESULTS), help="where the table is written")
     args = parser.parse_args()
+    args.fast_lr = args.lr if args.fast_lr is None else args.fast_lr
     torch.set_num_threads(1)  # a shared machine; and one thread makes times comparable
     import matplotlib.pyplot  # noqa: F401  (the first run's loss plot would pay this seconds-long import)
 
@@ -222,7 +220,12 @@ def main() -> None:
             if done.is_file():
                 rows.append(json.loads(done.read_text()))
                 continue
-            rows.append(run_condition(condition, identity, image_dir, workdir, args))
+            steps = {"prediction+fine-tune": args.fast_steps, "lora-equal-time": args.fast_steps,
+                     "lora-converged": args.converge_steps}.get(condition, 0)
+            lr = args.fast_lr if condition == "prediction+fine-tune" else args.lr
+            rows.append(run_condition(condition, identity, image_dir, workdir / identity.name / condition,
+                                      hypernetwork=args.hypernetwork, steps=steps, lr=lr, rank=args.rank,
+                                      num_images=args.num_images))
             done.write_text(json.dumps(rows[-1]))
             row = rows[-1]
             print(f"{identity.name:<24} {condition:<22} fidelity {row['fidelity']:.2f} "

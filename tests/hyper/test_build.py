@@ -2,7 +2,7 @@
 
 import torch
 
-from textual_inversion.hyper.identities import all_identities, held_out, training_identities
+from textual_inversion.hyper.identities import all_identities, held_out, training_identities, validation_identities
 from textual_inversion.hyper.lidb_file import LIDB_FILE, read_lidb
 from textual_inversion.hyper.network import load_hypernetwork
 from textual_inversion.hyper.preoptimize import preoptimize
@@ -13,6 +13,8 @@ def test_held_out_identities_never_train_and_all_are_distinct():
     names = [identity.name for identity in all_identities()]
     assert len(names) == len(set(names)) == 192
     assert not {i.name for i in held_out()} & {i.name for i in training_identities(100)}
+    validation = {i.name for i in validation_identities(16)}
+    assert len(validation) == 16 and validation <= {i.name for i in training_identities(186)}
 
 
 def test_preoptimize_resumes_and_the_hypernetwork_trains_on_its_output(tiny_sd1_path, tmp_path):
@@ -27,9 +29,11 @@ def test_preoptimize_resumes_and_the_hypernetwork_trains_on_its_output(tiny_sd1_
     first, second = (read_lidb(f / "run" / LIDB_FILE)[0] for f in folders)
     assert all(torch.equal(first[name][0], second[name][0]) for name in first)  # one token reader for every identity
     summary = train_hypernetwork(dataset, tmp_path / "hyper", steps=2, batch_size=2, lr=1e-3, diffusion_weight=1.0,
-                                 iterations=2, seed=0, model=tiny_sd1_path)
+                                 iterations=2, seed=0, model=tiny_sd1_path, validation=4)
     assert summary["identities"] == 2
-    assert summary["diffusion_identities"] == 186  # the diffusion loss needs no fits: every training identity
+    # The diffusion loss needs no fits: every training identity, except those withheld for validation.
+    assert summary["diffusion_identities"] == 186 - 4
+    assert summary["validation"] == sorted(i.name for i in validation_identities(4))
     weights_only = train_hypernetwork(dataset, tmp_path / "weights-only", steps=2, batch_size=2, lr=1e-3,
                                       diffusion_weight=0.0, iterations=2, seed=0, model=tiny_sd1_path)
     assert weights_only["diffusion_identities"] == 2 and weights_only["final_diffusion_loss"] is None

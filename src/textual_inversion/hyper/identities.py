@@ -79,6 +79,12 @@ def training_identities(count: int) -> list[Identity]:
     return all_identities()[HELD_OUT:HELD_OUT + count]
 
 
+def validation_identities(count: int) -> list[Identity]:
+    """The last `count` training identities, withheld from a hypernetwork trained with `--validation count`
+    so that its settings (e.g. the fast fine-tune's) can be tuned without looking at the held-out set."""
+    return all_identities()[-count:] if count > 0 else []
+
+
 def write_images(identity: Identity, folder: Path, count: int) -> Path:
     """Render `count` PNGs of `identity` into `folder` (deterministic)."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ from ..miniworld.world import random_scene, render
 from ..models import load_pipeline
 from ..templates import TEMPLATES
 from ..training import predict_noise
-from .identities import TOKEN, Identity, all_identities, held_out, training_identities
+from .identities import TOKEN, Identity, all_identities, held_out, training_identities, validation_identities
 from .lidb import attach, canonical_factors, target_layers
 from .lidb_file import LIDB_FILE, read_lidb
 from .network import (
@@ -50,10 +50,11 @@ from .network import (
 logger = logging.getLogger(__name__)
 
 
-def load_dataset(folder: Path) -> tuple[list[Identity], list[dict], dict[str, str]]:
-    """(identities, LiDB weights per identity, the LiDB metadata) from a pre-optimisation folder."""
+def load_dataset(folder: Path, withheld: frozenset[str] = frozenset()) -> tuple[list[Identity], list[dict], dict[str, str]]:
+    """(identities, LiDB weights per identity, the LiDB metadata) from a pre-optimisation folder,
+    leaving out the held-out identities and any named in `withheld`."""
     runs = sorted(p.parent for p in Path(folder).glob(f"*/run/{LIDB_FILE}"))
-    forbidden = {identity.name for identity in held_out()}
+    forbidden = {identity.name for identity in held_out()} | withheld
     runs = [run for run in runs if run.parent.name not in forbidden]  # held-out identities never train it
     if len(runs) < 2:
         raise UserError(f"--dataset {folder}: needs at least 2 pre-optimised identities; run "
@@ -76,11 +77,14 @@ def fresh_renders(identities: list[Identity], rng: random.Random) -> list:
 
 
 def train_hypernetwork(dataset: Path, output: Path, steps: int, batch_size: int, lr: float, diffusion_weight: float,
-                       iterations: int, seed: int, model: str = "miniworld") -> dict:
-    """Fit a hypernetwork on `dataset`, write it to `output`; returns the run's summary."""
+                       iterations: int, seed: int, model: str = "miniworld", validation: int = 0) -> dict:
+    """Fit a hypernetwork on `dataset`, write it to `output`; returns the run's summary.
+
+    `validation` > 0 withholds that many training identities (validation_identities) from it entirely."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    identities, weights, metadata = load_dataset(dataset)
+    withheld = frozenset(identity.name for identity in validation_identities(validation))
+    identities, weights, metadata = load_dataset(dataset, withheld)
     pipe = load_pipeline(model)
     pipe.unet.requires_grad_(False)
     pipe.text_encoder.requires_grad_(False)
@@ -96,7 +100,7 @@ def train_hypernetwork(dataset: Path, output: Path, steps: int, batch_size: int,
     # The diffusion loss needs only pictures, so every training identity takes part in it; the weight-space
     # loss only where pre-optimised weights exist (the first len(targets) of the pool).
     fitted = {identity.name for identity in identities}
-    pool = identities + ([i for i in training_identities(len(all_identities())) if i.name not in fitted]
+    pool = identities + ([i for i in training_identities(len(all_identities())) if i.name not in fitted | withheld]
                          if diffusion_weight > 0 else [])
 
     layers = attach(pipe.unet, shapes, config.seed)  # the UNet runs with whatever weights `external` holds
@@ -133,7 +137,7 @@ def train_hypernetwork(dataset: Path, output: Path, steps: int, batch_size: int,
                "parameters": sum(p.numel() for p in network.parameters()),
                "final_weight_loss": recent_mean(history, 0, 50),
                "final_diffusion_loss": recent_mean(history, 1, 50) if diffusion_weight > 0 else None,
-               "first_weight_loss": history[0][0]}
+               "first_weight_loss": history[0][0], "validation": sorted(withheld)}
     (output / "training.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return summary
 
@@ -170,11 +174,13 @@ def main(argv=None) -> None:
     parser.add_argument("--iterations", type=int, default=4, help="refinement iterations of the decoder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default="miniworld")
+    parser.add_argument("--validation", type=int, default=0,
+                        help="withhold this many training identities (the last of the shuffled list) for tuning")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
         summary = train_hypernetwork(Path(args.dataset), Path(args.output), args.steps, args.batch_size, args.lr,
-                                     args.diffusion_weight, args.iterations, args.seed, args.model)
+                                     args.diffusion_weight, args.iterations, args.seed, args.model, args.validation)
     except UserError as error:
         raise SystemExit(f"error: {error}") from None
     print(json.dumps(summary, indent=1))

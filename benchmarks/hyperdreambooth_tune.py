@@ -1,0 +1,105 @@
+"""Tune HyperDreamBooth's fast fine-tune (steps, learning rate) on validation identities, not the held-out ones.
+
+The hypernetwork here is one trained with `--validation N` (python -m textual_inversion.hyper.train), so the N
+identities it withheld are as unseen to it as the held-out ones are to the bundled one. Each setting
+`steps:lr` is scored by fidelity on each of them from ONE render, exactly as benchmarks/hyperdreambooth.py
+scores condition (b); `0:0` is the prediction alone. The held-out benchmark then runs once with the best.
+
+    python -m textual_inversion.hyper.train --dataset runs/hyper-dataset-tok --output runs/hyper-val16 --validation 16
+    python benchmarks/hyperdreambooth_tune.py --hypernetwork runs/hyper-val16 --settings 0:0 40:3e-3 40:1e-3 ...
+
+`--shard K/N` runs every N-th identity (from the K-th) so two processes can share a 2-core machine; results
+per identity and setting are kept in --workdir, so a rerun resumes and the last one writes the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hyperdreambooth import run_condition  # noqa: E402  (the benchmark's own (a)/(b) runner)
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "hyperdreambooth_tune.md"
+
+
+def parse_setting(text: str) -> tuple[int, float]:
+    steps, lr = text.split(":")
+    return int(steps), float(lr)
+
+
+def label(setting: tuple[int, float]) -> str:
+    steps, lr = setting
+    return "prediction only" if steps == 0 else f"{steps} steps, lr {lr:g}"
+
+
+def write_table(results: dict, settings: list, identities: list, args) -> str:
+    lines = [f"# HyperDreamBooth fast fine-tune, tuned on {len(identities)} validation identities (CPU, 1 thread)", "",
+             f"Produced by `python benchmarks/hyperdreambooth_tune.py --hypernetwork {args.hypernetwork} --rank {args.rank} "
+             f"--num-images {args.num_images} --settings {' '.join(args.settings)}`. The hypernetwork was trained "
+             "without these identities (`hyper.train --validation`); each is learned from ONE render and scored by "
+             f"the judge's fidelity ({args.num_images} images per fidelity prompt, no edit prompts). The held-out "
+             "identities of benchmarks/hyperdreambooth.py play no part here.", "",
+             "| setting | fidelity (mean) | identities done | mean CPU time |", "|---|---|---|---|"]
+    for setting in settings:
+        rows = [results[(i.name, setting)] for i in identities if (i.name, setting) in results]
+        if rows:
+            lines.append(f"| {label(setting)} | {statistics.fmean(r['fidelity'] for r in rows):.3f} | {len(rows)} | "
+                         f"{statistics.fmean(r['cpu_seconds'] for r in rows):.1f} s |")
+    lines += ["", "## Per identity", "", "| identity | " + " | ".join(label(s) for s in settings) + " |",
+              "|---|" + "---|" * len(settings)]
+    for identity in identities:
+        cells = [f"{results[(identity.name, s)]['fidelity']:.2f}" if (identity.name, s) in results else "-" for s in settings]
+        lines.append(f"| {identity.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hypernetwork", required=True, help="a hypernetwork trained with --validation N")
+    parser.add_argument("--settings", nargs="+", default=["0:0", "40:3e-3"], help="steps:lr pairs; 0:0 is the prediction alone")
+    parser.add_argument("--rank", type=int, default=4)
+    parser.add_argument("--num-images", type=int, default=4, help="images per fidelity prompt")
+    parser.add_argument("--shard", default="0/1", help="K/N: this process takes identities K, K+N, ...")
+    parser.add_argument("--workdir", default="runs/tune-hyperdreambooth")
+    parser.add_argument("--results", default=str(RESULTS))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    from textual_inversion.hyper.identities import all_identities, write_images
+
+    info = json.loads((Path(args.hypernetwork) / "training.json").read_text())
+    if not info.get("validation"):
+        raise SystemExit(f"error: --hypernetwork {args.hypernetwork}: trained without --validation; retrain it with "
+                         "`python -m textual_inversion.hyper.train --validation 16`")
+    withheld = set(info["validation"])
+    identities = [i for i in all_identities() if i.name in withheld]
+    settings = [parse_setting(text) for text in args.settings]
+    shard, shards = (int(x) for x in args.shard.split("/"))
+    workdir = Path(args.workdir)
+    results = {}
+    for position, identity in enumerate(identities):
+        image_dir = write_images(identity, workdir / identity.name / "image", 1)
+        for setting in settings:
+            done = workdir / identity.name / f"{setting[0]}-{setting[1]:g}" / "result.json"
+            if not done.is_file() and position % shards == shard:
+                row = run_condition("prediction" if setting[0] == 0 else "prediction+fine-tune", identity, image_dir,
+                                    done.parent, hypernetwork=args.hypernetwork, steps=setting[0], lr=setting[1],
+                                    rank=args.rank, num_images=args.num_images, edits=False)
+                done.write_text(json.dumps(row))
+                print(f"{identity.name:<24} {label(setting):<24} fidelity {row['fidelity']:.2f}", flush=True)
+            if done.is_file():
+                results[(identity.name, setting)] = json.loads(done.read_text())
+    table = write_table(results, settings, identities, args)
+    print(table)
+    Path(args.results).write_text(table)
+
+
+if __name__ == "__main__":
+    main()
