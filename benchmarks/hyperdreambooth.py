@@ -30,8 +30,9 @@ LABELS = {"prediction": "(a) prediction only", "prediction+fine-tune": "(b) pred
 
 
 def run_condition(condition: str, identity, image_dir: Path, out: Path, *, hypernetwork: str | None, steps: int,
-                  lr: float, rank: int, num_images: int, edits: bool = True) -> dict:
-    """Make one condition's LoRA in `out` (timed: `steps` steps at `lr`), then score it with the judge."""
+                  lr: float, rank: int, num_images: int, warmup: int = 0, edits: bool = True) -> dict:
+    """Make one condition's LoRA in `out` (timed: `steps` steps at `lr`, the first `warmup` ramping up),
+    then score it with the judge."""
     from textual_inversion import TrainConfig, train
     from textual_inversion.concepts import load_concepts
     from textual_inversion.data import list_images, load_rgb
@@ -43,7 +44,8 @@ def run_condition(condition: str, identity, image_dir: Path, out: Path, *, hyper
     pipe = load_pipeline("miniworld")
     lora, seconds, done_steps = None, 0.0, 0
     common = dict(model="miniworld", images=str(image_dir), token=identity.spec().token, batch_size=4, rank=rank,
-                  lr=lr, steps=steps, checkpoint_every=0, overwrite=True, device="cpu", seed=0, output_dir=str(out / "run"))
+                  lr=lr, lr_warmup_steps=warmup, steps=steps,
+                  lr_scheduler="constant_with_warmup" if warmup else "constant", checkpoint_every=0, overwrite=True, device="cpu", seed=0, output_dir=str(out / "run"))
     started, cpu_started = time.monotonic(), time.process_time()
     if condition == "prediction":
         images = [load_rgb(p) for p in list_images(image_dir)]
@@ -125,7 +127,7 @@ def write_table(rows: list[dict], args, identities: list) -> str:
                for c, rs in by_condition.items() if rs}
     lines = [f"# HyperDreamBooth on {len(identities)} held-out miniworld identities (CPU, 1 thread)", "",
              "Produced by `python benchmarks/hyperdreambooth.py "
-             f"--identities {len(identities)} --fast-steps {args.fast_steps} --converge-steps {args.converge_steps} --rank {args.rank} --lr {args.lr} --fast-lr {args.fast_lr} "
+             f"--identities {len(identities)} --fast-steps {args.fast_steps} --converge-steps {args.converge_steps} --rank {args.rank} --lr {args.lr} --fast-lr {args.fast_lr} --fast-warmup {args.fast_warmup} "
              f"--num-images {args.num_images} --dataset {args.dataset}`. Each identity is learned from ONE render; the held-out identities are "
              "never in the hypernetwork's training set. Fidelity: images of the plain prompts showing the identity's "
              "shape, colour and pattern; editability: background/size edits honoured with the identity kept "
@@ -198,6 +200,7 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=4)
     parser.add_argument("--lr", type=float, default=3e-3, help="LoRA DreamBooth's, for (c) and (d)")
     parser.add_argument("--fast-lr", type=float, default=None, help="the fast fine-tune's, for (b) (default: --lr)")
+    parser.add_argument("--fast-warmup", type=int, default=0, help="the fast fine-tune's learning-rate warm-up steps")
     parser.add_argument("--num-images", type=int, default=4, help="images per evaluation prompt")
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=CONDITIONS)
     parser.add_argument("--workdir", default="runs/benchmark-hyperdreambooth")
@@ -222,10 +225,10 @@ def main() -> None:
                 continue
             steps = {"prediction+fine-tune": args.fast_steps, "lora-equal-time": args.fast_steps,
                      "lora-converged": args.converge_steps}.get(condition, 0)
-            lr = args.fast_lr if condition == "prediction+fine-tune" else args.lr
+            fast = condition == "prediction+fine-tune"
             rows.append(run_condition(condition, identity, image_dir, workdir / identity.name / condition,
-                                      hypernetwork=args.hypernetwork, steps=steps, lr=lr, rank=args.rank,
-                                      num_images=args.num_images))
+                                      hypernetwork=args.hypernetwork, steps=steps, lr=args.fast_lr if fast else args.lr,
+                                      warmup=args.fast_warmup if fast else 0, rank=args.rank, num_images=args.num_images))
             done.write_text(json.dumps(rows[-1]))
             row = rows[-1]
             print(f"{identity.name:<24} {condition:<22} fidelity {row['fidelity']:.2f} "

@@ -22,6 +22,7 @@ GOOD = TrainConfig(images="pics", token="<t>", init_token="dog")
     ({"crop": "middle"}, "--crop 'middle': choose one of center, random"),
     ({"mixed_precision": "fp8"}, "--mixed-precision 'fp8'"),
     ({"validation_prompt": "a photo of a cat"}, "does not contain the token <t>"),
+    ({"lr_warmup_steps": 10}, "--lr-warmup-steps 10 has no effect with --lr-scheduler constant"),
 ])
 def test_train_config_rejects(change, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -156,6 +156,9 @@ class TrainConfig:
             raise UserError("--early-stop-window cannot be negative and --early-stop-threshold must be between 0 and 1")
         if self.checkpoint_every < 0 or self.lr_warmup_steps < 0 or self.weight_decay < 0:
             raise UserError("--checkpoint-every, --lr-warmup-steps and --weight-decay cannot be negative")
+        if self.lr_warmup_steps and self.lr_scheduler == "constant":  # diffusers' constant schedule ignores warm-up
+            raise UserError(f"--lr-warmup-steps {self.lr_warmup_steps} has no effect with --lr-scheduler constant: "
+                            "pass --lr-scheduler constant_with_warmup (or another schedule)")
         if self.resolution is not None and (self.resolution < 32 or self.resolution % 8):
             raise UserError(f"--resolution {self.resolution}: must be a multiple of 8 and at least 32")
         if self.validation_prompt is not None and self.token not in self.validation_prompt:
