@@ -2,7 +2,14 @@
 
 import torch
 
-from textual_inversion.hyper.identities import all_identities, held_out, training_identities, validation_identities
+from textual_inversion.hyper.identities import (
+    TUNING,
+    all_identities,
+    extra_held_out,
+    held_out,
+    training_identities,
+    validation_identities,
+)
 from textual_inversion.hyper.lidb_file import LIDB_FILE, read_lidb
 from textual_inversion.hyper.network import load_hypernetwork
 from textual_inversion.hyper.preoptimize import preoptimize
@@ -13,8 +20,12 @@ def test_held_out_identities_never_train_and_all_are_distinct():
     names = [identity.name for identity in all_identities()]
     assert len(names) == len(set(names)) == 192
     assert not {i.name for i in held_out()} & {i.name for i in training_identities(100)}
-    validation = {i.name for i in validation_identities(16)}
-    assert len(validation) == 16 and validation <= {i.name for i in training_identities(186)}
+    validation = {i.name for i in validation_identities(TUNING)}
+    assert len(validation) == TUNING and validation <= {i.name for i in training_identities(186)}
+    # The extra evaluation identities: withheld by --validation TUNING + 16, and never the tuning ones.
+    extra = {i.name for i in extra_held_out(16)}
+    assert len(extra) == 16 and not extra & validation and extra | validation == {
+        i.name for i in validation_identities(TUNING + 16)}
 
 
 def test_preoptimize_resumes_and_the_hypernetwork_trains_on_its_output(tiny_sd1_path, tmp_path):

@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import atomic_path
 from ..evaluate import ConceptSpec
 from ..miniworld.world import (
     BACKGROUNDS,
@@ -26,6 +27,7 @@ from ..miniworld.world import (
 
 TOKEN = "sks"  # the paper's rare identifier; one fixed word for every identity
 HELD_OUT = 6
+TUNING = 16  # validation identities that tune the fast fine-tune (benchmarks/hyperdreambooth_tune.py)
 SHUFFLE_SEED = 0
 
 
@@ -85,9 +87,16 @@ def validation_identities(count: int) -> list[Identity]:
     return all_identities()[-count:] if count > 0 else []
 
 
+def extra_held_out(count: int) -> list[Identity]:
+    """`count` more evaluation identities, just before the last TUNING ones (which tune the fast fine-tune):
+    unseen by a hypernetwork trained with `--validation TUNING + count`, and never used to tune anything."""
+    return all_identities()[-TUNING - count:-TUNING] if count > 0 else []
+
+
 def write_images(identity: Identity, folder: Path, count: int) -> Path:
     """Render `count` PNGs of `identity` into `folder` (deterministic)."""
     folder.mkdir(parents=True, exist_ok=True)
     for i, scene in enumerate(identity.scenes(count)):
-        render(scene).save(folder / f"{i:02d}.png")
+        with atomic_path(folder / f"{i:02d}.png") as temporary:  # a concurrent benchmark may be reading it
+            render(scene).save(temporary, format="PNG")
     return folder
