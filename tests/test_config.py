@@ -35,6 +35,14 @@ def test_defaults_are_valid_and_output_dir_follows_the_token():
     assert str(dataclasses.replace(GOOD, token="<my cat!>").resolved_output_dir()) == "runs/my-cat"
 
 
+def test_steps_and_lr_default_per_method_and_an_explicit_value_wins():
+    assert (GOOD.steps, GOOD.learning_rate()) == (500, 5e-3)
+    fast = TrainConfig(images="pics", token="sks", method="hyperdreambooth")
+    assert (fast.steps, fast.learning_rate()) == (40, 3e-3)  # the paper's fast fine-tune; lr tuned on miniworld
+    explicit = TrainConfig(images="pics", token="sks", method="hyperdreambooth", steps=100, lr=1e-3)
+    assert (explicit.steps, explicit.learning_rate()) == (100, 1e-3)
+
+
 @pytest.mark.parametrize("change,message", [
     ({"prompt": ""}, "--prompt is required"), ({"num_images": 0}, "--num-images 0"),
     ({"width": 100}, "--width 100: must be a positive multiple of 8"), ({"guidance": -1.0}, "--guidance"),

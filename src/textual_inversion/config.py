@@ -18,9 +18,11 @@ from .errors import UserError
 
 PRECISIONS = ("no", "fp16", "bf16")
 METHOD_NAMES = ("textual-inversion", "dreambooth", "lora", "pivotal", "lidb", "hyperdreambooth")
-# Learning rates that work for each method on Stable Diffusion (diffusers' example scripts).
+# Learning rates that work for each method on Stable Diffusion (diffusers' example scripts); hyperdreambooth's
+# 40-step fine-tune from the prediction was tuned on miniworld (benchmarks/results/hyperdreambooth_tune.md).
 DEFAULT_LR = {"textual-inversion": 5e-3, "dreambooth": 5e-6, "lora": 1e-4, "pivotal": 5e-3, "lidb": 1e-3,
-              "hyperdreambooth": 1e-4}
+              "hyperdreambooth": 3e-3}
+DEFAULT_STEPS = {"hyperdreambooth": 40}  # the paper's fast fine-tune; every other method: 500
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 
 
@@ -48,9 +50,9 @@ class TrainConfig:
     vectors: int = option(1, "number of embedding vectors for the token (multi-vector tokens hold more detail)")
     property: str = option("object", "what the images show in common: an object or a style (picks the paper's prompt templates)", ("object", "style"))
     output_dir: str | None = option(None, "folder for everything the run writes (default runs/<token>)")
-    steps: int = option(500, "optimizer steps")
+    steps: int | None = option(None, "optimizer steps (default per method: 500; hyperdreambooth 40)")
     lr: float | None = option(None, "learning rate (default per method: textual-inversion 5e-3, dreambooth 5e-6, "
-                              "lora 1e-4, pivotal 5e-3 for the embeddings)")
+                              "lora 1e-4, pivotal 5e-3 for the embeddings, lidb 1e-3, hyperdreambooth 3e-3)")
     scale_lr: bool = option(False, "multiply --lr by batch size x gradient accumulation")
     lr_scheduler: str = option("constant", "learning-rate schedule", LR_SCHEDULERS)
     lr_warmup_steps: int = option(0, "warm-up steps for the learning-rate schedule")
@@ -102,6 +104,10 @@ class TrainConfig:
     resume: bool = option(False, "continue from the latest checkpoint in --output-dir")
     overwrite: bool = option(False, "allow writing into an --output-dir that holds another run")
     device: str = option("auto", "device: auto, cpu, cuda, cuda:1, mps")
+
+    def __post_init__(self) -> None:
+        if self.steps is None:  # resolved once, when the config is made: the method's usual run length
+            self.steps = DEFAULT_STEPS.get(self.method, 500)
 
     def resolved_output_dir(self) -> Path:
         """`output_dir`, or `runs/<token>` with the token's brackets and odd characters removed."""
