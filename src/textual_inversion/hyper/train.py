@@ -8,6 +8,10 @@ identity's pre-optimised weights (normalised units), plus, with --diffusion-weig
 of the UNet running with the predicted weights on that same render (paper §3.3). The diffusion loss needs
 no pre-optimised weights, so every training identity takes part in it.
 
+`--validation N` withholds the last N training identities altogether, for a hypernetwork on which settings
+are tuned (benchmarks/hyperdreambooth_tune.py, N = 16) or more unseen identities are measured
+(benchmarks/hyperdreambooth.py --extra-identities, N = 16 + their count).
+
 The default is the weight-space loss alone. On miniworld's token-reader fits (preoptimize --down token,
 186 identities), 5,000 such steps predict the 6 held-out identities with fidelity 0.50. The diffusion loss
 at weight 1 (1,500 steps, about the same CPU time) scored 0.04: its weight-space loss stayed at 0.34,
