@@ -9,6 +9,9 @@ plus the plain-words description as a reference. Each is scored by evaluate.py's
 editability), with its wall time. Results per identity are kept in --workdir, so a rerun resumes.
 
     python benchmarks/hyperdreambooth.py [--fast-steps 40] [--converge-steps 600] [--lr 3e-3] [--fast-lr 3e-3] [--num-images 4]
+
+With `--extra-identities 16 --hypernetwork <folder>` it also measures 16 more unseen identities, with a
+hypernetwork trained without them (`python -m textual_inversion.hyper.train --validation 32 --output <folder>`).
 """
 
 from __future__ import annotations
