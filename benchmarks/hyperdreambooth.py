@@ -47,15 +47,17 @@ def run_condition(condition: str, identity, image_dir: Path, out: Path, *, hyper
     pipe = load_pipeline("miniworld")
     lora, seconds, done_steps = None, 0.0, 0
     common = dict(model="miniworld", images=str(image_dir), token=identity.spec().token, batch_size=4, rank=rank,
-                  lr=lr, lr_warmup_steps=warmup, steps=steps,
-                  lr_scheduler="constant_with_warmup" if warmup else "constant", checkpoint_every=0, overwrite=True, device="cpu", seed=0, output_dir=str(out / "run"))
+                  steps=steps, lr=lr, lr_warmup_steps=warmup, lr_scheduler="constant_with_warmup" if warmup else "constant",
+                  checkpoint_every=0, overwrite=True, device="cpu", seed=0, output_dir=str(out / "run"))
     started, cpu_started = time.monotonic(), time.process_time()
     if condition == "prediction":
         images = [load_rgb(p) for p in list_images(image_dir)]
         lora = write_prediction(pipe, images, hypernetwork, out)
     elif condition in ("prediction+fine-tune", "lora-equal-time", "lora-converged"):
-        method = {"prediction+fine-tune": "hyperdreambooth"}.get(condition, "lora")
-        result = train(TrainConfig(method=method, hypernetwork=hypernetwork, **common), pipe=pipe)
+        method = "hyperdreambooth" if condition == "prediction+fine-tune" else "lora"
+        if method == "hyperdreambooth":
+            common["hypernetwork"] = hypernetwork
+        result = train(TrainConfig(method=method, **common), pipe=pipe)
         lora, done_steps = result.outputs[0], result.steps
     seconds, cpu_seconds = time.monotonic() - started, time.process_time() - cpu_started
     pipe = load_pipeline("miniworld")
