@@ -80,7 +80,7 @@ def test_teach_generate_and_manage_a_concept_in_the_browser(served_page, browser
     wait_for_images(page, "#teach-thumbnails", 5)
     page.locator("#train-token textarea").fill(TOKEN)
     page.locator("#train-init_token textarea").fill("circle")
-    page.locator("#train-steps input").fill("40")
+    page.locator("#train-steps textarea").fill("40")
     page.locator("#train-validation_prompt textarea").fill("a {token} on a sand background")
     page.locator("#teach-advanced button.label-wrap").click()
     advanced = {"lr": "0.02", "batch_size": "4", "validation_every": "10", "validation_steps": "10",
