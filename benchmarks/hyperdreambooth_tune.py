@@ -59,7 +59,7 @@ def write_table(results: dict, settings: list, identities: list, args) -> str:
             lines.append(f"| {label(setting)} | {statistics.fmean(r['fidelity'] for r in rows):.3f} | {len(rows)} | "
                          f"{statistics.fmean(r['cpu_seconds'] for r in rows):.1f} s |")
     complete = [s for s in settings if s[0] > 0 and all((i.name, s) in results for i in identities)]
-    if complete:  # the rule, fixed before the runs: highest mean fidelity; on a tie, the fewer steps
+    if complete:  # highest mean fidelity; on a tie, the fewer steps (the faster fine-tune)
         best = max(complete, key=lambda s: (statistics.fmean(results[(i.name, s)]["fidelity"] for i in identities), -s[0]))
         lines += ["", f"Best fine-tune setting (highest mean fidelity, ties to fewer steps): {label(best)}."]
     lines += ["", "## Per identity", "", "| identity | " + " | ".join(label(s) for s in settings) + " |",
