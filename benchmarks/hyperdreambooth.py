@@ -73,6 +73,16 @@ def run_condition(condition: str, identity, image_dir: Path, out: Path, *, hyper
             "lora_bytes": lora.stat().st_size if lora is not None else None}
 
 
+def hypernetwork_summary(folder: str | None) -> tuple[Path, dict]:
+    """(the hypernetwork's folder, default the bundled one; its training.json, which names the identities it
+    withheld under "validation", or {} where it has none)."""
+    from textual_inversion.hyper.network import BUNDLED_DIR
+
+    folder = Path(folder or BUNDLED_DIR)
+    summary = folder / "training.json"
+    return folder, json.loads(summary.read_text()) if summary.is_file() else {}
+
+
 def weight_predictability(dataset: Path) -> tuple[int, float] | None:
     """Leave-one-out R^2 of ridge regression from an identity's true shape/colour/pattern to its LiDB weights.
 
@@ -200,13 +210,10 @@ def write_table(rows: list[dict], args, identities: list) -> str:
     if plateau:
         lines += ["", "Is (d) converged? Its mean training loss over the middle third of the steps -> the last third: "
                   + "; ".join(plateau) + "."]
-    from textual_inversion.hyper.network import BUNDLED_DIR
-
-    built = Path(args.hypernetwork or BUNDLED_DIR) / "training.json"
-    if built.is_file():
-        info = json.loads(built.read_text())
+    folder, info = hypernetwork_summary(args.hypernetwork)
+    if info:
         pool = f" ({info['diffusion_identities']} in the diffusion loss)" if "diffusion_identities" in info else ""
-        lines += ["", f"Hypernetwork ({built.parent.name}): {info['parameters']:,} parameters, trained on {info['identities']} "
+        lines += ["", f"Hypernetwork ({folder.name}): {info['parameters']:,} parameters, trained on {info['identities']} "
                   f"pre-optimised identities{pool} for {info['steps']} steps (batch {info['batch_size']}, lr {info['lr']}, {info['iterations']} "
                   f"refinement iterations, diffusion loss weight {info['diffusion_weight']}) in {info['seconds']} s; weight-space loss {info['first_weight_loss']:.3f} at the "
                   f"first step, {info['final_weight_loss']:.3f} over the last 50 (normalised units: 1 is the spread of "
@@ -243,14 +250,13 @@ def main() -> None:
     import matplotlib.pyplot  # noqa: F401  (the first run's loss plot would pay this seconds-long import)
 
     from textual_inversion.hyper.identities import TUNING, extra_held_out, held_out, write_images
-    from textual_inversion.hyper.network import BUNDLED_DIR
 
     identities = held_out()[:args.identities] + extra_held_out(args.extra_identities)
-    built = Path(args.hypernetwork or BUNDLED_DIR) / "training.json"
-    unseen = set(json.loads(built.read_text()).get("validation", [])) if built.is_file() else set()
+    folder, info = hypernetwork_summary(args.hypernetwork)
+    unseen = set(info.get("validation", []))
     predicts = {"prediction", "prediction+fine-tune"} & set(args.conditions)  # the rest never use the hypernetwork
     if predicts and any(identity.name not in unseen for identity in extra_held_out(args.extra_identities)):
-        raise SystemExit(f"error: --extra-identities {args.extra_identities}: the hypernetwork in {built.parent} was trained on "
+        raise SystemExit(f"error: --extra-identities {args.extra_identities}: the hypernetwork in {folder} was trained on "
                          f"them; train one without them: python -m textual_inversion.hyper.train --validation "
                          f"{TUNING + args.extra_identities} --output <folder>, and pass --hypernetwork <folder>")
     workdir = Path(args.workdir)

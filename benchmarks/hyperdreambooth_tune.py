@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hyperdreambooth import run_condition  # noqa: E402  (the benchmark's own (a)/(b) runner)
+from hyperdreambooth import hypernetwork_summary, run_condition  # noqa: E402  (the benchmark's own (a)/(b) runner)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "hyperdreambooth_tune.md"
@@ -84,7 +84,7 @@ def main() -> None:
 
     from textual_inversion.hyper.identities import all_identities, write_images
 
-    info = json.loads((Path(args.hypernetwork) / "training.json").read_text())
+    _, info = hypernetwork_summary(args.hypernetwork)
     if not info.get("validation"):
         raise SystemExit(f"error: --hypernetwork {args.hypernetwork}: trained without --validation; retrain it with "
                          "`python -m textual_inversion.hyper.train --validation 16`")
