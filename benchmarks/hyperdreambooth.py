@@ -10,8 +10,9 @@ editability), with its wall time. Results per identity are kept in --workdir, so
 
     python benchmarks/hyperdreambooth.py [--fast-steps 40] [--converge-steps 600] [--lr 3e-3] [--fast-lr 3e-3] [--num-images 4]
 
-With `--extra-identities 16 --hypernetwork <folder>` it also measures 16 more unseen identities, with a
-hypernetwork trained without them (`python -m textual_inversion.hyper.train --validation 32 --output <folder>`).
+With `--extra-identities 16` it also measures 16 more unseen identities. The bundled hypernetwork was trained
+without them (`python -m textual_inversion.hyper.train --validation 32`); for another one, pass
+`--hypernetwork <folder>`: it must have withheld them too.
 """
 
 from __future__ import annotations

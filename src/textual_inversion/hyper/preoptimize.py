@@ -49,7 +49,7 @@ def remove_lidb_layers(unet) -> None:
 
 
 def preoptimize(output: Path, identities: int, steps: int, lr: float, images_per_identity: int, down_dim: int,
-                up_dim: int, seed: int, layers: str = "all", shard: tuple[int, int] = (0, 1), model: str = "miniworld",
+                up_dim: int, seed: int, layers: str = "cross-kv", shard: tuple[int, int] = (0, 1), model: str = "miniworld",
                 device: str = "cpu", down: str = "token") -> list[Path]:
     """Fit each training identity of `shard` (number, count) that has no weights yet; returns their folders."""
     pipe = load_pipeline(model)
