@@ -77,11 +77,9 @@ def run_condition(condition: str, identity, image_dir: Path, out: Path, *, hyper
 def hypernetwork_summary(folder: str | None) -> tuple[Path, dict]:
     """(the hypernetwork's folder, default the bundled one; its training.json, which names the identities it
     withheld under "validation", or {} where it has none)."""
-    from textual_inversion.hyper.network import BUNDLED_DIR
+    from textual_inversion.hyper.network import BUNDLED_DIR, read_training_summary
 
-    folder = Path(folder or BUNDLED_DIR)
-    summary = folder / "training.json"
-    return folder, json.loads(summary.read_text()) if summary.is_file() else {}
+    return Path(folder or BUNDLED_DIR), read_training_summary(folder)
 
 
 def weight_predictability(dataset: Path) -> tuple[int, float] | None:

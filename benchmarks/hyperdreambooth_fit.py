@@ -13,7 +13,6 @@ the hypernetwork memorises its training identities instead of learning the map f
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
@@ -45,7 +44,7 @@ def main() -> None:
     torch.set_num_threads(1)
     from textual_inversion.data import load_rgb
     from textual_inversion.hyper.identities import all_identities
-    from textual_inversion.hyper.network import BUNDLED_DIR
+    from textual_inversion.hyper.network import BUNDLED_DIR, read_training_summary
     from textual_inversion.methods.hyperdreambooth import write_prediction
     from textual_inversion.models import load_pipeline
 
@@ -81,7 +80,7 @@ def main() -> None:
     lines.append("| **mean** | " + " | ".join(f"**{m:.2f}**" for m in means) + " |")
     lines += ["", "How each hypernetwork was trained (its `training.json`):", ""]
     for network in networks:
-        info = json.loads((network / "training.json").read_text())
+        info = read_training_summary(network)
         lines.append(f"- {label(network)}: {info['steps']} steps, lr {info['lr']}, diffusion loss weight "
                      f"{info['diffusion_weight']}, {info['identities']} pre-optimised identities; weight-space loss "
                      f"{info['final_weight_loss']:.3f} over the last 50 steps (1: no better than their mean).")

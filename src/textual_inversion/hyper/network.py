@@ -27,6 +27,7 @@ IMAGE_SIZE = 64
 BUNDLED_DIR = Path(__file__).resolve().parent / "miniworld"
 WEIGHTS_FILE = "hypernetwork.safetensors"
 CONFIG_FILE = "hypernetwork.json"
+SUMMARY_FILE = "training.json"  # hyper.train's account of the run, with the identities it withheld
 
 
 @dataclass
@@ -143,6 +144,13 @@ def load_hypernetwork(folder: str | Path | None = None) -> HyperNetwork:
     network = HyperNetwork(HyperConfig(**json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))))
     network.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
     return network
+
+
+def read_training_summary(folder: str | Path | None = None) -> dict:
+    """How the hypernetwork in `folder` (default: the bundled one) was trained, as hyper.train summarised it:
+    steps, losses, and under "validation" the identities it withheld; {} for one without a summary."""
+    path = (Path(folder) if folder else BUNDLED_DIR) / SUMMARY_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def check_fits(network: HyperNetwork, unet) -> None:

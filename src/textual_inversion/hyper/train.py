@@ -35,6 +35,7 @@ from diffusers import DDPMScheduler
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_path
 from ..errors import UserError
 from ..miniworld.world import random_scene, render
 from ..models import load_pipeline
@@ -45,6 +46,7 @@ from .lidb import attach, canonical_factors, target_layers
 from .lidb_file import LIDB_FILE, read_lidb
 from .network import (
     BUNDLED_DIR,
+    SUMMARY_FILE,
     HyperConfig,
     HyperNetwork,
     flatten,
@@ -144,7 +146,8 @@ def train_hypernetwork(dataset: Path, output: Path, steps: int, batch_size: int,
                "final_weight_loss": recent_mean(history, 0, 50),
                "final_diffusion_loss": recent_mean(history, 1, 50) if diffusion_weight > 0 else None,
                "first_weight_loss": history[0][0], "validation": sorted(withheld)}
-    (output / "training.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    with atomic_path(output / SUMMARY_FILE) as temporary:
+        temporary.write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return summary
 
 
