@@ -5,13 +5,12 @@ encoding, training, files written); the learned embedding is then scored on the 
 (not timed). Run it alone on the machine: it measures wall time. Written to
 benchmarks/results/time_to_concept_end_to_end.md.
 
-    python benchmarks/concept_end_to_end.py [--concept hidden-colour] [--steps 400] [--seeds 0 1 2] \
+    python -m benchmarks.concept_end_to_end [--concept hidden-colour] [--steps 400] [--seeds 0 1 2] \
         [--options "--vectors 6 --lr 0.05 --batch-size 4"]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import subprocess
@@ -20,11 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from .common import RESULTS_DIR, ROOT, argument_parser, bundled_concept, command, print_and_write
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--concept", default="hidden-colour")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -35,11 +34,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from textual_inversion import load_concepts
-    from textual_inversion.evaluate import ConceptSpec, evaluate_concept
+    from textual_inversion.evaluate import evaluate_concept
     from textual_inversion.models import load_pipeline
 
-    folder = ROOT / "examples" / "concepts" / args.concept
-    spec = ConceptSpec.from_toml(folder / "concept.toml")
+    folder, spec = bundled_concept(args.concept)
     train_options = ["--token", spec.token, "--init-token", spec.init_word, "--property", spec.property,
                      "--steps", str(args.steps), *shlex.split(args.options)]
     load_before = os.getloadavg()[0]
@@ -47,10 +45,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         for seed in args.seeds:
             output = Path(workdir) / f"seed-{seed}"
-            command = ["textual-inversion", "train", "--images", str(folder), *train_options, "--seed", str(seed),
-                       "--output-dir", str(output)]
+            train_command = ["textual-inversion", "train", "--images", str(folder), *train_options, "--seed", str(seed),
+                             "--output-dir", str(output)]
             started = time.perf_counter()
-            finished = subprocess.run(command, capture_output=True, text=True,
+            finished = subprocess.run(train_command, capture_output=True, text=True,
                                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
             seconds = time.perf_counter() - started
             if finished.returncode:
@@ -64,7 +62,7 @@ def main() -> None:
 
     shown = shlex.join(["textual-inversion", "train", "--images", str(folder.relative_to(ROOT)), *train_options])
     lines = [f"# Images to learned concept, end to end ({args.concept}, {os.cpu_count()} CPU cores)", "",
-             f"Produced by `python benchmarks/concept_end_to_end.py {shlex.join(sys.argv[1:])}`. Each row is one "
+             f"Produced by `{command()}`. Each row is one "
              f"`{shown} --seed N`, timed from launch to exit; then its embedding is scored (fidelity >= "
              f"{args.target} on the fidelity prompts, {args.num_images} images each).", "",
              "| seed | seconds, launch to exit | fidelity | target met |", "|---|---|---|---|"]
@@ -72,9 +70,7 @@ def main() -> None:
               for seed, seconds, fidelity in rows]
     lines += ["", f"Load average (1 min) before: {load_before:.1f}, after: {os.getloadavg()[0]:.1f}, on "
                   f"{os.cpu_count()} cores (other jobs would stretch the seconds)."]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    (ROOT / "benchmarks" / "results" / "time_to_concept_end_to_end.md").write_text(table)
+    print_and_write(lines, RESULTS_DIR / "time_to_concept_end_to_end.md")
 
 
 if __name__ == "__main__":

@@ -5,23 +5,20 @@ vectors. This script skips the encoder: it optimises the whole 77-token conditio
 images with the same diffusion loss, then lets the judge read what the UNet draws from it. If this
 ceiling is high and TI stays low, the text encoder is the bottleneck, not the UNet.
 
-    python benchmarks/conditioning_ceiling.py [--concept hidden-colour] [--steps 400] [--start "a circle"]
+    python -m benchmarks.conditioning_ceiling [--concept hidden-colour] [--steps 400] [--start "a circle"]
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
-from pathlib import Path
 
-import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from .common import argument_parser, bundled_concept
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--concept", default="hidden-colour")
     parser.add_argument("--start", default="a circle", help="prompt whose conditioning the optimisation starts from")
     parser.add_argument("--steps", type=int, default=400)
@@ -35,20 +32,18 @@ def main() -> None:
     from diffusers import DDPMScheduler
 
     from textual_inversion.data import list_images, load_rgb
-    from textual_inversion.evaluate import ConceptSpec
+    from textual_inversion.images import to_tensor
     from textual_inversion.miniworld.judge import load_judge, predict
     from textual_inversion.models import load_pipeline
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    folder = ROOT / "examples" / "concepts" / args.concept
-    spec = ConceptSpec.from_toml(folder / "concept.toml")
+    folder, spec = bundled_concept(args.concept)
     pipe = load_pipeline("miniworld")
     pipe.set_progress_bar_config(disable=True)
     pipe.unet.requires_grad_(False)
     judge = load_judge()
-    pixels = torch.stack([torch.from_numpy(np.array(load_rgb(p))) for p in list_images(folder)])
-    pixels = pixels.permute(0, 3, 1, 2).float() / 127.5 - 1
+    pixels = to_tensor([load_rgb(p) for p in list_images(folder)])
     pixels = torch.cat([pixels, pixels.flip(3)])
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     with torch.no_grad():

@@ -4,23 +4,21 @@ One seed says little: whether the new vectors find the hidden colour depends on 
 timesteps. Each seed is a full demo (render, train, evaluate with both baselines); the table lists
 each and the spread. Written to benchmarks/results/demo.md.
 
-    python benchmarks/demo_seeds.py [--seeds 0 1 2 3] [--threads 2]
+    python -m benchmarks.demo_seeds [--seeds 0 1 2 3] [--threads 2]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from .common import RESULTS_DIR, argument_parser, command, device_suffix, machine, print_and_write
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu (the target's machine) or cuda")
@@ -46,9 +44,9 @@ def main() -> None:
                   f"train {result.train_seconds:.0f} s, total {total:.0f} s", flush=True)
 
     steps = DemoConfig().steps
-    machine = f"CPU, {args.threads} threads" if args.device == "cpu" else args.device
-    lines = [f"# `textual-inversion demo` over {len(rows)} seeds (concept (a), the hidden colour; {machine})", "",
-             f"Produced by `python benchmarks/demo_seeds.py`. Training: {steps} steps, "
+    lines = [f"# `textual-inversion demo` over {len(rows)} seeds (concept (a), the hidden colour; "
+             f"{machine(args.device, args.threads)})", "",
+             f"Produced by `{command()}`. Training: {steps} steps, "
              + ", ".join(f"{k} {v}" for k, v in DEMO_TRAINING.items() if k in ("lr", "vectors", "batch_size"))
              + ". Targets (issue #3): fidelity >= 0.8, init-word fidelity <= 0.2, editability >= 0.7.", "",
              "| seed | fidelity | editability | init word: fid / edit | plain words: fid / edit | train s | total s |",
@@ -67,10 +65,7 @@ def main() -> None:
                   f" of {len(rows)}."]
     lines += ["", f"Load average (1 min) when the last seed finished: {os.getloadavg()[0]:.1f} on "
                   f"{os.cpu_count()} cores (other jobs sharing the machine stretch the seconds, not the scores)."]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    suffix = "" if args.device == "cpu" else f"_{args.device.split(':')[0]}"
-    (ROOT / "benchmarks" / "results" / f"demo{suffix}.md").write_text(table)
+    print_and_write(lines, RESULTS_DIR / f"demo{device_suffix(args.device)}.md")
 
 
 if __name__ == "__main__":

@@ -5,12 +5,11 @@ guidance and seeds), and each round's speed ratio is printed (median and range) 
 benchmarks/results/generation_speed.md. Both wall time and the process's CPU time are timed: on a
 shared host the wall clock drifts with other tenants' load, while CPU time counts the work done.
 
-    python benchmarks/generation_speed.py [--model miniworld] [--steps 25] [--images 8] [--rounds 3] [--threads 1]
+    python -m benchmarks.generation_speed [--model miniworld] [--steps 25] [--images 8] [--rounds 3] [--threads 1]
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -18,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from .common import RESULTS_DIR, argument_parser, command, print_and_write
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--model", default="miniworld")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--images", type=int, default=8)
@@ -70,8 +69,7 @@ def main() -> None:
     threads = torch.get_num_threads()
     lines = [f"# Generation speed with concepts loaded ({args.model}, CPU, {threads} threads, {args.steps} steps, "
              f"{args.images} images, {args.rounds} alternating rounds)", "",
-             f"Produced by `python benchmarks/generation_speed.py --model {args.model} --rounds {args.rounds} "
-             f"--threads {threads}`.", "",
+             f"Produced by `{command()}`.", "",
              "| clock | `generate` with 2 concepts, images/s (median) | plain diffusers, images/s (median) "
              "| ratio ours / plain per round: median | range |", "|---|---|---|---|---|"]
     for clock in clocks:
@@ -82,9 +80,7 @@ def main() -> None:
         lines.append(f"| {clock} | {args.images / statistics.median(ours):.2f} | "
                      f"{args.images / statistics.median(plain):.2f} | {statistics.median(ratios):.3f} | "
                      f"{ratios[0]:.3f}-{ratios[-1]:.3f} |")
-    table = "\n".join(lines) + "\n"
-    print(table)
-    (ROOT / "benchmarks" / "results" / "generation_speed.md").write_text(table)
+    print_and_write(lines, RESULTS_DIR / "generation_speed.md")
 
 
 if __name__ == "__main__":

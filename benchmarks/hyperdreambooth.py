@@ -8,16 +8,15 @@ For each held-out identity (never in the hypernetwork's training set), from ONE 
 plus the plain-words description as a reference. Each is scored by evaluate.py's judge (fidelity and
 editability), with its wall time. Results per identity are kept in --workdir, so a rerun resumes.
 
-    python benchmarks/hyperdreambooth.py [--fast-steps 40] [--converge-steps 600] [--lr 3e-3] [--fast-lr 3e-3] [--num-images 4]
+    python -m benchmarks.hyperdreambooth [--fast-steps 40] [--converge-steps 600] [--lr 3e-3] [--fast-lr 3e-3] [--num-images 4]
 
 With `--extra-identities 16` it also measures 16 more unseen identities. The bundled hypernetwork was trained
-without them (`python -m textual_inversion.hyper.train --validation 32`); for another one, pass
+without them (`python -m textual_inversion.builds.hypernetwork.train --validation 32`); for another one, pass
 `--hypernetwork <folder>`: it must have withheld them too.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -25,8 +24,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "hyperdreambooth.md"
+from .common import RESULTS_DIR, argument_parser, command, print_and_write
+
+RESULTS = RESULTS_DIR / "hyperdreambooth.md"
 CONDITIONS = ("prediction", "prediction+fine-tune", "lora-equal-time", "lora-converged", "words")
 LABELS = {"prediction": "(a) prediction only", "prediction+fine-tune": "(b) prediction + fast fine-tune",
           "lora-equal-time": "(c) LoRA DreamBooth, same steps as (b)", "lora-converged": "(d) LoRA DreamBooth to convergence",
@@ -41,8 +41,9 @@ def run_condition(condition: str, identity, image_dir: Path, out: Path, *, hyper
     from textual_inversion.concepts import load_concepts
     from textual_inversion.data import list_images, load_rgb
     from textual_inversion.evaluate import evaluate_concept
-    from textual_inversion.methods.hyperdreambooth import write_prediction
+    from textual_inversion.methods.hypernetwork import write_prediction
     from textual_inversion.models import load_pipeline
+    from textual_inversion.outputs import LORA
 
     out.mkdir(parents=True, exist_ok=True)
     pipe = load_pipeline("miniworld")
@@ -58,8 +59,8 @@ def run_condition(condition: str, identity, image_dir: Path, out: Path, *, hyper
         method = "hyperdreambooth" if condition == "prediction+fine-tune" else "lora"
         if method == "hyperdreambooth":
             common["hypernetwork"] = hypernetwork
-        result = train(TrainConfig(method=method, **common), pipe=pipe)
-        lora, done_steps = result.outputs[0], result.steps
+        result = train(TrainConfig.from_values(dict(method=method, **common)), pipe=pipe)
+        lora, done_steps = result.outputs[LORA], result.steps
     seconds, cpu_seconds = time.monotonic() - started, time.process_time() - cpu_started
     pipe = load_pipeline("miniworld")
     spec = identity.spec()
@@ -77,9 +78,10 @@ def run_condition(condition: str, identity, image_dir: Path, out: Path, *, hyper
 def hypernetwork_summary(folder: str | None) -> tuple[Path, dict]:
     """(the hypernetwork's folder, default the bundled one; its training.json, which names the identities it
     withheld under "validation", or {} where it has none)."""
-    from textual_inversion.hyper.network import BUNDLED_DIR, read_training_summary
+    from textual_inversion.builds.hypernetwork.train import read_training_summary
+    from textual_inversion.miniworld import HYPERNETWORK_DIR
 
-    return Path(folder or BUNDLED_DIR), read_training_summary(folder)
+    return Path(folder or HYPERNETWORK_DIR), read_training_summary(folder)
 
 
 def weight_predictability(dataset: Path) -> tuple[int, float] | None:
@@ -88,9 +90,9 @@ def weight_predictability(dataset: Path) -> tuple[int, float] | None:
     An upper-bound check on the weight-space loss: if even the ground-truth attributes cannot predict the
     pre-optimised weights, their differences are mostly optimisation noise, not identity.
     """
-    from textual_inversion.hyper.identities import all_identities
-    from textual_inversion.hyper.lidb import canonical_factors
-    from textual_inversion.hyper.lidb_file import LIDB_FILE, read_lidb
+    from textual_inversion.builds.hypernetwork.identities import all_identities
+    from textual_inversion.methods.lidb_file import LIDB_FILE, read_lidb
+    from textual_inversion.methods.lidb_layers import canonical_factors
 
     by_name = {identity.name: identity for identity in all_identities()}
     features, fits = [], []
@@ -158,22 +160,17 @@ def summary_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
-def write_table(rows: list[dict], args, identities: list) -> str:
-    from textual_inversion.hyper.identities import TUNING
+def table_lines(rows: list[dict], args, identities: list) -> list[str]:
+    from textual_inversion.builds.hypernetwork.identities import TUNING
 
-    optional = "".join(f" --{name.replace('_', '-')} {value}" for name, value in
-                       (("extra_identities", args.extra_identities), ("hypernetwork", args.hypernetwork),
-                        ("fast_warmup", args.fast_warmup)) if value)
     extra = ""
     if args.extra_identities:
         extra = (f" The first {args.identities} are the fixed held-out set; the other {args.extra_identities} are training "
-                 "identities this hypernetwork was trained without (`hyper.train --validation "
+                 "identities this hypernetwork was trained without (`builds.hypernetwork.train --validation "
                  f"{args.extra_identities + TUNING}`), none of them among those that tuned the fast fine-tune "
                  "(hyperdreambooth_tune.md).")
     lines = [f"# HyperDreamBooth on {len(identities)} held-out miniworld identities (CPU, 1 thread)", "",
-             "Produced by `python benchmarks/hyperdreambooth.py "
-             f"--identities {args.identities}{optional} --fast-steps {args.fast_steps} --converge-steps {args.converge_steps} "
-             f"--rank {args.rank} --lr {args.lr} --fast-lr {args.fast_lr} --num-images {args.num_images} --dataset {args.dataset}`. Each identity is learned from ONE render; the held-out identities are "
+             f"Produced by `{command()}`. Each identity is learned from ONE render; the held-out identities are "
              f"never in the hypernetwork's training set.{extra} Fidelity: images of the plain prompts showing the identity's "
              "shape, colour and pattern; editability: background/size edits honoured with the identity kept "
              f"(judge-scored, {args.num_images} images per prompt). Time of making the weights (prediction: loading "
@@ -223,11 +220,11 @@ def write_table(rows: list[dict], args, identities: list) -> str:
         times = " | ".join("-" if row.get(k) is None else f"{row[k]:.1f} s" for k in ("cpu_seconds", "seconds"))
         lines.append(f"| {row['identity']} | {LABELS[row['condition']]} | {row['fidelity']:.2f} | "
                      f"{row['editability']:.2f} | {times} | {row['steps'] or '-'} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--hypernetwork", default=None, help="hypernetwork folder (default: the bundled one)")
     parser.add_argument("--identities", type=int, default=6, help="how many held-out identities")
     parser.add_argument("--extra-identities", type=int, default=0,
@@ -248,7 +245,12 @@ def main() -> None:
     torch.set_num_threads(1)  # a shared machine; and one thread makes times comparable
     import matplotlib.pyplot  # noqa: F401  (the first run's loss plot would pay this seconds-long import)
 
-    from textual_inversion.hyper.identities import TUNING, extra_held_out, held_out, write_images
+    from textual_inversion.builds.hypernetwork.identities import (
+        TUNING,
+        extra_held_out,
+        held_out,
+        write_images,
+    )
 
     identities = held_out()[:args.identities] + extra_held_out(args.extra_identities)
     folder, info = hypernetwork_summary(args.hypernetwork)
@@ -256,7 +258,7 @@ def main() -> None:
     predicts = {"prediction", "prediction+fine-tune"} & set(args.conditions)  # the rest never use the hypernetwork
     if predicts and any(identity.name not in unseen for identity in extra_held_out(args.extra_identities)):
         raise SystemExit(f"error: --extra-identities {args.extra_identities}: the hypernetwork in {folder} was trained on "
-                         f"them; train one without them: python -m textual_inversion.hyper.train --validation "
+                         f"them; train one without them: python -m textual_inversion.builds.hypernetwork.train --validation "
                          f"{TUNING + args.extra_identities} --output <folder>, and pass --hypernetwork <folder>")
     workdir = Path(args.workdir)
     rows = []
@@ -277,9 +279,7 @@ def main() -> None:
             row = rows[-1]
             print(f"{identity.name:<24} {condition:<22} fidelity {row['fidelity']:.2f} "
                   f"editability {row['editability']:.2f} time {row['seconds'] or 0:.1f} s", flush=True)
-    table = write_table(rows, args, identities)
-    print(table)
-    Path(args.results).write_text(table)
+    print_and_write(table_lines(rows, args, identities), Path(args.results))
 
 
 if __name__ == "__main__":

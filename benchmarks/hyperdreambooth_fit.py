@@ -6,20 +6,20 @@
 If a prediction scores like the fit here but near zero on held-out identities (benchmarks/hyperdreambooth.py),
 the hypernetwork memorises its training identities instead of learning the map from picture to weights.
 
-    python benchmarks/hyperdreambooth_fit.py --dataset runs/hyper-dataset-kv --identities 4 \
-        --hypernetwork src/textual_inversion/hyper/miniworld runs/hyper-w1
+    python -m benchmarks.hyperdreambooth_fit --dataset runs/hyper-dataset-kv --identities 4 \
+        --hypernetwork src/textual_inversion/miniworld/hypernetwork runs/hyper-w1
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "hyperdreambooth_fit.md"
+from .common import RESULTS_DIR, argument_parser, command, print_and_write
+
+RESULTS = RESULTS_DIR / "hyperdreambooth_fit.md"
 
 
 def score(lora: Path, identity, output: Path, num_images: int) -> float:
@@ -34,7 +34,7 @@ def score(lora: Path, identity, output: Path, num_images: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--dataset", default="runs/hyper-dataset-kv", help="pre-optimisation output")
     parser.add_argument("--identities", type=int, default=4, help="how many of its identities")
     parser.add_argument("--hypernetwork", nargs="+", default=[None], help="hypernetwork folders (default: the bundled)")
@@ -42,15 +42,16 @@ def main() -> None:
     parser.add_argument("--workdir", default="runs/benchmark-hyperdreambooth-fit")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    from textual_inversion.builds.hypernetwork.identities import all_identities
+    from textual_inversion.builds.hypernetwork.train import read_training_summary
     from textual_inversion.data import load_rgb
-    from textual_inversion.hyper.identities import all_identities
-    from textual_inversion.hyper.network import BUNDLED_DIR, read_training_summary
-    from textual_inversion.methods.hyperdreambooth import write_prediction
+    from textual_inversion.methods.hypernetwork import write_prediction
+    from textual_inversion.miniworld import HYPERNETWORK_DIR
     from textual_inversion.models import load_pipeline
 
     by_name = {identity.name: identity for identity in all_identities()}
     folders = sorted(p.parent.parent for p in Path(args.dataset).glob("*/run/lidb_weights.safetensors"))
-    networks = [Path(h).resolve() if h else BUNDLED_DIR for h in args.hypernetwork]
+    networks = [Path(h).resolve() if h else HYPERNETWORK_DIR for h in args.hypernetwork]
     base = load_pipeline("miniworld")  # predicting only reads it; each score loads its own copy
     rows = []
     for folder in folders[:args.identities]:
@@ -64,13 +65,11 @@ def main() -> None:
         rows.append(row)
         print(row, flush=True)
     def label(network: Path) -> str:
-        return "bundled" if network == BUNDLED_DIR else network.name
+        return "bundled" if network == HYPERNETWORK_DIR else network.name
 
     header = ["identity", "pre-optimised fit"] + [f"prediction: {label(n)}" for n in networks]
     lines = ["# HyperDreamBooth: the hypernetwork on its own training identities", "",
-             f"Produced by `python benchmarks/hyperdreambooth_fit.py --dataset {args.dataset} --identities "
-             f"{args.identities} --num-images {args.num_images} --hypernetwork "
-             + " ".join(str(n.relative_to(ROOT) if n.is_relative_to(ROOT) else n) for n in networks) + "`. "
+             f"Produced by `{command()}`. "
              "Fidelity (judge) of the plain prompts, " f"{args.num_images} images per prompt; each prediction is "
              "made from the identity's first stored render.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -84,8 +83,7 @@ def main() -> None:
         lines.append(f"- {label(network)}: {info['steps']} steps, lr {info['lr']}, diffusion loss weight "
                      f"{info['diffusion_weight']}, {info['identities']} pre-optimised identities; weight-space loss "
                      f"{info['final_weight_loss']:.3f} over the last 50 steps (1: no better than their mean).")
-    RESULTS.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print_and_write(lines, RESULTS)
 
 
 if __name__ == "__main__":

@@ -5,27 +5,28 @@ A hypernetwork trained on the fits' weight-space loss can do no better than a ma
 attributes; if even this scores near zero on held-out identities, the fits, not the image encoder, are
 what holds the prediction back.
 
-    python benchmarks/hyperdreambooth_oracle.py --dataset runs/hyper-dataset-tok runs/hyper-dataset-kv
+    python -m benchmarks.hyperdreambooth_oracle --dataset runs/hyper-dataset-tok runs/hyper-dataset-kv
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "hyperdreambooth_oracle.md"
+from .common import RESULTS_DIR, argument_parser, command, print_and_write
+from .hyperdreambooth_fit import score  # the same fidelity check
+
+RESULTS = RESULTS_DIR / "hyperdreambooth_oracle.md"
 
 
 def oracle_weights(dataset: Path, identities: list, ridge: float) -> tuple[int, list[dict], dict]:
     """(fits used, per identity {layer: (down, up)} predicted from its attributes, LiDB metadata)."""
-    from textual_inversion.hyper.identities import all_identities
-    from textual_inversion.hyper.lidb import canonical_factors
-    from textual_inversion.hyper.lidb_file import LIDB_FILE, read_lidb
+    from textual_inversion.builds.hypernetwork.identities import all_identities
+    from textual_inversion.methods.lidb_file import LIDB_FILE, read_lidb
+    from textual_inversion.methods.lidb_layers import canonical_factors
 
     by_name = {identity.name: identity for identity in all_identities()}
     held = {identity.name for identity in identities}
@@ -48,15 +49,15 @@ def oracle_weights(dataset: Path, identities: list, ridge: float) -> tuple[int, 
 def token_selectivity(dataset: Path, pipe) -> tuple[float, float]:
     """Mean norm of the fits' change to the cross-attention keys and values at the token's positions and at
     every other position of the training prompts: does an update change what the token says, or the prompt?"""
-    from textual_inversion.hyper.lidb import aux_matrices, target_layers
-    from textual_inversion.hyper.lidb_file import LIDB_FILE, read_lidb
-    from textual_inversion.methods.lidb import token_states
+    from textual_inversion.methods.lidb_file import LIDB_FILE, read_lidb
+    from textual_inversion.methods.lidb_layers import aux_matrices, target_layers, token_states
     from textual_inversion.templates import TEMPLATES
 
     paths = sorted(Path(dataset).glob(f"*/run/{LIDB_FILE}"))
     metadata = read_lidb(paths[0])[1]
     shapes = target_layers(pipe.unet, int(metadata["down_dim"]), int(metadata["up_dim"]), metadata["lidb_layers"])
-    states, on_token = token_states(pipe, metadata.get("token", "sks"), TEMPLATES["object"])
+    token = metadata.get("token", "sks")
+    states, on_token = token_states(pipe, token, [template.format(token) for template in TEMPLATES["object"]])
     on_token_sum = other_sum = 0.0
     for path in paths:
         fit = read_lidb(path)[0]
@@ -72,7 +73,7 @@ def token_selectivity(dataset: Path, pipe) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--dataset", nargs="+", required=True, help="pre-optimisation outputs to compare")
     parser.add_argument("--identities", type=int, default=6, help="how many held-out identities")
     parser.add_argument("--ridge", type=float, default=1.0)
@@ -80,11 +81,9 @@ def main() -> None:
     parser.add_argument("--workdir", default="runs/benchmark-hyperdreambooth-oracle")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from hyperdreambooth_fit import score  # the same fidelity check, from the sibling script
-
-    from textual_inversion.hyper.identities import held_out
-    from textual_inversion.hyper.lidb import lora_factors, target_layers
-    from textual_inversion.hyper.lidb_file import write_rank1_lora
+    from textual_inversion.builds.hypernetwork.identities import held_out
+    from textual_inversion.methods.lidb_file import write_rank1_lora
+    from textual_inversion.methods.lidb_layers import lora_factors, target_layers
     from textual_inversion.models import load_pipeline
 
     identities = held_out()[:args.identities]
@@ -104,18 +103,15 @@ def main() -> None:
         rows.append(f"| {dataset} ({metadata.get('lidb_down', 'learn')} down) | {count} | {on_token:.1f} | {elsewhere:.1f} | "
                     f"{statistics.mean(scores):.2f} | {' '.join(f'{s:.2f}' for s in scores)} |")
     lines = ["# HyperDreamBooth: weights predicted from the TRUE attributes (the fits' ceiling)", "",
-             "Written by `benchmarks/hyperdreambooth_oracle.py`. Command: `python benchmarks/hyperdreambooth_oracle.py "
-             + " ".join(f"--dataset {d}" if i == 0 else d for i, d in enumerate(args.dataset))
-             + f" --identities {args.identities} --ridge {args.ridge} --num-images {args.num_images}`.", "",
+             f"Produced by `{command()}`.", "",
              f"Ridge regression (λ {args.ridge}) from one-hot shape/colour/pattern to each training fit's canonical "
              f"LiDB factors, applied to {len(identities)} held-out identities; fidelity by the judge with "
              f"{args.num_images} images per prompt. Change at the token / elsewhere: mean norm of the fits' change "
              "to the cross-attention keys and values (all layers together) at the token's positions and at every "
              "other position of the training prompts.", "",
              "| fits | training fits | change at the token | change elsewhere | mean fidelity | per identity |",
-             "|---|---|---|---|---|---|", *rows, ""]
-    Path(RESULTS).write_text("\n".join(lines), encoding="utf-8")
-    print("\n".join(lines))
+             "|---|---|---|---|---|---|", *rows]
+    print_and_write(lines, RESULTS)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """Tune HyperDreamBooth's fast fine-tune (steps, learning rate) on validation identities, not the held-out ones.
 
-The hypernetwork here is one trained without the 16 tuning identities (python -m textual_inversion.hyper.train
---validation 16), so they are as unseen to it as the held-out ones are to the bundled one. Each setting
-`steps:lr[:warm-up steps]` is scored by fidelity on each of them from ONE render, exactly as benchmarks/hyperdreambooth.py
-scores condition (b); `0:0` is the prediction alone. The held-out benchmark then runs once with the best.
+The hypernetwork here is one trained without the 16 tuning identities (python -m
+textual_inversion.builds.hypernetwork.train --validation 16), so they are as unseen to it as the held-out
+ones are to the bundled one. Each setting `steps:lr[:warm-up steps]` is scored by fidelity on each of them
+from ONE render, exactly as benchmarks/hyperdreambooth.py scores condition (b); `0:0` is the prediction
+alone. The held-out benchmark then runs once with the best.
 
-    python -m textual_inversion.hyper.train --dataset runs/hyper-dataset-tok --output runs/hyper-val16 --validation 16
-    python benchmarks/hyperdreambooth_tune.py --hypernetwork runs/hyper-val16 --settings 0:0 40:3e-3 40:1e-3 ...
+    python -m textual_inversion.builds.hypernetwork.train --dataset runs/hyper-dataset-tok --output runs/hyper-val16 \
+        --validation 16
+    python -m benchmarks.hyperdreambooth_tune --hypernetwork runs/hyper-val16 --settings 0:0 40:3e-3 40:1e-3 ...
 
 `--shard K/N` runs every N-th identity (from the K-th) so two processes can share a 2-core machine; results
 per identity and setting are kept in --workdir, so a rerun resumes and the last one writes the table.
@@ -14,19 +16,16 @@ per identity and setting are kept in --workdir, so a rerun resumes and the last 
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hyperdreambooth import hypernetwork_summary, run_condition  # noqa: E402  (the benchmark's own (a)/(b) runner)
+from .common import RESULTS_DIR, argument_parser, command, print_and_write
+from .hyperdreambooth import hypernetwork_summary, run_condition  # the benchmark's own (a)/(b) runner
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "hyperdreambooth_tune.md"
+RESULTS = RESULTS_DIR / "hyperdreambooth_tune.md"
 
 
 def parse_setting(text: str) -> tuple[int, float, int]:
@@ -45,11 +44,10 @@ def folder_name(setting: tuple[int, float, int]) -> str:
     return f"{steps}-{lr:g}" + (f"-w{warmup}" if warmup else "")
 
 
-def write_table(results: dict, settings: list, identities: list, args) -> str:
+def table_lines(results: dict, settings: list, identities: list, args) -> list[str]:
     lines = [f"# HyperDreamBooth fast fine-tune, tuned on {len(identities)} validation identities (CPU, 1 thread)", "",
-             f"Produced by `python benchmarks/hyperdreambooth_tune.py --hypernetwork {args.hypernetwork} --rank {args.rank} "
-             f"--num-images {args.num_images} --settings {' '.join(args.settings)}`. The hypernetwork was trained "
-             "without these identities (`hyper.train --validation`); each is learned from ONE render and scored by "
+             f"Produced by `{command()}`. The hypernetwork was trained "
+             "without these identities (`builds.hypernetwork.train --validation`); each is learned from ONE render and scored by "
              f"the judge's fidelity ({args.num_images} images per fidelity prompt, no edit prompts). The held-out "
              "identities of benchmarks/hyperdreambooth.py play no part here.", "",
              "| setting | fidelity (mean) | identities done | mean CPU time |", "|---|---|---|---|"]
@@ -67,11 +65,11 @@ def write_table(results: dict, settings: list, identities: list, args) -> str:
     for identity in identities:
         cells = [f"{results[(identity.name, s)]['fidelity']:.2f}" if (identity.name, s) in results else "-" for s in settings]
         lines.append(f"| {identity.name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--hypernetwork", required=True, help="a hypernetwork trained without the tuning identities (--validation 16)")
     parser.add_argument("--settings", nargs="+", default=["0:0", "40:3e-3"], help="steps:lr or steps:lr:warm-up steps; 0:0 is the prediction alone")
     parser.add_argument("--rank", type=int, default=4)
@@ -82,7 +80,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    from textual_inversion.hyper.identities import TUNING, all_identities, validation_identities, write_images
+    from textual_inversion.builds.hypernetwork.identities import (
+        TUNING,
+        all_identities,
+        validation_identities,
+        write_images,
+    )
 
     # Only the TUNING identities: a hypernetwork that withheld more (the bundled one, --validation 32) also
     # withheld the extra ones the benchmark measures, and tuning on those would leak into its result.
@@ -90,7 +93,7 @@ def main() -> None:
     _, info = hypernetwork_summary(args.hypernetwork)
     if not tuning <= set(info.get("validation", [])):
         raise SystemExit(f"error: --hypernetwork {args.hypernetwork}: was trained on the {TUNING} tuning identities; "
-                         f"retrain it with `python -m textual_inversion.hyper.train --validation {TUNING}`")
+                         f"retrain it with `python -m textual_inversion.builds.hypernetwork.train --validation {TUNING}`")
     identities = [i for i in all_identities() if i.name in tuning]
     settings = [parse_setting(text) for text in args.settings]
     shard, shards = (int(x) for x in args.shard.split("/"))
@@ -108,9 +111,7 @@ def main() -> None:
                 print(f"{identity.name:<24} {label(setting):<24} fidelity {row['fidelity']:.2f}", flush=True)
             if done.is_file():
                 results[(identity.name, setting)] = json.loads(done.read_text())
-    table = write_table(results, settings, identities, args)
-    print(table)
-    Path(args.results).write_text(table)
+    print_and_write(table_lines(results, settings, identities, args), Path(args.results))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ class images included), each run happens in a fresh subprocess so its peak memor
 the table (fidelity, editability, wall time, peak memory, output size) is printed and written to
 benchmarks/results/methods.md.
 
-    python benchmarks/methods.py [--passes 1600] [--num-images 4] [--concepts hidden-colour star ...]
+    python -m benchmarks.methods [--passes 1600] [--num-images 4] [--concepts hidden-colour star ...]
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from .common import RESULTS_DIR, argument_parser, bundled_concept, command, print_and_write
+
 CONCEPTS = ("hidden-colour", "star", "dotted-style", "my-toy")
 BATCH = 4
 # Per-method settings for miniworld (a small model: higher rates than Stable Diffusion needs).
@@ -34,11 +35,10 @@ def run_one(method: str, concept: str, passes: int, num_images: int, workdir: Pa
     """Train one method on one concept and evaluate it; runs inside its own process."""
     from textual_inversion import TrainConfig, train
     from textual_inversion.concepts import load_concepts, pipeline_of
-    from textual_inversion.evaluate import ConceptSpec, evaluate_concept
+    from textual_inversion.evaluate import evaluate_concept
     from textual_inversion.models import load_pipeline
 
-    folder = ROOT / "examples" / "concepts" / concept
-    spec = ConceptSpec.from_toml(folder / "concept.toml")
+    folder, spec = bundled_concept(concept)
     settings = dict(METHODS[method])
     batch = settings.pop("batch_size", BATCH)
     if "class_prompt" in settings:
@@ -48,12 +48,12 @@ def run_one(method: str, concept: str, passes: int, num_images: int, workdir: Pa
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     started = time.monotonic()
-    result = train(TrainConfig(model=model, images=str(folder), token=spec.token, init_token=spec.init_word, method=method,
-                               property=spec.property, steps=passes // per_step, batch_size=batch,
-                               checkpoint_every=0, device=device, overwrite=True,
-                               output_dir=str(workdir / f"{method}-{concept}"), **settings))
+    result = train(TrainConfig.from_values(dict(
+        model=model, images=str(folder), token=spec.token, init_token=spec.init_word, method=method,
+        property=spec.property, steps=passes // per_step, batch_size=batch, checkpoint_every=0, device=device,
+        overwrite=True, output_dir=str(workdir / f"{method}-{concept}"), **settings), lenient=True))
     seconds = time.monotonic() - started
-    outputs = [p for p in result.outputs]
+    outputs = list(result.outputs.values())
     size = sum(f.stat().st_size for p in outputs for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
     run_dir = str(result.output_dir)
     pipe = load_pipeline(pipeline_of([run_dir]) or model).to(device)
@@ -68,10 +68,10 @@ def run_one(method: str, concept: str, passes: int, num_images: int, workdir: Pa
 
 
 def baselines(concept: str, num_images: int, workdir: Path, model: str) -> dict:
-    from textual_inversion.evaluate import ConceptSpec, evaluate_concept
+    from textual_inversion.evaluate import evaluate_concept
     from textual_inversion.models import load_pipeline
 
-    spec = ConceptSpec.from_toml(ROOT / "examples" / "concepts" / concept / "concept.toml")
+    _, spec = bundled_concept(concept)
     import torch
 
     pipe = load_pipeline(model).to("cuda" if torch.cuda.is_available() else "cpu")
@@ -89,7 +89,7 @@ def human_size(size: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--passes", type=int, default=1600, help="UNet forward/backward passes per run")
     parser.add_argument("--num-images", type=int, default=4, help="images per evaluation prompt")
     parser.add_argument("--concepts", nargs="+", default=list(CONCEPTS))
@@ -107,9 +107,9 @@ def main() -> None:
     for concept in args.concepts:
         base[concept] = baselines(concept, args.num_images, workdir, args.model)
         for method in args.methods:
-            command = [sys.executable, __file__, "--one", method, concept, "--passes", str(args.passes),
-                       "--num-images", str(args.num_images), "--workdir", str(workdir), "--model", args.model]
-            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            one = [sys.executable, "-m", "benchmarks.methods", "--one", method, concept, "--passes", str(args.passes),
+                   "--num-images", str(args.num_images), "--workdir", str(workdir), "--model", args.model]
+            output = subprocess.run(one, capture_output=True, text=True, check=True).stdout
             rows.append(json.loads(output.strip().splitlines()[-1]))
             print(f"{concept:<14} {method:<18} fidelity {rows[-1]['fidelity']:.2f} "
                   f"editability {rows[-1]['editability']:.2f} {rows[-1]['seconds']:.0f} s", flush=True)
@@ -117,7 +117,7 @@ def main() -> None:
     device = rows[0]["device"] if rows else "cpu"
     memory = "peak GPU memory" if device == "cuda" else "peak memory (RSS)"
     lines = [f"# Methods on miniworld ({args.passes} UNet passes each, {args.num_images} images per prompt, {device})", "",
-             "Produced by `python benchmarks/methods.py`. Fidelity: images showing the concept's defining attributes; "
+             f"Produced by `{command()}`. Fidelity: images showing the concept's defining attributes; "
              "editability: prompts changing one free attribute honoured while the concept stays (judge-scored).", "",
              f"| concept | method | fidelity | editability | train time | {memory} | output size |",
              "|---|---|---|---|---|---|---|"]
@@ -128,9 +128,7 @@ def main() -> None:
         for row in (r for r in rows if r["concept"] == concept):
             lines.append(f"| {concept} | {row['method']} | {row['fidelity']:.2f} | {row['editability']:.2f} | "
                          f"{row['seconds']:.0f} s | {row['peak_mb']:.0f} MB | {human_size(row['output_bytes'])} |")
-    table = "\n".join(lines) + "\n"
-    print(table)
-    (ROOT / "benchmarks" / "results" / "methods.md").write_text(table)
+    print_and_write(lines, RESULTS_DIR / "methods.md")
 
 
 if __name__ == "__main__":

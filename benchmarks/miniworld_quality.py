@@ -1,6 +1,6 @@
 """How well does the packaged miniworld model follow its prompts? Scored by the judge.
 
-    python benchmarks/miniworld_quality.py [--prompts 144] [--per-prompt 2] [--steps 25] [--guidance 4]
+    python -m benchmarks.miniworld_quality [--prompts 144] [--per-prompt 2] [--steps 25] [--guidance 4]
 
 A fixed, seeded prompt set spans every named colour, base shape, background and
 size (half the prompts also name a pattern). Each prompt is sampled with plain
@@ -10,13 +10,11 @@ written to ``benchmarks/results/miniworld_quality.md`` (+ a sample grid PNG).
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import platform
 import random
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import torch
 from diffusers import StableDiffusionPipeline
@@ -26,8 +24,9 @@ from textual_inversion.miniworld import model_path
 from textual_inversion.miniworld.judge import score
 from textual_inversion.miniworld.world import BACKGROUNDS, BASE_SHAPES, NAMED_COLOURS, PATTERNS, SIZES
 
+from .common import RESULTS_DIR, argument_parser, command
+
 TARGETS = {"colour": 0.90, "shape": 0.80, "background": 0.90, "size": 0.85}
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def prompt_set(n: int, seed: int = 0) -> list[tuple[str, dict[str, str]]]:
@@ -57,7 +56,7 @@ def grid(images: list[Image.Image], cols: int = 16) -> Image.Image:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argument_parser(__doc__)
     p.add_argument("--prompts", type=int, default=144)
     p.add_argument("--per-prompt", type=int, default=2)
     p.add_argument("--steps", type=int, default=25)
@@ -104,14 +103,13 @@ def main(argv=None) -> None:
         target = f"{100 * TARGETS[k]:.0f} %" if k in TARGETS else "-"
         note = " (prompts naming a pattern)" if k == "pattern" else ""
         lines.append(f"| {k}{note} | {100 * rates[k]:.1f} % | {target} |")
-    command = " ".join(["python benchmarks/miniworld_quality.py", *(argv or [])])
-    lines += ["", f"Command: `{command}`"]
+    lines += ["", f"Command: `{command()}`"]
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "miniworld_quality.md").write_text(text)
-        grid(images[: 16 * 8]).save(RESULTS / "miniworld_quality.png")
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        (RESULTS_DIR / "miniworld_quality.md").write_text(text)
+        grid(images[: 16 * 8]).save(RESULTS_DIR / "miniworld_quality.png")
 
 
 if __name__ == "__main__":

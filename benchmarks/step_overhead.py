@@ -6,15 +6,12 @@ Our step: the marginal time of a step of the real `train()` loop (two runs of di
 difference divided by the extra steps, so loading and set-up cancel), plus a breakdown of one step
 into data, text encoder, UNet forward, backward, optimizer and the rest (bookkeeping).
 
-    python benchmarks/step_overhead.py [--models miniworld tiny-sd1 tiny-sdxl] [--batch-size 4]
+    python -m benchmarks.step_overhead [--models miniworld tiny-sd1 tiny-sdxl] [--batch-size 4]
 """
 
 from __future__ import annotations
 
-import argparse
-import shlex
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
+from .common import CONCEPTS_DIR, RESULTS_DIR, argument_parser, command, print_and_write
 
 
 def clock(function, repeats: int) -> float:
@@ -41,7 +38,7 @@ def model_and_images(name: str, workdir: Path) -> tuple[str, Path]:
     from PIL import Image, ImageDraw
 
     if name == "miniworld":
-        return "miniworld", ROOT / "examples" / "concepts" / "hidden-colour"
+        return "miniworld", CONCEPTS_DIR / "hidden-colour"
     from textual_inversion.tiny import build_tiny_pipeline
 
     folder = workdir / name
@@ -63,7 +60,7 @@ def measure(name: str, batch_size: int, steps: tuple[int, int], repeats: int, ro
     from textual_inversion.training import pick
 
     model, images_dir = model_and_images(name, workdir)
-    config = TrainConfig(model=model, images=str(images_dir), token="<bench>", init_token="circle", lr=0.01,
+    config = TrainConfig(model=model, images=str(images_dir), token="<bench>", options={"init_token": "circle"}, lr=0.01,
                          batch_size=batch_size, checkpoint_every=0, device="cpu", overwrite=True)
 
     def marginal_step() -> float:
@@ -169,7 +166,7 @@ def measure(name: str, batch_size: int, steps: tuple[int, int], repeats: int, ro
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--models", nargs="+", default=["miniworld", "tiny-sd1", "tiny-sdxl"])
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--steps", nargs=2, type=int, default=(20, 120), help="lengths of the two timed runs")
@@ -185,7 +182,7 @@ def main() -> None:
                   f"overhead {rows[-1]['overhead']:+.1%}", flush=True)
     names = list(rows[0]["parts"])
     lines = [f"# Textual Inversion step against its floor (CPU, {torch.get_num_threads()} threads, batch {args.batch_size})",
-             "", f"Produced by `{shlex.join(['python', 'benchmarks/step_overhead.py', *sys.argv[1:]])}`; times are medians in ms, "
+             "", f"Produced by `{command()}`; times are medians in ms, "
              f"measured in one run. Step and floor are timed in {args.rounds} alternating rounds; the overhead is the "
              "median of the rounds' step / floor - 1 (range in brackets). The parts are timed once, after.", "",
              "| model | step | floor | overhead = step / floor - 1 | " + " | ".join(names) + " |",
@@ -193,9 +190,7 @@ def main() -> None:
     for row in rows:
         lines.append(f"| {row['model']} | {row['step'] * 1000:.1f} | {row['floor'] * 1000:.1f} | {row['overhead']:+.1%} ({row['range'][0]:+.1%} to {row['range'][1]:+.1%}) | "
                      + " | ".join(f"{row['parts'][n] * 1000:.1f}" for n in names) + " |")
-    table = "\n".join(lines) + "\n"
-    print(table)
-    (ROOT / "benchmarks" / "results" / "step_overhead.md").write_text(table)
+    print_and_write(lines, RESULTS_DIR / "step_overhead.md")
 
 
 if __name__ == "__main__":

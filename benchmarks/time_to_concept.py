@@ -5,20 +5,26 @@ embedding is then scored on the fidelity prompts. Reported: the first step that 
 the training seconds up to it, and where the early stop (if on) ended the run. Written to
 benchmarks/results/time_to_concept.md.
 
-    python benchmarks/time_to_concept.py [--concepts hidden-colour ...] [--steps 400] [--every 25]
+    python -m benchmarks.time_to_concept [--concepts hidden-colour ...] [--steps 400] [--every 25]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import shlex
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from .common import (
+    RESULTS_DIR,
+    argument_parser,
+    bundled_concept,
+    command,
+    device_suffix,
+    machine,
+    print_and_write,
+)
+
 # "captions": False trains on the pictures alone (the paper's "a photo of a {}" templates); otherwise each
 # picture's caption file (miniworld grammar naming background and size) is used.
 SETTINGS = {
@@ -37,7 +43,7 @@ SETTINGS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--concepts", nargs="+", default=["hidden-colour"])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS))
     parser.add_argument("--steps", type=int, default=800)
@@ -53,24 +59,20 @@ def main() -> None:
 
     import torch
 
-    from textual_inversion.evaluate import ConceptSpec
-
     torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for concept in args.concepts:
-            folder = ROOT / "examples" / "concepts" / concept
-            spec = ConceptSpec.from_toml(folder / "concept.toml")
+            folder, spec = bundled_concept(concept)
             for name in args.settings:
                 for seed in args.seeds:
                     output = Path(workdir) / f"{concept}-{len(rows)}"
                     rows.append({"concept": concept, "setting": name, "seed": seed,
                                  **time_one_run(args, spec, folder, output, seed, SETTINGS[name])})
 
-    machine = f"CPU, {args.threads} threads" if args.device == "cpu" else args.device
-    lines = [f"# Time to concept on miniworld ({machine}; fidelity >= {args.target} on the fidelity "
+    lines = [f"# Time to concept on miniworld ({machine(args.device, args.threads)}; fidelity >= {args.target} on the fidelity "
              f"prompts, {args.num_images} images each; checked every {args.every} steps; lr {args.lr}, batch 4 unless the setting says otherwise)", "",
-             f"Produced by `python benchmarks/time_to_concept.py {shlex.join(sys.argv[1:])}`. Seconds = steps x (the run's time in the training function / its steps): "
+             f"Produced by `{command()}`. Seconds = steps x (the run's time in the training function / its steps): "
              "latent encoding and checkpoints are counted in; scoring is not, nor are Python imports and model "
              "loading (a 1-step `train` takes about 11 s from launch to exit; benchmarks/concept_end_to_end.py "
              "times whole commands). One row per seed: whether a run finds the "
@@ -94,10 +96,7 @@ def main() -> None:
             lines.append(f"| {concept} | {name} | {len(seconds)} of {len(group)} | {median} |")
     lines += ["", f"Load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
                   "(other jobs sharing the machine stretch the seconds, not the steps)."]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    suffix = "" if args.device == "cpu" else f"_{args.device.split(':')[0]}"
-    (ROOT / "benchmarks" / "results" / f"time_to_concept{suffix}{args.results_suffix}.md").write_text(table)
+    print_and_write(lines, RESULTS_DIR / f"time_to_concept{device_suffix(args.device)}{args.results_suffix}.md")
 
 
 def time_one_run(args, spec, folder: Path, output: Path, seed: int, settings: dict) -> dict:
@@ -119,10 +118,10 @@ def time_one_run(args, spec, folder: Path, output: Path, seed: int, settings: di
         for picture in folder.glob("*.png"):
             shutil.copy(picture, pictures_only)
         folder = pictures_only
-    result = train(TrainConfig(images=str(folder), token=spec.token, init_token=spec.init_word, property=spec.property,
-                               steps=args.steps, seed=seed, checkpoint_every=args.every, keep_checkpoints=0,
-                               device=args.device, output_dir=str(output),
-                               **{"lr": args.lr, "batch_size": 4, **settings}))
+    result = train(TrainConfig.from_values(dict(
+        images=str(folder), token=spec.token, init_token=spec.init_word, property=spec.property, steps=args.steps,
+        seed=seed, checkpoint_every=args.every, keep_checkpoints=0, device=args.device, output_dir=str(output),
+        **{"lr": args.lr, "batch_size": 4, **settings})))
     reached, best = None, 0.0
     for checkpoint in list_checkpoints(output):
         step = int(checkpoint.name.split("-")[1])

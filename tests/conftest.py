@@ -48,5 +48,5 @@ def train_config(tiny_sd1_path, image_folder, tmp_path):
     """A very short TI run on the tiny SD1 model."""
     from textual_inversion import TrainConfig
 
-    return TrainConfig(model=tiny_sd1_path, images=str(image_folder), token="<blob>", init_token="cat",
+    return TrainConfig(model=tiny_sd1_path, images=str(image_folder), token="<blob>", options={"init_token": "cat"},
                        steps=6, lr=0.05, batch_size=2, checkpoint_every=3, output_dir=str(tmp_path / "run"))

@@ -9,6 +9,7 @@ import pytest
 
 from textual_inversion.cli import build_parser, config_from_args, main
 from textual_inversion.config import GenerateConfig, TrainConfig
+from textual_inversion.methods import method_option_fields
 
 
 def cli(*args, cwd=None):
@@ -21,7 +22,10 @@ def cli(*args, cwd=None):
 def test_every_config_field_is_an_option_with_help(command, config_class):
     subparser = build_parser()._subparsers._group_actions[0].choices[command]
     by_dest = {action.dest: action for action in subparser._actions}
-    for field in dataclasses.fields(config_class):
+    fields = [f for f in dataclasses.fields(config_class) if f.name != "options"]  # TrainConfig.options: below
+    if config_class is TrainConfig:
+        fields += [option.field for option in method_option_fields().values()]  # every method's own options
+    for field in fields:
         assert field.name in by_dest, f"--{field.name} missing"
         assert by_dest[field.name].help and field.metadata["help"] in by_dest[field.name].help
     for action in subparser._actions:
@@ -33,7 +37,7 @@ def test_toml_supplies_options_and_the_command_line_wins(tmp_path):
     toml.write_text('images = "pics"\ntoken = "<t>"\ninit-token = "dog"\nsteps = 300\nflip = false\nlr = 0.01\n')
     args = build_parser().parse_args(["train", "--config", str(toml), "--steps", "50"])
     config = config_from_args(args, TrainConfig)
-    assert (config.images, config.token, config.init_token, config.steps, config.flip, config.lr) == \
+    assert (config.images, config.token, config.options.init_token, config.steps, config.flip, config.lr) == \
         ("pics", "<t>", "dog", 50, False, 0.01)
 
 
@@ -59,6 +63,7 @@ def test_user_errors_exit_2_with_one_line_and_no_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # five subprocesses, each importing torch and diffusers
 def test_train_inspect_convert_generate_end_to_end(tiny_sd1_path, image_folder, tmp_path):
     run = tmp_path / "run"
     result = cli("train", "--model", tiny_sd1_path, "--images", str(image_folder), "--token", "<blob>",
@@ -80,6 +85,7 @@ def test_train_inspect_convert_generate_end_to_end(tiny_sd1_path, image_folder, 
     assert sorted(p.name for p in (tmp_path / "generated").iterdir()) == ["000000.png", "000001.png", "grid.png"]
 
 
+@pytest.mark.slow  # two training subprocesses
 def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tiny_sd1_path, image_folder, tmp_path):
     import re
     import signal

@@ -32,8 +32,8 @@ def trained_sd1(tiny_sd1_path, tmp_path_factory):
     for index in range(3):
         draw_subject(folder / f"{index}.png", index)
     pipe = load_pipeline(tiny_sd1_path)
-    config = TrainConfig(model=tiny_sd1_path, images=str(folder), token="<blob>", init_token="cat", vectors=2,
-                         steps=4, lr=0.05, output_dir=str(tmp_path_factory.mktemp("run") / "out"))
+    config = TrainConfig(model=tiny_sd1_path, images=str(folder), token="<blob>",
+                         options={"init_token": "cat", "vectors": 2}, steps=4, lr=0.05, output_dir=str(tmp_path_factory.mktemp("run") / "out"))
     result = train(config, pipe=pipe)
     return result, prompt_embeddings(pipe, "a photo of <blob> on the beach")
 

@@ -7,7 +7,7 @@ import pytest
 from textual_inversion.config import GenerateConfig, TrainConfig
 from textual_inversion.errors import UserError
 
-GOOD = TrainConfig(images="pics", token="<t>", init_token="dog")
+GOOD = TrainConfig(images="pics", token="<t>", options={"init_token": "dog"})
 
 
 @pytest.mark.parametrize("change,message", [
@@ -26,7 +26,7 @@ GOOD = TrainConfig(images="pics", token="<t>", init_token="dog")
 ])
 def test_train_config_rejects(change, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        dataclasses.replace(GOOD, **change).validate()
+        GOOD.replaced(**change).validate()
 
 
 def test_defaults_are_valid_and_output_dir_follows_the_token():

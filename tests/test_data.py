@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from textual_inversion.data import crop_and_resize, list_images, load_rgb, make_captions
+from textual_inversion.data import crop_and_resize, list_images, load_rgb, make_captions, read_caption
 from textual_inversion.errors import UserError
 
 
@@ -62,6 +62,14 @@ def test_captions_use_the_txt_file_or_the_templates(tmp_path):
     assert all("<t>" in c for c in captions[1]) and "a painting in the style of <t>" in captions[1]
     with pytest.raises(UserError, match=r"b.txt: caption has no \{token\}"):
         make_captions([tmp_path / "b.png"], "<t>", "object")
+
+
+def test_caption_that_is_not_utf8_is_named_not_a_traceback(tmp_path):
+    (tmp_path / "a.txt").write_bytes("ma {token} préférée".encode("cp1252"))  # Windows Notepad, older
+    with pytest.raises(UserError, match=r"a.txt: caption is not UTF-8 text \(byte 0xe9 at offset 13\); save it as UTF-8"):
+        read_caption(tmp_path / "a.png", "<t>")
+    (tmp_path / "b.txt").write_bytes("\ufeffma {token} préférée".encode())  # UTF-8 with a byte-order mark
+    assert read_caption(tmp_path / "b.png", "<t>") == "ma <t> préférée"
 
 
 def test_grey_palette_and_huge_pictures(tmp_path):

@@ -8,7 +8,7 @@ from PIL import Image
 
 from tests.conftest import draw_subject
 from textual_inversion.cli import main
-from textual_inversion.formats import Embedding, write_embedding
+from textual_inversion.formats import Embedding, read_embedding, write_embedding
 
 
 class RunsCode:
@@ -56,6 +56,7 @@ CASES = {
     "truncated image": (lambda t, m: train(t, m, images_folder=images(t, extra=lambda f: (f / "x.png").write_bytes((f / "0.png").read_bytes()[:60]))), "cannot read this image"),
     "very small image": (lambda t, m: train(t, m, images_folder=images(t, extra=lambda f: Image.new("RGB", (8, 8)).save(f / "x.png"))), "smaller than 32 px"),
     "caption without placeholder": (lambda t, m: train(t, m, images_folder=images(t, extra=lambda f: (f / "0.txt").write_text("a cat"))), "caption has no {token}"),
+    "caption not UTF-8": (lambda t, m: train(t, m, images_folder=images(t, extra=lambda f: (f / "0.txt").write_bytes("a {token} café".encode("latin-1")))), "0.txt: caption is not UTF-8 text (byte 0xe9"),
     "token already a word": (lambda t, m: train(t, m, "--token", "cat"), "already in the model's vocabulary"),
     "token with spaces": (lambda t, m: train(t, m, "--token", "my cat"), "one new word without spaces"),
     "empty initializer": (lambda t, m: train(t, m, "--init-token", " "), "--init-token is required"),
@@ -81,6 +82,7 @@ CASES = {
     "pickle that would run code": (lambda t, m: ["inspect", evil_pickle(t)], "refused"),
     "missing embedding file": (lambda t, m: ["convert", str(t / "none.pt"), str(t / "out.pt")], "no such embedding file"),
     "unknown output type": (lambda t, m: ["convert", embedding_file(t), str(t / "out.txt")], "unknown output type"),
+    "convert onto its own input": (lambda t, m: ["convert", embedding_file(t), str(t / "." / "e.safetensors"), "--format", "kohya"], "is the input file itself"),
     "single file offline without its config": (lambda t, m: train(t, str((t / "m.safetensors").write_bytes(b"\x00" * 16) and t / "m.safetensors")), "cannot read this checkpoint"),
 }
 
@@ -101,3 +103,23 @@ def test_bad_input_gets_one_line_and_writes_nothing(case, tiny_sd1_path, tmp_pat
     assert "Traceback" not in err
     created = {p for p in tmp_path.rglob("*")} - before
     assert not [p for p in created if p.is_file() and "hub" not in p.parts], f"wrote {created}"
+
+
+def test_convert_never_rewrites_its_input_unasked(tmp_path, capsys, monkeypatch):
+    source = tmp_path / "e.safetensors"
+    embedding_file(tmp_path)
+    original = source.read_bytes()
+    (tmp_path / "link.safetensors").symlink_to(source)
+    (tmp_path / "hard.safetensors").hardlink_to(source)
+    monkeypatch.chdir(tmp_path)
+    for output in (str(source), "e.safetensors", f"{tmp_path}/../{tmp_path.name}/e.safetensors",
+                   "link.safetensors", "hard.safetensors"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["convert", str(source), output, "--format", "kohya"])
+        assert exit_info.value.code == 2, output
+        assert "is the input file itself" in capsys.readouterr().err, output
+        assert source.read_bytes() == original, output
+    with pytest.raises(SystemExit) as exit_info:
+        main(["convert", "e.safetensors", str(source), "--format", "kohya", "--overwrite"])
+    assert exit_info.value.code == 0 and source.read_bytes() != original
+    assert read_embedding(source).token == "<e>"

@@ -14,10 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from textual_inversion.config import TrainConfig, coerce, read_toml
+from textual_inversion.config import TrainConfig
 from textual_inversion.data import read_caption
 from textual_inversion.errors import UserError
 from textual_inversion.formats import Embedding, read_embedding
+from textual_inversion.options import read_toml
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -73,8 +74,8 @@ def test_random_toml(tmp_path, text):
     path = tmp_path / "c.toml"
     path.write_text(text, encoding="utf-8")
     try:
-        values = read_toml(path, TrainConfig)
-        coerce(TrainConfig, values, "--config").validate()
+        values = read_toml(path, TrainConfig.option_names())
+        TrainConfig.from_values(values, "--config").validate()
     except UserError as error:
         assert "\n" not in str(error)
 
@@ -85,7 +86,7 @@ def test_random_toml(tmp_path, text):
                               st.one_of(st.integers(), st.floats(), st.text(max_size=6), st.booleans(), st.none())))
 def test_random_option_values(values):
     try:
-        coerce(TrainConfig, values, "options").validate()
+        TrainConfig.from_values(values, "options").validate()
     except UserError as error:
         assert "\n" not in str(error)
 

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from textual_inversion import TrainConfig, UserError, train
 from textual_inversion.models import load_pipeline
-from textual_inversion.training import predict_noise
+from textual_inversion.objective import diffusion_loss, encode_conditioning
 
 
 def all_weights(pipe) -> dict[str, torch.Tensor]:
@@ -23,8 +23,8 @@ def all_weights(pipe) -> dict[str, torch.Tensor]:
 def test_only_the_new_rows_learn(family_path, request, image_folder, tmp_path):
     pipe = load_pipeline(request.getfixturevalue(family_path))
     before = all_weights(pipe)
-    config = TrainConfig(model="unused", images=str(image_folder), token="<blob>", init_token="cat", vectors=2,
-                         steps=3, lr=0.05, output_dir=str(tmp_path / "run"))
+    config = TrainConfig(model="unused", images=str(image_folder), token="<blob>",
+                         options={"init_token": "cat", "vectors": 2}, steps=3, lr=0.05, output_dir=str(tmp_path / "run"))
     result = train(config, pipe=pipe)
     after = all_weights(pipe)
     assert before.keys() == after.keys()
@@ -115,11 +115,9 @@ def test_images_are_encoded_once(train_config, monkeypatch):
 
 
 def fixed_noise_loss(pipe, prompts: list[str], latents, noise, timesteps) -> float:
-    scheduler = pipe.scheduler
-    noisy = scheduler.add_noise(latents, noise, timesteps)
     with torch.no_grad():
-        prediction = predict_noise(pipe, noisy, timesteps, prompts, [], 0)
-    return torch.nn.functional.mse_loss(prediction, noise).item()
+        conditioning = encode_conditioning(pipe, prompts, [], 0, torch.device("cpu"))
+        return diffusion_loss(pipe.unet, pipe.scheduler, latents, noise, timesteps, conditioning).mean().item()
 
 
 @pytest.mark.slow
@@ -173,7 +171,7 @@ def test_fp16_without_a_gpu_is_refused(train_config):
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_mixed_precision_on_a_gpu(family_path, precision, request, image_folder, tmp_path):
     pipe = load_pipeline(request.getfixturevalue(family_path))
-    config = TrainConfig(model="unused", images=str(image_folder), token="<blob>", init_token="cat", steps=4,
+    config = TrainConfig(model="unused", images=str(image_folder), token="<blob>", options={"init_token": "cat"}, steps=4,
                          lr=0.05, batch_size=2, mixed_precision=precision, output_dir=str(tmp_path / "run"))
     result = train(config, pipe=pipe)
     assert pipe.unet.dtype == {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
@@ -210,7 +208,7 @@ def test_cross_initialisation_keep_norm_and_early_stop(train_config):
     from textual_inversion.models import load_pipeline as load
 
     pipe = load(train_config.model)
-    config = dataclasses.replace(train_config, steps=40, checkpoint_every=0, init_strategy="cross", keep_norm=True,
+    config = train_config.replaced(steps=40, checkpoint_every=0, init_strategy="cross", keep_norm=True,
                                  early_stop_window=4, early_stop_threshold=0.99)
     result = train(config, pipe=pipe)
     assert result.stopped_early and 8 <= result.steps < 40  # needs two windows of fixed-batch losses first
@@ -248,7 +246,7 @@ def test_stop_event_saves_a_checkpoint_that_resumes_to_the_same_embedding(train_
 
     stopped_config = dataclasses.replace(train_config, output_dir=str(tmp_path / "stopped"))
     stopped = train(stopped_config, stop=stop, on_step=report_then_stop_at_4)
-    assert stopped.stopped and stopped.steps == 4 and stopped.outputs == []
+    assert stopped.stopped and stopped.steps == 4 and stopped.outputs == {}
     assert reported == [1, 2, 3, 4]
     assert (tmp_path / "stopped" / "checkpoints" / "step-000004").is_dir()
     assert not (tmp_path / "stopped" / "learned_embeds.safetensors").exists()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,18 +15,52 @@ from safetensors import SafetensorError
 from .errors import UserError
 
 
+def _create_temporary(path: Path) -> tuple[Path, int]:
+    """Create an empty, uniquely named file beside `path`; return it and its mode, 0666 less the umask.
+
+    tempfile.mkstemp creates mode 0600, which the rename carried onto `path`: every file we wrote was
+    private whatever the umask. Here the kernel applies the umask itself, as for any open(..., "w"),
+    and we note the mode it gave: some writers (safetensors >= 0.8) replace our file by their own
+    0600 temporary, so the mode is set again after the write. We never read the umask: os.umask can
+    only be read by setting it, which for that moment changes it for every thread (the web UI writes
+    from threads), and a value cached at import would miss a later umask change.
+    """
+    for _ in range(100):
+        temporary = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            handle = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except FileExistsError:
+            continue
+        try:
+            return temporary, stat.S_IMODE(os.fstat(handle).st_mode)
+        finally:
+            os.close(handle)
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path.parent))
+
+
+def _set_mode(path: Path, temporary: Path, fresh_mode: int) -> None:
+    """Give the written `temporary` the mode of the `path` it replaces, as editors do on save (a file
+    someone made private, shared or read-only stays so), else `fresh_mode`. Done after the write, so a
+    read-only mode cannot stop it."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mode = fresh_mode
+    if stat.S_IMODE(os.stat(temporary).st_mode) != mode:
+        os.chmod(temporary, mode)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is fsynced and renamed onto `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    temporary = Path(temporary)
+    temporary, fresh_mode = _create_temporary(path)
     try:
         yield temporary
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
+        _set_mode(path, temporary, fresh_mode)
         os.replace(temporary, path)
     except (OSError, SafetensorError) as error:
         if isinstance(error, SafetensorError) and "I/O error" not in str(error):

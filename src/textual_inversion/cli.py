@@ -20,38 +20,59 @@ from .config import (  # noqa: E402
     GenerateConfig,
     TrainConfig,
     UIConfig,
-    coerce,
     is_loopback,
-    read_toml,
 )
 from .errors import UserError  # noqa: E402
+from .methods import METHODS, method_option_fields  # noqa: E402
+from .options import coerce, default_of, field_kinds, flag, read_toml  # noqa: E402
+
+
+def add_option(parser, config_class: type, field: dataclasses.Field, choices=None) -> None:
+    """One option for a dataclass field; its default is left out so we can tell what the user gave."""
+    kind = field_kinds(config_class)[field.name]
+    help_text = f"{field.metadata['help']} (default: {default_of(field)})"
+    common = {"dest": field.name, "help": help_text, "default": argparse.SUPPRESS}
+    if kind is bool:
+        parser.add_argument(flag(field.name), action=argparse.BooleanOptionalAction, **common)
+    elif kind is list:
+        parser.add_argument(flag(field.name), action="append", metavar="VALUE", **common)
+    else:
+        choices = choices or field.metadata.get("choices")
+        parser.add_argument(flag(field.name), type=kind, choices=choices,
+                            metavar=None if choices else field.name.upper(), **common)
 
 
 def add_config_options(parser: argparse.ArgumentParser, config_class: type) -> None:
-    """One option per dataclass field; defaults are left out so we can tell what the user gave."""
+    """One option per dataclass field; for training, each method's own options in a group of their own."""
     parser.add_argument("--config", metavar="FILE.toml", help="read options from a TOML file (command-line options win)")
     for field in dataclasses.fields(config_class):
-        flag = "--" + field.name.replace("_", "-")
-        kind = str(field.type)
-        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-        help_text = f"{field.metadata['help']} (default: {default})"
-        common = {"dest": field.name, "help": help_text, "default": argparse.SUPPRESS}
-        if kind.startswith("bool"):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
-        elif kind.startswith("list"):
-            parser.add_argument(flag, action="append", metavar="VALUE", **common)
-        else:
-            converter = int if kind.startswith("int") else float if kind.startswith("float") else str
-            parser.add_argument(flag, type=converter, choices=field.metadata.get("choices"),
-                                metavar=field.name.upper() if not field.metadata.get("choices") else None, **common)
+        if field.name == "options":  # TrainConfig's method options: by method, below
+            continue
+        add_option(parser, config_class, field, choices=tuple(METHODS) if config_class is TrainConfig and
+                   field.name == "method" else None)
+    if config_class is not TrainConfig:
+        return
+    fields = method_option_fields()
+    for name, method in METHODS.items():
+        shared = sorted({fields[f.name].methods[0] for f in dataclasses.fields(method.options_class)} - {name})
+        also = f"; also takes the options of {', '.join(shared)}" if shared else ""
+        group = parser.add_argument_group(f"--method {name}", f"{method.summary} (default --lr {method.default_lr:g}, "
+                                                              f"--steps {method.default_steps}){also}")
+        for option in fields.values():
+            if option.methods[0] == name:  # an option shared by several methods is listed under the first
+                add_option(group, option.owner, option.field)
 
 
 def config_from_args(args: argparse.Namespace, config_class: type):
     """Defaults < TOML file < command line."""
-    values = read_toml(args.config, config_class) if args.config else {}
-    names = {f.name for f in dataclasses.fields(config_class)}
+    names = TrainConfig.option_names() if config_class is TrainConfig else \
+        {f.name for f in dataclasses.fields(config_class)}
+    values = read_toml(args.config, names) if args.config else {}
     values.update({name: value for name, value in vars(args).items() if name in names})
-    return coerce(config_class, values, f"--config {args.config}" if args.config else "options")
+    source = f"--config {args.config}" if args.config else "options"
+    if config_class is TrainConfig:
+        return TrainConfig.from_values(values, source)
+    return coerce(config_class, values, source)
 
 
 class OneLineErrors(argparse.ArgumentParser):
@@ -85,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--format", default="diffusers", choices=("diffusers", "a1111", "kohya"),
                          help="layout to write (default: diffusers)")
     convert.add_argument("--token", help="rename the token (default: keep it)")
+    convert.add_argument("--overwrite", action="store_true",
+                         help="allow the output to be the input file itself, rewriting it in place")
 
     demo = commands.add_parser("demo", help="the offline demo: teach miniworld a concept and measure it",
                                description="Teach miniworld a colour it draws but has no word for (Textual "
@@ -115,7 +138,7 @@ def run(argv: list[str] | None = None) -> int:
 
         result = train(config_from_args(args, TrainConfig))
         if result.outputs:  # under accelerate launch only the main process writes, and reports
-            print(f"learned {', '.join(map(str, result.outputs))} in {result.seconds:.0f} s ({result.steps} steps, "
+            print(f"learned {', '.join(map(str, result.outputs.values()))} in {result.seconds:.0f} s ({result.steps} steps, "
                   f"final loss {result.final_loss:.4f}); loss plot {result.output_dir / 'loss.png'}")
     elif args.command == "generate":
         from .generation import generate
@@ -147,6 +170,12 @@ def run(argv: list[str] | None = None) -> int:
         from .formats import read_embedding, write_embedding
 
         embedding = read_embedding(args.input, token=args.token)
+        # The same file under another spelling (./x, a symlink, a hard link) is the same file too.
+        same = os.path.realpath(args.input) == os.path.realpath(args.output) or (
+            os.path.exists(args.output) and os.path.samefile(args.input, args.output))
+        if same and not args.overwrite:
+            raise UserError(f"{args.output}: is the input file itself; choose another output name, "
+                            "or pass --overwrite to rewrite the input in place")
         write_embedding(embedding, args.output, args.format)
         print(f"wrote {args.output} ({args.format}, token {embedding.token}, {embedding.num_vectors} vector(s))")
     elif args.command == "inspect":

@@ -3,69 +3,95 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
 from .formats import Embedding, family_label, read_embedding
-from .models import model_family, text_encoders
+from .methods import METHODS
+from .models import hub_offline, model_family, text_encoders
+from .outputs import EMBEDDING, LORA, OUTPUT_FILES, PIPELINE
 from .rundir import read_run_file
 
 logger = logging.getLogger(__name__)
 
-RUN_EMBEDDING = "learned_embeds.safetensors"
-LORA_FILE = "pytorch_lora_weights.safetensors"
-PIPELINE_DIR = "pipeline"
 CONCEPT_LIBRARY_FILES = ("learned_embeds.bin", "token_identifier.txt")
 # A prompt word in angle brackets is a concept token by convention; `<|...|>` are tokenizer specials.
 TOKEN_PATTERN = re.compile(r"<[^<>|\s]+>")
 
 
+@dataclass
+class Concept:
+    """What one --concept holds, read once: ("embedding", Embedding), ("lora", path), ("pipeline", folder)
+    and/or ("trigger", word) parts. A pivotal-tuning run holds an embedding and a LoRA; DreamBooth, a pipeline."""
+
+    source: str
+    parts: list[tuple[str, object]]
+
+    def of_kind(self, kind: str) -> list:
+        return [part for part_kind, part in self.parts if part_kind == kind]
+
+
+def read_concept(spec: str | Path | Concept) -> Concept:
+    """A file, a run's output folder, a concept-library folder or repo id, as its parts."""
+    if isinstance(spec, Concept):
+        return spec
+    return Concept(str(spec), concept_parts(str(spec)))
+
+
 def resolve_concept(spec: str) -> Embedding:
     """The embedding of a concept: a file, a run's output folder, a concept-library folder or repo id."""
-    embeddings = [part for kind, part in concept_parts(spec) if kind == "embedding"]
+    embeddings = read_concept(spec).of_kind(EMBEDDING)
     if not embeddings:
         raise UserError(f"--concept {spec}: holds no embedding (it is a LoRA or a pipeline)")
     return embeddings[0]
 
 
 def concept_parts(spec: str) -> list[tuple[str, object]]:
-    """What a --concept holds: ("embedding", Embedding), ("lora", path) and/or ("pipeline", folder).
-
-    A run folder of pivotal tuning holds an embedding and a LoRA; of DreamBooth, a pipeline.
-    """
+    """What a --concept holds (see `Concept`)."""
     path = Path(spec)
     if path.is_file():
-        return [("lora", path)] if is_lora_file(path) else [("embedding", read_embedding(path))]
+        return [(LORA, path)] if is_lora_file(path) else [(EMBEDDING, read_embedding(path))]
     if path.is_dir():
+        outputs, trigger = run_outputs(path)
         parts: list[tuple[str, object]] = []
         if (path / "model_index.json").is_file():
-            parts.append(("pipeline", path))
-        if (path / PIPELINE_DIR / "model_index.json").is_file():
-            parts.append(("pipeline", path / PIPELINE_DIR))
-        if (path / RUN_EMBEDDING).is_file():
-            parts.append(("embedding", read_embedding(path / RUN_EMBEDDING)))
+            parts.append((PIPELINE, path))
+        if PIPELINE in outputs and (outputs[PIPELINE] / "model_index.json").is_file():
+            parts.append((PIPELINE, outputs[PIPELINE]))
+        if EMBEDDING in outputs:
+            parts.append((EMBEDDING, read_embedding(outputs[EMBEDDING])))
         elif (path / CONCEPT_LIBRARY_FILES[0]).is_file():
-            parts.append(("embedding", read_concept_library(path)))
-        if (path / LORA_FILE).is_file():
-            parts.append(("lora", path / LORA_FILE))
-        trigger = run_trigger_word(path)
+            parts.append((EMBEDDING, read_concept_library(path)))
+        if LORA in outputs:
+            parts.append((LORA, outputs[LORA]))
         if trigger:
             parts.append(("trigger", trigger))
         if not parts:
-            raise UserError(f"--concept {spec}: folder holds no {RUN_EMBEDDING}, {LORA_FILE}, pipeline, "
-                            f"or {CONCEPT_LIBRARY_FILES[0]}")
+            raise UserError(f"--concept {spec}: folder holds no {OUTPUT_FILES[EMBEDDING]}, {OUTPUT_FILES[LORA]}, "
+                            f"pipeline, or {CONCEPT_LIBRARY_FILES[0]}")
         return parts
     if re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
-        return [("embedding", download_concept_library(spec))]
+        return [(EMBEDDING, download_concept_library(spec))]
     raise UserError(f"--concept {spec}: no such file or folder")
 
 
-def run_trigger_word(folder: Path) -> str | None:
-    """The word a DreamBooth or LoRA run was trained with (from its run.json), if any."""
-    config = (read_run_file(folder) or {}).get("config", {})
-    return config.get("token") if config.get("method") in ("dreambooth", "lora", "lidb", "hyperdreambooth") else None
+def run_outputs(folder: Path) -> tuple[dict[str, Path], str | None]:
+    """The outputs a run folder offers ({kind: path}) and the trigger word its weights respond to, if any.
+
+    A finished run lists them in its run.json; for folders without that list (runs of earlier versions,
+    or copied by hand) the outputs are found by their file names and the trigger word by the method.
+    """
+    record = read_run_file(folder) or {}
+    listed = record.get("outputs")
+    if isinstance(listed, dict):
+        outputs = {kind: folder / name for kind, name in listed.items() if (folder / name).exists()}
+        return outputs, record.get("trigger_word")
+    outputs = {kind: folder / name for kind, name in OUTPUT_FILES.items() if (folder / name).exists()}
+    config = record.get("config", {}) if isinstance(record.get("config"), dict) else {}
+    method = METHODS.get(config.get("method"))
+    return outputs, config.get("token") if method is not None and not method.adds_token else None
 
 
 def is_lora_file(path: Path) -> bool:
@@ -81,9 +107,9 @@ def is_lora_file(path: Path) -> bool:
         return False  # read_embedding will name the problem
 
 
-def pipeline_of(concepts: list[str]) -> str | None:
-    """The DreamBooth pipeline among `concepts`, which then serves as the model (at most one)."""
-    pipelines = [str(part) for spec in concepts for kind, part in concept_parts(str(spec)) if kind == "pipeline"]
+def pipeline_of(concepts: list) -> str | None:
+    """The DreamBooth pipeline among `concepts` (specs or `Concept`s), which then serves as the model (at most one)."""
+    pipelines = [str(part) for concept in concepts for part in read_concept(concept).of_kind(PIPELINE)]
     if len(pipelines) > 1:
         raise UserError(f"--concept: {len(pipelines)} DreamBooth pipelines given ({', '.join(pipelines)}); "
                         "a picture comes from one model, so pass one")
@@ -102,7 +128,7 @@ def download_concept_library(repo_id: str) -> Embedding:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    offline = hub_offline()
     try:
         files = [Path(hf_hub_download(repo_id, name, local_files_only=offline)) for name in CONCEPT_LIBRARY_FILES]
     except LocalEntryNotFoundError:
@@ -131,12 +157,14 @@ def load_concepts(pipe, concepts: list) -> list[str]:
     """
     tokens, adapters = [], []
     for concept in concepts:
-        parts = [("embedding", concept)] if isinstance(concept, Embedding) else concept_parts(str(concept))
-        source = concept.token if isinstance(concept, Embedding) else str(concept)
-        for kind, part in parts:
-            if kind == "embedding":
+        if isinstance(concept, Embedding):
+            concept = Concept(concept.token, [(EMBEDDING, concept)])
+        concept = read_concept(concept)
+        source = concept.source
+        for kind, part in concept.parts:
+            if kind == EMBEDDING:
                 tokens.append(load_embedding(pipe, part, source))
-            elif kind == "lora":
+            elif kind == LORA:
                 adapter = re.sub(r"[^A-Za-z0-9_]+", "_", f"{Path(source).stem}_{len(adapters)}")
                 try:
                     pipe.load_lora_weights(str(part), adapter_name=adapter)

@@ -1,7 +1,9 @@
 """Configuration as plain dataclasses; a TOML file holds the same keys as the CLI options.
 
 Each field's `help` metadata is the CLI option's help text, so the CLI mirrors the config 1:1:
-`--init-token` is `init_token`, and a TOML file may say `init_token = "cat"` or `init-token = "cat"`.
+`--batch-size` is `batch_size`, and a TOML file may say `batch_size = 4` or `batch-size = 4`. A training
+method's own options (e.g. `--rank`) live in its options dataclass, `TrainConfig.options`; on the command
+line and in TOML files they are flat keys like the others (`TrainConfig.from_values` sorts them).
 """
 
 from __future__ import annotations
@@ -9,29 +11,16 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .methods import METHODS, MethodOptions, get_method, method_option_fields, not_an_option_of
+from .options import check_choices, coerce, option
 
 PRECISIONS = ("no", "fp16", "bf16")
-METHOD_NAMES = ("textual-inversion", "dreambooth", "lora", "pivotal", "lidb", "hyperdreambooth")
-# Learning rates that work for each method on Stable Diffusion (diffusers' example scripts); hyperdreambooth's
-# 40-step fine-tune from the prediction was tuned on miniworld (benchmarks/results/hyperdreambooth_tune.md).
-DEFAULT_LR = {"textual-inversion": 5e-3, "dreambooth": 5e-6, "lora": 1e-4, "pivotal": 5e-3, "lidb": 1e-3,
-              "hyperdreambooth": 3e-3}
-DEFAULT_STEPS = {"hyperdreambooth": 40}  # the paper's fast fine-tune; every other method: 500
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
-
-
-def option(default: Any, help: str, choices: tuple | None = None, **kwargs) -> Any:
-    """A config field carrying its CLI help text (and allowed values)."""
-    metadata = {"help": help, "choices": choices}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=metadata, **kwargs)
-    return field(default=default, metadata=metadata, **kwargs)
 
 
 @dataclass
@@ -40,26 +29,17 @@ class TrainConfig:
 
     model: str = option("miniworld", "base model: hub id, local diffusers folder, single .safetensors/.ckpt file, or 'miniworld'")
     model_config: str | None = option(None, "diffusers folder or hub id giving the configs for a single-file --model (needed offline)")
-    method: str = option("textual-inversion", "what learns: new token embeddings (textual-inversion), the whole UNet "
-                         "(dreambooth), low-rank adapters (lora), embeddings and adapters together (pivotal), rank-1 lightweight "
-                         "DreamBooth weights (lidb), or a hypernetwork's prediction from one image, then a short LoRA "
-                         "fine-tune (hyperdreambooth)", METHOD_NAMES)
+    method: str = option("textual-inversion", "what learns; each method's own options are listed under its name")
     images: str = option("", "folder with 3-5 pictures of the subject (img.txt beside img.png is its caption, with {token})")
     token: str = option("", "the new word to learn, e.g. <my-cat>")
-    init_token: str = option("", "word(s) the new token starts from, e.g. cat (textual-inversion, pivotal)")
-    vectors: int = option(1, "number of embedding vectors for the token (multi-vector tokens hold more detail)")
     property: str = option("object", "what the images show in common: an object or a style (picks the paper's prompt templates)", ("object", "style"))
     output_dir: str | None = option(None, "folder for everything the run writes (default runs/<token>)")
-    steps: int | None = option(None, "optimizer steps (default per method: 500; hyperdreambooth 40)")
-    lr: float | None = option(None, "learning rate (default per method: textual-inversion 5e-3, dreambooth 5e-6, "
-                              "lora 1e-4, pivotal 5e-3 for the embeddings, lidb 1e-3, hyperdreambooth 3e-3)")
+    steps: int | None = option(None, "optimizer steps (default: the method's, listed under its name)")
+    lr: float | None = option(None, "learning rate (default: the method's, listed under its name)")
     scale_lr: bool = option(False, "multiply --lr by batch size x gradient accumulation")
     lr_scheduler: str = option("constant", "learning-rate schedule", LR_SCHEDULERS)
     lr_warmup_steps: int = option(0, "warm-up steps for the learning-rate schedule")
     weight_decay: float = option(0.0, "AdamW weight decay on the new embedding rows")
-    init_strategy: str = option("word", "where the new vectors start: the initializer word's input embedding (word) or "
-                                "the text encoder's output for it (cross, as in Cross-Initialization)", ("word", "cross"))
-    keep_norm: bool = option(False, "keep each new vector at its initial length (a regulariser against drifting norms)")
     early_stop_window: int = option(0, "stop when the loss on a fixed batch settles: window of steps (0: off)")
     early_stop_threshold: float = option(0.1, "early stop when var(last window) < threshold x var(all steps)")
     batch_size: int = option(1, "images per step")
@@ -68,24 +48,7 @@ class TrainConfig:
     crop: str = option("center", "how to cut a square from each image", ("center", "random"))
     crop_variants: int = option(4, "with --crop random: random crops encoded per image")
     flip: bool = option(True, "also train on the mirrored images")
-    rank: int = option(4, "LoRA rank (lora, pivotal)")
-    lora_alpha: float | None = option(None, "LoRA alpha; the update is scaled by alpha / rank (default: the rank)")
-    lora_lr: float = option(1e-4, "learning rate of the LoRA weights in pivotal tuning")
-    lora_text_encoder: bool = option(False, "also put LoRA adapters on the text encoder(s) (lora, pivotal)")
-    kohya_copy: bool = option(False, "also write the LoRA in kohya/AUTOMATIC1111 layout (lora_kohya.safetensors)")
-    down_dim: int = option(100, "lidb: width of the frozen random down projection (paper 100; clamped to each layer)")
-    up_dim: int = option(50, "lidb: width of the frozen random up projection (paper 50; clamped to each layer)")
-    lidb_layers: str = option("all", "lidb: which projections learn: every attention projection (paper) or only the "
-                              "cross-attention keys and values, where the prompt enters (as Custom Diffusion)",
-                              ("all", "cross-kv"))
-    lidb_down: str = option("learn", "lidb: the down factor learns (paper), or is fixed to a reader of the token's text "
-                            "features, so the update changes only what the token says (needs --lidb-layers cross-kv)",
-                            ("learn", "token"))
-    hypernetwork: str | None = option(None, "hyperdreambooth: folder of a trained hypernetwork (default: the one "
-                                      "bundled for miniworld)")
-    train_text_encoder: bool = option(False, "dreambooth: also fine-tune the text encoder(s)")
-    ti_fraction: float = option(1.0, "pivotal: fraction of the steps during which the embeddings learn")
-    class_prompt: str | None = option(None, "dreambooth/lora prior preservation: prompt for the class, e.g. 'a photo of a dog'")
+    class_prompt: str | None = option(None, "prior preservation (dreambooth, lora): prompt for the class, e.g. 'a photo of a dog'")
     num_class_images: int = option(50, "prior preservation: class images generated once by the base model")
     prior_loss_weight: float = option(1.0, "prior preservation: weight of the class-image loss")
     mixed_precision: str = option("no", "precision of the frozen model during training (fp16 needs a GPU)", PRECISIONS)
@@ -104,10 +67,54 @@ class TrainConfig:
     resume: bool = option(False, "continue from the latest checkpoint in --output-dir")
     overwrite: bool = option(False, "allow writing into an --output-dir that holds another run")
     device: str = option("auto", "device: auto, cpu, cuda, cuda:1, mps")
+    # The method's own options: its options dataclass, or a dict of its fields (None: its defaults).
+    options: MethodOptions | dict | None = field(default=None, metadata={"help": None, "choices": None})
 
     def __post_init__(self) -> None:
+        method = get_method(self.method)
+        if self.options is None:
+            self.options = method.options_class()
+        elif isinstance(self.options, dict):
+            known = {f.name for f in dataclasses.fields(method.options_class)}
+            strangers = [name for name in self.options if name not in known]
+            if strangers:
+                raise UserError(not_an_option_of(self.method, strangers))
+            self.options = coerce(method.options_class, self.options, "options")
+        elif type(self.options) is not method.options_class:
+            raise UserError(f"options: {type(self.options).__name__} are not the options of --method {self.method} "
+                            f"({method.options_class.__name__})")
         if self.steps is None:  # resolved once, when the config is made: the method's usual run length
-            self.steps = DEFAULT_STEPS.get(self.method, 500)
+            self.steps = method.default_steps
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any], source: str = "options", lenient: bool = False) -> TrainConfig:
+        """A TrainConfig from flat option values (command line, TOML, form), the method's own ones included.
+
+        An option of another method is an error naming whose it is; with `lenient` (the web page, whose form
+        shows every method's options) it is left out.
+        """
+        own = {f.name for f in dataclasses.fields(cls)} - {"options"}
+        method = get_method(values.get("method", cls.method))
+        mine = {f.name for f in dataclasses.fields(method.options_class)}
+        others = [name for name in values if name not in own and name not in mine]
+        if others and not lenient:
+            raise UserError(f"{source}: {not_an_option_of(method.name, others)}")
+        options = coerce(method.options_class, {k: v for k, v in values.items() if k in mine}, source)
+        return coerce(cls, {k: v for k, v in values.items() if k in own}, source, options=options)
+
+    def replaced(self, **values: Any) -> TrainConfig:
+        """A copy with `values` changed, given flat as on the command line (a method's options among them);
+        with another `method`, the options it shares with the current one are kept and the rest left behind."""
+        current = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "options"}
+        current.update(vars(self.options))
+        method = get_method(values.get("method", self.method))
+        keep = ({f.name for f in dataclasses.fields(self)} | {f.name for f in dataclasses.fields(method.options_class)})
+        return TrainConfig.from_values({**{k: v for k, v in current.items() if k in keep}, **values})
+
+    @staticmethod
+    def option_names() -> set[str]:
+        """Every option a TOML file or the command line may give: the common ones and every method's."""
+        return ({f.name for f in dataclasses.fields(TrainConfig)} - {"options"}) | set(method_option_fields())
 
     def resolved_output_dir(self) -> Path:
         """`output_dir`, or `runs/<token>` with the token's brackets and odd characters removed."""
@@ -118,7 +125,7 @@ class TrainConfig:
 
     def learning_rate(self) -> float:
         """--lr, or the method's usual learning rate."""
-        return self.lr if self.lr is not None else DEFAULT_LR[self.method]
+        return self.lr if self.lr is not None else get_method(self.method).default_lr
 
     def validate(self) -> None:
         """Raise UserError naming the first option whose value cannot work."""
@@ -126,36 +133,24 @@ class TrainConfig:
             raise UserError("--images is required: a folder with 3-5 pictures of your subject")
         if not self.token or any(ch.isspace() for ch in self.token):
             raise UserError(f"--token {self.token!r}: give one new word without spaces, e.g. <my-cat>")
+        method = get_method(self.method)
         check_choices(self)
-        if self.method in ("textual-inversion", "pivotal") and not self.init_token.strip():
-            raise UserError("--init-token is required: a word close to your subject, e.g. cat")
-        positive = {"vectors": self.vectors, "steps": self.steps, "batch-size": self.batch_size,
-                    "grad-accum": self.grad_accum, "crop-variants": self.crop_variants,
-                    "validation-every": self.validation_every, "num-validation-images": self.num_validation_images,
-                    "validation-steps": self.validation_steps}
+        check_choices(self.options)
+        method.validate(self)
+        positive = {"steps": self.steps, "batch-size": self.batch_size, "grad-accum": self.grad_accum,
+                    "crop-variants": self.crop_variants, "validation-every": self.validation_every,
+                    "num-validation-images": self.num_validation_images, "validation-steps": self.validation_steps}
         for name, value in positive.items():
             if value < 1:
                 raise UserError(f"--{name} {value}: must be at least 1")
-        if self.vectors > 75:
-            raise UserError(f"--vectors {self.vectors}: a prompt holds at most 75 tokens; use 1-16")
         if not 0 < self.learning_rate() < 1:
             raise UserError(f"--lr {self.lr}: must be between 0 and 1 (Textual Inversion uses about 5e-3)")
-        if not 0 < self.lora_lr < 1 or self.rank < 1 or (self.lora_alpha is not None and self.lora_alpha <= 0):
-            raise UserError("--lora-lr must be between 0 and 1, --rank at least 1, --lora-alpha positive")
-        if not 0 <= self.ti_fraction <= 1:
-            raise UserError(f"--ti-fraction {self.ti_fraction}: must be between 0 and 1")
-        if self.class_prompt is not None and (self.method not in ("dreambooth", "lora") or self.num_class_images < 1):
-            raise UserError("--class-prompt (prior preservation) works with --method dreambooth or lora and "
+        if self.class_prompt is not None and (not method.prior_preservation or self.num_class_images < 1):
+            with_prior = " or ".join(name for name, known in METHODS.items() if known.prior_preservation)
+            raise UserError(f"--class-prompt (prior preservation) works with --method {with_prior} and "
                             "--num-class-images of at least 1")
         if self.prior_loss_weight < 0:
             raise UserError(f"--prior-loss-weight {self.prior_loss_weight}: cannot be negative")
-        if self.train_text_encoder and self.method != "dreambooth":
-            raise UserError("--train-text-encoder is for --method dreambooth; for lora use --lora-text-encoder")
-        if self.down_dim < 1 or self.up_dim < 1:
-            raise UserError("--down-dim and --up-dim must be at least 1 (the paper uses 100 and 50)")
-        if self.lidb_down == "token" and self.lidb_layers != "cross-kv":
-            raise UserError("--lidb-down token reads the prompt's text features, which only the cross-attention keys "
-                            "and values see: add --lidb-layers cross-kv")
         if self.keep_checkpoints < 0:
             raise UserError(f"--keep-checkpoints {self.keep_checkpoints}: cannot be negative (0 keeps all)")
         if self.early_stop_window < 0 or not 0 < self.early_stop_threshold < 1:
@@ -205,60 +200,6 @@ class GenerateConfig:
         if self.guidance < 0:
             raise UserError(f"--guidance {self.guidance}: cannot be negative")
         check_choices(self)
-
-
-def check_choices(config) -> None:
-    """Raise UserError for a value outside a field's allowed choices."""
-    for config_field in dataclasses.fields(config):
-        choices = config_field.metadata.get("choices")
-        value = getattr(config, config_field.name)
-        if choices and value not in choices:
-            raise UserError(f"--{config_field.name.replace('_', '-')} {value!r}: choose one of {', '.join(choices)}")
-
-
-def read_toml(path: str | Path, config_class: type) -> dict[str, Any]:
-    """Read a TOML file of options for `config_class`; unknown keys and wrong types are errors."""
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"--config {path}: no such file") from None
-    except tomllib.TOMLDecodeError as error:
-        raise UserError(f"--config {path}: not valid TOML ({error})") from None
-    known = {f.name: f for f in dataclasses.fields(config_class)}
-    values = {}
-    for key, value in raw.items():
-        name = key.replace("-", "_")
-        if name not in known:
-            raise UserError(f"--config {path}: unknown option {key!r}; see --help for the option names")
-        values[name] = value
-    return values
-
-
-def coerce(config_class: type, values: dict[str, Any], source: str) -> Any:
-    """Build `config_class` from `values`, converting TOML/CLI types and naming a bad one."""
-    types = {f.name: f.type for f in dataclasses.fields(config_class)}
-    converted = {}
-    for name, value in values.items():
-        kind = str(types[name])
-        try:
-            if value is None or kind.startswith("list"):
-                converted[name] = list(value) if kind.startswith("list") and value is not None else value
-            elif kind.startswith("bool"):
-                if not isinstance(value, bool):
-                    raise ValueError
-                converted[name] = value
-            elif kind.startswith("int"):
-                if isinstance(value, bool) or float(value) != int(value):
-                    raise ValueError
-                converted[name] = int(value)
-            elif kind.startswith("float"):
-                converted[name] = float(value)
-            else:
-                converted[name] = str(value)
-        except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
-            raise UserError(f"{source}: option {name.replace('_', '-')!r} has the wrong type ({value!r}, expected {kind})") from None
-    return config_class(**converted)
 
 
 @dataclass

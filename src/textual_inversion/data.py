@@ -17,6 +17,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import UserError
+from .images import to_tensor
 from .templates import TEMPLATES
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,11 @@ def read_caption(image_path: Path, token: str) -> str | None:
     caption_path = image_path.with_suffix(".txt")
     if not caption_path.is_file():
         return None
-    text = caption_path.read_text(encoding="utf-8").strip()
+    try:
+        text = caption_path.read_text(encoding="utf-8-sig").strip()  # -sig: drops a byte-order mark
+    except UnicodeDecodeError as error:
+        byte = f"byte 0x{error.object[error.start]:02x} at offset {error.start}"
+        raise UserError(f"{caption_path}: caption is not UTF-8 text ({byte}); save it as UTF-8 in your editor") from None
     if "{token}" not in text:
         raise UserError(f"{caption_path}: caption has no {{token}} placeholder; write e.g. 'a photo of {{token}} on a table'")
     return text.replace("{token}", token)
@@ -87,13 +92,6 @@ def crop_and_resize(image: Image.Image, resolution: int, crop_box_origin: tuple[
     left = round((width - resolution) * crop_box_origin[0])
     top = round((height - resolution) * crop_box_origin[1])
     return image.crop((left, top, left + resolution, top + resolution)), (top, left)
-
-
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """PIL RGB -> float tensor [3, H, W] in [-1, 1], as the VAE expects."""
-    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
-    # Contiguous: a permuted view is channels-last in memory, and conv layers keep that layout.
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
 @dataclass
@@ -123,26 +121,25 @@ def encode_images(vae, images: list[Image.Image], resolution: int, crop: str, cr
                   flip: bool, seed: int, device: torch.device, dtype: torch.dtype) -> LatentCache:
     """Encode each image once per crop (and flipped, if `flip`) with the VAE."""
     crop_rng = random.Random(seed)
-    pixels, image_index, flipped, crops, sizes = [], [], [], [], []
+    views, image_index, flipped, crops, sizes = [], [], [], [], []
     for index, image in enumerate(images):
         origins = [(0.5, 0.5)] if crop == "center" else [(crop_rng.random(), crop_rng.random()) for _ in range(crop_variants)]
         for origin in origins:
             cropped, top_left = crop_and_resize(image, resolution, origin)
             for is_flipped in ([False, True] if flip else [False]):
-                shown = ImageOps.mirror(cropped) if is_flipped else cropped
-                pixels.append(to_tensor(shown))
+                views.append(ImageOps.mirror(cropped) if is_flipped else cropped)
                 image_index.append(index)
                 flipped.append(is_flipped)
                 crops.append(top_left)
                 sizes.append((image.height, image.width))
     means, stds = [], []
-    for start in range(0, len(pixels), 8):
-        batch = torch.stack(pixels[start:start + 8]).to(device=device, dtype=dtype)
+    for start in range(0, len(views), 8):
+        batch = to_tensor(views[start:start + 8]).to(device=device, dtype=dtype)
         distribution = vae.encode(batch).latent_dist
         means.append(distribution.mean.float().cpu())
         stds.append(distribution.std.float().cpu())
-    # Contiguous: torch.cat of the distribution's channel slices comes out channels-last, and with those
-    # benchmarks/step_overhead.py measured the step 16-20 % over its floor instead of about 0 (1 thread).
+    # Contiguous: torch.cat of the distribution's channel slices comes out channels-last, and every training
+    # step is then slower (benchmarks/results/step_overhead.md).
     return LatentCache(torch.cat(means).contiguous(), torch.cat(stds).contiguous(), image_index, flipped, crops, sizes)
 
 
@@ -154,3 +151,21 @@ def make_captions(image_paths: list[Path], prompt_token: str, property_kind: str
         own = read_caption(path, prompt_token)
         captions.append([own] if own is not None else templates)
     return captions
+
+
+@dataclass
+class TrainingData:
+    """What a run learns from: the pictures, the captions to draw for each, and their latents once encoded."""
+
+    image_paths: list[Path]
+    images: list[Image.Image]  # upright RGB, as `load_rgb` gives them
+    captions: list[list[str]]  # per image: its caption file's text, or the templates; the token filled in
+    cache: LatentCache | None = None  # every picture's VAE latents (crops, flips), encoded once
+    class_cache: LatentCache | None = None  # prior preservation: the class images' latents
+
+
+def read_training_data(folder: str | Path, token: str, property_kind: str) -> TrainingData:
+    """The pictures in `folder` and their captions; UserError naming a file that cannot be used."""
+    image_paths = list_images(folder)
+    images = [load_rgb(path) for path in image_paths]
+    return TrainingData(image_paths, images, make_captions(image_paths, token, property_kind))

@@ -12,14 +12,15 @@ from __future__ import annotations
 import json
 import logging
 import re
-import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .atomic import write_text_atomic
 from .errors import UserError
+from .miniworld.concepts import ConceptSpec
+from .outputs import EMBEDDING, OUTPUT_FILES
 
 logger = logging.getLogger(__name__)
 
@@ -30,31 +31,6 @@ STYLE_FIDELITY = ("a {c} circle", "a {c} square", "a {c} heart", "a photo of a {
 OBJECT_EDITS = {"background": "a {c} on a {v} background", "size": "a {v} {c}", "colour": "a {v} {c}"}
 STYLE_EDITS = {"background": "a {c} circle on a {v} background", "size": "a {v} {c} circle",
                "colour": "a {v} {c} circle", "shape": "a {c} {v}"}
-
-
-@dataclass
-class ConceptSpec:
-    """A concept's ground truth, from its `concept.toml`."""
-
-    token: str
-    init_word: str
-    property: str
-    words: str
-    attributes: dict[str, str]
-    free: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_toml(cls, path: str | Path) -> ConceptSpec:
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-            return cls(data["token"], data["init_word"], data.get("property", "object"), data["words"],
-                       dict(data["attributes"]), list(data.get("free", [])))
-        except FileNotFoundError:
-            raise UserError(f"--concept-spec {path}: no such file") from None
-        except (tomllib.TOMLDecodeError, KeyError, TypeError) as error:
-            raise UserError(f"--concept-spec {path}: not a concept spec ({error}); it needs token, init_word, "
-                            "words and an [attributes] table") from None
 
 
 @dataclass
@@ -173,7 +149,7 @@ def format_rows(rows: list[dict]) -> str:
 
 def evaluate_from_config(config) -> dict:
     """The `evaluate` command: every concept (and the base model) over the prompt set, scored, reported."""
-    from .concepts import load_concepts, pipeline_of
+    from .concepts import load_concepts, pipeline_of, read_concept
     from .data import list_images, load_rgb
     from .metrics import FeatureExtractor
     from .models import load_pipeline, pick_device
@@ -191,12 +167,13 @@ def evaluate_from_config(config) -> dict:
     prompt_templates = read_prompts(config)
     rows, grids, concepts = [], {}, []
     base_words = None
-    for index, concept in enumerate(config.concept):
-        name = concept_name(concept, index)
+    for index, given in enumerate(config.concept):
+        name = concept_name(given, index)
+        concept = read_concept(given)
         pipe = load_pipeline(pipeline_of([concept]) or config.model, config.model_config).to(device)
         tokens = load_concepts(pipe, [concept])
         if not tokens:
-            raise UserError(f"--concept {concept}: defines no token to put in the prompts")
+            raise UserError(f"--concept {given}: defines no token to put in the prompts")
         token = tokens[0]
         result = {"name": name, "token": token}
         if spec is not None:
@@ -265,17 +242,15 @@ def score_prompts(pipe, features, templates: list[str], filler: str, token: str,
 
 def concept_name(concept: str, index: int) -> str:
     path = Path(str(concept))
-    name = path.parent.name if path.name in ("learned_embeds.safetensors", "pytorch_lora_weights.safetensors") else path.stem
+    name = path.parent.name if path.name in OUTPUT_FILES.values() else path.stem
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or f"concept-{index}"
 
 
-def base_word(concept: str, spec: ConceptSpec | None) -> str:
-    """What stands for the concept in the base model's prompts: the initializer word it was learned from."""
+def base_word(concept, spec: ConceptSpec | None) -> str:
+    """What stands for the `Concept` in the base model's prompts: the initializer word it was learned from."""
     if spec is not None:
         return spec.init_word
-    from .concepts import concept_parts
-
-    for kind, part in concept_parts(str(concept)):
-        if kind == "embedding" and part.metadata.get("init_token"):
-            return part.metadata["init_token"]
+    for embedding in concept.of_kind(EMBEDDING):
+        if embedding.metadata.get("init_token"):
+            return embedding.metadata["init_token"]
     return "thing"

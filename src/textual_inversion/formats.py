@@ -25,6 +25,7 @@ from .errors import UserError
 FORMATS = ("diffusers", "a1111", "kohya")
 SDXL_KEYS = ("clip_l", "clip_g")
 SINGLE_ENCODER = "text_encoder"
+# A single text encoder's width names its model family (SDXL has two encoders, SDXL_KEYS).
 FAMILY_OF_WIDTH = {768: "sd1", 1024: "sd2"}
 
 
@@ -45,11 +46,15 @@ class Embedding:
         """The model family these vectors fit."""
         if set(self.vectors) == set(SDXL_KEYS):
             return "sdxl"
-        width = self.vectors[SINGLE_ENCODER].shape[-1]
-        return FAMILY_OF_WIDTH.get(width, f"sd-like-{width}")
+        return family_of_width(self.vectors[SINGLE_ENCODER].shape[-1])
 
     def widths(self) -> dict[str, int]:
         return {name: tensor.shape[-1] for name, tensor in self.vectors.items()}
+
+
+def family_of_width(width: int) -> str:
+    """'sd1' or 'sd2' for a single text encoder of that width, 'sd-like-<width>' for any other."""
+    return FAMILY_OF_WIDTH.get(width, f"sd-like-{width}")
 
 
 def read_embedding(path: str | Path, token: str | None = None) -> Embedding:

@@ -33,7 +33,7 @@ PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.
 
 def generate(config: GenerateConfig, pipe=None) -> list[Path]:
     """Generate `config.num_images` images; returns the PNG paths (the grid is written beside them)."""
-    from .concepts import load_concepts, pipeline_of, undefined_tokens
+    from .concepts import load_concepts, pipeline_of, read_concept, undefined_tokens
     from .models import load_pipeline, pick_device
 
     config.validate()
@@ -41,9 +41,10 @@ def generate(config: GenerateConfig, pipe=None) -> list[Path]:
     dtype = PRECISION_DTYPES.get(config.precision, torch.float16 if device.type == "cuda" else torch.float32)
     defined = []
     if pipe is None:
-        model = pipeline_of(config.concept) or config.model  # a DreamBooth run is a whole model
+        concepts = [read_concept(spec) for spec in config.concept]
+        model = pipeline_of(concepts) or config.model  # a DreamBooth run is a whole model
         pipe = load_pipeline(model, config.model_config, dtype)
-        defined = load_concepts(pipe, config.concept)
+        defined = load_concepts(pipe, concepts)
     missing = [word for text in (config.prompt, config.negative_prompt or "")
                for word in undefined_tokens(text, pipe.tokenizer) if word not in defined]
     if missing:

@@ -18,6 +18,7 @@ import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
 from .errors import UserError
+from .formats import family_of_width
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,7 @@ def model_family(pipe) -> str:
     """'sdxl', 'sd2', 'sd1', or 'sd-like-<width>' for other text-encoder widths."""
     if isinstance(pipe, StableDiffusionXLPipeline):
         return "sdxl"
-    width = pipe.text_encoder.get_input_embeddings().weight.shape[-1]
-    return {768: "sd1", 1024: "sd2"}.get(width, f"sd-like-{width}")
+    return family_of_width(pipe.text_encoder.get_input_embeddings().weight.shape[-1])
 
 
 def load_pipeline(model: str, model_config: str | None = None, dtype: torch.dtype = torch.float32):
@@ -93,11 +93,20 @@ def load_folder(path: Path, dtype: torch.dtype):
     return pipe
 
 
+def hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE is set now, read as huggingface_hub reads it.
+
+    huggingface_hub reads the variable once, at import (`constants.HF_HUB_OFFLINE`); reading it at call time
+    honours a change made afterwards (a test, a notebook cell).
+    """
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+
 def load_hub(repo_id: str, dtype: torch.dtype):
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    offline = hub_offline()
     try:
         folder = snapshot_download(repo_id, allow_patterns=["*.json", "*.txt", "*.safetensors", "*.model"],
                                    local_files_only=offline)

@@ -21,7 +21,9 @@ from diffusers import (
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode  # GPT-2/CLIP's byte -> character table
 
-TEXT_WIDTHS = {"sd1": 768, "sd2": 1024}
+from .formats import FAMILY_OF_WIDTH
+
+TEXT_WIDTHS = {family: width for width, family in FAMILY_OF_WIDTH.items()}
 WORDS = ("a", "photo", "of", "the", "cat", "dog", "on", "beach", "in", "style", "painting", "toy", "red", "blue")
 
 

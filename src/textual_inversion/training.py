@@ -1,9 +1,10 @@
 """The one training loop shared by every method.
 
-Read top to bottom: load the model, freeze it, let the method add its parameters, encode the images
-once, then per step: sample cached latents, add noise, predict it, step the optimizer. Around that:
-previews, checkpoints, resume, Ctrl-C, loss files. All sampling draws from one CPU generator whose
-state is checkpointed, so a resumed run is bit-identical to an uninterrupted one on the CPU.
+Read top to bottom: `train` checks everything, loads the pictures and the model, encodes the pictures
+once and lets the method add what learns; `run_training` is the loop: per step it draws cached latents,
+noise and timesteps, computes the denoising loss (`objective.py`), and steps the optimizer. Around that:
+previews, checkpoints, resume, Ctrl-C, loss files. All sampling draws from one CPU generator whose state
+is checkpointed, so a resumed run is bit-identical to an uninterrupted one on the CPU.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedDataParallelKwargs
 from diffusers import DDPMScheduler
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
@@ -29,11 +30,13 @@ from tqdm.auto import tqdm
 from . import __version__
 from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .data import encode_images, list_images, load_rgb, make_captions
+from .data import LatentCache, TrainingData, encode_images, read_training_data
 from .errors import UserError
 from .generation import save_grid
-from .methods import METHODS
-from .models import load_pipeline, model_family, pick_device
+from .methods import Method, get_method
+from .models import load_pipeline, model_family, pick_device, text_encoders
+from .objective import diffusion_loss, encode_conditioning
+from .outputs import EMBEDDING
 from .rundir import (
     PREVIEW_DIR,
     RunLock,
@@ -55,7 +58,7 @@ class TrainResult:
     """What a finished run produced."""
 
     output_dir: Path
-    outputs: list[Path]  # what the method wrote: embedding file, LoRA file(s), pipeline folder
+    outputs: dict[str, Path]  # what the method wrote, by kind (outputs.py): embedding, LoRA, pipeline folder
     steps: int
     final_loss: float
     seconds: float
@@ -66,7 +69,7 @@ class TrainResult:
     @property
     def embedding_path(self) -> Path | None:
         """The learned embedding file, for methods that write one."""
-        return next((path for path in self.outputs if path.name == "learned_embeds.safetensors"), None)
+        return self.outputs.get(EMBEDDING)
 
 
 def train(config: TrainConfig, pipe=None, stop: threading.Event | None = None,
@@ -80,6 +83,7 @@ def train(config: TrainConfig, pipe=None, stop: threading.Event | None = None,
     setting `stop` ends the run before its next step with a resumable checkpoint (`result.stopped`).
     """
     config.validate()
+    method_class = get_method(config.method)
     device = pick_device(config.device)
     if config.mixed_precision == "fp16" and device.type != "cuda":
         raise UserError("--mixed-precision fp16 needs a CUDA GPU; on this device use bf16 or no")
@@ -89,20 +93,25 @@ def train(config: TrainConfig, pipe=None, stop: threading.Event | None = None,
     if config.batch_size % processes.num_processes:
         raise UserError(f"--batch-size {config.batch_size} is the global batch and must split evenly over "
                         f"{processes.num_processes} processes")
-    image_paths = list_images(config.images)
-    if len(image_paths) == 1 and config.method != "hyperdreambooth":  # HyperDreamBooth is made for one image
+    data = read_training_data(config.images, config.token, config.property)
+    if len(data.images) == 1 and not method_class.one_image:
         logger.warning("--images %s: only one image; 3-5 varied pictures give a better concept", config.images)
-    images = [load_rgb(path) for path in image_paths]
-    captions = make_captions(image_paths, config.token, config.property)
+    output_dir = check_output_dir(config)
     if pipe is None:
         pipe = load_pipeline(config.model, config.model_config)
-    for module in (pipe.unet, pipe.vae, getattr(pipe, "text_encoder_2", None), pipe.text_encoder):
-        if module is not None:
-            module.requires_grad_(False).eval()
-    method = METHODS[config.method](config)
+    for _, _, module in [*text_encoders(pipe), ("unet", None, pipe.unet), ("vae", None, pipe.vae)]:
+        module.requires_grad_(False).eval()
+
+    started = time.monotonic()
+    accelerator = make_accelerator(config, device)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(accelerator.device)
+    resolution = config.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    data.cache = encode_images(pipe.vae, data.images, resolution, config.crop, config.crop_variants, config.flip,
+                               config.seed, accelerator.device, torch.float32)
+    method = method_class(config)
     try:
-        method.prepare(pipe)  # checks the token against the vocabulary, adds what learns
-        output_dir = check_output_dir(config)
+        method.prepare(pipe, data)  # checks the token against the vocabulary, adds what learns
         processes.wait_for_everyone()  # every process has checked before the main one writes
         with RunLock(create_output_dir(output_dir)) if processes.is_main_process else contextlib.nullcontext():
             if processes.is_main_process:
@@ -110,52 +119,114 @@ def train(config: TrainConfig, pipe=None, stop: threading.Event | None = None,
                 if config.overwrite and not config.resume:
                     clear_previous_run(output_dir)
             processes.wait_for_everyone()
-            return run_training(config, method, pipe, device, images, captions, output_dir, stop, on_step)
+            if config.class_prompt:  # prior preservation: the frozen model's own pictures of the class
+                # The method is prepared already, but changes nothing yet (LoRA's B matrices start at zero).
+                data.class_cache = class_latents(pipe, config, output_dir / "class_images", accelerator, resolution)
+            return run_training(config, method, pipe, accelerator, data, resolution, output_dir, started,
+                                stop, on_step)
     finally:
         method.release()  # the caller's pipeline keeps what was learned, even after an error
 
 
-def run_training(config: TrainConfig, method, pipe, device: torch.device, images: list, captions: list[list[str]],
-                 output_dir: Path, stop: threading.Event | None = None,
-                 on_step: Callable[[int, float], None] | None = None) -> TrainResult:
-    started = time.monotonic()
+def make_accelerator(config: TrainConfig, device: torch.device) -> Accelerator:
+    """An Accelerator for this run's precision on `device`."""
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)  # Accelerator picks the current CUDA device
     # Accelerate keeps one process-wide state; a second run in the same Python process with another
     # precision must reset it (the distributed part, PartialState, is kept).
     AcceleratorState._reset_state(reset_partial_state=False)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=device.type == "cpu")
+    # Pivotal tuning stops the embeddings' gradients part-way through a run: DDP must not wait for them.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(mixed_precision=config.mixed_precision, cpu=device.type == "cpu", kwargs_handlers=[ddp])
+
+
+class DenoisingLoss(torch.nn.Module):
+    """The pipeline's text encoders and UNet as one module whose forward is the per-sample loss.
+
+    Accelerate wraps it in DistributedDataParallel when several processes train, which averages the
+    gradients of whatever learns in a few bucketed all-reduces during the backward pass.
+    """
+
+    def __init__(self, pipe, noise_scheduler, resolution: int):
+        super().__init__()
+        self.unet = pipe.unet
+        self.text_encoders = torch.nn.ModuleList(encoder for _, _, encoder in text_encoders(pipe))
+        self.pipe, self.noise_scheduler, self.resolution = pipe, noise_scheduler, resolution
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        device = self.unet.device
+        conditioning = encode_conditioning(self.pipe, batch.prompts, batch.sizes, self.resolution, device)
+        return diffusion_loss(self.unet, self.noise_scheduler, batch.latents.to(device), batch.noise.to(device),
+                              batch.timesteps.to(device), conditioning)
+
+
+@dataclass
+class Batch:
+    """This process's share of one step's examples: the subject's pictures first, then as many class images."""
+
+    latents: torch.Tensor  # [B, C, h, w], scaled for the UNet
+    noise: torch.Tensor  # [B, C, h, w]
+    timesteps: torch.Tensor  # [B]
+    prompts: list[str]
+    sizes: list[tuple]  # SDXL's (original height, width, crop top, left) per example
+    subject_count: int  # the first rows; the rest are class images (prior preservation)
+
+
+def draw_batch(data: TrainingData, config: TrainConfig, source: torch.Generator, num_train_timesteps: int,
+               scaling_factor: float, process: int, processes: int) -> Batch:
+    """The global batch drawn from `source` (subject pictures, then class images); the rows of `process`.
+
+    Every process draws the same global batch from the shared generator and trains on its share;
+    averaged gradients then equal those of the global batch on one process.
+    """
+    entries = torch.randint(len(data.cache.image_index), (config.batch_size,), generator=source)
+    latents = data.cache.sample(entries, source, scaling_factor)
+    prompts = [pick(data.captions[data.cache.image_index[e]], source) for e in entries.tolist()]
+    sizes = data.cache.size_conditions(entries)
+    if data.class_cache is not None:
+        class_entries = torch.randint(len(data.class_cache.image_index), (config.batch_size,), generator=source)
+        latents = torch.cat([latents, data.class_cache.sample(class_entries, source, scaling_factor)])
+        prompts += [config.class_prompt] * config.batch_size
+        sizes += data.class_cache.size_conditions(class_entries)
+    noise = torch.randn(latents.shape, generator=source)
+    timesteps = torch.randint(0, num_train_timesteps, (len(latents),), generator=source)
+    share = config.batch_size // processes
+    rows = list(range(process * share, (process + 1) * share))
+    if data.class_cache is not None:
+        rows += [config.batch_size + row for row in rows]
+    return Batch(latents[rows], noise[rows], timesteps[rows], [prompts[r] for r in rows], [sizes[r] for r in rows],
+                 share)
+
+
+def batch_loss(model, batch: Batch, prior_loss_weight: float) -> torch.Tensor:
+    """The step's loss: mean over the subject's pictures, plus the weighted mean over the class images."""
+    errors = model(batch)
+    loss = errors[:batch.subject_count].mean()
+    if len(errors) > batch.subject_count:
+        loss = loss + prior_loss_weight * errors[batch.subject_count:].mean()
+    return loss
+
+
+def run_training(config: TrainConfig, method: Method, pipe, accelerator: Accelerator, data: TrainingData,
+                 resolution: int, output_dir: Path, started: float, stop: threading.Event | None = None,
+                 on_step: Callable[[int, float], None] | None = None) -> TrainResult:
+    """The loop: optimizer steps from the start (or the latest checkpoint) to `config.steps`, then the files."""
     weight_dtype = WEIGHT_DTYPES[config.mixed_precision]
-    pipe.set_progress_bar_config(disable=True)
-    resolution = config.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
-    pipe.to(accelerator.device)
-    cache = encode_images(pipe.vae, images, resolution, config.crop, config.crop_variants, config.flip,
-                          config.seed, accelerator.device, torch.float32)
-    class_cache = None
-    if config.class_prompt:  # prior preservation: the model's own pictures of the class
-        # The method is prepared already, but changes nothing yet (LoRA's B matrices start at zero).
-        if accelerator.is_main_process:
-            ensure_class_images(pipe, config, output_dir / "class_images")
-        accelerator.wait_for_everyone()
-        class_images = ensure_class_images(pipe, config, output_dir / "class_images")  # reads what is there
-        class_cache = encode_images(pipe.vae, class_images, resolution, "center", 1, False, config.seed,
-                                    accelerator.device, torch.float32)
     if weight_dtype != torch.float32:
         pipe.to(dtype=weight_dtype)
     for parameter in method.trainable_parameters():
         parameter.data = parameter.data.float()
-
     speed_options(pipe, config)
+
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     scale = config.batch_size * config.grad_accum if config.scale_lr else 1  # --batch-size is the global batch
     optimizer = make_optimizer(config)(method.parameter_groups(config.learning_rate() * scale),
                                        weight_decay=config.weight_decay)
     lr_schedule = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps,
                                 num_training_steps=config.steps)
-    optimizer = accelerator.prepare(optimizer)
+    model, optimizer = accelerator.prepare(DenoisingLoss(pipe, noise_scheduler, resolution), optimizer)
     generator = torch.Generator().manual_seed(config.seed)
-
-    start_step, history, validation = 0, [], []
+    step, history, validation = 0, [], []
     if config.resume:
         checkpoint = latest_checkpoint(output_dir)
         weights, state = load_checkpoint(checkpoint)
@@ -163,109 +234,57 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
         optimizer.load_state_dict(state["optimizer"])
         lr_schedule.load_state_dict(state["lr_schedule"])
         generator.set_state(state["generator"])
-        start_step, history = state["step"], [tuple(row) for row in state["history"]]
+        step, history = state["step"], [tuple(row) for row in state["history"]]
         validation = list(state.get("validation", []))
-        logger.info("resuming from %s (step %d)", checkpoint, start_step)
+        logger.info("resuming from %s (step %d)", checkpoint, step)
 
-    metadata = {"base_model": config.model, "family": model_family(pipe), "method": method.name,
-                "token": config.token, "vectors": str(config.vectors), "init_token": config.init_token,
-                "property": config.property, "seed": str(config.seed), "lr": str(config.learning_rate()),
-                "resolution": str(resolution), "tool_version": __version__}
-    main = accelerator.is_main_process  # only the main process writes files
-    if main:
-        write_run_file(output_dir, config, "running", {"metadata": metadata})
-    # With several processes every one draws the same global batch from the shared generator and
-    # trains on its share; averaged gradients then equal those of the global batch on one process.
-    share = config.batch_size // accelerator.num_processes
-    mine = slice(accelerator.process_index * share, (accelerator.process_index + 1) * share)
+    def draw(source: torch.Generator) -> Batch:
+        return draw_batch(data, config, source, noise_scheduler.config.num_train_timesteps,
+                          pipe.vae.config.scaling_factor, accelerator.process_index, accelerator.num_processes)
+
+    def averaged(value: float) -> float:
+        """`value` averaged over the processes (each computed it on its share of the batch)."""
+        if accelerator.num_processes == 1:
+            return value
+        return accelerator.reduce(torch.tensor(value, device=accelerator.device), "mean").item()
 
     def training_state(step: int) -> dict:
         return {"optimizer": optimizer.state_dict(), "lr_schedule": lr_schedule.state_dict(), "step": step,
                 "generator": generator.get_state(), "history": history, "validation": validation}
 
-    def draw_batch(source: torch.Generator):
-        """The global batch (instance images, then class images) drawn from `source`; this process's rows."""
-        entries = torch.randint(len(cache.image_index), (config.batch_size,), generator=source)
-        latents = cache.sample(entries, source, pipe.vae.config.scaling_factor)
-        prompts = [pick(captions[cache.image_index[e]], source) for e in entries.tolist()]
-        sizes = cache.size_conditions(entries)
-        if class_cache is not None:
-            class_entries = torch.randint(len(class_cache.image_index), (config.batch_size,), generator=source)
-            latents = torch.cat([latents, class_cache.sample(class_entries, source, pipe.vae.config.scaling_factor)])
-            prompts += [config.class_prompt] * config.batch_size
-            sizes += class_cache.size_conditions(class_entries)
-        noise = torch.randn(latents.shape, generator=source)
-        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(latents),), generator=source)
-        rows = list(range(config.batch_size))[mine]
-        if class_cache is not None:
-            rows += [config.batch_size + row for row in rows]
-        return latents[rows], noise[rows], timesteps[rows], [prompts[r] for r in rows], [sizes[r] for r in rows]
-
-    def batch_loss(latents, noise, timesteps, prompts, sizes) -> torch.Tensor:
-        noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-        if noise_scheduler.config.prediction_type == "v_prediction":
-            target = noise_scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = noise
-        with accelerator.autocast():
-            prediction = predict_noise(pipe, noisy.to(accelerator.device, weight_dtype),
-                                       timesteps.to(accelerator.device), prompts, sizes, resolution)
-            errors = F.mse_loss(prediction.float(), target.to(accelerator.device).float(),
-                                reduction="none").mean(dim=(1, 2, 3))
-            loss = errors[:share].mean()
-            if class_cache is not None:
-                loss = loss + config.prior_loss_weight * errors[share:].mean()
-        return loss
-
-    def averaged(value: float) -> float:
-        if accelerator.num_processes == 1:
-            return value
-        return accelerator.reduce(torch.tensor(value, device=accelerator.device), "mean").item()
-
-    def one_step() -> float:
-        total = 0.0
-        for _ in range(config.grad_accum):
-            loss = batch_loss(*draw_batch(generator))
-            accelerator.backward(loss / config.grad_accum)
-            total += loss.item() / config.grad_accum
-        if accelerator.num_processes > 1:
-            for parameter in method.trainable_parameters():
-                if parameter.grad is not None:
-                    parameter.grad = accelerator.reduce(parameter.grad, "mean")
-        optimizer.step()
-        lr_schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        if hasattr(method, "step_finished"):
-            method.step_finished()
-        return averaged(total)
-
+    metadata = {"base_model": config.model, "family": model_family(pipe), "method": method.name,
+                "token": config.token, **method.metadata(), "property": config.property, "seed": str(config.seed),
+                "lr": str(config.learning_rate()), "resolution": str(resolution), "tool_version": __version__}
+    main = accelerator.is_main_process  # only the main process writes files
+    if main:
+        write_run_file(output_dir, config, "running", {"metadata": metadata})
     # DVAR-style early stop: the loss on one fixed batch (its own generator, so training draws are
     # untouched) flattens out when the concept is learned; stop when its recent variance is a small
     # fraction of its variance over the whole run.
-    fixed_batch = draw_batch(torch.Generator().manual_seed(config.seed + 1)) if config.early_stop_window else None
+    fixed_batch = draw(torch.Generator().manual_seed(config.seed + 1)) if config.early_stop_window else None
 
-    def validation_loss() -> float:
-        with torch.no_grad():
-            return averaged(batch_loss(*fixed_batch).item())
-
-    def save_resumable_state(step: int, status: str) -> Path:
-        """A run ended before its last step (Ctrl-C or `stop`): checkpoint, loss files, run.json with `status`."""
-        path = save_checkpoint(output_dir, step, method.state_dict(), training_state(step), config.keep_checkpoints)
-        write_loss_files(output_dir, history)
-        write_run_file(output_dir, config, status, {"step": step})
-        return path
-
-    step, stopped_early, stop_requested = start_step, False, False
-    progress = tqdm(total=config.steps, initial=start_step, desc=f"training {config.token}", unit="step",
+    stopped_early = stop_requested = False
+    progress = tqdm(total=config.steps, initial=step, desc=f"training {config.token}", unit="step",
                     disable=not accelerator.is_local_main_process)
     try:
         while step < config.steps:
             if stop is not None and stop.is_set():
                 stop_requested = True
                 break
-            if hasattr(method, "step_started"):
-                method.step_started(step)
-            loss = one_step()
+            method.step_started(step)
+            loss = 0.0
+            for micro_batch in range(config.grad_accum):
+                # Processes exchange gradients once per optimizer step, after its last micro-batch.
+                last = micro_batch == config.grad_accum - 1
+                with contextlib.nullcontext() if last else accelerator.no_sync(model), accelerator.autocast():
+                    micro_loss = batch_loss(model, draw(generator), config.prior_loss_weight)
+                accelerator.backward(micro_loss / config.grad_accum)
+                loss += micro_loss.item() / config.grad_accum
+            optimizer.step()
+            lr_schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            method.step_finished(step)
+            loss = averaged(loss)
             if not math.isfinite(loss):
                 previous = latest_checkpoint(output_dir)
                 kept = f"the last good checkpoint is {previous}" if previous else "no checkpoint was written yet"
@@ -275,14 +294,15 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
             history.append((step, loss, lr_schedule.get_last_lr()[0]))
             if on_step is not None:
                 on_step(step, loss)
+            progress.update(1)
             if fixed_batch is not None:
-                validation.append(validation_loss())
+                with torch.no_grad(), accelerator.autocast():
+                    validation.append(averaged(batch_loss(accelerator.unwrap_model(model), fixed_batch,
+                                                          config.prior_loss_weight).item()))
                 if variance_has_settled(validation, config.early_stop_window, config.early_stop_threshold):
                     logger.info("early stop at step %d: the fixed-batch loss has settled", step)
                     stopped_early = True
-                    progress.update(1)
                     break
-            progress.update(1)
             progress.set_postfix(loss=f"{sum(r[1] for r in history[-20:]) / len(history[-20:]):.4f}")
             if main and config.validation_prompt and step % config.validation_every == 0:
                 render_previews(pipe, config, output_dir / PREVIEW_DIR / f"step-{step:06d}.png")
@@ -292,7 +312,7 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
         progress.close()
         if not main:
             raise
-        path = save_resumable_state(step, "interrupted")
+        path = save_resumable_state(output_dir, config, method, step, training_state(step), history, "interrupted")
         raise UserError(f"interrupted at step {step}; saved {path}; continue with the same command and --resume") from None
     progress.close()
 
@@ -300,19 +320,31 @@ def run_training(config: TrainConfig, method, pipe, device: torch.device, images
     final_loss = sum(r[1] for r in history[-20:]) / max(1, len(history[-20:]))
     if stop_requested:  # as after Ctrl-C, but a normal return: the caller asked for it
         if main:
-            save_resumable_state(step, "stopped")
+            save_resumable_state(output_dir, config, method, step, training_state(step), history, "stopped")
         accelerator.wait_for_everyone()
-        return TrainResult(output_dir, [], step, final_loss, time.monotonic() - started, history, stopped=True)
-    outputs = []
+        return TrainResult(output_dir, {}, step, final_loss, time.monotonic() - started, history, stopped=True)
+    outputs = {}
     if main:
         outputs = method.save(output_dir, metadata)
         save_checkpoint(output_dir, step, method.state_dict(), training_state(step), config.keep_checkpoints)
         write_loss_files(output_dir, history)
         if config.validation_prompt and step % config.validation_every:
             render_previews(pipe, config, output_dir / PREVIEW_DIR / f"step-{step:06d}.png")
-        write_run_file(output_dir, config, "finished", {"metadata": metadata, "final_loss": final_loss})
+        write_run_file(output_dir, config, "finished", {
+            "metadata": metadata, "final_loss": final_loss,
+            "outputs": {kind: path.relative_to(output_dir).as_posix() for kind, path in outputs.items()},
+            **({} if method.adds_token else {"trigger_word": config.token})})
     accelerator.wait_for_everyone()
     return TrainResult(output_dir, outputs, step, final_loss, time.monotonic() - started, history, stopped_early)
+
+
+def save_resumable_state(output_dir: Path, config: TrainConfig, method: Method, step: int, state: dict,
+                         history: list, status: str) -> Path:
+    """A run ended before its last step (Ctrl-C or `stop`): checkpoint, loss files, run.json with `status`."""
+    path = save_checkpoint(output_dir, step, method.state_dict(), state, config.keep_checkpoints)
+    write_loss_files(output_dir, history)
+    write_run_file(output_dir, config, status, {"step": step})
+    return path
 
 
 def variance_has_settled(losses: list[float], window: int, threshold: float) -> bool:
@@ -338,9 +370,8 @@ def speed_options(pipe, config: TrainConfig) -> None:
     """Gradient checkpointing, channels-last and torch.compile, each only when asked for."""
     if config.gradient_checkpointing:
         pipe.unet.enable_gradient_checkpointing()
-        for encoder in (pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
-            if encoder is not None:
-                encoder.gradient_checkpointing_enable()
+        for _, _, encoder in text_encoders(pipe):
+            encoder.gradient_checkpointing_enable()
     if config.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
     if config.compile:
@@ -351,21 +382,15 @@ def pick(options: list[str], generator: torch.Generator) -> str:
     return options[int(torch.randint(len(options), (1,), generator=generator))]
 
 
-def predict_noise(pipe, noisy, timesteps, prompts: list[str], size_conditions: list[tuple], resolution: int):
-    """The UNet's prediction for `noisy` at `timesteps`, conditioned on `prompts` (SD or SDXL).
-
-    `size_conditions` are SDXL's (original height, width, crop top, left) per sample.
-    """
-    device = noisy.device
-    if not hasattr(pipe, "text_encoder_2"):
-        prompt_embeds, _ = pipe.encode_prompt(prompts, device, 1, False)
-        return pipe.unet(noisy, timesteps, encoder_hidden_states=prompt_embeds).sample
-    prompt_embeds, _, pooled, _ = pipe.encode_prompt(prompts, device=device, num_images_per_prompt=1,
-                                                     do_classifier_free_guidance=False)
-    time_ids = torch.tensor([[*size, resolution, resolution] for size in size_conditions], device=device,
-                            dtype=prompt_embeds.dtype)
-    return pipe.unet(noisy, timesteps, encoder_hidden_states=prompt_embeds,
-                     added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
+@torch.no_grad()
+def class_latents(pipe, config: TrainConfig, folder: Path, accelerator: Accelerator, resolution: int) -> LatentCache:
+    """The class images (made once by the main process, kept in `folder`), encoded like the subject's."""
+    if accelerator.is_main_process:
+        ensure_class_images(pipe, config, folder)
+    accelerator.wait_for_everyone()
+    class_images = ensure_class_images(pipe, config, folder)  # reads what is there
+    return encode_images(pipe.vae, class_images, resolution, "center", 1, False, config.seed, accelerator.device,
+                         torch.float32)
 
 
 @torch.no_grad()

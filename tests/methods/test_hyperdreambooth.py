@@ -3,11 +3,10 @@
 import torch
 from PIL import Image
 
-from tests.hyper.test_network import tiny_hypernetwork
+from tests.methods.test_hypernetwork import tiny_hypernetwork
 from textual_inversion import GenerateConfig, TrainConfig, UserError, generate, train
-from textual_inversion.hyper.lidb import aux_matrices
-from textual_inversion.hyper.network import load_hypernetwork, save_hypernetwork
-from textual_inversion.methods.hyperdreambooth import predicted_factors
+from textual_inversion.methods.hypernetwork import load_hypernetwork, predicted_factors, save_hypernetwork
+from textual_inversion.methods.lidb_layers import aux_matrices
 from textual_inversion.models import load_pipeline
 
 
@@ -33,7 +32,7 @@ def test_predict_finetune_save_load(tiny_sd1_path, image_folder, tmp_path):
     one.mkdir()
     Image.open(next(image_folder.iterdir())).save(one / "one.png")
     config = TrainConfig(model=tiny_sd1_path, images=str(one), token="<blob>", method="hyperdreambooth", steps=2,
-                         lr=1e-3, rank=4, hypernetwork=str(hyper_dir), checkpoint_every=0, device="cpu",
+                         lr=1e-3, options={"rank": 4, "hypernetwork": str(hyper_dir)}, checkpoint_every=0, device="cpu",
                          output_dir=str(tmp_path / "run"))
     # Before any step the rank-4 LoRA equals the rank-1 prediction.
     zero_steps = train(TrainConfig(**{**vars(config), "lr": 1e-12, "steps": 1, "output_dir": str(tmp_path / "start")}))
@@ -46,7 +45,7 @@ def test_predict_finetune_save_load(tiny_sd1_path, image_folder, tmp_path):
     assert torch.count_nonzero(next(iter(deltas.values()))) > 0
 
     result = train(config)
-    assert [p.name for p in result.outputs] == ["pytorch_lora_weights.safetensors"]
+    assert {kind: p.name for kind, p in result.outputs.items()} == {"lora": "pytorch_lora_weights.safetensors"}
     pipe = load_pipeline(tiny_sd1_path)
     pipe.load_lora_weights(str(result.output_dir))  # diffusers' own loader accepts the file
     paths = generate(GenerateConfig(model=tiny_sd1_path, concept=[str(result.output_dir)], prompt="a photo of <blob>",
@@ -57,7 +56,8 @@ def test_predict_finetune_save_load(tiny_sd1_path, image_folder, tmp_path):
 def test_a_token_the_hypernetwork_was_not_trained_for_is_refused(tiny_sd1_path, image_folder, tmp_path):
     save_hypernetwork(tiny_hypernetwork(load_pipeline(tiny_sd1_path).unet, token="sks"), tmp_path / "hyper")
     config = TrainConfig(model=tiny_sd1_path, images=str(image_folder), token="<blob>", method="hyperdreambooth",
-                         steps=1, hypernetwork=str(tmp_path / "hyper"), device="cpu", output_dir=str(tmp_path / "run"))
+                         steps=1, options={"hypernetwork": str(tmp_path / "hyper")}, device="cpu",
+                         output_dir=str(tmp_path / "run"))
     try:
         train(config)
     except UserError as error:
@@ -67,7 +67,7 @@ def test_a_token_the_hypernetwork_was_not_trained_for_is_refused(tiny_sd1_path, 
 
 
 def test_the_prediction_alone_is_a_rank_one_lora_file(tiny_sd1_path, tmp_path):
-    from textual_inversion.methods.hyperdreambooth import write_prediction
+    from textual_inversion.methods.hypernetwork import write_prediction
 
     save_hypernetwork(tiny_hypernetwork(load_pipeline(tiny_sd1_path).unet), tmp_path / "hyper")
     image = Image.new("RGB", (64, 64), (200, 30, 30))

@@ -23,25 +23,26 @@ def unchanged(before: dict, module) -> bool:
 
 @pytest.fixture
 def method_config(tiny_sd1_path, image_folder, tmp_path):
-    return TrainConfig(model=tiny_sd1_path, images=str(image_folder), token="<blob>", init_token="cat", steps=4,
-                       batch_size=2, checkpoint_every=2, device="cpu", output_dir=str(tmp_path / "run"))
+    return TrainConfig(model=tiny_sd1_path, images=str(image_folder), token="<blob>", options={"init_token": "cat"},
+                       steps=4, batch_size=2, checkpoint_every=2, device="cpu", output_dir=str(tmp_path / "run"))
 
 
 def test_lora_changes_only_adapters_and_diffusers_loads_the_same_weights(method_config, tiny_sd1_path, tmp_path):
     pipe = load_pipeline(tiny_sd1_path)
     frozen = {name: weights(getattr(pipe, name)) for name in ("unet", "vae", "text_encoder")}
-    config = dataclasses.replace(method_config, method="lora", lr=0.01, rank=2, lora_alpha=4.0, kohya_copy=True)
+    config = method_config.replaced(method="lora", lr=0.01, rank=2, lora_alpha=4.0, kohya_copy=True)
     result = train(config, pipe=pipe)
-    assert [p.name for p in result.outputs] == ["pytorch_lora_weights.safetensors", "lora_kohya.safetensors"]
+    assert [(kind, p.name) for kind, p in result.outputs.items()] == [
+        ("lora", "pytorch_lora_weights.safetensors"), ("lora-kohya", "lora_kohya.safetensors")]
     base_unet = {k.replace(".base_layer", ""): v for k, v in weights(pipe.unet).items() if "lora" not in k}
     assert all(torch.equal(frozen["unet"][k], base_unet[k]) for k in frozen["unet"])
     assert unchanged(frozen["vae"], pipe.vae) and unchanged(frozen["text_encoder"], pipe.text_encoder)
 
-    lora = load_file(result.outputs[0])
+    lora = load_file(result.outputs["lora"])
     assert lora and all(k.startswith("unet.") and "lora" in k for k in lora)
     ups = [v for k, v in lora.items() if "lora.up" in k]  # diffusers names B "up"
     assert ups and all(v.abs().sum() > 0 for v in ups), "the B matrices learned nothing"
-    kohya = load_file(result.outputs[1])
+    kohya = load_file(result.outputs["lora-kohya"])
     assert all(k.startswith("lora_unet_") for k in kohya) and any(k.endswith(".alpha") for k in kohya)
 
     prompt = dict(prompt="a photo of <blob>", num_inference_steps=2, generator=torch.Generator().manual_seed(0),
@@ -56,16 +57,16 @@ def test_lora_changes_only_adapters_and_diffusers_loads_the_same_weights(method_
     assert np.array_equal(theirs, mine)
     assert not np.array_equal(mine, base), "the LoRA changed nothing"
     kohya_pipe = load_pipeline(tiny_sd1_path)
-    kohya_pipe.load_lora_weights(str(result.outputs[1]))
+    kohya_pipe.load_lora_weights(str(result.outputs["lora-kohya"]))
     from_kohya = kohya_pipe(**{**prompt, "generator": torch.Generator().manual_seed(0)}).images
     assert np.abs(from_kohya - mine).max() < 1e-4  # alpha is stored per layer there; same scale
 
 
 def test_lora_on_sdxl_with_text_encoder_adapters(tiny_sdxl_path, image_folder, tmp_path):
     config = TrainConfig(model=tiny_sdxl_path, images=str(image_folder), token="<blob>", method="lora", steps=2,
-                         lr=0.01, lora_text_encoder=True, device="cpu", output_dir=str(tmp_path / "run"))
+                         lr=0.01, options={"lora_text_encoder": True}, device="cpu", output_dir=str(tmp_path / "run"))
     result = train(config)
-    prefixes = {key.split(".")[0] for key in load_file(result.outputs[0])}
+    prefixes = {key.split(".")[0] for key in load_file(result.outputs["lora"])}
     assert prefixes == {"unet", "text_encoder", "text_encoder_2"}
     pipe = load_pipeline(tiny_sdxl_path)
     pipe.load_lora_weights(str(result.output_dir))
@@ -75,7 +76,7 @@ def test_lora_on_sdxl_with_text_encoder_adapters(tiny_sdxl_path, image_folder, t
 def test_dreambooth_with_prior_preservation(method_config, tiny_sd1_path, tmp_path):
     pipe = load_pipeline(tiny_sd1_path)
     frozen = {name: weights(getattr(pipe, name)) for name in ("unet", "vae", "text_encoder")}
-    config = dataclasses.replace(method_config, method="dreambooth", lr=1e-3, class_prompt="a photo of a cat",
+    config = method_config.replaced(method="dreambooth", lr=1e-3, class_prompt="a photo of a cat",
                                  num_class_images=3, validation_steps=2)
     result = train(config, pipe=pipe)
     class_images = sorted((result.output_dir / "class_images").iterdir())
@@ -83,7 +84,7 @@ def test_dreambooth_with_prior_preservation(method_config, tiny_sd1_path, tmp_pa
     assert not unchanged(frozen["unet"], pipe.unet)
     assert unchanged(frozen["vae"], pipe.vae) and unchanged(frozen["text_encoder"], pipe.text_encoder)
 
-    saved = load_pipeline(str(result.outputs[0]))
+    saved = load_pipeline(str(result.outputs["pipeline"]))
     assert all(torch.equal(v, weights(pipe.unet)[k]) for k, v in weights(saved.unet).items())
 
     stamps = [p.stat().st_mtime_ns for p in class_images]
@@ -96,10 +97,11 @@ def test_dreambooth_with_prior_preservation(method_config, tiny_sd1_path, tmp_pa
 
 
 def test_pivotal_stops_the_embeddings_after_the_ti_fraction(method_config, tiny_sd1_path, tmp_path):
-    config = dataclasses.replace(method_config, method="pivotal", lr=0.05, lora_lr=0.01, ti_fraction=0.5,
+    config = method_config.replaced(method="pivotal", lr=0.05, lora_lr=0.01, ti_fraction=0.5,
                                  checkpoint_every=1)
     result = train(config)
-    assert {p.name for p in result.outputs} == {"learned_embeds.safetensors", "pytorch_lora_weights.safetensors"}
+    assert {kind: p.name for kind, p in result.outputs.items()} == {
+        "embedding": "learned_embeds.safetensors", "lora": "pytorch_lora_weights.safetensors"}
     step2 = load_file(result.output_dir / "checkpoints" / "step-000003" / "weights.safetensors")
     final = load_file(result.output_dir / "learned_embeds.safetensors")["<blob>"]
     assert torch.equal(step2["ti.text_encoder"], final), "embeddings kept learning after the pivot"
@@ -113,7 +115,7 @@ def test_pivotal_stops_the_embeddings_after_the_ti_fraction(method_config, tiny_
 def test_resume_is_bit_identical_for_every_method(method, method_config, tmp_path, monkeypatch):
     import textual_inversion.training as training
 
-    config = dataclasses.replace(method_config, method=method, lr=0.01)
+    config = method_config.replaced(method=method, lr=0.01)
     straight = train(dataclasses.replace(config, output_dir=str(tmp_path / "straight")))
     real_save = training.save_checkpoint
     interrupts = []
@@ -137,9 +139,9 @@ def test_resume_is_bit_identical_for_every_method(method, method_config, tmp_pat
 
 def test_method_options_are_checked():
     with pytest.raises(UserError, match="--class-prompt .* --method dreambooth or lora"):
-        TrainConfig(images="x", token="<t>", init_token="cat", class_prompt="a dog").validate()
-    with pytest.raises(UserError, match="--train-text-encoder is for --method dreambooth"):
-        TrainConfig(images="x", token="<t>", method="lora", train_text_encoder=True).validate()
+        TrainConfig(images="x", token="<t>", options={"init_token": "cat"}, class_prompt="a dog").validate()
+    with pytest.raises(UserError, match="--train-text-encoder is an option of dreambooth, not of --method lora"):
+        TrainConfig.from_values(dict(images="x", token="<t>", method="lora", train_text_encoder=True))
     TrainConfig(images="x", token="<t>", method="lora").validate()  # no --init-token needed
 
 
@@ -147,7 +149,7 @@ def test_method_options_are_checked():
 @pytest.mark.parametrize("method", ["lora", "dreambooth", "pivotal"])
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_methods_in_mixed_precision_on_a_gpu(method, precision, method_config, tiny_sd1_path, tmp_path):
-    config = dataclasses.replace(method_config, method=method, lr=1e-3, mixed_precision=precision, device="cuda",
+    config = method_config.replaced(method=method, lr=1e-3, mixed_precision=precision, device="cuda",
                                  class_prompt="a photo of a cat" if method == "dreambooth" else None,
                                  num_class_images=2, validation_steps=2)
     result = train(config)
@@ -160,7 +162,7 @@ def test_methods_in_mixed_precision_on_a_gpu(method, precision, method_config, t
 def test_a_lora_run_combines_with_embeddings_from_other_runs(method_config, tiny_sd1_path, tmp_path):
     from textual_inversion.formats import Embedding, write_embedding
 
-    lora_run = train(dataclasses.replace(method_config, method="lora", lr=0.01, steps=2))
+    lora_run = train(method_config.replaced(method="lora", lr=0.01, steps=2))
     other = write_embedding(Embedding("<other>", {"text_encoder": torch.randn(2, 768)}), tmp_path / "other.safetensors")
     paths = generate(GenerateConfig(model=tiny_sd1_path, concept=[str(lora_run.output_dir), str(other)],
                                     prompt="<blob> next to <other>", num_images=1, steps=2, device="cpu",

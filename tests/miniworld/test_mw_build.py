@@ -28,6 +28,7 @@ def weight_files(folder: Path) -> dict[str, dict]:
     return {str(p.relative_to(folder)): load_file(p) for p in sorted(folder.rglob("*.safetensors"))}
 
 
+@pytest.mark.slow  # three builds
 def test_same_seed_builds_identical_weights(tmp_path):
     build([*TINY_BUILD, "--output", str(tmp_path / "a" / "model")])
     build([*TINY_BUILD, "--output", str(tmp_path / "b" / "model")])

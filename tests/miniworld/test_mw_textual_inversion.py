@@ -19,8 +19,9 @@ CONCEPT = CONCEPTS / "hidden-colour"
 def learn(folder: Path, output: Path, steps: int, **settings):
     spec = ConceptSpec.from_toml(folder / "concept.toml")
     settings = {"lr": 0.02, "batch_size": 4, **settings}
-    result = train(TrainConfig(images=str(folder), token=spec.token, init_token=spec.init_word, property=spec.property,
-                               steps=steps, checkpoint_every=0, device="cpu", output_dir=str(output), **settings))
+    result = train(TrainConfig.from_values(dict(
+        images=str(folder), token=spec.token, init_token=spec.init_word, property=spec.property, steps=steps,
+        checkpoint_every=0, device="cpu", output_dir=str(output), **settings)))
     return spec, result
 
 

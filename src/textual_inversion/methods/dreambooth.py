@@ -9,58 +9,65 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+from ..options import option
+from ..outputs import OUTPUT_FILES, PIPELINE
+from .base import Method, MethodOptions
 
-PIPELINE_DIR = "pipeline"
+
+@dataclass
+class DreamBoothOptions(MethodOptions):
+    train_text_encoder: bool = option(False, "also fine-tune the text encoder(s)")
 
 
-class DreamBooth:
+class DreamBooth(Method):
     """Every UNet weight learns; with `train_text_encoder`, every text-encoder weight too."""
 
     name = "dreambooth"
+    summary = "the whole UNet, fine-tuned (a pipeline folder per concept)"
+    options_class = DreamBoothOptions
+    default_lr = 5e-6  # diffusers' DreamBooth example
+    prior_preservation = True
 
     def __init__(self, config):
-        self.config = config
-        self.modules: dict[str, torch.nn.Module] = {}
+        super().__init__(config)
+        self.modules: dict = {}  # "unet" (and the text encoders) -> the module that learns
         self.pipe = None
 
-    def prepare(self, pipe) -> None:
+    def prepare(self, pipe, data) -> None:
         self.pipe = pipe
         self.modules["unet"] = pipe.unet
-        if self.config.train_text_encoder:
+        if self.options.train_text_encoder:
             for attribute in ("text_encoder", "text_encoder_2"):
                 if getattr(pipe, attribute, None) is not None:
                     self.modules[attribute] = getattr(pipe, attribute)
         for module in self.modules.values():
             module.requires_grad_(True)
 
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for module in self.modules.values() for p in module.parameters()]
-
     def parameter_groups(self, lr: float) -> list[dict]:
-        return [{"params": self.trainable_parameters(), "lr": lr}]
+        return [{"params": [p for module in self.modules.values() for p in module.parameters()], "lr": lr}]
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
+    def state_dict(self) -> dict:
         return {f"{name}.{key}": value.detach().clone()
                 for name, module in self.modules.items() for key, value in module.state_dict().items()}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def load_state_dict(self, state: dict) -> None:
         for name, module in self.modules.items():
             prefix = f"{name}."
             module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
-    def save(self, output_dir: Path, metadata: dict[str, str]) -> list[Path]:
+    def save(self, folder: Path, metadata: dict[str, str]) -> dict[str, Path]:
         """`save_pretrained` into a staging folder, then swap it in as `pipeline/`."""
-        output_dir = Path(output_dir)
-        final = output_dir / PIPELINE_DIR
+        output_dir = Path(folder)
+        final = output_dir / OUTPUT_FILES[PIPELINE]
         staging = Path(tempfile.mkdtemp(prefix=".pipeline.", dir=output_dir))
         self.pipe.save_pretrained(staging, safe_serialization=True)
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
-        return [final]
+        return {PIPELINE: final}
 
     def release(self) -> None:
         for module in self.modules.values():

@@ -9,88 +9,119 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from diffusers.utils import (
-    convert_all_state_dict_to_peft,
-    convert_state_dict_to_diffusers,
-    convert_state_dict_to_kohya,
-)
-from peft import LoraConfig
-from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
-from safetensors.torch import load_file, save_file
+from ..errors import UserError
+from ..options import option
+from ..outputs import KOHYA_LORA, LORA, OUTPUT_FILES
+from .base import Method, MethodOptions
 
-from ..atomic import atomic_path
-
-LORA_FILE = "pytorch_lora_weights.safetensors"
-KOHYA_FILE = "lora_kohya.safetensors"
 UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 
 
-class LoRA:
-    """Rank-`config.rank` adapters on the UNet (and, with `lora_text_encoder`, on the text encoders)."""
+@dataclass
+class LoRAOptions(MethodOptions):
+    rank: int = option(4, "LoRA rank")
+    lora_alpha: float | None = option(None, "LoRA alpha; the update is scaled by alpha / rank (default: the rank)")
+    lora_text_encoder: bool = option(False, "also put LoRA adapters on the text encoder(s)")
+    kohya_copy: bool = option(False, "also write the LoRA in kohya/AUTOMATIC1111 layout (lora_kohya.safetensors)")
+
+
+class LoRA(Method):
+    """Rank-`rank` adapters on the UNet (and, with `lora_text_encoder`, on the text encoders)."""
 
     name = "lora"
+    summary = "low-rank adapters on the UNet's attention (peft)"
+    options_class = LoRAOptions
+    default_lr = 1e-4  # diffusers' LoRA DreamBooth example
+    prior_preservation = True
 
     def __init__(self, config):
-        self.config = config
-        self.modules: dict[str, torch.nn.Module] = {}  # "unet", "text_encoder", "text_encoder_2"
+        super().__init__(config)
+        self.modules: dict = {}  # "unet", "text_encoder", "text_encoder_2" -> the module holding adapters
         self.pipeline_class = None
 
-    def adapter_config(self, targets: list[str]) -> LoraConfig:
-        return LoraConfig(r=self.config.rank, lora_alpha=self.config.lora_alpha or self.config.rank,
-                          init_lora_weights="gaussian", target_modules=targets)
+    @classmethod
+    def validate(cls, config) -> None:
+        options = config.options
+        if options.rank < 1 or (options.lora_alpha is not None and options.lora_alpha <= 0):
+            raise UserError(f"--rank {options.rank} must be at least 1 and --lora-alpha positive")
 
-    def prepare(self, pipe) -> None:
+    def alpha(self) -> float:
+        return self.options.lora_alpha or self.options.rank
+
+    def adapter_config(self, targets: list[str]):
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.options.rank, lora_alpha=self.alpha(), init_lora_weights="gaussian",
+                          target_modules=targets)
+
+    def prepare(self, pipe, data) -> None:
+        import torch
+
         torch.manual_seed(self.config.seed)  # peft draws the initial A matrices from the global generator
         self.pipeline_class = type(pipe)
         pipe.unet.add_adapter(self.adapter_config(UNET_TARGETS))
         self.modules["unet"] = pipe.unet
-        if self.config.lora_text_encoder:
+        if self.options.lora_text_encoder:
             for attribute in ("text_encoder", "text_encoder_2"):
                 encoder = getattr(pipe, attribute, None)
                 if encoder is not None:
                     encoder.add_adapter(self.adapter_config(TEXT_ENCODER_TARGETS))
                     self.modules[attribute] = encoder
 
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for module in self.modules.values() for p in module.parameters() if p.requires_grad]
-
     def parameter_groups(self, lr: float) -> list[dict]:
-        return [{"params": self.trainable_parameters(), "lr": lr}]
+        return [{"params": [p for module in self.modules.values() for p in module.parameters() if p.requires_grad],
+                 "lr": lr}]
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
+    def state_dict(self) -> dict:
+        from peft.utils import get_peft_model_state_dict
+
         return {f"{name}.{key}": value.detach().clone()
                 for name, module in self.modules.items() for key, value in get_peft_model_state_dict(module).items()}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def load_state_dict(self, state: dict) -> None:
+        from peft.utils import set_peft_model_state_dict
+
         for name, module in self.modules.items():
             prefix = f"{name}."
             own = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
             set_peft_model_state_dict(module, own)
 
-    def save(self, output_dir: Path, metadata: dict[str, str]) -> list[Path]:
+    def save(self, folder: Path, metadata: dict[str, str]) -> dict[str, Path]:
         """Write diffusers' LoRA file (and the kohya copy with `kohya_copy`), atomically."""
-        output_dir = Path(output_dir)
+        import torch
+        from diffusers.utils import (
+            convert_all_state_dict_to_peft,
+            convert_state_dict_to_diffusers,
+            convert_state_dict_to_kohya,
+        )
+        from peft.utils import get_peft_model_state_dict
+        from safetensors.torch import load_file, save_file
+
+        from ..atomic import atomic_path
+
+        output_dir = Path(folder)
+        lora_path, kohya_path = output_dir / OUTPUT_FILES[LORA], output_dir / OUTPUT_FILES[KOHYA_LORA]
         layers = {f"{name}_lora_layers": convert_state_dict_to_diffusers(get_peft_model_state_dict(module))
                   for name, module in self.modules.items()}
         adapter_metadata = {f"{name}_lora_adapter_metadata": module.peft_config["default"].to_dict()
                             for name, module in self.modules.items()}
         with tempfile.TemporaryDirectory(dir=output_dir) as staging:
             self.pipeline_class.save_lora_weights(staging, **layers, **adapter_metadata, safe_serialization=True)
-            os.replace(Path(staging) / LORA_FILE, output_dir / LORA_FILE)
-        written = [output_dir / LORA_FILE]
-        if self.config.kohya_copy:
-            kohya = convert_state_dict_to_kohya(convert_all_state_dict_to_peft(load_file(output_dir / LORA_FILE)))
+            os.replace(Path(staging) / OUTPUT_FILES[LORA], lora_path)
+        written = {LORA: lora_path}
+        if self.options.kohya_copy:
+            kohya = convert_state_dict_to_kohya(convert_all_state_dict_to_peft(load_file(lora_path)))
             # diffusers' converter writes alpha = rank (scale 1); kohya's readers scale by alpha / rank.
-            alpha = torch.tensor(float(self.config.lora_alpha or self.config.rank))
+            alpha = torch.tensor(float(self.alpha()))
             kohya = {k: alpha.clone() if k.endswith(".alpha") else v for k, v in kohya.items()}
-            with atomic_path(output_dir / KOHYA_FILE) as temporary:
+            with atomic_path(kohya_path) as temporary:
                 save_file({k: v.contiguous() for k, v in kohya.items()}, str(temporary),
                           metadata={k: str(v) for k, v in metadata.items()})
-            written.append(output_dir / KOHYA_FILE)
+            written[KOHYA_LORA] = kohya_path
         return written
 
     def release(self) -> None:

@@ -6,52 +6,83 @@ learning after the first f x steps (the "pivot"), and the adapters refine around
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+from ..errors import UserError
+from ..options import option
+from .base import Method
+from .lora import LoRA, LoRAOptions
+from .textual_inversion import TextualInversion, TextualInversionOptions
 
-from .lora import LoRA
-from .textual_inversion import TextualInversion
+
+@dataclass
+class PivotalOptions(TextualInversionOptions, LoRAOptions):
+    lora_lr: float = option(1e-4, "learning rate of the LoRA weights")
+    ti_fraction: float = option(1.0, "fraction of the steps during which the embeddings learn")
 
 
-class PivotalTuning:
+class PivotalTuning(Method):
+    """Textual Inversion's rows and LoRA's adapters, each method doing its own part."""
+
     name = "pivotal"
+    summary = "new token embeddings and LoRA adapters together"
+    options_class = PivotalOptions
+    default_lr = 5e-3  # of the embeddings; the adapters learn at --lora-lr
+    adds_token = True
 
     def __init__(self, config):
-        self.config = config
-        self.embeddings = TextualInversion(config)
-        self.lora = LoRA(config)
-        self.embedding_steps = math.ceil(config.ti_fraction * config.steps)
+        super().__init__(config)
+        self.embeddings = self.part(TextualInversion)
+        self.lora = self.part(LoRA)
+        self.embedding_steps = math.ceil(self.options.ti_fraction * config.steps)
 
-    def prepare(self, pipe) -> None:
-        self.embeddings.prepare(pipe)
-        self.lora.prepare(pipe)
+    def part(self, method: type[Method]) -> Method:
+        """One part of pivotal tuning: that method, given its share of these options."""
+        fields = dataclasses.fields(method.options_class)
+        options = method.options_class(**{f.name: getattr(self.options, f.name) for f in fields})
+        return method(dataclasses.replace(self.config, method=method.name, options=options))
 
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return self.embeddings.trainable_parameters() + self.lora.trainable_parameters()
+    @classmethod
+    def validate(cls, config) -> None:
+        TextualInversion.validate(config)
+        LoRA.validate(config)
+        options = config.options
+        if not 0 < options.lora_lr < 1:
+            raise UserError(f"--lora-lr {options.lora_lr}: must be between 0 and 1")
+        if not 0 <= options.ti_fraction <= 1:
+            raise UserError(f"--ti-fraction {options.ti_fraction}: must be between 0 and 1")
+
+    def prepare(self, pipe, data) -> None:
+        self.embeddings.prepare(pipe, data)
+        self.lora.prepare(pipe, data)
 
     def parameter_groups(self, lr: float) -> list[dict]:
-        return self.embeddings.parameter_groups(lr) + self.lora.parameter_groups(self.config.lora_lr)
+        return self.embeddings.parameter_groups(lr) + self.lora.parameter_groups(self.options.lora_lr)
 
     def step_started(self, step: int) -> None:
         """Freeze the embeddings once their share of the steps is done (AdamW skips them then)."""
         for rows in self.embeddings.trainable_parameters():
             rows.requires_grad_(step < self.embedding_steps)
 
-    def step_finished(self) -> None:
-        self.embeddings.step_finished()
+    def step_finished(self, step: int) -> None:
+        self.embeddings.step_finished(step)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
+    def state_dict(self) -> dict:
         return {**{f"ti.{k}": v for k, v in self.embeddings.state_dict().items()},
                 **{f"lora.{k}": v for k, v in self.lora.state_dict().items()}}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def load_state_dict(self, state: dict) -> None:
         self.embeddings.load_state_dict({k[3:]: v for k, v in state.items() if k.startswith("ti.")})
         self.lora.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("lora.")})
 
-    def save(self, output_dir: Path, metadata: dict[str, str]) -> list[Path]:
-        return self.embeddings.save(output_dir, metadata) + self.lora.save(output_dir, metadata)
+    def metadata(self) -> dict[str, str]:
+        return self.embeddings.metadata()
+
+    def save(self, folder: Path, metadata: dict[str, str]) -> dict[str, Path]:
+        return {**self.embeddings.save(folder, metadata), **self.lora.save(folder, metadata)}
 
     def release(self) -> None:
         self.embeddings.release()

@@ -2,76 +2,113 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+from ..errors import UserError
+from ..options import option
+from ..outputs import EMBEDDING, OUTPUT_FILES
+from .base import Method, MethodOptions
 
-from ..formats import SINGLE_ENCODER, Embedding, write_embedding
-from ..models import text_encoders
-from ..tokens import (
-    add_placeholder_tokens,
-    attach_placeholder_embedding,
-    cross_initial_embeddings,
-    detach_placeholder_embedding,
-    initializer_embeddings,
-)
-
-EMBEDDING_FILE = "learned_embeds.safetensors"
+MAX_VECTORS = 75  # a CLIP prompt holds 77 tokens: start, end and at most 75 others
 
 
-class TextualInversion:
-    """New rows for `config.token` in every text encoder of the pipeline (both of SDXL's)."""
+@dataclass
+class TextualInversionOptions(MethodOptions):
+    init_token: str = option("", "word(s) the new token starts from, e.g. cat")
+    vectors: int = option(1, "number of embedding vectors for the token (multi-vector tokens hold more detail)")
+    init_strategy: str = option("word", "where the new vectors start: the initializer word's input embedding (word) or "
+                                "the text encoder's output for it (cross, as in Cross-Initialization)", ("word", "cross"))
+    keep_norm: bool = option(False, "keep each new vector at its initial length (a regulariser against drifting norms)")
+
+
+class TextualInversion(Method):
+    """New rows for the token in every text encoder of the pipeline (both of SDXL's)."""
 
     name = "textual-inversion"
+    summary = "new token embeddings in the frozen text encoder(s)"
+    options_class = TextualInversionOptions
+    default_lr = 5e-3  # diffusers' textual_inversion example
+    adds_token = True
 
     def __init__(self, config):
-        self.config = config
-        self.rows: dict[str, torch.nn.Parameter] = {}
+        super().__init__(config)
+        self.rows: dict = {}  # file key (SINGLE_ENCODER, or clip_l/clip_g) -> that encoder's new rows
         self.encoders: list = []  # (text encoder, first placeholder id, that encoder's rows)
-        self.initial_norms: list[torch.Tensor] = []
+        self.initial_norms: list = []
 
-    def prepare(self, pipe) -> None:
+    @classmethod
+    def validate(cls, config) -> None:
+        options = config.options
+        if not options.init_token.strip():
+            raise UserError("--init-token is required: a word close to your subject, e.g. cat")
+        if options.vectors < 1:
+            raise UserError(f"--vectors {options.vectors}: must be at least 1")
+        if options.vectors > MAX_VECTORS:
+            raise UserError(f"--vectors {options.vectors}: a prompt holds at most {MAX_VECTORS} tokens; use 1-16")
+
+    def prepare(self, pipe, data) -> None:
         """Add the token to each tokenizer and wrap each text encoder's embedding with trainable rows."""
+        from ..formats import SINGLE_ENCODER
+        from ..models import text_encoders
+        from ..tokens import (
+            add_placeholder_tokens,
+            attach_placeholder_embedding,
+            cross_initial_embeddings,
+            initializer_embeddings,
+        )
+
+        options = self.options
         for name, tokenizer, encoder in text_encoders(pipe):
-            base = encoder.get_input_embeddings()
-            if self.config.init_strategy == "cross":
-                initial = cross_initial_embeddings(tokenizer, encoder, self.config.init_token, self.config.vectors)
+            if options.init_strategy == "cross":
+                initial = cross_initial_embeddings(tokenizer, encoder, options.init_token, options.vectors)
             else:
-                initial = initializer_embeddings(tokenizer, base, self.config.init_token, self.config.vectors)
-            ids = add_placeholder_tokens(tokenizer, self.config.token, self.config.vectors)
+                initial = initializer_embeddings(tokenizer, encoder.get_input_embeddings(), options.init_token,
+                                                 options.vectors)
+            ids = add_placeholder_tokens(tokenizer, self.config.token, options.vectors)
             wrapper = attach_placeholder_embedding(encoder, ids[0], initial)
             self.rows[SINGLE_ENCODER if name == "text_encoder" else name] = wrapper.new_rows
             self.initial_norms.append(initial.norm(dim=-1, keepdim=True).to(wrapper.new_rows.device))
             self.encoders.append((encoder, ids[0], wrapper.new_rows))
 
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return list(self.rows.values())
-
     def parameter_groups(self, lr: float) -> list[dict]:
-        return [{"params": self.trainable_parameters(), "lr": lr}]
+        return [{"params": list(self.rows.values()), "lr": lr}]
 
-    def step_finished(self) -> None:
+    def step_finished(self, step: int) -> None:
         """With --keep-norm, put every vector back to the length it started with."""
-        if not self.config.keep_norm:
+        if not self.options.keep_norm:
             return
+        import torch
+
         with torch.no_grad():
             for rows, norms in zip(self.rows.values(), self.initial_norms, strict=True):
                 rows.mul_(norms / rows.norm(dim=-1, keepdim=True).clamp(min=1e-12))
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
+    def state_dict(self) -> dict:
         return {name: rows.detach().clone() for name, rows in self.rows.items()}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def load_state_dict(self, state: dict) -> None:
+        import torch
+
         with torch.no_grad():
             for name, rows in self.rows.items():
                 rows.copy_(state[name])
 
-    def embedding(self, metadata: dict[str, str]) -> Embedding:
+    def metadata(self) -> dict[str, str]:
+        return {"vectors": str(self.options.vectors), "init_token": self.options.init_token}
+
+    def embedding(self, metadata: dict[str, str]):
+        """The learned vectors as an `Embedding` (the token, a tensor per text encoder, `metadata`)."""
+        from ..formats import Embedding
+
         return Embedding(self.config.token, self.state_dict(), dict(metadata))
 
-    def save(self, output_dir: Path, metadata: dict[str, str]) -> list[Path]:
+    def save(self, folder: Path, metadata: dict[str, str]) -> dict[str, Path]:
         """Write the learned vectors as a diffusers-loadable `learned_embeds.safetensors`."""
-        return [write_embedding(self.embedding(metadata), Path(output_dir) / EMBEDDING_FILE, "diffusers")]
+        from ..formats import write_embedding
+
+        return {EMBEDDING: write_embedding(self.embedding(metadata), Path(folder) / OUTPUT_FILES[EMBEDDING],
+                                           "diffusers")}
 
     def release(self) -> None:
         """Give the text encoders plain embedding modules back, the learned rows written into them.
@@ -79,6 +116,10 @@ class TextualInversion:
         This is what diffusers' `load_textual_inversion` does, so the pipeline can go on generating
         with the new token; the pretrained rows are untouched.
         """
+        import torch
+
+        from ..tokens import detach_placeholder_embedding
+
         for encoder, first_id, rows in self.encoders:
             detach_placeholder_embedding(encoder)
             encoder.resize_token_embeddings(first_id + rows.shape[0], mean_resizing=False)  # rows set below

@@ -1,7 +1,8 @@
 """miniworld: a procedurally rendered world and a small text-to-image model trained on it.
 
 The packaged model (``model/``) is a plain diffusers StableDiffusionPipeline folder,
-so the tool's main job can run offline and be scored against ground truth.
+so the tool's main job can run offline and be scored against ground truth. ``hypernetwork/`` holds
+the HyperDreamBooth hypernetwork trained for it (built by ``textual_inversion.builds.hypernetwork``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 MODEL_DIR = Path(__file__).resolve().parent / "model"
+HYPERNETWORK_DIR = Path(__file__).resolve().parent / "hypernetwork"
 
 
 def model_path() -> str:

@@ -27,11 +27,11 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..images import to_tensor
 from . import MODEL_DIR
 from .architecture import (
     make_sample_scheduler,
@@ -46,12 +46,6 @@ from .tokenizer import save_tokenizer
 from .world import SHAPES, random_scene, render
 
 log = logging.getLogger(__name__)
-
-
-def to_tensor(images) -> torch.Tensor:
-    """PIL images -> float tensor in [-1, 1], NCHW."""
-    arr = np.stack([np.asarray(im, dtype=np.float32) for im in images]) / 127.5 - 1.0
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 
 
 def lr_at(step: int, total: int, base: float, warmup: int) -> float:

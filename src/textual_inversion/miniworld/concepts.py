@@ -5,7 +5,7 @@
 Each concept folder gets 5 PNGs, a caption beside each (``00.txt``: what the image shows besides the
 concept, with ``{token}`` for it) and a ``concept.toml`` describing the token, its
 initializer word, the defining attributes (what the judge should see) and which
-attributes are free to edit in prompts. Output is deterministic.
+attributes are free to edit in prompts; `ConceptSpec` reads it back. Output is deterministic.
 
 * hidden-colour: the model can draw teal but has no word for it;
 * star:          a shape the base model never saw;
@@ -18,9 +18,11 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import UserError
 from .captions import concept_caption
 from .world import BACKGROUNDS, BASE_SHAPES, NAMED_COLOURS, SIZES, Scene, random_scene, render
 
@@ -131,6 +133,31 @@ def concept_toml(c: Concept, scenes: list[Scene]) -> str:
         lines += [f"{k} = {_toml_value(v)}" for k, v in s.attributes().items()]
         lines += [f"x = {s.x:.2f}", f"y = {s.y:.2f}"]
     return "\n".join(lines) + "\n"
+
+
+@dataclass
+class ConceptSpec:
+    """A concept's ground truth as the judge checks it, read back from its `concept.toml`."""
+
+    token: str
+    init_word: str
+    property: str
+    words: str
+    attributes: dict[str, str]
+    free: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> ConceptSpec:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            return cls(data["token"], data["init_word"], data.get("property", "object"), data["words"],
+                       dict(data["attributes"]), list(data.get("free", [])))
+        except FileNotFoundError:
+            raise UserError(f"--concept-spec {path}: no such file") from None
+        except (tomllib.TOMLDecodeError, KeyError, TypeError) as error:
+            raise UserError(f"--concept-spec {path}: not a concept spec ({error}); it needs token, init_word, "
+                            "words and an [attributes] table") from None
 
 
 def write_concept(c: Concept, folder: Path) -> Path:

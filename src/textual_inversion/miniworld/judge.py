@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 from torch import nn
 
+from ..images import to_tensor
 from .world import ATTRIBUTES, SHAPES, VOCAB, random_scene, render
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,8 @@ class JudgeNet(nn.Module):
 
 
 def to_batch(images: list[Image.Image]) -> torch.Tensor:
-    arr = np.stack([np.asarray(im.convert("RGB").resize((64, 64)), dtype=np.float32) for im in images])
-    return torch.from_numpy(arr / 127.5 - 1.0).permute(0, 3, 1, 2).contiguous()
+    """Images of any size as the judge's input: (B, 3, 64, 64) in [-1, 1]."""
+    return to_tensor([im.convert("RGB").resize((64, 64)) for im in images])
 
 
 def _augment(im: Image.Image, rng: random.Random) -> Image.Image:

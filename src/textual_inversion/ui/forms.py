@@ -12,28 +12,43 @@ from typing import Any
 
 import gradio as gr
 
-from ..config import coerce
+from ..config import TrainConfig
+from ..methods import METHODS, method_option_fields
+from ..options import coerce, default_of, field_kinds
+
+
+def find_field(config_class: type, name: str) -> tuple[type, dataclasses.Field]:
+    """Field `name` of `config_class` and the class declaring it (for training, a method's options class)."""
+    for field in dataclasses.fields(config_class):
+        if field.name == name:
+            return config_class, field
+    option = method_option_fields()[name] if config_class is TrainConfig else None
+    if option is None:
+        raise KeyError(name)
+    return option.owner, option.field
 
 
 def field_input(config_class: type, name: str, choices: list | None = None, **overrides) -> gr.components.Component:
     """A Gradio input for field `name` of `config_class`, starting at its default; `choices` make it a list."""
-    field = next(f for f in dataclasses.fields(config_class) if f.name == name)
-    kind = str(field.type)
-    default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+    owner, field = find_field(config_class, name)
+    kind = field_kinds(owner)[name]
+    default = default_of(field)
     options = {"label": name.replace("_", " ").capitalize(),
                "info": f"{field.metadata['help']} (--{name.replace('_', '-')})",
                "value": default, "elem_id": f"{config_class.__name__.removesuffix('Config').lower()}-{name}"}
     options.update(overrides)
+    if config_class is TrainConfig and name == "method":
+        choices = choices or list(METHODS)
     choices = choices or field.metadata.get("choices")
     if choices:
         return gr.Radio(list(choices), **options) if len(choices) <= 4 else gr.Dropdown(list(choices), **options)
-    if kind.startswith("bool"):
+    if kind is bool:
         return gr.Checkbox(**options)
-    if default is None and not kind.startswith("str"):  # an empty number input sends 0; an empty text box, nothing
+    if default is None and kind is not str:  # an empty number input sends 0; an empty text box, nothing
         return gr.Textbox(**{"placeholder": "empty: the default", **options, "value": options["value"] or ""})
-    if kind.startswith("int"):
+    if kind is int:
         return gr.Number(precision=0, **options)
-    if kind.startswith("float"):
+    if kind is float:
         return gr.Number(**options)
     return gr.Textbox(**{**options, "value": options["value"] or ""})
 
@@ -44,15 +59,19 @@ def shown_as_is(text: str) -> str:
 
 
 def config_from_form(config_class: type, values: dict[str, Any], fixed: dict[str, Any]):
-    """`config_class` from form values (an empty input means the default) plus `fixed` values."""
-    defaults = {f.name: f.default for f in dataclasses.fields(config_class)}
+    """`config_class` from form values (an empty input means the default) plus `fixed` values.
+
+    The Teach form shows every method's options; those of methods other than the chosen one are left out.
+    """
     given = {}
     for name, value in values.items():
         if isinstance(value, str):
             value = value.strip()
         if value is None or value == "":
-            if defaults[name] is None:
+            if default_of(find_field(config_class, name)[1]) is None:
                 given[name] = None
             continue
         given[name] = value
+    if config_class is TrainConfig:
+        return TrainConfig.from_values({**given, **fixed}, "the form", lenient=True)
     return coerce(config_class, {**given, **fixed}, "the form")

@@ -9,16 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..atomic import write_text_atomic
-from ..concepts import LORA_FILE, PIPELINE_DIR, RUN_EMBEDDING
+from ..concepts import run_outputs
 from ..config import TrainConfig
 from ..data import IMAGE_SUFFIXES
 from ..errors import UserError
 from ..formats import read_embedding, write_embedding
+from ..methods import METHODS
+from ..outputs import EMBEDDING, LORA, OUTPUT_FILES, PIPELINE
 from ..rundir import PREVIEW_DIR, RUN_FILE, read_run_file
-
-# Methods whose word is an added token (its vectors can be saved under another name); for DreamBooth
-# and LoRA the word is an ordinary prompt word the weights were trained on, so it cannot change.
-RENAMEABLE_METHODS = ("textual-inversion", "pivotal")
 
 
 @dataclass
@@ -36,7 +34,8 @@ class Concept:
     @property
     def usable(self) -> bool:
         """Holds what `generate --concept` loads."""
-        return any((self.folder / name).exists() for name in (RUN_EMBEDDING, LORA_FILE, PIPELINE_DIR))
+        outputs, _ = run_outputs(self.folder)
+        return any(kind in outputs for kind in (EMBEDDING, LORA, PIPELINE))
 
     def label(self) -> str:
         return f"{self.token} · {self.method} · {self.folder.name}"
@@ -74,15 +73,19 @@ def rename_concept(folder: Path, new_token: str) -> None:
     concept = read_concept(folder)
     if concept is None:
         raise UserError(f"{folder}: not a run folder (no readable {RUN_FILE})")
-    if concept.method not in RENAMEABLE_METHODS:
+    method = METHODS.get(concept.method)
+    if method is not None and not method.adds_token:
+        # Its word is an ordinary prompt word the weights were trained on, not a token whose vectors are saved.
         raise UserError(f"{folder}: a {concept.method} run learned its word into the weights; "
                         "train again to use another word")
-    if not (folder / RUN_EMBEDDING).is_file():
-        raise UserError(f"{folder}: holds no {RUN_EMBEDDING} yet (status {concept.status}); finish the run first")
-    TrainConfig(images="unused", token=new_token, init_token="unused").validate()  # the CLI's rules for a token
-    embedding = read_embedding(folder / RUN_EMBEDDING)
+    embedding_path = run_outputs(folder)[0].get(EMBEDDING)
+    if embedding_path is None:
+        raise UserError(f"{folder}: holds no {OUTPUT_FILES[EMBEDDING]} yet (status {concept.status}); "
+                        "finish the run first")
+    TrainConfig(images="unused", token=new_token, options={"init_token": "unused"}).validate()  # the CLI's rules
+    embedding = read_embedding(embedding_path)
     embedding.token = new_token
-    write_embedding(embedding, folder / RUN_EMBEDDING)
+    write_embedding(embedding, embedding_path)
     record = read_run_file(folder)
     record["config"]["token"] = new_token
     if "metadata" in record:

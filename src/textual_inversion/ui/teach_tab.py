@@ -15,6 +15,7 @@ import pandas as pd
 from ..config import TrainConfig, UIConfig
 from ..data import IMAGE_SUFFIXES, load_rgb
 from ..errors import UserError
+from ..methods import method_option_fields
 from ..rundir import PREVIEW_DIR, check_output_dir
 from .forms import config_from_form, field_input, shown_as_is
 from .jobs import (
@@ -32,9 +33,19 @@ from .jobs import (
 from .library import download_files
 
 MAIN_FIELDS = ("token", "init_token", "method", "steps", "validation_prompt")
-ADVANCED_FIELDS = ("lr", "batch_size", "vectors", "property", "rank", "resolution", "validation_every",
-                   "num_validation_images", "validation_steps", "checkpoint_every", "seed", "resume", "overwrite")
+ADVANCED_FIELDS = ("lr", "batch_size", "property", "resolution", "validation_every", "num_validation_images",
+                   "validation_steps", "checkpoint_every", "seed", "resume", "overwrite")
 PREVIEW_PROMPT = "a photo of {token}"  # "{token}" becomes the new word when the job starts
+
+
+def method_fields() -> dict[str, list[str]]:
+    """{method: the option names listed under it}: its own options not already on the form (a shared one
+    is listed under the first method that has it)."""
+    grouped: dict[str, list[str]] = {}
+    for name, option in method_option_fields().items():
+        if name not in MAIN_FIELDS:
+            grouped.setdefault(option.methods[0], []).append(name)
+    return grouped
 
 
 def check_images(paths: list[str]) -> tuple[list[Path], list[str]]:
@@ -191,6 +202,9 @@ def build(ui: UIConfig, jobs: TrainingJobs, page: gr.Blocks) -> None:
                                                       info="{token} stands for the new word; empty: no previews")
             with gr.Accordion("Advanced options", open=False, elem_id="teach-advanced"):
                 inputs.update({name: field_input(TrainConfig, name) for name in ADVANCED_FIELDS})
+            for method, names in method_fields().items():  # each registered method's own options
+                with gr.Accordion(f"Options of {method}", open=False, elem_id=f"teach-options-{method}"):
+                    inputs.update({name: field_input(TrainConfig, name) for name in names})
             with gr.Row():
                 start = gr.Button("Start", variant="primary", elem_id="teach-start")
                 stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="teach-stop")

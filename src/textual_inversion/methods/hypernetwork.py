@@ -14,20 +14,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..atomic import atomic_path
 from ..errors import UserError
-from .lidb import LayerShape
+from ..images import to_tensor
+from ..miniworld import HYPERNETWORK_DIR
+from .lidb_file import write_rank1_lora
+from .lidb_layers import LayerShape, lora_factors
 
 IMAGE_SIZE = 64
-BUNDLED_DIR = Path(__file__).resolve().parent / "miniworld"
 WEIGHTS_FILE = "hypernetwork.safetensors"
 CONFIG_FILE = "hypernetwork.json"
-SUMMARY_FILE = "training.json"  # hyper.train's account of the run, with the identities it withheld
 
 
 @dataclass
@@ -49,10 +49,9 @@ class HyperConfig:
 
 
 def image_tensor(images: list[Image.Image]) -> torch.Tensor:
-    """RGB images as a (B, 3, 64, 64) batch in [-1, 1]."""
-    resized = [image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR) for image in images]
-    array = torch.stack([torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8) for image in resized])
-    return array.view(len(images), IMAGE_SIZE, IMAGE_SIZE, 3).permute(0, 3, 1, 2).float() / 127.5 - 1
+    """Images of any size as the hypernetwork's input: a (B, 3, 64, 64) batch in [-1, 1]."""
+    return to_tensor([image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+                      for image in images])
 
 
 class HyperNetwork(nn.Module):
@@ -116,18 +115,8 @@ class HyperNetwork(nn.Module):
         return [(down[0], up[0]) for down, up in self.split(flat)]
 
 
-def flatten(train: dict[str, tuple[torch.Tensor, torch.Tensor]], shapes: list[LayerShape], max_down: int,
-            max_up: int) -> torch.Tensor:
-    """{layer: (down, up)} of a LiDB file -> (layers, max_down + max_up) in the hypernetwork's order."""
-    flat = torch.zeros(len(shapes), max_down + max_up)
-    for index, shape in enumerate(shapes):
-        down, up = train[shape.name]
-        flat[index, :shape.down_dim] = down
-        flat[index, max_down:max_down + shape.up_dim] = up
-    return flat
-
-
 def save_hypernetwork(network: HyperNetwork, folder: Path) -> None:
+    """Write `network` as load_hypernetwork reads it: weights and config, each atomically."""
     folder = Path(folder)
     with atomic_path(folder / WEIGHTS_FILE) as temporary:
         save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(temporary))
@@ -137,20 +126,13 @@ def save_hypernetwork(network: HyperNetwork, folder: Path) -> None:
 
 def load_hypernetwork(folder: str | Path | None = None) -> HyperNetwork:
     """A trained hypernetwork from `folder` (default: the one bundled for miniworld)."""
-    folder = Path(folder) if folder else BUNDLED_DIR
+    folder = Path(folder) if folder else HYPERNETWORK_DIR
     if not (folder / WEIGHTS_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
         raise UserError(f"--hypernetwork {folder}: holds no {WEIGHTS_FILE} and {CONFIG_FILE}; train one with "
-                        "`python -m textual_inversion.hyper.train`")
+                        "`python -m textual_inversion.builds.hypernetwork.train`")
     network = HyperNetwork(HyperConfig(**json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))))
     network.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
     return network
-
-
-def read_training_summary(folder: str | Path | None = None) -> dict:
-    """How the hypernetwork in `folder` (default: the bundled one) was trained, as hyper.train summarised it:
-    steps, losses, and under "validation" the identities it withheld; {} for one without a summary."""
-    path = (Path(folder) if folder else BUNDLED_DIR) / SUMMARY_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def check_fits(network: HyperNetwork, unet) -> None:
@@ -163,8 +145,17 @@ def check_fits(network: HyperNetwork, unet) -> None:
                             "in this model; use a hypernetwork trained for this --model")
 
 
-def weight_loss(estimates: list[torch.Tensor], target: torch.Tensor, network: HyperNetwork) -> torch.Tensor:
-    """Mean squared error in normalised weight space, averaged over the refinement iterations."""
-    mask = network.mask
-    return sum(F.mse_loss(e * mask, target * mask, reduction="sum") / (mask.sum() * len(target))
-               for e in estimates) / len(estimates)
+def predicted_factors(pipe, images, hypernetwork_folder: str | None) -> tuple[dict[str, tuple], HyperNetwork]:
+    """{layer name: (lora_A 1 x in, lora_B out x 1)} of the ΔW the hypernetwork predicts from `images` (PIL),
+    and the hypernetwork. ΔW = lora_B @ lora_A = (up_aux · up)(down · down_aux), never built whole."""
+    network = load_hypernetwork(hypernetwork_folder)
+    check_fits(network, pipe.unet)
+    shapes = network.config.shapes()
+    predicted = dict(zip((shape.name for shape in shapes), network.predict(images), strict=True))
+    return lora_factors(shapes, predicted, network.config.seed), network
+
+
+def write_prediction(pipe, images, hypernetwork_folder: str | None, output_dir: Path) -> Path:
+    """The hypernetwork's prediction alone, as a rank-1 LoRA file (no fine-tune)."""
+    factors, _ = predicted_factors(pipe, images, hypernetwork_folder)
+    return write_rank1_lora(output_dir, type(pipe), factors)

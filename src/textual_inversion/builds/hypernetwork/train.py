@@ -1,7 +1,7 @@
 """Train the HyperDreamBooth hypernetwork on pre-optimised LiDB weights (see preoptimize.py).
 
-    python -m textual_inversion.hyper.train [--dataset runs/hyper-dataset] [--output src/textual_inversion/hyper/miniworld]
-        [--validation N]
+    python -m textual_inversion.builds.hypernetwork.train [--dataset runs/hyper-dataset]
+        [--output src/textual_inversion/miniworld/hypernetwork] [--validation N]
 
 Per step: a batch of training identities, each drawn anew (background, size, position, mirroring), goes
 through the hypernetwork. The loss is the weight-space error of every refinement iteration against the
@@ -14,10 +14,9 @@ are tuned (benchmarks/hyperdreambooth_tune.py, N = 16) or more unseen identities
 (benchmarks/hyperdreambooth.py --extra-identities, N = 16 + their count). The bundled hypernetwork is built
 with `--validation 32`, so that 22 identities it never saw measure it, not 6.
 
-The default is the weight-space loss alone. On miniworld's token-reader fits (preoptimize --down token,
-186 identities), 5,000 such steps predict the 6 held-out identities with fidelity 0.50. The diffusion loss
-at weight 1 (1,500 steps, about the same CPU time) scored 0.04: its weight-space loss stayed at 0.34,
-against 0.10 without it (benchmarks/results/hyperdreambooth_losses.md).
+The default is the weight-space loss alone: on miniworld, the diffusion loss added in about the same CPU
+time left the weights fitted worse and the held-out identities predicted far worse
+(benchmarks/results/hyperdreambooth_losses.md).
 """
 
 from __future__ import annotations
@@ -35,27 +34,21 @@ from diffusers import DDPMScheduler
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_path
-from ..errors import UserError
-from ..miniworld.world import random_scene, render
-from ..models import load_pipeline
-from ..templates import TEMPLATES
-from ..training import predict_noise
+from ...atomic import atomic_path
+from ...errors import UserError
+from ...methods.hypernetwork import HyperConfig, HyperNetwork, image_tensor, save_hypernetwork
+from ...methods.lidb_file import LIDB_FILE, read_lidb
+from ...methods.lidb_layers import LayerShape, attach, canonical_factors, target_layers
+from ...miniworld import HYPERNETWORK_DIR
+from ...miniworld.world import random_scene, render
+from ...models import load_pipeline
+from ...objective import diffusion_loss, encode_conditioning
+from ...templates import TEMPLATES
 from .identities import TOKEN, Identity, all_identities, held_out, training_identities, validation_identities
-from .lidb import attach, canonical_factors, target_layers
-from .lidb_file import LIDB_FILE, read_lidb
-from .network import (
-    BUNDLED_DIR,
-    SUMMARY_FILE,
-    HyperConfig,
-    HyperNetwork,
-    flatten,
-    image_tensor,
-    save_hypernetwork,
-    weight_loss,
-)
 
 logger = logging.getLogger(__name__)
+
+SUMMARY_FILE = "training.json"  # this script's account of the run, with the identities it withheld
 
 
 def load_dataset(folder: Path, withheld: frozenset[str] = frozenset()) -> tuple[list[Identity], list[dict], dict[str, str]]:
@@ -66,7 +59,7 @@ def load_dataset(folder: Path, withheld: frozenset[str] = frozenset()) -> tuple[
     runs = [run for run in runs if run.parent.name not in forbidden]  # held-out identities never train it
     if len(runs) < 2:
         raise UserError(f"--dataset {folder}: needs at least 2 pre-optimised identities; run "
-                        "`python -m textual_inversion.hyper.preoptimize` first")
+                        "`python -m textual_inversion.builds.hypernetwork.preoptimize` first")
     by_name = {identity.name: identity for identity in all_identities()}
     identities, weights, metadata = [], [], {}
     for run in runs:
@@ -127,7 +120,7 @@ def train_hypernetwork(dataset: Path, output: Path, steps: int, batch_size: int,
                   if with_targets else torch.zeros(()))
         loss, d_loss = w_loss, None
         if diffusion_weight > 0:
-            d_loss = diffusion_loss(pipe, scheduler, layers, network, estimates[-1], batch, rng)
+            d_loss = predicted_weights_loss(pipe, scheduler, layers, network, estimates[-1], batch, rng)
             loss = loss + diffusion_weight * d_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -151,8 +144,8 @@ def train_hypernetwork(dataset: Path, output: Path, steps: int, batch_size: int,
     return summary
 
 
-def diffusion_loss(pipe, scheduler, layers: dict, network: HyperNetwork, estimate: torch.Tensor, pixels: torch.Tensor,
-                   rng: random.Random) -> torch.Tensor:
+def predicted_weights_loss(pipe, scheduler, layers: dict, network: HyperNetwork, estimate: torch.Tensor,
+                           pixels: torch.Tensor, rng: random.Random) -> torch.Tensor:
     """The UNet's denoising loss on the renders `pixels` with the predicted weights, prompted with the token."""
     with torch.no_grad():
         clean = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
@@ -160,11 +153,34 @@ def diffusion_loss(pipe, scheduler, layers: dict, network: HyperNetwork, estimat
         layer.external = (down, up)
     noise = torch.randn_like(clean)
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(clean),))
-    target = (scheduler.get_velocity(clean, noise, timesteps) if scheduler.config.prediction_type == "v_prediction"
-              else noise)
     prompts = [rng.choice(TEMPLATES["object"]).format(TOKEN) for _ in range(len(clean))]
-    prediction = predict_noise(pipe, scheduler.add_noise(clean, noise, timesteps), timesteps, prompts, [], 0)
-    return F.mse_loss(prediction, target)
+    conditioning = encode_conditioning(pipe, prompts, [], 0, clean.device)
+    return diffusion_loss(pipe.unet, scheduler, clean, noise, timesteps, conditioning).mean()
+
+
+def flatten(train: dict[str, tuple[torch.Tensor, torch.Tensor]], shapes: list[LayerShape], max_down: int,
+            max_up: int) -> torch.Tensor:
+    """{layer: (down, up)} of a LiDB file -> (layers, max_down + max_up) in the hypernetwork's order."""
+    flat = torch.zeros(len(shapes), max_down + max_up)
+    for index, shape in enumerate(shapes):
+        down, up = train[shape.name]
+        flat[index, :shape.down_dim] = down
+        flat[index, max_down:max_down + shape.up_dim] = up
+    return flat
+
+
+def read_training_summary(folder: str | Path | None = None) -> dict:
+    """How the hypernetwork in `folder` (default: the bundled one) was trained, as train_hypernetwork summarised it:
+    steps, losses, and under "validation" the identities it withheld; {} for one without a summary."""
+    path = (Path(folder) if folder else HYPERNETWORK_DIR) / SUMMARY_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def weight_loss(estimates: list[torch.Tensor], target: torch.Tensor, network: HyperNetwork) -> torch.Tensor:
+    """Mean squared error in normalised weight space, averaged over the refinement iterations."""
+    mask = network.mask
+    return sum(F.mse_loss(e * mask, target * mask, reduction="sum") / (mask.sum() * len(target))
+               for e in estimates) / len(estimates)
 
 
 def recent_mean(history: list[tuple], column: int, window: int) -> float:
@@ -175,7 +191,7 @@ def recent_mean(history: list[tuple], column: int, window: int) -> float:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="runs/hyper-dataset")
-    parser.add_argument("--output", default=str(BUNDLED_DIR))
+    parser.add_argument("--output", default=str(HYPERNETWORK_DIR))
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)

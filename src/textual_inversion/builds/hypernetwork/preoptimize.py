@@ -1,7 +1,7 @@
 """Fit LiDB weights for many miniworld identities: the hypernetwork's training set.
 
-    python -m textual_inversion.hyper.preoptimize [--output runs/hyper-dataset] [--identities 186] [--steps 150]
-        [--layers all|cross-kv] [--down learn|token] [--shard I/N]
+    python -m textual_inversion.builds.hypernetwork.preoptimize [--output runs/hyper-dataset] [--identities 186]
+        [--steps 150] [--layers all|cross-kv] [--down learn|token] [--shard I/N]
 
 Each identity gets its renders in `<output>/<name>/images/` and a LiDB run of the shared training loop
 in `<output>/<name>/run/` (its `lidb_weights.safetensors` is written atomically). Resumable: identities
@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..config import TrainConfig
-from ..models import load_pipeline
-from ..training import train
+from ...config import TrainConfig
+from ...methods.lidb_file import LIDB_FILE
+from ...methods.lidb_layers import LiDBLinear
+from ...models import load_pipeline
+from ...training import train
 from .identities import TOKEN, training_identities, write_images
-from .lidb import LiDBLinear
-from .lidb_file import LIDB_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,8 @@ def lidb_config(images: Path, output_dir: Path, steps: int, lr: float, down_dim:
                 layers: str = "all", model: str = "miniworld", device: str = "cpu", down: str = "learn") -> TrainConfig:
     """The LiDB run every identity (and the hypernetwork's aux matrices) shares."""
     return TrainConfig(model=model, method="lidb", images=str(images), token=TOKEN, steps=steps, lr=lr, batch_size=4,
-                       down_dim=down_dim, up_dim=up_dim, lidb_layers=layers, lidb_down=down, seed=seed,
+                       options={"down_dim": down_dim, "up_dim": up_dim, "lidb_layers": layers, "lidb_down": down},
+                       seed=seed,
                        checkpoint_every=0, keep_checkpoints=1, overwrite=True, device=device, output_dir=str(output_dir))
 
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from textual_inversion.hyper.identities import (
+from textual_inversion.builds.hypernetwork.identities import (
     TUNING,
     all_identities,
     extra_held_out,
@@ -10,10 +10,10 @@ from textual_inversion.hyper.identities import (
     training_identities,
     validation_identities,
 )
-from textual_inversion.hyper.lidb_file import LIDB_FILE, read_lidb
-from textual_inversion.hyper.network import load_hypernetwork
-from textual_inversion.hyper.preoptimize import preoptimize
-from textual_inversion.hyper.train import train_hypernetwork
+from textual_inversion.builds.hypernetwork.preoptimize import preoptimize
+from textual_inversion.builds.hypernetwork.train import train_hypernetwork
+from textual_inversion.methods.hypernetwork import load_hypernetwork
+from textual_inversion.methods.lidb_file import LIDB_FILE, read_lidb
 
 
 def test_held_out_identities_never_train_and_all_are_distinct():

@@ -3,14 +3,14 @@
 import torch
 from PIL import Image
 
-from textual_inversion.hyper.lidb import target_layers
-from textual_inversion.hyper.network import (
+from textual_inversion.methods.hypernetwork import (
     HyperConfig,
     HyperNetwork,
     image_tensor,
     load_hypernetwork,
     save_hypernetwork,
 )
+from textual_inversion.methods.lidb_layers import target_layers
 from textual_inversion.models import load_pipeline
 
 

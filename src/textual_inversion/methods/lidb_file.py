@@ -12,9 +12,9 @@ from safetensors.torch import save_file
 
 from ..atomic import atomic_path
 from ..errors import UserError
+from ..outputs import LIDB, LORA, OUTPUT_FILES
 
-LIDB_FILE = "lidb_weights.safetensors"
-LORA_FILE = "pytorch_lora_weights.safetensors"
+LIDB_FILE = OUTPUT_FILES[LIDB]  # the name the hypernetwork build looks for in its fits
 
 
 def write_lidb(path: Path, train: dict[str, tuple[torch.Tensor, torch.Tensor]], seed: int, down_dim: int, up_dim: int,
@@ -54,16 +54,16 @@ def write_rank1_lora(output_dir: Path, pipeline_class, factors: dict[str, tuple[
         state[f"{name}.lora.up.weight"] = lora_b.detach().float().cpu().contiguous()
     # Exactly the layers that have an update: with --lidb-layers cross-kv, no empty adapters elsewhere.
     adapter = LoraConfig(r=1, lora_alpha=1, target_modules=sorted(factors)).to_dict()
-    with atomic_path(Path(output_dir) / LORA_FILE) as temporary:
+    with atomic_path(Path(output_dir) / OUTPUT_FILES[LORA]) as temporary:
         # save_lora_weights names its file itself; write into a folder beside the temporary, then move it over.
         staging = temporary.parent / (temporary.name + ".d")
         staging.mkdir()
         try:
             pipeline_class.save_lora_weights(str(staging), unet_lora_layers=state, unet_lora_adapter_metadata=adapter,
                                              safe_serialization=True)
-            (staging / LORA_FILE).replace(temporary)
+            (staging / OUTPUT_FILES[LORA]).replace(temporary)
         finally:
             for leftover in staging.iterdir():
                 leftover.unlink()
             staging.rmdir()
-    return Path(output_dir) / LORA_FILE
+    return Path(output_dir) / OUTPUT_FILES[LORA]

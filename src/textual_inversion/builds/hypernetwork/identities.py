@@ -12,9 +12,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic import atomic_path
-from ..evaluate import ConceptSpec
-from ..miniworld.world import (
+from ...atomic import atomic_path
+from ...miniworld.concepts import ConceptSpec
+from ...miniworld.world import (
     BACKGROUNDS,
     BASE_SHAPES,
     NAMED_COLOURS,
@@ -58,7 +58,7 @@ class Identity:
                              sizes=(SIZES[i % len(SIZES)],)) for i in range(count)]
 
     def spec(self) -> ConceptSpec:
-        """Ground truth for evaluate.py's judge: the three defining attributes; background and size free."""
+        """Ground truth for the judge: the three defining attributes; background and size free."""
         words = f"{self.colour} {self.pattern} {self.shape}"
         return ConceptSpec(token=TOKEN, init_word=self.shape, property="object", words=words,
                            attributes=self.attributes(), free=["background", "size"])

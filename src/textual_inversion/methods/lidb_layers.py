@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import UserError
+
 TARGET_NAMES = ("to_q", "to_k", "to_v", "to_out.0")  # diffusers' LoRA targets in the UNet
 # "cross-kv": only where the prompt enters the UNet (cross-attention keys and values, as Custom Diffusion).
 # The rest of the UNet never sees the token, so updates there can only memorise the training pictures.
@@ -196,3 +198,22 @@ def canonical_factors(fits: list[dict[str, tuple[torch.Tensor, torch.Tensor]]]) 
             sign = 1.0 if float(down @ reference) >= 0 else -1.0
             out[name] = (down * (sign / norm), up * (sign * norm))
     return canonical
+
+
+@torch.no_grad()
+def token_states(pipe, token: str, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The text features of `prompts`, which contain `token` (prompts, positions, dim), and where its pieces sit."""
+    ids = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt").input_ids
+    pieces = pipe.tokenizer(token, add_special_tokens=False).input_ids  # "sks" may be several pieces
+    on_token = torch.zeros(ids.shape, dtype=torch.bool)
+    for row, prompt_ids in enumerate(ids.tolist()):
+        for start in range(len(prompt_ids) - len(pieces) + 1):
+            if prompt_ids[start:start + len(pieces)] == pieces:
+                on_token[row, start:start + len(pieces)] = True
+    if not on_token.any():
+        raise UserError(f"--token {token}: not found in the tokenised training prompts; pick a plain word")
+    # SD returns (embeds, negative embeds); SDXL (embeds, negative, pooled, negative pooled): embeds first.
+    encoded = pipe.encode_prompt(prompts, device=pipe.unet.device, num_images_per_prompt=1,
+                                 do_classifier_free_guidance=False)[0]
+    return encoded.float().cpu(), on_token

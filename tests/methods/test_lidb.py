@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 
 from textual_inversion import TrainConfig, train
 from textual_inversion.errors import UserError
-from textual_inversion.hyper.lidb import (
+from textual_inversion.methods.lidb_file import read_lidb
+from textual_inversion.methods.lidb_layers import (
     LiDBLinear,
     attach,
     aux_matrices,
@@ -16,9 +17,8 @@ from textual_inversion.hyper.lidb import (
     detach,
     target_layers,
     token_readers,
+    token_states,
 )
-from textual_inversion.hyper.lidb_file import read_lidb
-from textual_inversion.methods.lidb import token_states
 from textual_inversion.models import load_pipeline
 
 
@@ -60,15 +60,16 @@ def test_lidb_run_writes_train_matrices_and_seed_and_a_rank_one_lora_diffusers_l
                          batch_size=2, checkpoint_every=0, device="cpu", seed=5, output_dir=str(tmp_path / "run"))
     pipe = load_pipeline(tiny_sd1_path)
     result = train(config, pipe=pipe)
-    assert [p.name for p in result.outputs] == ["lidb_weights.safetensors", "pytorch_lora_weights.safetensors"]
-    trained, metadata = read_lidb(result.outputs[0])
+    assert {kind: p.name for kind, p in result.outputs.items()} == {
+        "lidb": "lidb_weights.safetensors", "lora": "pytorch_lora_weights.safetensors"}
+    trained, metadata = read_lidb(result.outputs["lidb"])
     assert metadata["seed"] == "5" and metadata["down_dim"] == "100" and metadata["up_dim"] == "50"
     shapes = target_layers(load_pipeline(tiny_sd1_path).unet, 100, 50)
     assert set(trained) == {s.name for s in shapes}
     # Only the train matrices are stored: the file is small.
-    assert result.outputs[0].stat().st_size < 4 * sum(s.down_dim + s.up_dim for s in shapes) + 20_000
+    assert result.outputs["lidb"].stat().st_size < 4 * sum(s.down_dim + s.up_dim for s in shapes) + 20_000
     # The rank-1 LoRA file is the same update: diffusers' loader reproduces the LiDB pipeline's output.
-    lora = load_file(result.outputs[1])
+    lora = load_file(result.outputs["lora"])
     assert all(v.shape[0] == 1 for k, v in lora.items() if "lora.down" in k or "lora_A" in k)
     loaded = load_pipeline(tiny_sd1_path)
     loaded.load_lora_weights(str(result.output_dir))
@@ -123,11 +124,11 @@ def test_token_reader_responds_to_the_token_far_more_than_to_other_positions():
 
 def test_lidb_down_token_keeps_the_reader_fixed_and_learns_only_up(tiny_sd1_path, image_folder, tmp_path):
     config = TrainConfig(model=tiny_sd1_path, images=str(image_folder), token="sks", method="lidb", steps=2, lr=0.05,
-                         batch_size=2, checkpoint_every=0, device="cpu", seed=5, lidb_layers="cross-kv",
-                         lidb_down="token", output_dir=str(tmp_path / "run"))
+                         batch_size=2, checkpoint_every=0, device="cpu", seed=5,
+                         options={"lidb_layers": "cross-kv", "lidb_down": "token"}, output_dir=str(tmp_path / "run"))
     pipe = load_pipeline(tiny_sd1_path)
     result = train(config, pipe=pipe)
-    trained, metadata = read_lidb(result.outputs[0])
+    trained, metadata = read_lidb(result.outputs["lidb"])
     assert metadata["lidb_down"] == "token" and metadata["lidb_layers"] == "cross-kv"
     layers = {name: m for name, m in pipe.unet.named_modules() if isinstance(m, LiDBLinear)}
     assert set(layers) == set(trained)
@@ -136,11 +137,11 @@ def test_lidb_down_token_keeps_the_reader_fixed_and_learns_only_up(tiny_sd1_path
         assert torch.equal(trained[name][0], layer.down_train.detach())
         assert trained[name][1].abs().sum() > 0  # up learned
     fresh = load_pipeline(tiny_sd1_path)
-    states, on_token = token_states(fresh, "sks", ("a photo of {}", "a rendering of a {}"))
+    states, on_token = token_states(fresh, "sks", ["a photo of sks", "a rendering of a sks"])
     counts = on_token.sum(1)  # the token's pieces, found in every prompt, as many times in each
     assert states.shape[:2] == on_token.shape and counts.min() > 0 and (counts == counts[0]).all()
     with pytest.raises(UserError, match="--lidb-layers cross-kv"):
-        dataclasses.replace(config, lidb_layers="all").validate()
+        dataclasses.replace(config, options=dataclasses.replace(config.options, lidb_layers="all")).validate()
 
 
 def _one_layer(in_features, out_features):

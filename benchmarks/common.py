@@ -1,0 +1,48 @@
+"""What the benchmark scripts share: where things are, their argument parser, and how a table is signed and written."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+CONCEPTS_DIR = ROOT / "examples" / "concepts"
+
+
+def argument_parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser whose --help shows the script's docstring as written."""
+    return argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def command() -> str:
+    """This run's command line, for a table's "Produced by": `python -m benchmarks.<script> <its arguments>`."""
+    return shlex.join(["python", "-m", sys.modules["__main__"].__spec__.name, *sys.argv[1:]])
+
+
+def bundled_concept(name: str):
+    """(folder, ConceptSpec) of a bundled miniworld concept in examples/concepts/."""
+    from textual_inversion.miniworld.concepts import ConceptSpec
+
+    folder = CONCEPTS_DIR / name
+    return folder, ConceptSpec.from_toml(folder / "concept.toml")
+
+
+def machine(device: str, threads: int) -> str:
+    """How a table names where it ran: "CPU, N threads" or the device."""
+    return f"CPU, {threads} threads" if device == "cpu" else device
+
+
+def device_suffix(device: str) -> str:
+    """"" on the CPU, else e.g. "_cuda": results from a GPU are written beside the CPU ones, not over them."""
+    return "" if device == "cpu" else f"_{device.split(':')[0]}"
+
+
+def print_and_write(lines: list[str], path: Path) -> str:
+    """Print a table (its lines) and write it to `path`; returns its text."""
+    table = "\n".join(lines) + "\n"
+    print(table)
+    Path(path).write_text(table, encoding="utf-8")
+    return table

@@ -1,0 +1,1 @@
+"""Offline builds of what the package ships: scripts run by its developers, never imported at run time."""

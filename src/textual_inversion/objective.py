@@ -1,0 +1,39 @@
+"""The denoising objective as pure functions: prompts -> UNet conditioning, and (latents, noise, timesteps,
+conditioning) -> per-sample loss. Used by the training loop, the hypernetwork build and the tests."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def encode_conditioning(pipe, prompts: list[str], size_conditions: list[tuple], resolution: int,
+                        device: torch.device) -> dict:
+    """The UNet's keyword arguments for `prompts`: `encoder_hidden_states` [B, 77, D], and for SDXL
+    `added_cond_kwargs` (pooled text embeds [B, 1280] and time ids [B, 6] from `size_conditions`, each
+    sample's original (height, width) and crop (top, left), at the square `resolution`)."""
+    if not hasattr(pipe, "text_encoder_2"):
+        prompt_embeds, _ = pipe.encode_prompt(prompts, device, 1, False)
+        return {"encoder_hidden_states": prompt_embeds}
+    prompt_embeds, _, pooled, _ = pipe.encode_prompt(prompts, device=device, num_images_per_prompt=1,
+                                                     do_classifier_free_guidance=False)
+    time_ids = torch.tensor([[*size, resolution, resolution] for size in size_conditions], device=device,
+                            dtype=prompt_embeds.dtype)
+    return {"encoder_hidden_states": prompt_embeds, "added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids}}
+
+
+def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
+                   conditioning: dict) -> torch.Tensor:
+    """Per-sample loss [B]: the mean squared error of the UNet's prediction for `latents` [B, C, h, w] noised
+    with `noise` [B, C, h, w] at `timesteps` [B], against the noise (or the velocity, for v-prediction models).
+
+    The noisy latents go into the UNet in the precision of the conditioning, which the text encoder gave.
+    """
+    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        target = noise
+    dtype = conditioning["encoder_hidden_states"].dtype
+    prediction = unet(noisy.to(dtype), timesteps, **conditioning).sample
+    return F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))

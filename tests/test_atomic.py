@@ -1,0 +1,51 @@
+"""Atomic writes (atomic.py): files we write get the mode any program's files get under the umask."""
+
+import contextlib
+import os
+import stat
+
+import pytest
+import torch
+from PIL import Image
+
+from textual_inversion.atomic import atomic_path, write_text_atomic
+from textual_inversion.formats import Embedding, write_embedding
+
+
+@contextlib.contextmanager
+def umask(mask):
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize("mask,expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_new_files_follow_the_umask(tmp_path, mask, expected):
+    with umask(mask):
+        write_text_atomic(tmp_path / "run.json", "{}")
+        vectors = {"text_encoder": torch.zeros(1, 768)}
+        written = [write_embedding(Embedding("<e>", vectors), tmp_path / "e.safetensors"),  # safetensors
+                   write_embedding(Embedding("<e>", vectors), tmp_path / "e.pt", "a1111")]  # torch.save
+        with atomic_path(tmp_path / "grid.png") as temporary:  # previews and grids
+            Image.new("RGB", (8, 8)).save(temporary, format="PNG")
+    for path in [tmp_path / "run.json", *written, tmp_path / "grid.png"]:
+        assert mode(path) == expected, path.name
+    assert not list(tmp_path.glob(".*.tmp")), "a temporary was left behind"
+
+
+def test_replacing_a_file_keeps_its_mode(tmp_path):
+    private, read_only = tmp_path / "private.json", tmp_path / "read-only.json"
+    for path, chosen in ((private, 0o600), (read_only, 0o444)):
+        path.write_text("old")
+        path.chmod(chosen)
+    with umask(0o022):
+        write_text_atomic(private, "new")
+        write_text_atomic(read_only, "new")  # the mode is applied after the write, so it cannot block it
+    assert (mode(private), private.read_text()) == (0o600, "new")
+    assert (mode(read_only), read_only.read_text()) == (0o444, "new")
