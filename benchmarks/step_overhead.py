@@ -54,10 +54,11 @@ def model_and_images(name: str, workdir: Path) -> tuple[str, Path]:
 
 def measure(name: str, batch_size: int, steps: tuple[int, int], repeats: int, rounds: int, workdir: Path) -> dict:
     from textual_inversion import TrainConfig, train
-    from textual_inversion.data import encode_images, list_images, load_rgb, make_captions
+    from textual_inversion.data import encode_images, read_training_data
     from textual_inversion.methods import TextualInversion
     from textual_inversion.models import load_pipeline
-    from textual_inversion.training import pick
+    from textual_inversion.objective import encode_conditioning
+    from textual_inversion.training import draw_batch
 
     model, images_dir = model_and_images(name, workdir)
     config = TrainConfig(model=model, images=str(images_dir), token="<bench>", options={"init_token": "circle"}, lr=0.01,
@@ -77,40 +78,30 @@ def measure(name: str, batch_size: int, steps: tuple[int, int], repeats: int, ro
     for module in (pipe.unet, pipe.vae, getattr(pipe, "text_encoder_2", None), pipe.text_encoder):
         if module is not None:
             module.requires_grad_(False).eval()
-    method = TextualInversion(config)
-    method.prepare(pipe)
-    paths = list_images(images_dir)
     resolution = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    cache = encode_images(pipe.vae, [load_rgb(p) for p in paths], resolution, "center", 1, True, 0,
-                          torch.device("cpu"), torch.float32)
-    captions = make_captions(paths, config.token, "object")
+    data = read_training_data(images_dir, config.token, config.property)
+    data.cache = encode_images(pipe.vae, data.images, resolution, "center", 1, True, 0, torch.device("cpu"),
+                               torch.float32)
+    method = TextualInversion(config)
+    method.prepare(pipe, data)
     scheduler = pipe.scheduler
     optimizer = torch.optim.AdamW(method.trainable_parameters(), lr=0.01)
     generator = torch.Generator().manual_seed(0)
-    scale = pipe.vae.config.scaling_factor
 
     def draw():
-        entries = torch.randint(len(cache.image_index), (batch_size,), generator=generator)
-        latents = cache.sample(entries, generator, scale)
-        prompts = [pick(captions[cache.image_index[e]], generator) for e in entries.tolist()]
-        noise = torch.randn(latents.shape, generator=generator)
-        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=generator)
-        return scheduler.add_noise(latents, noise, timesteps), noise, timesteps, prompts, cache.size_conditions(entries)
+        return draw_batch(data, config, generator, scheduler.config.num_train_timesteps,
+                          pipe.vae.config.scaling_factor, 0, 1)
 
-    noisy, noise, timesteps, prompts, sizes = draw()
+    batch = draw()
+    noise, timesteps, prompts, sizes = batch.noise, batch.timesteps, batch.prompts, batch.sizes
+    noisy = scheduler.add_noise(batch.latents, noise, timesteps)
     sdxl = hasattr(pipe, "text_encoder_2")
 
     def encode():
-        if sdxl:
-            embeds, _, pooled, _ = pipe.encode_prompt(prompts, device="cpu", num_images_per_prompt=1,
-                                                      do_classifier_free_guidance=False)
-            time_ids = torch.tensor([[*s, resolution, resolution] for s in sizes], dtype=embeds.dtype)
-            return embeds, {"text_embeds": pooled, "time_ids": time_ids}
-        return pipe.encode_prompt(prompts, "cpu", 1, False)[0], None
+        return encode_conditioning(pipe, prompts, sizes, resolution, torch.device("cpu"))
 
-    def forward(encoded):
-        embeds, added = encoded
-        return pipe.unet(noisy, timesteps, encoder_hidden_states=embeds, added_cond_kwargs=added).sample
+    def forward(conditioning):
+        return pipe.unet(noisy, timesteps, **conditioning).sample
 
     # The floor: prepared token ids go straight into the encoders, then the UNet, then backward.
     encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if sdxl else [])

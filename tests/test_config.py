@@ -56,3 +56,52 @@ def test_token_never_escapes_the_runs_folder():
     for token in ("../../etc/passwd", "/abs/path", "<..>", "a/../../b"):
         path = dataclasses.replace(GOOD, token=token).resolved_output_dir()
         assert path.parent.as_posix() == "runs" and ".." not in path.parts and "/" not in path.name
+
+
+def test_a_methods_options_are_its_own():
+    lora = TrainConfig.from_values({"images": "pics", "token": "sks", "method": "lora", "rank": "8"}, "--config x")
+    assert lora.options.rank == 8 and (lora.steps, lora.learning_rate()) == (500, 1e-4)
+    with pytest.raises(UserError, match="^--config x: --rank is an option of lora, pivotal, hyperdreambooth, "
+                                        "not of --method textual-inversion$"):
+        TrainConfig.from_values({"images": "pics", "token": "<t>", "init_token": "dog", "rank": 8}, "--config x")
+    with pytest.raises(UserError, match="--vectors is an option of textual-inversion, pivotal, not of --method lora"):
+        TrainConfig(images="pics", token="sks", method="lora", options={"vectors": 2})
+    with pytest.raises(UserError, match=r"options: LoRAOptions are not the options of --method textual-inversion"):
+        TrainConfig(images="pics", token="<t>", options=lora.options)
+    with pytest.raises(UserError, match="--method 'loar': choose one of textual-inversion, dreambooth, lora"):
+        TrainConfig(images="pics", token="<t>", method="loar")
+    # The web page's form sends every method's fields: those of other methods are left out there.
+    form = TrainConfig.from_values({"images": "pics", "token": "sks", "method": "lora", "vectors": 3}, lenient=True)
+    assert form.options == lora.options.__class__()
+
+
+def test_switching_method_keeps_the_options_both_have():
+    pivotal = TrainConfig(images="pics", token="<t>", method="pivotal", options={"init_token": "dog", "rank": 2})
+    lora = pivotal.replaced(method="lora", lr=0.01)
+    assert (lora.method, lora.options.rank, lora.lr, lora.token) == ("lora", 2, 0.01, "<t>")
+    assert pivotal.replaced(vectors=3).options.vectors == 3 and pivotal.options.vectors == 1
+
+
+def test_a_method_cannot_redefine_another_methods_option():
+    from dataclasses import dataclass
+
+    from textual_inversion.methods import register
+    from textual_inversion.methods.lora import LoRA
+    from textual_inversion.options import option
+
+    @dataclass
+    class Clash(LoRA.options_class):
+        rank: str = option("four", "a rank of another kind")
+
+    class ClashingMethod(LoRA):
+        name, options_class = "clashing", Clash
+
+    with pytest.raises(ValueError, match="method clashing: option rank differs from LoRAOptions"):
+        register(ClashingMethod)
+    from textual_inversion.methods.dreambooth import DreamBooth
+
+    class Impostor(DreamBooth):
+        name = "lora"
+
+    with pytest.raises(ValueError, match="method lora: the name is taken by LoRA"):
+        register(Impostor)

@@ -12,7 +12,8 @@ LEARNING_RATES = {"textual-inversion": 1e-2, "lora": 1e-3, "dreambooth": 1e-4}  
 
 
 def train_args(model, images, output_dir, method):
-    return ["train", "--model", model, "--images", str(images), "--token", "<blob>", "--init-token", "cat",
+    word = ["--init-token", "cat"] if method == "textual-inversion" else []  # an option of that method only
+    return ["train", "--model", model, "--images", str(images), "--token", "<blob>", *word,
             "--method", method, "--lr", str(LEARNING_RATES[method]), "--steps", "3", "--batch-size", "2", "--device", "cpu",
             "--output-dir", str(output_dir)]
 

@@ -16,13 +16,9 @@ from .errors import UserError
 logger = logging.getLogger(__name__)
 
 CONCEPT_NAME = "hidden-colour"
-# Settings measured on miniworld (benchmarks/demo_seeds.py -> benchmarks/results/demo.md). Several vectors:
-# with one, no run reached fidelity 0.4 (the circle comes out blue), while conditioning optimised directly
-# (benchmarks/conditioning_ceiling.py, no text encoder in the way) turns it teal; more input vectors give
-# the text encoder's output room to follow. A high learning rate: the model and its vectors are small.
-# The pictures' caption files matter most: with the paper's "a photo of a {}" templates, words the tiny
-# text encoder never learned, whether a run found teal was up to the seed; with captions in the model's
-# own grammar ("a big {token} on a black background") the runs converge (benchmarks/results/time_to_concept.md).
+# Why these settings (measured in benchmarks/results/demo.md and time_to_concept*.md): several vectors give
+# the text encoder's output room to reach a colour it has no word for; the model and its vectors are small,
+# so the learning rate is high; the bundled pictures' captions name what is not the concept.
 DEMO_TRAINING = {"lr": 0.05, "vectors": 6, "batch_size": 4, "validation_every": 200, "num_validation_images": 4,
                  "checkpoint_every": 100}
 

@@ -24,6 +24,8 @@ METHODS: dict[str, type[Method]] = {}
 def register(method: type[Method]) -> type[Method]:
     """Make `method` available as `--method <method.name>`; an option it shares by name with another
     method must be the same option (kind, default, help), because it is one flag."""
+    if METHODS.get(method.name, method) is not method:
+        raise ValueError(f"method {method.name}: the name is taken by {METHODS[method.name].__name__}")
     fields = method_option_fields()
     for mine in dataclasses.fields(method.options_class):
         theirs = fields.get(mine.name)

@@ -109,9 +109,11 @@ class LoRA(Method):
                   for name, module in self.modules.items()}
         adapter_metadata = {f"{name}_lora_adapter_metadata": module.peft_config["default"].to_dict()
                             for name, module in self.modules.items()}
-        with tempfile.TemporaryDirectory(dir=output_dir) as staging:
+        # diffusers writes into a folder; its file then goes in through our atomic writer (whole, and with the
+        # mode the umask gives, as every file we write).
+        with tempfile.TemporaryDirectory(dir=output_dir) as staging, atomic_path(lora_path) as temporary:
             self.pipeline_class.save_lora_weights(staging, **layers, **adapter_metadata, safe_serialization=True)
-            os.replace(Path(staging) / OUTPUT_FILES[LORA], lora_path)
+            os.replace(Path(staging) / OUTPUT_FILES[LORA], temporary)
         written = {LORA: lora_path}
         if self.options.kohya_copy:
             kohya = convert_state_dict_to_kohya(convert_all_state_dict_to_peft(load_file(lora_path)))
