@@ -48,6 +48,7 @@ def run_one(method: str, concept: str, passes: int, num_images: int, workdir: Pa
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     started = time.monotonic()
+    # Every method is given the concept's initializer word; lenient: those without --init-token leave it out.
     result = train(TrainConfig.from_values(dict(
         model=model, images=str(folder), token=spec.token, init_token=spec.init_word, method=method,
         property=spec.property, steps=passes // per_step, batch_size=batch, checkpoint_every=0, device=device,

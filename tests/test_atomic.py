@@ -49,3 +49,22 @@ def test_replacing_a_file_keeps_its_mode(tmp_path):
         write_text_atomic(read_only, "new")  # the mode is applied after the write, so it cannot block it
     assert (mode(private), private.read_text()) == (0o600, "new")
     assert (mode(read_only), read_only.read_text()) == (0o444, "new")
+
+
+@pytest.mark.parametrize("method", ["pivotal", "dreambooth"])
+def test_everything_a_run_writes_follows_the_umask(method, train_config, tmp_path):
+    """Embeddings, LoRA files, pipelines, checkpoints, previews, loss files and run.json: 0644 files, 0755
+    folders under umask 022 (safetensors' own writes and temporary folders are private by themselves)."""
+    from textual_inversion import train
+
+    config = train_config.replaced(method=method, steps=2, checkpoint_every=1, validation_prompt="a <blob>",
+                                   validation_every=1, num_validation_images=1, validation_steps=1,
+                                   output_dir=str(tmp_path / method))
+    with umask(0o022):
+        train(config)
+    written = [path for path in (tmp_path / method).rglob("*") if path.name != ".lock"]
+    learned = {"pivotal": {"learned_embeds.safetensors", "pytorch_lora_weights.safetensors"},
+               "dreambooth": {"pipeline", "diffusion_pytorch_model.safetensors"}}[method]
+    assert learned | {"weights.safetensors", "run.json", "loss.png", "step-000002.png"} <= {p.name for p in written}
+    for path in written:
+        assert mode(path) == (0o755 if path.is_dir() else 0o644), path.relative_to(tmp_path)

@@ -18,9 +18,8 @@ from .errors import UserError
 def _create_temporary(path: Path) -> tuple[Path, int]:
     """Create an empty, uniquely named file beside `path`; return it and its mode, 0666 less the umask.
 
-    tempfile.mkstemp creates mode 0600, which the rename carried onto `path`: every file we wrote was
-    private whatever the umask. Here the kernel applies the umask itself, as for any open(..., "w"),
-    and we note the mode it gave: some writers (safetensors >= 0.8) replace our file by their own
+    Not tempfile.mkstemp: it creates mode 0600, and the rename would carry that onto `path` whatever the
+    umask. Here the kernel applies the umask itself, as for any open(..., "w"), and we note the mode it gave: some writers (safetensors >= 0.8) replace our file by their own
     0600 temporary, so the mode is set again after the write. We never read the umask: os.umask can
     only be read by setting it, which for that moment changes it for every thread (the web UI writes
     from threads), and a value cached at import would miss a later umask change.
@@ -48,6 +47,30 @@ def _set_mode(path: Path, temporary: Path, fresh_mode: int) -> None:
         mode = fresh_mode
     if stat.S_IMODE(os.stat(temporary).st_mode) != mode:
         os.chmod(temporary, mode)
+
+
+def staging_folder(parent: Path, prefix: str) -> Path:
+    """A new, uniquely named folder in `parent` in which to build what then replaces a folder whole (a
+    checkpoint, a pipeline). Mode 0777 less the umask, as `mkdir` gives: tempfile.mkdtemp would make it
+    0700, and the rename would keep that."""
+    for _ in range(100):
+        folder = Path(parent) / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            folder.mkdir(mode=0o777)
+        except FileExistsError:
+            continue
+        return folder
+    raise FileExistsError(errno.EEXIST, "no free staging name", str(parent))
+
+
+def apply_umask(staging: Path) -> None:
+    """Give everything written into `staging` (made by `staging_folder`) the mode a new file or folder gets
+    under the umask, which the staging folder's own mode shows: some writers (safetensors) make their files
+    private whatever the umask."""
+    folder_mode = stat.S_IMODE(Path(staging).stat().st_mode)
+    for path in Path(staging).rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, folder_mode if path.is_dir() else folder_mode & 0o666)
 
 
 @contextlib.contextmanager

@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .atomic import apply_umask, staging_folder
 from .errors import UserError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -29,10 +29,11 @@ def save_checkpoint(output_dir: Path, step: int, weights: dict[str, torch.Tensor
     root = Path(output_dir) / CHECKPOINT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
-    staging = Path(tempfile.mkdtemp(prefix=f".step-{step:06d}.", dir=root))
+    staging = staging_folder(root, f".step-{step:06d}.")
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(staging / "weights.safetensors"))
         torch.save(state, staging / "state.pt")
+        apply_umask(staging)
         for written in staging.iterdir():
             with open(written, "rb") as handle:
                 os.fsync(handle.fileno())

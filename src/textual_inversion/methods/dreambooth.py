@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,10 +59,13 @@ class DreamBooth(Method):
 
     def save(self, folder: Path, metadata: dict[str, str]) -> dict[str, Path]:
         """`save_pretrained` into a staging folder, then swap it in as `pipeline/`."""
+        from ..atomic import apply_umask, staging_folder
+
         output_dir = Path(folder)
         final = output_dir / OUTPUT_FILES[PIPELINE]
-        staging = Path(tempfile.mkdtemp(prefix=".pipeline.", dir=output_dir))
+        staging = staging_folder(output_dir, ".pipeline.")
         self.pipe.save_pretrained(staging, safe_serialization=True)
+        apply_umask(staging)
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
