@@ -144,6 +144,20 @@ def test_lidb_down_token_keeps_the_reader_fixed_and_learns_only_up(tiny_sd1_path
         dataclasses.replace(config, options=dataclasses.replace(config.options, lidb_layers="all")).validate()
 
 
+def test_the_token_reader_reads_the_prompts_the_run_trains_on(tiny_sd1_path, image_folder, tmp_path, monkeypatch):
+    import textual_inversion.methods.lidb_layers as lidb_layers
+
+    for index, path in enumerate(sorted(image_folder.glob("*.png"))):  # caption files replace the templates
+        path.with_suffix(".txt").write_text(f"a {{token}} on a {'red' if index % 2 else 'blue'} table")
+    seen, real = [], lidb_layers.token_states
+    monkeypatch.setattr(lidb_layers, "token_states", lambda pipe, token, prompts: seen.append(prompts) or
+                        real(pipe, token, prompts))
+    train(TrainConfig(model=tiny_sd1_path, images=str(image_folder), token="sks", method="lidb", steps=1,
+                      options={"lidb_layers": "cross-kv", "lidb_down": "token"}, device="cpu",
+                      output_dir=str(tmp_path / "run")))
+    assert seen == [["a sks on a blue table", "a sks on a red table"]]
+
+
 def _one_layer(in_features, out_features):
     unet = torch.nn.Module()
     unet.attn2 = torch.nn.Module()
