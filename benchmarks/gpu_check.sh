@@ -10,5 +10,5 @@ export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv
 python3 -c "import torch, diffusers, transformers; print(torch.__version__, diffusers.__version__, transformers.__version__, torch.cuda.is_available())"
 # Two CPU processes on one GPU machine are not what test_distributed checks, and the image has no Jupyter.
-python3 -m pytest tests -q -p no:cacheprovider --ignore=tests/test_distributed.py --ignore=tests/test_notebooks.py \
+python3 -m pytest tests -q -p no:cacheprovider -m "slow or not slow" --ignore=tests/test_distributed.py --ignore=tests/test_notebooks.py \
   -rs 2>&1 | tee "${OUT:-.}/pytest-gpu.log"

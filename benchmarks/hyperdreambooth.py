@@ -91,12 +91,13 @@ def weight_predictability(dataset: Path) -> tuple[int, float] | None:
     pre-optimised weights, their differences are mostly optimisation noise, not identity.
     """
     from textual_inversion.builds.hypernetwork.identities import all_identities
-    from textual_inversion.methods.lidb_file import LIDB_FILE, read_lidb
+    from textual_inversion.methods.lidb_file import read_lidb
     from textual_inversion.methods.lidb_layers import canonical_factors
+    from textual_inversion.outputs import LIDB, OUTPUT_FILES
 
     by_name = {identity.name: identity for identity in all_identities()}
     features, fits = [], []
-    for path in sorted(Path(dataset).glob(f"*/run/{LIDB_FILE}")):
+    for path in sorted(Path(dataset).glob(f"*/run/{OUTPUT_FILES[LIDB]}")):
         features.append(by_name[path.parent.parent.name].one_hot())
         fits.append(read_lidb(path)[0])
     if len(fits) < 3:

@@ -48,15 +48,16 @@ def main() -> None:
     from textual_inversion.methods.hypernetwork import write_prediction
     from textual_inversion.miniworld import HYPERNETWORK_DIR
     from textual_inversion.models import load_pipeline
+    from textual_inversion.outputs import LIDB, LORA, OUTPUT_FILES
 
     by_name = {identity.name: identity for identity in all_identities()}
-    folders = sorted(p.parent.parent for p in Path(args.dataset).glob("*/run/lidb_weights.safetensors"))
+    folders = sorted(p.parent.parent for p in Path(args.dataset).glob(f"*/run/{OUTPUT_FILES[LIDB]}"))
     networks = [Path(h).resolve() if h else HYPERNETWORK_DIR for h in args.hypernetwork]
     base = load_pipeline("miniworld")  # predicting only reads it; each score loads its own copy
     rows = []
     for folder in folders[:args.identities]:
         identity, work = by_name[folder.name], Path(args.workdir) / folder.name
-        row = {"identity": identity.name, "fit": score(folder / "run" / "pytorch_lora_weights.safetensors", identity, work / "fit",
+        row = {"identity": identity.name, "fit": score(folder / "run" / OUTPUT_FILES[LORA], identity, work / "fit",
                                                          args.num_images)}
         render = load_rgb(sorted((folder / "images").glob("*.png"))[0])
         for index, network in enumerate(networks):

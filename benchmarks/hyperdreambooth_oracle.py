@@ -25,12 +25,13 @@ RESULTS = RESULTS_DIR / "hyperdreambooth_oracle.md"
 def oracle_weights(dataset: Path, identities: list, ridge: float) -> tuple[int, list[dict], dict]:
     """(fits used, per identity {layer: (down, up)} predicted from its attributes, LiDB metadata)."""
     from textual_inversion.builds.hypernetwork.identities import all_identities
-    from textual_inversion.methods.lidb_file import LIDB_FILE, read_lidb
+    from textual_inversion.methods.lidb_file import read_lidb
     from textual_inversion.methods.lidb_layers import canonical_factors
+    from textual_inversion.outputs import LIDB, OUTPUT_FILES
 
     by_name = {identity.name: identity for identity in all_identities()}
     held = {identity.name for identity in identities}
-    paths = [p for p in sorted(Path(dataset).glob(f"*/run/{LIDB_FILE}")) if p.parent.parent.name not in held]
+    paths = [p for p in sorted(Path(dataset).glob(f"*/run/{OUTPUT_FILES[LIDB]}")) if p.parent.parent.name not in held]
     fits = canonical_factors([read_lidb(p)[0] for p in paths])
     metadata = read_lidb(paths[0])[1]
     names = list(fits[0])
@@ -49,11 +50,12 @@ def oracle_weights(dataset: Path, identities: list, ridge: float) -> tuple[int, 
 def token_selectivity(dataset: Path, pipe) -> tuple[float, float]:
     """Mean norm of the fits' change to the cross-attention keys and values at the token's positions and at
     every other position of the training prompts: does an update change what the token says, or the prompt?"""
-    from textual_inversion.methods.lidb_file import LIDB_FILE, read_lidb
+    from textual_inversion.methods.lidb_file import read_lidb
     from textual_inversion.methods.lidb_layers import aux_matrices, target_layers, token_states
+    from textual_inversion.outputs import LIDB, OUTPUT_FILES
     from textual_inversion.templates import TEMPLATES
 
-    paths = sorted(Path(dataset).glob(f"*/run/{LIDB_FILE}"))
+    paths = sorted(Path(dataset).glob(f"*/run/{OUTPUT_FILES[LIDB]}"))
     metadata = read_lidb(paths[0])[1]
     shapes = target_layers(pipe.unet, int(metadata["down_dim"]), int(metadata["up_dim"]), metadata["lidb_layers"])
     token = metadata.get("token", "sks")

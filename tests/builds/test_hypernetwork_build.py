@@ -13,7 +13,8 @@ from textual_inversion.builds.hypernetwork.identities import (
 from textual_inversion.builds.hypernetwork.preoptimize import preoptimize
 from textual_inversion.builds.hypernetwork.train import train_hypernetwork
 from textual_inversion.methods.hypernetwork import load_hypernetwork
-from textual_inversion.methods.lidb_file import LIDB_FILE, read_lidb
+from textual_inversion.methods.lidb_file import read_lidb
+from textual_inversion.outputs import LIDB, OUTPUT_FILES
 
 
 def test_held_out_identities_never_train_and_all_are_distinct():
@@ -32,12 +33,12 @@ def test_preoptimize_resumes_and_the_hypernetwork_trains_on_its_output(tiny_sd1_
     dataset = tmp_path / "dataset"
     folders = preoptimize(dataset, identities=2, steps=1, lr=1e-2, images_per_identity=2, down_dim=100, up_dim=50,
                           seed=0, layers="cross-kv", model=tiny_sd1_path, down="token")
-    written = {f: (f / "run" / LIDB_FILE).stat().st_mtime_ns for f in folders}
+    written = {f: (f / "run" / OUTPUT_FILES[LIDB]).stat().st_mtime_ns for f in folders}
     assert len(written) == 2
     preoptimize(dataset, identities=2, steps=1, lr=1e-2, images_per_identity=2, down_dim=100, up_dim=50, seed=0,
                 layers="cross-kv", model=tiny_sd1_path, down="token")
-    assert {f: (f / "run" / LIDB_FILE).stat().st_mtime_ns for f in folders} == written  # skipped, not refitted
-    first, second = (read_lidb(f / "run" / LIDB_FILE)[0] for f in folders)
+    assert {f: (f / "run" / OUTPUT_FILES[LIDB]).stat().st_mtime_ns for f in folders} == written  # skipped, not refitted
+    first, second = (read_lidb(f / "run" / OUTPUT_FILES[LIDB])[0] for f in folders)
     assert all(torch.equal(first[name][0], second[name][0]) for name in first)  # one token reader for every identity
     summary = train_hypernetwork(dataset, tmp_path / "hyper", steps=2, batch_size=2, lr=1e-3, diffusion_weight=1.0,
                                  iterations=2, seed=0, model=tiny_sd1_path, validation=4)

@@ -12,9 +12,7 @@ from safetensors.torch import save_file
 
 from ..atomic import atomic_path
 from ..errors import UserError
-from ..outputs import LIDB, LORA, OUTPUT_FILES
-
-LIDB_FILE = OUTPUT_FILES[LIDB]  # the name the hypernetwork build looks for in its fits
+from ..outputs import LORA, OUTPUT_FILES
 
 
 def write_lidb(path: Path, train: dict[str, tuple[torch.Tensor, torch.Tensor]], seed: int, down_dim: int, up_dim: int,

@@ -23,9 +23,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ...config import TrainConfig
-from ...methods.lidb_file import LIDB_FILE
 from ...methods.lidb_layers import LiDBLinear
 from ...models import load_pipeline
+from ...outputs import LIDB, OUTPUT_FILES
 from ...training import train
 from .identities import TOKEN, training_identities, write_images
 
@@ -60,7 +60,7 @@ def preoptimize(output: Path, identities: int, steps: int, lr: float, images_per
     for identity in progress:
         folder = Path(output) / identity.name
         folders.append(folder)
-        if (folder / "run" / LIDB_FILE).is_file():
+        if (folder / "run" / OUTPUT_FILES[LIDB]).is_file():
             continue
         images = write_images(identity, folder / "images", images_per_identity)
         started = time.monotonic()

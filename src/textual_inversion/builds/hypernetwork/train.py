@@ -37,12 +37,13 @@ from tqdm.auto import tqdm
 from ...atomic import atomic_path
 from ...errors import UserError
 from ...methods.hypernetwork import HyperConfig, HyperNetwork, image_tensor, save_hypernetwork
-from ...methods.lidb_file import LIDB_FILE, read_lidb
+from ...methods.lidb_file import read_lidb
 from ...methods.lidb_layers import LayerShape, attach, canonical_factors, target_layers
 from ...miniworld import HYPERNETWORK_DIR
 from ...miniworld.world import random_scene, render
 from ...models import load_pipeline
 from ...objective import diffusion_loss, encode_conditioning
+from ...outputs import LIDB, OUTPUT_FILES
 from ...templates import TEMPLATES
 from .identities import TOKEN, Identity, all_identities, held_out, training_identities, validation_identities
 
@@ -54,7 +55,7 @@ SUMMARY_FILE = "training.json"  # this script's account of the run, with the ide
 def load_dataset(folder: Path, withheld: frozenset[str] = frozenset()) -> tuple[list[Identity], list[dict], dict[str, str]]:
     """(identities, LiDB weights per identity, the LiDB metadata) from a pre-optimisation folder,
     leaving out the held-out identities and any named in `withheld`."""
-    runs = sorted(p.parent for p in Path(folder).glob(f"*/run/{LIDB_FILE}"))
+    runs = sorted(p.parent for p in Path(folder).glob(f"*/run/{OUTPUT_FILES[LIDB]}"))
     forbidden = {identity.name for identity in held_out()} | withheld
     runs = [run for run in runs if run.parent.name not in forbidden]  # held-out identities never train it
     if len(runs) < 2:
@@ -63,7 +64,7 @@ def load_dataset(folder: Path, withheld: frozenset[str] = frozenset()) -> tuple[
     by_name = {identity.name: identity for identity in all_identities()}
     identities, weights, metadata = [], [], {}
     for run in runs:
-        train, metadata = read_lidb(run / LIDB_FILE)
+        train, metadata = read_lidb(run / OUTPUT_FILES[LIDB])
         weights.append(train)
         identities.append(by_name[run.parent.name])
     return identities, weights, metadata
