@@ -54,11 +54,10 @@ def model_and_images(name: str, workdir: Path) -> tuple[str, Path]:
 
 def measure(name: str, batch_size: int, steps: tuple[int, int], repeats: int, rounds: int, workdir: Path) -> dict:
     from textual_inversion import TrainConfig, train
-    from textual_inversion.data import encode_images, read_training_data
+    from textual_inversion.data import draw_batch, encode_images, read_training_data
     from textual_inversion.methods import TextualInversion
     from textual_inversion.models import load_pipeline
     from textual_inversion.objective import encode_conditioning
-    from textual_inversion.training import draw_batch
 
     model, images_dir = model_and_images(name, workdir)
     config = TrainConfig(model=model, images=str(images_dir), token="<bench>", options={"init_token": "circle"}, lr=0.01,
@@ -89,7 +88,7 @@ def measure(name: str, batch_size: int, steps: tuple[int, int], repeats: int, ro
     generator = torch.Generator().manual_seed(0)
 
     def draw():
-        return draw_batch(data, config, generator, scheduler.config.num_train_timesteps,
+        return draw_batch(data, batch_size, None, generator, scheduler.config.num_train_timesteps,
                           pipe.vae.config.scaling_factor, 0, 1)
 
     batch = draw()

@@ -77,9 +77,9 @@ except UserError as error:
 
 
 def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(train_config, monkeypatch):
-    import textual_inversion.training as training
+    import textual_inversion.objective as objective
 
-    real_loss = training.diffusion_loss
+    real_loss = objective.diffusion_loss
     calls = []
 
     def loss_then_diverge(*args, **kwargs):
@@ -87,7 +87,7 @@ def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(train_con
         loss = real_loss(*args, **kwargs)
         return loss * float("nan") if len(calls) > 4 else loss
 
-    monkeypatch.setattr(training, "diffusion_loss", loss_then_diverge)
+    monkeypatch.setattr(objective, "diffusion_loss", loss_then_diverge)
     config = dataclasses.replace(train_config, steps=10, batch_size=1, checkpoint_every=2)
     with pytest.raises(UserError, match=r"loss became nan at step 5; the last good checkpoint is .*step-000004.*"
                                         r"Lower --lr or use --mixed-precision no"):

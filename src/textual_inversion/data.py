@@ -169,3 +169,46 @@ def read_training_data(folder: str | Path, token: str, property_kind: str) -> Tr
     image_paths = list_images(folder)
     images = [load_rgb(path) for path in image_paths]
     return TrainingData(image_paths, images, make_captions(image_paths, token, property_kind))
+
+
+@dataclass
+class Batch:
+    """This process's share of one step's examples: the subject's pictures first, then as many class images."""
+
+    latents: torch.Tensor  # [B, C, h, w], scaled for the UNet
+    noise: torch.Tensor  # [B, C, h, w]
+    timesteps: torch.Tensor  # [B]
+    prompts: list[str]
+    sizes: list[tuple]  # SDXL's (original height, width, crop top, left) per example
+    subject_count: int  # the first rows; the rest are class images (prior preservation)
+
+
+def draw_batch(data: TrainingData, batch_size: int, class_prompt: str | None, source: torch.Generator,
+               num_train_timesteps: int, scaling_factor: float, process: int, processes: int) -> Batch:
+    """The global batch drawn from `source` (subject pictures, then class images); the rows of `process`.
+
+    Every process draws the same global batch from the shared generator and trains on its share;
+    averaged gradients then equal those of the global batch on one process.
+    """
+    entries = torch.randint(len(data.cache.image_index), (batch_size,), generator=source)
+    latents = data.cache.sample(entries, source, scaling_factor)
+    prompts = [pick(data.captions[data.cache.image_index[e]], source) for e in entries.tolist()]
+    sizes = data.cache.size_conditions(entries)
+    if data.class_cache is not None:
+        class_entries = torch.randint(len(data.class_cache.image_index), (batch_size,), generator=source)
+        latents = torch.cat([latents, data.class_cache.sample(class_entries, source, scaling_factor)])
+        prompts += [class_prompt] * batch_size
+        sizes += data.class_cache.size_conditions(class_entries)
+    noise = torch.randn(latents.shape, generator=source)
+    timesteps = torch.randint(0, num_train_timesteps, (len(latents),), generator=source)
+    share = batch_size // processes
+    rows = list(range(process * share, (process + 1) * share))
+    if data.class_cache is not None:
+        rows += [batch_size + row for row in rows]
+    return Batch(latents[rows], noise[rows], timesteps[rows], [prompts[r] for r in rows], [sizes[r] for r in rows],
+                 share)
+
+
+def pick(options: list[str], generator: torch.Generator) -> str:
+    """One of `options`, drawn from `generator`."""
+    return options[int(torch.randint(len(options), (1,), generator=generator))]

@@ -1,10 +1,19 @@
-"""The denoising objective as pure functions: prompts -> UNet conditioning, and (latents, noise, timesteps,
-conditioning) -> per-sample loss. Used by the training loop, the hypernetwork build and the tests."""
+"""The denoising objective: prompts -> UNet conditioning and (latents, noise, timesteps, conditioning) ->
+per-sample loss as pure functions (used by the training loop, the hypernetwork build and the tests), and the
+module that puts them together for the loop and for accelerate.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
+
+from .models import text_encoders
+
+if TYPE_CHECKING:
+    from .data import Batch
 
 
 def encode_conditioning(pipe, prompts: list[str], size_conditions: list[tuple], resolution: int,
@@ -37,3 +46,32 @@ def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, noise: torch.Te
     dtype = conditioning["encoder_hidden_states"].dtype
     prediction = unet(noisy.to(dtype), timesteps, **conditioning).sample
     return F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+
+
+class DenoisingLoss(torch.nn.Module):
+    """The pipeline's text encoders and UNet as one module whose forward is the per-sample loss.
+
+    Accelerate wraps it in DistributedDataParallel when several processes train, which averages the
+    gradients of whatever learns in a few bucketed all-reduces during the backward pass.
+    """
+
+    def __init__(self, pipe, noise_scheduler, resolution: int):
+        super().__init__()
+        self.unet = pipe.unet
+        self.text_encoders = torch.nn.ModuleList(encoder for _, _, encoder in text_encoders(pipe))
+        self.pipe, self.noise_scheduler, self.resolution = pipe, noise_scheduler, resolution
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        device = self.unet.device
+        conditioning = encode_conditioning(self.pipe, batch.prompts, batch.sizes, self.resolution, device)
+        return diffusion_loss(self.unet, self.noise_scheduler, batch.latents.to(device), batch.noise.to(device),
+                              batch.timesteps.to(device), conditioning)
+
+
+def batch_loss(model, batch: Batch, prior_loss_weight: float) -> torch.Tensor:
+    """The step's loss: mean over the subject's pictures, plus the weighted mean over the class images."""
+    errors = model(batch)
+    loss = errors[:batch.subject_count].mean()
+    if len(errors) > batch.subject_count:
+        loss = loss + prior_loss_weight * errors[batch.subject_count:].mean()
+    return loss

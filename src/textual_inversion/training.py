@@ -30,12 +30,12 @@ from tqdm.auto import tqdm
 from . import __version__
 from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .data import LatentCache, TrainingData, encode_images, read_training_data
+from .data import Batch, LatentCache, TrainingData, draw_batch, encode_images, read_training_data
 from .errors import UserError
 from .generation import save_grid
 from .methods import Method, get_method
 from .models import load_pipeline, model_family, pick_device, text_encoders
-from .objective import diffusion_loss, encode_conditioning
+from .objective import DenoisingLoss, batch_loss
 from .outputs import EMBEDDING
 from .rundir import (
     PREVIEW_DIR,
@@ -140,73 +140,6 @@ def make_accelerator(config: TrainConfig, device: torch.device) -> Accelerator:
     return Accelerator(mixed_precision=config.mixed_precision, cpu=device.type == "cpu", kwargs_handlers=[ddp])
 
 
-class DenoisingLoss(torch.nn.Module):
-    """The pipeline's text encoders and UNet as one module whose forward is the per-sample loss.
-
-    Accelerate wraps it in DistributedDataParallel when several processes train, which averages the
-    gradients of whatever learns in a few bucketed all-reduces during the backward pass.
-    """
-
-    def __init__(self, pipe, noise_scheduler, resolution: int):
-        super().__init__()
-        self.unet = pipe.unet
-        self.text_encoders = torch.nn.ModuleList(encoder for _, _, encoder in text_encoders(pipe))
-        self.pipe, self.noise_scheduler, self.resolution = pipe, noise_scheduler, resolution
-
-    def forward(self, batch: Batch) -> torch.Tensor:
-        device = self.unet.device
-        conditioning = encode_conditioning(self.pipe, batch.prompts, batch.sizes, self.resolution, device)
-        return diffusion_loss(self.unet, self.noise_scheduler, batch.latents.to(device), batch.noise.to(device),
-                              batch.timesteps.to(device), conditioning)
-
-
-@dataclass
-class Batch:
-    """This process's share of one step's examples: the subject's pictures first, then as many class images."""
-
-    latents: torch.Tensor  # [B, C, h, w], scaled for the UNet
-    noise: torch.Tensor  # [B, C, h, w]
-    timesteps: torch.Tensor  # [B]
-    prompts: list[str]
-    sizes: list[tuple]  # SDXL's (original height, width, crop top, left) per example
-    subject_count: int  # the first rows; the rest are class images (prior preservation)
-
-
-def draw_batch(data: TrainingData, config: TrainConfig, source: torch.Generator, num_train_timesteps: int,
-               scaling_factor: float, process: int, processes: int) -> Batch:
-    """The global batch drawn from `source` (subject pictures, then class images); the rows of `process`.
-
-    Every process draws the same global batch from the shared generator and trains on its share;
-    averaged gradients then equal those of the global batch on one process.
-    """
-    entries = torch.randint(len(data.cache.image_index), (config.batch_size,), generator=source)
-    latents = data.cache.sample(entries, source, scaling_factor)
-    prompts = [pick(data.captions[data.cache.image_index[e]], source) for e in entries.tolist()]
-    sizes = data.cache.size_conditions(entries)
-    if data.class_cache is not None:
-        class_entries = torch.randint(len(data.class_cache.image_index), (config.batch_size,), generator=source)
-        latents = torch.cat([latents, data.class_cache.sample(class_entries, source, scaling_factor)])
-        prompts += [config.class_prompt] * config.batch_size
-        sizes += data.class_cache.size_conditions(class_entries)
-    noise = torch.randn(latents.shape, generator=source)
-    timesteps = torch.randint(0, num_train_timesteps, (len(latents),), generator=source)
-    share = config.batch_size // processes
-    rows = list(range(process * share, (process + 1) * share))
-    if data.class_cache is not None:
-        rows += [config.batch_size + row for row in rows]
-    return Batch(latents[rows], noise[rows], timesteps[rows], [prompts[r] for r in rows], [sizes[r] for r in rows],
-                 share)
-
-
-def batch_loss(model, batch: Batch, prior_loss_weight: float) -> torch.Tensor:
-    """The step's loss: mean over the subject's pictures, plus the weighted mean over the class images."""
-    errors = model(batch)
-    loss = errors[:batch.subject_count].mean()
-    if len(errors) > batch.subject_count:
-        loss = loss + prior_loss_weight * errors[batch.subject_count:].mean()
-    return loss
-
-
 def run_training(config: TrainConfig, method: Method, pipe, accelerator: Accelerator, data: TrainingData,
                  resolution: int, output_dir: Path, started: float, stop: threading.Event | None = None,
                  on_step: Callable[[int, float], None] | None = None) -> TrainResult:
@@ -239,8 +172,9 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
         logger.info("resuming from %s (step %d)", checkpoint, step)
 
     def draw(source: torch.Generator) -> Batch:
-        return draw_batch(data, config, source, noise_scheduler.config.num_train_timesteps,
-                          pipe.vae.config.scaling_factor, accelerator.process_index, accelerator.num_processes)
+        return draw_batch(data, config.batch_size, config.class_prompt, source,
+                          noise_scheduler.config.num_train_timesteps, pipe.vae.config.scaling_factor,
+                          accelerator.process_index, accelerator.num_processes)
 
     def averaged(value: float) -> float:
         """`value` averaged over the processes (each computed it on its share of the batch)."""
@@ -376,10 +310,6 @@ def speed_options(pipe, config: TrainConfig) -> None:
         pipe.unet.to(memory_format=torch.channels_last)
     if config.compile:
         pipe.unet.compile()  # in place: parameter names (and so checkpoints) stay the same
-
-
-def pick(options: list[str], generator: torch.Generator) -> str:
-    return options[int(torch.randint(len(options), (1,), generator=generator))]
 
 
 @torch.no_grad()
