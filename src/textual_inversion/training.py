@@ -99,7 +99,7 @@ def train(config: TrainConfig, pipe=None, stop: threading.Event | None = None,
     output_dir = check_output_dir(config)
     if pipe is None:
         pipe = load_pipeline(config.model, config.model_config)
-    for _, _, module in [*text_encoders(pipe), ("unet", None, pipe.unet), ("vae", None, pipe.vae)]:
+    for module in [encoder for _, _, encoder in text_encoders(pipe)] + [pipe.unet, pipe.vae]:
         module.requires_grad_(False).eval()
 
     started = time.monotonic()
