@@ -68,6 +68,8 @@ def test_a_methods_options_are_its_own():
         TrainConfig(images="pics", token="sks", method="lora", options={"vectors": 2})
     with pytest.raises(UserError, match=r"options: LoRAOptions are not the options of --method textual-inversion"):
         TrainConfig(images="pics", token="<t>", options=lora.options)
+    with pytest.raises(UserError, match="unknown option --stepz; `textual-inversion train --help` lists them"):
+        TrainConfig.from_values({"images": "pics", "token": "<t>", "stepz": 3})
     with pytest.raises(UserError, match="--method 'loar': choose one of textual-inversion, dreambooth, lora"):
         TrainConfig(images="pics", token="<t>", method="loar")
     # The web page's form sends every method's fields: those of other methods are left out there.

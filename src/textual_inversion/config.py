@@ -108,7 +108,7 @@ class TrainConfig:
         current = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "options"}
         current.update(vars(self.options))
         method = get_method(values.get("method", self.method))
-        keep = ({f.name for f in dataclasses.fields(self)} | {f.name for f in dataclasses.fields(method.options_class)})
+        keep = {f.name for f in dataclasses.fields(self)} | {f.name for f in dataclasses.fields(method.options_class)}
         return TrainConfig.from_values({**{k: v for k, v in current.items() if k in keep}, **values})
 
     @staticmethod

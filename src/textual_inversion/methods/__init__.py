@@ -73,6 +73,9 @@ def method_option_fields() -> dict[str, OptionField]:
 def not_an_option_of(method: str, names: list[str]) -> str:
     """One line saying which methods the options `names` belong to, for a run of `method`."""
     fields = method_option_fields()
+    unknown = [flag(name) for name in names if name not in fields]
+    if unknown:
+        return f"unknown option {', '.join(unknown)}; `textual-inversion train --help` lists them"
     return "; ".join(f"{flag(name)} is an option of {', '.join(fields[name].methods)}" for name in names) + \
         f", not of --method {method}"
 
