@@ -103,7 +103,7 @@ def train(config: TrainConfig, pipe=None, stop: threading.Event | None = None,
         module.requires_grad_(False).eval()
 
     started = time.monotonic()
-    accelerator = make_accelerator(config, device)
+    accelerator = make_accelerator(config, device, method_class.parameters_may_go_unused)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(accelerator.device)
     resolution = config.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
@@ -128,15 +128,14 @@ def train(config: TrainConfig, pipe=None, stop: threading.Event | None = None,
         method.release()  # the caller's pipeline keeps what was learned, even after an error
 
 
-def make_accelerator(config: TrainConfig, device: torch.device) -> Accelerator:
-    """An Accelerator for this run's precision on `device`."""
+def make_accelerator(config: TrainConfig, device: torch.device, parameters_may_go_unused: bool) -> Accelerator:
+    """An Accelerator for this run's precision on `device`; see `Method.parameters_may_go_unused`."""
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)  # Accelerator picks the current CUDA device
     # Accelerate keeps one process-wide state; a second run in the same Python process with another
     # precision must reset it (the distributed part, PartialState, is kept).
     AcceleratorState._reset_state(reset_partial_state=False)
-    # Pivotal tuning stops the embeddings' gradients part-way through a run: DDP must not wait for them.
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=parameters_may_go_unused)
     return Accelerator(mixed_precision=config.mixed_precision, cpu=device.type == "cpu", kwargs_handlers=[ddp])
 
 

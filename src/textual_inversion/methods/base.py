@@ -37,6 +37,9 @@ class Method(ABC):
     adds_token: ClassVar[bool] = False
     one_image: ClassVar[bool] = False  # made to learn from one picture (no warning for a single image)
     prior_preservation: ClassVar[bool] = False  # may train with --class-prompt (class images)
+    # Some trainable parameters get no gradient in some steps (pivotal tuning stops its embeddings part-way):
+    # with several processes, DDP must then look for them in every backward pass, which costs time.
+    parameters_may_go_unused: ClassVar[bool] = False
 
     def __init__(self, config):  # a TrainConfig (config.py builds on this registry, so it is not imported here)
         self.config = config

@@ -32,6 +32,7 @@ class PivotalTuning(Method):
     options_class = PivotalOptions
     default_lr = 5e-3  # of the embeddings; the adapters learn at --lora-lr
     adds_token = True
+    parameters_may_go_unused = True  # the embeddings stop learning after --ti-fraction of the steps
 
     def __init__(self, config):
         super().__init__(config)
