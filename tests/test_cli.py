@@ -54,6 +54,44 @@ def test_bad_toml_is_one_line(tmp_path, capsys):
         assert err.count("\n") == 1 and message in err and err.startswith("error: ")
 
 
+def subparsers():
+    return build_parser()._subparsers._group_actions[0].choices
+
+
+def test_help_says_each_default_once():
+    for command, subparser in subparsers().items():
+        for action in subparser._actions:
+            assert action.help.lower().count("default") <= 1, f"{command} {action.option_strings}: {action.help}"
+            assert "(default: )" not in action.help and "(default: None)" not in action.help, \
+                f"{command} {action.option_strings}: {action.help}"
+    helps = {action.dest: action.help for action in subparsers()["train"]._actions}
+    assert helps["steps"].endswith("(default: the method's, listed under its name)")
+    assert helps["seed"].endswith("(default: 0)") and helps["flip"].endswith("(default: True)")
+
+
+def test_options_are_not_abbreviated(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["train", "--step", "50"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --step 50; did you mean --steps?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["train", "--stepz", "5"], "error: unrecognized arguments: --stepz 5; did you mean --steps? "
+                                "(see textual-inversion train --help)\n"),
+    (["train", "--rnak", "4"], "did you mean --rank? (see textual-inversion train --help)"),  # a method's option
+    (["generate", "--promt", "x"], "did you mean --prompt? (see textual-inversion generate --help)"),
+    (["--verbos", "train"], "did you mean --verbose? (see textual-inversion --help)"),
+    (["train", "--xyzzy"], "error: unrecognized arguments: --xyzzy (see textual-inversion train --help)\n"),
+])
+def test_unknown_option_names_the_closest_and_the_sub_commands_help(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err
+
+
 def test_user_errors_exit_2_with_one_line_and_no_traceback(tmp_path):
     result = cli("train", "--images", str(tmp_path / "nowhere"), "--token", "<x>", "--init-token", "cat",
                  "--output-dir", str(tmp_path / "out"))
@@ -128,3 +166,13 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tiny_sd1_path, image_fo
                              env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert f"({step + 2} steps" in resumed.stdout
+
+
+def test_generate_prints_the_new_folder_it_wrote(tiny_sd1_path, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--model", tiny_sd1_path, "--prompt", "a cat", "--num-images", "1", "--steps", "1",
+              "--device", "cpu"])
+    assert exit_info.value.code == 0
+    folder = capsys.readouterr().out.strip().rsplit(" to ", 1)[-1]
+    assert folder.startswith("outputs/") and (tmp_path / folder / "grid.png").is_file(), folder

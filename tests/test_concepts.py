@@ -1,5 +1,6 @@
 """Loading learned concepts: diffusers' own loader is the judge of our files and our loader."""
 
+import re
 import shutil
 
 import pytest
@@ -106,3 +107,46 @@ def test_concept_library_repo_resolves_through_the_hf_cache(tmp_path, monkeypatc
     assert embedding.token == "<birb-style>" and embedding.family == "sd1"
     with pytest.raises(UserError, match="offline"):
         resolve_concept("sd-concepts-library/not-cached")
+
+
+def test_a_missing_path_is_named_at_once_without_asking_the_hub(tmp_path, monkeypatch):
+    """`runs/teal-thing` (runs/ exists here), `./x`, `a/b/c`, `x.pt`: no hub retries, the path is blamed."""
+    import time
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the hub was asked")
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", no_hub)
+    monkeypatch.setattr("textual_inversion.models.probe_hub", no_hub)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "teal").mkdir(parents=True)
+    started = time.monotonic()
+    with pytest.raises(UserError, match=r"^--concept runs/teal-thing: no such folder here, and not in the Hugging "
+                                        r"Face cache; check the path \(runs/ holds teal\)"):
+        resolve_concept("runs/teal-thing")
+    for spec in ("./runs/teal-thing", "runs/teal/thing", "teal.pt", "other/teal.safetensors", "teal-thing"):
+        with pytest.raises(UserError, match=rf"^--concept {re.escape(spec)}: no such file or folder$"):
+            resolve_concept(spec)
+    assert time.monotonic() - started < 0.5
+
+
+def test_an_unreachable_hub_means_the_cache_alone(tmp_path, monkeypatch):
+    """Without HF_HUB_OFFLINE, a hub that does not answer the probe is not retried: local_files_only at once."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    asked = []
+
+    def cache_only_download(repo_id, filename, local_files_only=False, **kwargs):
+        asked.append(local_files_only)
+        raise LocalEntryNotFoundError("not cached")
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", cache_only_download)
+    monkeypatch.setattr("textual_inversion.models.probe_hub", lambda: "no connection to huggingface.co:443: test")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(UserError, match=r"^--concept someone/some-concept: no such folder here, and as a hub repo not in "
+                                        r"the Hugging Face cache, and the hub cannot be reached \(no connection to "
+                                        r"huggingface.co:443: test\); check the path, or download"):
+        resolve_concept("someone/some-concept")
+    assert asked == [True]

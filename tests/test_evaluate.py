@@ -48,6 +48,25 @@ def test_table_lists_concept_and_baselines():
     assert lines[2].startswith("baseline: init word") and lines[3].startswith("baseline: words")
 
 
+def test_grids_are_named_after_the_token_in_every_condition(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from textual_inversion.evaluate import evaluate_concept
+    from textual_inversion.miniworld import judge
+
+    monkeypatch.setattr(judge, "load_judge", lambda: None)
+    monkeypatch.setattr(judge, "predict", lambda images, net: [dict(OBJECT.attributes) for _ in images])
+    pipe = lambda prompt, num_images_per_prompt, **kwargs: SimpleNamespace(  # noqa: E731
+        images=[Image.new("RGB", (8, 8))] * num_images_per_prompt)
+    pipe.set_progress_bar_config = lambda **kwargs: None
+    evaluate_concept(pipe, OBJECT, tmp_path, num_images=1, conditions=("concept", "init_word"), edits=False)
+    for condition in ("concept", "init_word"):  # the baseline's grids under the same names, to compare
+        assert sorted(p.name for p in (tmp_path / "grids" / condition).iterdir()) == \
+            ["a-photo-of-a-teal-thing.png", "a-picture-of-the-teal-thing.png", "a-teal-thing.png", "teal-thing.png"]
+
+
 def test_dreambench_metrics_against_hand_computed_values():
     import torch
 
@@ -114,7 +133,7 @@ def test_evaluate_command_writes_json_grids_and_report(tiny_sd1_path, tiny_judge
     assert report["base_model"]["words"] == "cat"
     for row in report["concepts"] + [report["base_model"]]:
         assert {"dino", "clip_i", "clip_t"} <= set(row)
-    assert sorted(p.name for p in (out / "grids" / "run-a").iterdir()) == ["a-C-on-the-beach.png", "a-red-C.png"]
+    assert sorted(p.name for p in (out / "grids" / "run-a").iterdir()) == ["a-blob-on-the-beach.png", "a-red-blob.png"]
     page = (out / "report.html").read_text()
     assert "<svg" in page and "run-b" in page and "data:image/png;base64," in page
     table = capsys.readouterr().out
@@ -129,3 +148,62 @@ def test_missing_clip_offline_says_what_to_download(tmp_path, monkeypatch):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(UserError, match="--clip openai/clip-vit-base-patch32: .* `hf download .* pass --clip"):
         load_model("clip", "openai/clip-vit-base-patch32")
+
+
+def test_with_the_judge_missing_default_models_are_skipped_with_one_line(tiny_judges, tmp_path, monkeypatch, caplog):
+    """Offline on miniworld, CLIP and DINO at their defaults and not cached: their scores are skipped, the
+    judge's stay; a model the user named, or no judge, is still an error."""
+    import logging
+    import time
+
+    from PIL import Image
+
+    from textual_inversion.config import EvaluateConfig
+    from textual_inversion.evaluate import load_features
+    from textual_inversion.metrics import score_images
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="textual_inversion.evaluate"):
+        assert load_features(EvaluateConfig(), judged=True, device="cpu") is None
+    assert time.monotonic() - started < 5  # no hub retries
+    assert caplog.messages == ["skipped DINO, CLIP-I, CLIP-T: facebook/dino-vits16 and openai/clip-vit-base-patch32: "
+                               "not in the Hugging Face cache and the hub cannot be reached (offline: HF_HUB_OFFLINE "
+                               "is set) (--dino FOLDER and --clip FOLDER add them)"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="textual_inversion.evaluate"):
+        features = load_features(EvaluateConfig(clip=tiny_judges[0]), judged=True, device="cpu")
+    assert caplog.messages[0].startswith("skipped DINO: facebook/dino-vits16: not in the Hugging Face cache")
+    assert caplog.messages[0].endswith("(--dino FOLDER adds them)")
+    image = Image.new("RGB", (40, 40), (255, 0, 0))
+    assert set(score_images(features, [image], ["a <t>"], [image], "<t>")) == {"clip_i", "clip_t"}
+    with pytest.raises(UserError, match="^--dino facebook/dino-vits16: not in the Hugging Face cache .* `hf download"):
+        load_features(EvaluateConfig(), judged=False, device="cpu")
+    with pytest.raises(UserError, match="^--clip someone/clip: not in the Hugging Face cache"):
+        load_features(EvaluateConfig(clip="someone/clip", dino=tiny_judges[1]), judged=True, device="cpu")
+
+
+@pytest.mark.slow
+def test_evaluate_on_miniworld_offline_reports_the_judge_alone(tmp_path, capsys):
+    """`evaluate --images` a bundled concept with no CLIP or DINO at hand: the judge's numbers, the report, exit 0."""
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from textual_inversion.cli import main
+    from textual_inversion.formats import Embedding, write_embedding
+
+    concept = Path(__file__).resolve().parents[1] / "examples" / "concepts" / "hidden-colour"
+    embedding = Embedding("<teal-thing>", {"text_encoder": torch.zeros(1, 128)}, {"init_token": "circle"})
+    write_embedding(embedding, tmp_path / "run" / "learned_embeds.safetensors")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--concept", str(tmp_path / "run"), "--images", str(concept), "--num-images", "1",
+              "--steps", "2", "--output-dir", str(tmp_path / "eval")])
+    assert exit_info.value.code == 0
+    report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert {"fidelity", "editability", "baselines"} <= set(report) and not {"dino", "clip_i", "clip_t"} & set(report)
+    page = (tmp_path / "eval" / "report.html").read_text()
+    assert "fidelity (judge)" in page and "CLIP-I" not in page
+    table = capsys.readouterr().out
+    assert "fidelity" in table and "DINO" not in table

@@ -100,3 +100,27 @@ def test_files_that_are_not_embeddings(tmp_path):
 def test_describe_names_token_family_and_metadata():
     text = describe(sd1_embedding())
     assert "<cat-toy>" in text and "Stable Diffusion 1.x" in text and "steps:" in text and "500" in text
+
+
+def test_describe_names_the_format_and_what_an_a1111_file_carries(tmp_path):
+    """An AUTOMATIC1111 .pt as A1111 writes it: its vectors under '*' and the run's name, step and checkpoint."""
+    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": torch.randn(2, 768)}, "name": "cat-toy",
+                "step": 3000, "sd_checkpoint": "e1441589", "sd_checkpoint_name": "v1-5-pruned-emaonly"},
+               tmp_path / "cat-toy.pt")
+    embedding = read_embedding(tmp_path / "cat-toy.pt")
+    lines = describe(embedding).splitlines()
+    assert "format:   a1111 .pt" in lines and "step:     3000" in lines and "sd_checkpoint: e1441589" in lines
+    assert "sd_checkpoint_name: v1-5-pruned-emaonly" in lines and not any(line.startswith("name:") for line in lines)
+    again = torch.load(write_embedding(embedding, tmp_path / "again.pt", "a1111"), weights_only=True)
+    assert (again["step"], again["sd_checkpoint"], again["sd_checkpoint_name"]) == \
+        (3000, "e1441589", "v1-5-pruned-emaonly")  # converting keeps them
+
+
+@pytest.mark.parametrize("format,suffix,shown", [("diffusers", ".safetensors", "diffusers .safetensors"),
+                                                 ("diffusers", ".bin", "concept-library .bin"),
+                                                 ("a1111", ".safetensors", "a1111 .safetensors"),
+                                                 ("kohya", ".safetensors", "kohya .safetensors")])
+def test_describe_names_the_format_of_each_layout(tmp_path, format, suffix, shown):
+    path = write_embedding(sd1_embedding(), tmp_path / f"cat-toy{suffix}", format)
+    assert f"format:   {shown}" in describe(read_embedding(path)).splitlines()
+    assert "format:   concept-library .bin" in describe(read_embedding(LOCAL_FIXTURES / "birb-style_learned_embeds.bin"))

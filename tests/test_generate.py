@@ -50,3 +50,21 @@ def test_unknown_scheduler_is_named(tiny_sd1_path, tmp_path):
     config = GenerateConfig(model=tiny_sd1_path, prompt="a cat", steps=1, scheduler="warp", output_dir=str(tmp_path))
     with pytest.raises(UserError, match="--scheduler warp: choose one of"):
         generate(config)
+
+
+def test_each_run_gets_a_new_folder_and_a_used_one_is_refused(tiny_sd1_path, tmp_path, monkeypatch):
+    """Without --output-dir: outputs/<date-time>, a new one each time; an --output-dir holding images needs --overwrite."""
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    config = GenerateConfig(model=tiny_sd1_path, prompt="a cat", num_images=1, steps=1, device="cpu")
+    first, second = generate(config)[0].parent, generate(config)[0].parent
+    assert first.parent == second.parent == tmp_path.joinpath("outputs").relative_to(tmp_path)
+    assert first != second and re.fullmatch(r"\d{8}-\d{6}(-\d+)?", first.name), (first, second)
+    assert sorted(p.name for p in first.iterdir()) == ["000000.png", "grid.png"]
+    used = GenerateConfig(model=tiny_sd1_path, prompt="a cat", num_images=1, steps=1, seed=5, device="cpu",
+                          output_dir=str(first))
+    with pytest.raises(UserError, match=rf"^--output-dir {first}: holds images already; pass --overwrite"):
+        generate(used)
+    used.overwrite = True
+    assert generate(used)[0] == first / "000005.png"

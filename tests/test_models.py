@@ -62,3 +62,66 @@ def test_single_file_checkpoint_loads_with_the_same_weights(tiny_sd1_path, tmp_p
     truncated.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(UserError, match="cannot read this checkpoint"):
         load_pipeline(str(truncated))
+
+
+def test_the_hub_probe_answers_in_a_connection_and_says_why_not():
+    import socket
+
+    from textual_inversion.models import probe_hub
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("huggingface_hub.constants.ENDPOINT", f"http://127.0.0.1:{port}")
+            assert probe_hub.__wrapped__() is None
+    with pytest.MonkeyPatch.context() as patch:  # the listener is closed: nothing answers on that port
+        patch.setattr("huggingface_hub.constants.ENDPOINT", f"http://127.0.0.1:{port}")
+        assert probe_hub.__wrapped__().startswith(f"no connection to 127.0.0.1:{port}: ")
+
+
+def test_unreachable_hub_or_missing_path_fails_at_once(monkeypatch, tmp_path):
+    """No HF_HUB_OFFLINE, no network: the cache alone is asked; `runs/x` with runs/ here is a missing folder."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    asked = []
+
+    def snapshot_download(repo_id, local_files_only=False, **kwargs):
+        asked.append((repo_id, local_files_only))
+        raise LocalEntryNotFoundError("not cached")
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
+    monkeypatch.setattr("textual_inversion.models.probe_hub", lambda: "no connection to huggingface.co:443: test")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(UserError, match=r"someone/some-model: not in the Hugging Face cache and the hub cannot be "
+                                        r"reached \(no connection to huggingface.co:443: test\)"):
+        load_pipeline("someone/some-model")
+    with pytest.raises(UserError, match=r"^--model runs/sd: no such folder here, and not in the Hugging Face cache"):
+        load_pipeline("runs/sd")
+    with pytest.raises(UserError, match=r"^--model ./sd: no such file or folder$"):
+        load_pipeline("./sd")
+    assert asked == [("someone/some-model", True), ("runs/sd", True)]
+
+
+def test_threads_default_to_half_the_cpus_or_omp_num_threads(monkeypatch):
+    import torch
+
+    from textual_inversion.errors import UserError
+    from textual_inversion.models import default_threads, use_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
+        assert default_threads() == 4 and use_threads(None) == 4 and torch.get_num_threads() == 4
+        monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
+        assert default_threads() == 1  # never none
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own choice wins
+        assert default_threads() == 3 and use_threads(2) == 2 and torch.get_num_threads() == 2
+        with pytest.raises(UserError, match="--threads 0: must be at least 1"):
+            use_threads(0)
+    finally:
+        torch.set_num_threads(before)

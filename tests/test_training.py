@@ -46,10 +46,11 @@ def test_only_the_new_rows_learn(family_path, request, image_folder, tmp_path):
 
 def test_resume_after_interrupt_gives_the_same_embedding(train_config, tmp_path, monkeypatch):
     """Bit-identical on the CPU (GPU kernels may reorder sums, so there it is only close)."""
+    import textual_inversion.training as training
+
+    monkeypatch.setattr(training, "fixed_batch_every", lambda steps: 2)  # a fixed-batch loss on each side of step 3
     train_config = dataclasses.replace(train_config, device="cpu")
     straight = train(dataclasses.replace(train_config, output_dir=str(tmp_path / "straight")))
-
-    import textual_inversion.training as training
 
     real_save = training.save_checkpoint
     interrupts = []
@@ -71,6 +72,8 @@ def test_resume_after_interrupt_gives_the_same_embedding(train_config, tmp_path,
     resumed = train(dataclasses.replace(interrupted_config, resume=True))
     assert torch.equal(load_file(straight.embedding_path)["<blob>"], load_file(resumed.embedding_path)["<blob>"])
     assert [row[1] for row in resumed.loss_history] == [row[1] for row in straight.loss_history]
+    fixed = [(folder / "loss_fixed_batch.csv").read_text().splitlines() for folder in (tmp_path / "straight", tmp_path / "interrupted")]
+    assert fixed[0] == fixed[1] and [row.split(",")[0] for row in fixed[0]] == ["step", "0", "2", "4", "6"]
 
 
 def test_run_folder_holds_everything(train_config):
@@ -78,7 +81,8 @@ def test_run_folder_holds_everything(train_config):
                                  validation_steps=2, num_validation_images=2)
     result = train(config)
     names = {path.name for path in result.output_dir.iterdir()}
-    assert {"learned_embeds.safetensors", "loss.csv", "loss.png", "run.json", "checkpoints", "previews"} <= names
+    assert {"learned_embeds.safetensors", "loss.csv", "loss_fixed_batch.csv", "loss.png", "run.json", "checkpoints",
+            "previews"} <= names
     assert sorted(p.name for p in (result.output_dir / "previews").iterdir()) == ["step-000003.png", "step-000006.png"]
     rows = (result.output_dir / "loss.csv").read_text().splitlines()
     assert rows[0] == "step,loss,lr" and len(rows) == 1 + config.steps
@@ -219,6 +223,12 @@ def test_cross_initialisation_keep_norm_and_early_stop(train_config):
         start = fresh.text_encoder(ids).last_hidden_state[0, 1]
     assert vectors.norm() == pytest.approx(start.norm().item(), rel=1e-5)  # kept at the initial length
     assert not torch.allclose(vectors[0], start)  # but it learned a direction
+
+
+def test_the_fixed_batch_loss_is_measured_about_50_times_a_run_but_not_more_often_than_every_10_steps():
+    from textual_inversion.training import fixed_batch_every
+
+    assert [fixed_batch_every(steps) for steps in (6, 100, 800, 3000)] == [10, 10, 16, 60]
 
 
 def test_dvar_criterion():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import logging
 import os
 import sys
@@ -30,7 +31,7 @@ from .options import coerce, default_of, field_kinds, flag, read_toml  # noqa: E
 def add_option(parser, config_class: type, field: dataclasses.Field, choices=None) -> None:
     """One option for a dataclass field; its default is left out so we can tell what the user gave."""
     kind = field_kinds(config_class)[field.name]
-    help_text = f"{field.metadata['help']} (default: {default_of(field)})"
+    help_text = help_with_default(field.metadata["help"], default_of(field))
     common = {"dest": field.name, "help": help_text, "default": argparse.SUPPRESS}
     if kind is bool:
         parser.add_argument(flag(field.name), action=argparse.BooleanOptionalAction, **common)
@@ -40,6 +41,13 @@ def add_option(parser, config_class: type, field: dataclasses.Field, choices=Non
         choices = choices or field.metadata.get("choices")
         parser.add_argument(flag(field.name), type=kind, choices=choices,
                             metavar=None if choices else field.name.upper(), **common)
+
+
+def help_with_default(help_text: str, default) -> str:
+    """The help text with its default said once: not when the text names it, nor when there is none."""
+    if "default" in help_text or default in (None, "", [], ()):
+        return help_text
+    return f"{help_text} (default: {default})"
 
 
 def add_config_options(parser: argparse.ArgumentParser, config_class: type) -> None:
@@ -78,8 +86,38 @@ def config_from_args(args: argparse.Namespace, config_class: type):
 class OneLineErrors(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line ("error: ...") and exit code 2, like every other error."""
 
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # else `--step 50` is quietly taken as --steps
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """As argparse, but an unknown option is reported by its sub-command, with the closest option named."""
+        namespace, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            parser = self
+            argv = sys.argv[1:] if args is None else list(args)
+            for action in self._actions:  # the sub-command's parser, unless the mistake came before the command
+                command = getattr(namespace, action.dest, None)
+                if isinstance(action, argparse._SubParsersAction) and command in argv and \
+                        not set(unknown) & set(argv[:argv.index(command)]):
+                    parser = action.choices[command]
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}{parser.suggestion(unknown)}")
+        return namespace
+
+    def suggestion(self, unknown: list[str]) -> str:
+        """'; did you mean --steps?' for options close to a known one (argument groups included), else ''."""
+        known = [option for action in self._actions for option in action.option_strings]
+        matches = {given: difflib.get_close_matches(given.split("=")[0], known, n=1)
+                   for given in unknown if given.startswith("--")}
+        matches = {given: close[0] for given, close in matches.items() if close}
+        if not matches:
+            return ""
+        if len(matches) == 1:
+            return f"; did you mean {next(iter(matches.values()))}?"
+        return "; did you mean " + ", ".join(f"{close} for {given}" for given, close in matches.items()) + "?"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,7 +183,7 @@ def run(argv: list[str] | None = None) -> int:
 
         config = config_from_args(args, GenerateConfig)
         paths = generate(config)
-        print(f"wrote {len(paths)} image(s) and grid.png to {config.output_dir}")
+        print(f"wrote {len(paths)} image(s) and grid.png to {paths[0].parent}")
     elif args.command == "demo":
         from .demo import run_demo
         from .evaluate import format_table

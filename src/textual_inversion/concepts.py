@@ -10,7 +10,7 @@ from pathlib import Path
 from .errors import UserError
 from .formats import Embedding, family_label, read_embedding
 from .methods import METHODS
-from .models import hub_offline, model_family, text_encoders
+from .models import hub_unreachable, model_family, read_as, text_encoders
 from .outputs import EMBEDDING, LORA, OUTPUT_FILES, PIPELINE
 from .rundir import read_run_file
 
@@ -72,9 +72,10 @@ def concept_parts(spec: str) -> list[tuple[str, object]]:
             raise UserError(f"--concept {spec}: folder holds no {OUTPUT_FILES[EMBEDDING]}, {OUTPUT_FILES[LORA]}, "
                             f"pipeline, or {CONCEPT_LIBRARY_FILES[0]}")
         return parts
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
-        return [(EMBEDDING, download_concept_library(spec))]
-    raise UserError(f"--concept {spec}: no such file or folder")
+    meant = read_as(spec)
+    if meant == "path" or "/" not in spec:  # a concept-library repo is always `owner/name`
+        raise UserError(f"--concept {spec}: no such file or folder")
+    return [(EMBEDDING, download_concept_library(spec, cache_only=meant == "either"))]
 
 
 def run_outputs(folder: Path) -> tuple[dict[str, Path], str | None]:
@@ -123,17 +124,32 @@ def read_concept_library(folder: Path) -> Embedding:
     return read_embedding(folder / CONCEPT_LIBRARY_FILES[0], token=token or None)
 
 
-def download_concept_library(repo_id: str) -> Embedding:
-    """Fetch a concept-library repo through huggingface_hub (its cache serves it offline)."""
-    from huggingface_hub import hf_hub_download
+def download_concept_library(repo_id: str, cache_only: bool = False) -> Embedding:
+    """Fetch a concept-library repo through huggingface_hub (its cache serves it offline).
+
+    `cache_only`: `repo_id` may as well be a mistyped path (`runs/x` where runs/ is a folder here), so the
+    hub is not asked; only what is already in the cache is used.
+    """
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
-    offline = hub_offline()
+    if cache_only:
+        cached = [try_to_load_from_cache(repo_id, name) for name in CONCEPT_LIBRARY_FILES]
+        if not isinstance(cached[0], str):
+            parent = repo_id.split("/")[0]
+            there = sorted(entry.name for entry in Path(parent).iterdir() if not entry.name.startswith("."))
+            raise UserError(f"--concept {repo_id}: no such folder here, and not in the Hugging Face cache; "
+                            f"check the path ({parent}/ holds {', '.join(there[:8]) or 'nothing'}"
+                            f"{', ...' if len(there) > 8 else ''})")
+        return read_concept_library(Path(cached[0]).parent)
+    unreachable = hub_unreachable()
     try:
-        files = [Path(hf_hub_download(repo_id, name, local_files_only=offline)) for name in CONCEPT_LIBRARY_FILES]
+        files = [Path(hf_hub_download(repo_id, name, local_files_only=unreachable is not None))
+                 for name in CONCEPT_LIBRARY_FILES]
     except LocalEntryNotFoundError:
-        raise UserError(f"--concept {repo_id}: not in the Hugging Face cache and the hub cannot be reached "
-                        "(offline); download the repo elsewhere and pass its folder") from None
+        raise UserError(f"--concept {repo_id}: no such folder here, and as a hub repo not in the Hugging Face cache, "
+                        f"and the hub cannot be reached ({unreachable}); check the path, or download the repo where "
+                        "there is a network and pass its folder") from None
     except (EntryNotFoundError, HfHubHTTPError, OSError) as error:
         raise UserError(f"--concept {repo_id}: not a concept-library repo ({str(error).splitlines()[0][:200]})") from None
     return read_concept_library(files[0].parent)

@@ -20,6 +20,13 @@ from .methods import METHODS, MethodOptions, get_method, method_option_fields, n
 from .options import check_choices, coerce, option
 
 PRECISIONS = ("no", "fp16", "bf16")
+
+
+def threads_option():
+    """The --threads field every command has."""
+    return option(None, "CPU threads torch computes with (default: $OMP_NUM_THREADS, else half the CPUs, at least 1, "
+                        "so that a second job on the same machine does not make both crawl)")
+
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 
 
@@ -67,6 +74,7 @@ class TrainConfig:
     resume: bool = option(False, "continue from the latest checkpoint in --output-dir")
     overwrite: bool = option(False, "allow writing into an --output-dir that holds another run")
     device: str = option("auto", "device: auto, cpu, cuda, cuda:1, mps")
+    threads: int | None = threads_option()
     # The method's own options: its options dataclass, or a dict of its fields (None: its defaults).
     options: MethodOptions | dict | None = field(default=None, metadata={"help": None, "choices": None})
 
@@ -182,9 +190,11 @@ class GenerateConfig:
     scheduler: str | None = option(None, "sampler: ddim, ddpm, pndm, euler, euler-a, dpm++, lms (default: the model's)")
     width: int | None = option(None, "image width in pixels (default: the model's native size)")
     height: int | None = option(None, "image height in pixels (default: the model's native size)")
-    output_dir: str = option("outputs", "folder for the PNGs and their grid")
+    output_dir: str | None = option(None, "folder for the PNGs and their grid (default: a new outputs/<date-time>)")
+    overwrite: bool = option(False, "allow writing into an --output-dir that holds images already")
     precision: str = option("auto", "weights precision: auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16", ("auto", "fp32", "fp16", "bf16"))
     device: str = option("auto", "device: auto, cpu, cuda, cuda:1, mps")
+    threads: int | None = threads_option()
 
     def validate(self) -> None:
         """Raise UserError naming the first option whose value cannot work."""
@@ -221,6 +231,7 @@ class EvaluateConfig:
     guidance: float = option(4.0, "classifier-free guidance scale")
     seed: int = option(0, "seed of the first image of each prompt")
     device: str = option("auto", "device: auto, cpu, cuda, mps")
+    threads: int | None = threads_option()
 
     def validate(self) -> None:
         if not self.concept:
@@ -243,6 +254,7 @@ class DemoConfig:
     seed: int = option(0, "random seed")
     overwrite: bool = option(False, "replace an earlier demo in --output-dir")
     device: str = option("auto", "device: auto, cpu, cuda, mps")
+    threads: int | None = threads_option()
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -262,6 +274,7 @@ class UIConfig:
     runs_dir: str = option("runs", "folder where training runs are written and learned concepts are found")
     outputs_dir: str = option("outputs", "folder for generated images")
     device: str = option("auto", "device: auto, cpu, cuda, cuda:1, mps")
+    threads: int | None = threads_option()
 
     def validate(self) -> None:
         """Raise UserError naming the first option whose value cannot work."""

@@ -56,7 +56,8 @@ def run_demo(config: DemoConfig) -> DemoResult:
     result = train(TrainConfig.from_values(dict(
         model="miniworld", images=str(output_dir / "images"), token=spec.token, init_token=spec.init_word,
         steps=config.steps, seed=config.seed, validation_prompt=f"a {spec.token} on a sand background",
-        output_dir=str(output_dir / "run"), overwrite=config.overwrite, device=config.device, **DEMO_TRAINING)))
+        output_dir=str(output_dir / "run"), overwrite=config.overwrite, device=config.device, threads=config.threads,
+        **DEMO_TRAINING)))
     pipe = load_pipeline("miniworld").to(pick_device(config.device))
     load_concepts(pipe, [result.output_dir])
     evaluation = evaluate_concept(pipe, spec, output_dir / "evaluation", seed=config.seed)

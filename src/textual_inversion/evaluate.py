@@ -73,6 +73,16 @@ def fill(template: str, filler: str) -> str:
     return re.sub(r"\ba (?=[aeiou])", "an ", text)
 
 
+def grid_file_name(template: str, placeholder: str, token: str) -> str:
+    """A prompt's grid file, named after the prompt with the token: a-teal-thing-on-a-grey-background.png.
+
+    The same name in every condition's folder, so a concept's grid and its baselines' sit side by side;
+    a token with no letters or digits (<*>) reads as `concept`.
+    """
+    word = re.sub(r"[^A-Za-z0-9]+", "-", token).strip("-") or "concept"
+    return re.sub(r"[^A-Za-z0-9]+", "-", template.replace(placeholder, word)).strip("-")[:80] + ".png"
+
+
 def evaluate_concept(pipe, spec: ConceptSpec, output_dir: Path, num_images: int = 4, steps: int = 25,
                      guidance: float = 4.0, seed: int = 0, conditions: tuple[str, ...] = CONDITIONS,
                      edits: bool = True) -> dict:
@@ -101,8 +111,7 @@ def evaluate_concept(pipe, spec: ConceptSpec, output_dir: Path, num_images: int 
             predictions = predict(images, judge)
             matches = [all(p[k] == v for k, v in case.expected.items()) for p in predictions]
             hits["fidelity" if case.kind == "fidelity" else "edit"].extend(matches)
-            slug = re.sub(r"[^A-Za-z0-9]+", "-", case.template.replace("{c}", "C")).strip("-")
-            save_grid(images, output_dir / "grids" / condition / f"{slug}.png")
+            save_grid(images, output_dir / "grids" / condition / grid_file_name(case.template, "{c}", spec.token))
             records.append({"condition": condition, "prompt": prompt, "kind": case.kind, "expected": case.expected,
                             "predicted": predictions, "hit_rate": sum(matches) / len(matches)})
             progress.update(1)
@@ -151,19 +160,19 @@ def evaluate_from_config(config) -> dict:
     """The `evaluate` command: every concept (and the base model) over the prompt set, scored, reported."""
     from .concepts import load_concepts, pipeline_of, read_concept
     from .data import list_images, load_rgb
-    from .metrics import FeatureExtractor
-    from .models import load_pipeline, pick_device
+    from .models import load_pipeline, pick_device, use_threads
     from .report import write_report
 
     config.validate()
     device = pick_device(config.device)
+    use_threads(config.threads)
     output_dir = Path(config.output_dir)
     spec_path = config.concept_spec
     if spec_path is None and config.model == "miniworld" and config.images and (Path(config.images) / "concept.toml").is_file():
         spec_path = Path(config.images) / "concept.toml"  # a bundled miniworld concept: the judge joins in
     spec = ConceptSpec.from_toml(spec_path) if spec_path else None
     real = [load_rgb(p) for p in list_images(config.images)] if config.images else []
-    features = FeatureExtractor(config.clip, config.dino, str(device)) if real else None
+    features = load_features(config, spec is not None, device) if real else None
     prompt_templates = read_prompts(config)
     rows, grids, concepts = [], {}, []
     base_words = None
@@ -204,6 +213,24 @@ def evaluate_from_config(config) -> dict:
     return report
 
 
+def load_features(config, judged: bool, device: torch.device):
+    """CLIP and DINO for the DreamBench scores, or None when neither can be loaded.
+
+    With the judge (`judged`) there is a score without them: a default model that cannot be loaded (offline
+    and not in the cache) is skipped, with one logged line; a model the user named must load.
+    """
+    from .config import EvaluateConfig
+    from .metrics import FeatureExtractor
+
+    defaults = EvaluateConfig()
+    optional = [kind for kind, name, default in (("clip", config.clip, defaults.clip), ("dino", config.dino, defaults.dino))
+                if judged and name == default]
+    features = FeatureExtractor(config.clip, config.dino, str(device), optional)
+    if features.skipped:
+        logger.warning(features.skipped_line())
+    return features if features.available else None
+
+
 def read_prompts(config) -> list[str]:
     """Prompt templates with {token}: from --prompts, else DreamBench's set for the property."""
     from .templates import EVALUATION_OBJECT_PROMPTS, EVALUATION_STYLE_PROMPTS
@@ -233,8 +260,7 @@ def score_prompts(pipe, features, templates: list[str], filler: str, token: str,
         generators = prompt_generators(config.seed, prompt_index, config.num_images)
         batch = pipe(prompt, num_inference_steps=config.steps, guidance_scale=config.guidance,
                      num_images_per_prompt=config.num_images, generator=generators).images
-        slug = re.sub(r"[^A-Za-z0-9]+", "-", template.replace("{token}", "C")).strip("-")[:60]
-        grid_paths.append(save_grid(batch, grid_dir / f"{slug}.png"))
+        grid_paths.append(save_grid(batch, grid_dir / grid_file_name(template, "{token}", token)))
         images += batch
         prompts += [template.replace("{token}", token)] * len(batch)
     return score_images(features, images, prompts, real, token)

@@ -27,6 +27,8 @@ SDXL_KEYS = ("clip_l", "clip_g")
 SINGLE_ENCODER = "text_encoder"
 # A single text encoder's width names its model family (SDXL has two encoders, SDXL_KEYS).
 FAMILY_OF_WIDTH = {768: "sd1", 1024: "sd2"}
+# What an AUTOMATIC1111 .pt carries besides its vectors, kept as metadata under the same names.
+A1111_FIELDS = ("name", "step", "sd_checkpoint", "sd_checkpoint_name")
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Embedding:
     token: str
     vectors: dict[str, torch.Tensor]
     metadata: dict[str, str] = field(default_factory=dict)
+    file_format: str = ""  # the layout and file type it was read from, e.g. "a1111 .pt"; empty when made in memory
 
     @property
     def num_vectors(self) -> int:
@@ -96,25 +99,33 @@ def read_pickle(path: Path):
 def embedding_from_dict(path: Path, data, metadata: dict[str, str]) -> Embedding:
     """Recognise the layout of a loaded file and pull out token and vectors."""
     stored_token = metadata.get("token")
+    stored_format = metadata.get("format") if metadata.get("format") in FORMATS else None  # as we wrote it
+
+    def found(token: str, vectors: dict[str, torch.Tensor], layout: str) -> Embedding:
+        return Embedding(token, vectors, metadata, f"{layout} {path.suffix}")
+
     if isinstance(data, torch.Tensor):
-        return Embedding(stored_token or path.stem, {SINGLE_ENCODER: as_matrix(path, data)}, metadata)
+        return found(stored_token or path.stem, {SINGLE_ENCODER: as_matrix(path, data)}, "bare tensor")
     if not isinstance(data, dict) or not data:
         raise UserError(f"{path}: not an embedding file (found {type(data).__name__})")
     if all(key in data for key in SDXL_KEYS):
         vectors = {key: as_matrix(path, data[key]) for key in SDXL_KEYS}
-        return Embedding(stored_token or path.stem, vectors, metadata)
+        return found(stored_token or path.stem, vectors, stored_format or "SDXL clip_l + clip_g")
     if "string_to_param" in data:  # AUTOMATIC1111 .pt; A1111 names the token after the file
         params = data["string_to_param"]
         if not isinstance(params, dict) or not params:
             raise UserError(f"{path}: AUTOMATIC1111 embedding with an empty string_to_param")
         tensor = params.get("*", next(iter(params.values())))
         name = data.get("name") if isinstance(data.get("name"), str) else None
-        return Embedding(stored_token or name or path.stem, {SINGLE_ENCODER: as_matrix(path, tensor)}, metadata)
-    if "emb_params" in data:
-        return Embedding(stored_token or path.stem, {SINGLE_ENCODER: as_matrix(path, data["emb_params"])}, metadata)
+        metadata.update({key: str(data[key]) for key in A1111_FIELDS if data.get(key) not in (None, "")})
+        return found(stored_token or name or path.stem, {SINGLE_ENCODER: as_matrix(path, tensor)}, "a1111")
+    if "emb_params" in data:  # kohya's layout, which A1111 reads and writes too
+        return found(stored_token or path.stem, {SINGLE_ENCODER: as_matrix(path, data["emb_params"])},
+                     stored_format or "kohya")
     if len(data) == 1:
         token, tensor = next(iter(data.items()))
-        return Embedding(stored_token or str(token), {SINGLE_ENCODER: as_matrix(path, tensor)}, metadata)
+        layout = "concept-library" if path.suffix == ".bin" else "diffusers"  # the library's learned_embeds.bin
+        return found(stored_token or str(token), {SINGLE_ENCODER: as_matrix(path, tensor)}, layout)
     keys = ", ".join(sorted(map(str, data))[:5])
     raise UserError(f"{path}: not an embedding file (keys: {keys}); expected a token->tensor entry, "
                     "string_to_param, emb_params, or clip_l/clip_g")
@@ -156,9 +167,11 @@ def write_embedding(embedding: Embedding, path: str | Path, format: str = "diffu
         if format == "a1111":
             if sdxl:
                 raise UserError(f"{path}: AUTOMATIC1111 stores SDXL embeddings as .safetensors; change the suffix")
+            known = embedding.metadata  # ours (steps, base_model), else what an A1111 file we read carried
             payload = {"string_to_token": {"*": 265}, "string_to_param": {"*": vectors[SINGLE_ENCODER]},
-                       "name": embedding.token, "step": int(embedding.metadata.get("steps", 0) or 0),
-                       "sd_checkpoint": None, "sd_checkpoint_name": embedding.metadata.get("base_model")}
+                       "name": embedding.token, "step": int(known.get("steps") or known.get("step") or 0),
+                       "sd_checkpoint": known.get("sd_checkpoint"),
+                       "sd_checkpoint_name": known.get("base_model") or known.get("sd_checkpoint_name")}
         else:
             payload = vectors if sdxl else {embedding.token: vectors[SINGLE_ENCODER]}
         with atomic_path(path) as temporary:
@@ -168,14 +181,16 @@ def write_embedding(embedding: Embedding, path: str | Path, format: str = "diffu
 
 
 def describe(embedding: Embedding) -> str:
-    """A few human-readable lines: token, vectors, widths, family, stored training metadata."""
+    """A few human-readable lines: token, vectors, widths, family, the file's format, stored training metadata."""
     widths = ", ".join(f"{name} {width}" for name, width in embedding.widths().items())
     lines = [f"token:    {embedding.token}",
              f"vectors:  {embedding.num_vectors}",
              f"width:    {widths}",
              f"fits:     {family_label(embedding.family)}"]
-    for key in ("base_model", "family", "method", "steps", "created", "tool_version", "format"):
-        if key in embedding.metadata:
+    if embedding.file_format or "format" in embedding.metadata:
+        lines.append(f"format:   {embedding.file_format or embedding.metadata['format']}")
+    for key in ("base_model", "family", "method", "steps", "created", "tool_version", *A1111_FIELDS):
+        if key in embedding.metadata and not (key == "name" and embedding.metadata[key] == embedding.token):
             lines.append(f"{key + ':':<9} {embedding.metadata[key]}")
     return "\n".join(lines)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -29,15 +30,25 @@ SCHEDULERS = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler, "pndm": PNDMSchedule
               "euler-a": EulerAncestralDiscreteScheduler, "dpm++": DPMSolverMultistepScheduler,
               "lms": LMSDiscreteScheduler}
 PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+OUTPUTS_DIR = "outputs"  # without --output-dir, each `generate` writes into a new folder under it
 
 
 def generate(config: GenerateConfig, pipe=None) -> list[Path]:
     """Generate `config.num_images` images; returns the PNG paths (the grid is written beside them)."""
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+    from tqdm.auto import tqdm
+
     from .concepts import load_concepts, pipeline_of, read_concept, undefined_tokens
-    from .models import load_pipeline, pick_device
+    from .models import load_pipeline, pick_device, use_threads
 
     config.validate()
     device = pick_device(config.device)
+    use_threads(config.threads)
+    # Under `accelerate launch` each process makes its share of the images; the main one draws the grid.
+    processes = PartialState(cpu=device.type == "cpu")
+    check_output_dir(config)
+    processes.wait_for_everyone()  # every process has looked at --output-dir before any writes there
     dtype = PRECISION_DTYPES.get(config.precision, torch.float16 if device.type == "cuda" else torch.float32)
     defined = []
     if pipe is None:
@@ -56,16 +67,12 @@ def generate(config: GenerateConfig, pipe=None) -> list[Path]:
         pipe.scheduler = SCHEDULERS[config.scheduler].from_config(pipe.scheduler.config)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    output_dir = Path(config.output_dir)
+    # Without --output-dir a new folder; the main process names it and the others write into the same one.
+    output_dir = Path(broadcast_object_list([config.output_dir or str(new_output_folder(OUTPUTS_DIR))])[0])
     output_dir.mkdir(parents=True, exist_ok=True)
     width = config.width or pipe.unet.config.sample_size * pipe.vae_scale_factor
     height = config.height or pipe.unet.config.sample_size * pipe.vae_scale_factor
 
-    # Under `accelerate launch` each process makes its share of the images; the main one draws the grid.
-    from accelerate import PartialState
-    from tqdm.auto import tqdm
-
-    processes = PartialState(cpu=device.type == "cpu")
     indices = list(range(config.num_images))
     with processes.split_between_processes(indices) as my_indices:
         for index in tqdm(my_indices, desc="generating", unit="image", disable=not processes.is_main_process):
@@ -80,6 +87,24 @@ def generate(config: GenerateConfig, pipe=None) -> list[Path]:
     if processes.is_main_process:
         save_grid([Image.open(path).convert("RGB") for path in paths], output_dir / "grid.png")
     return paths
+
+
+def check_output_dir(config: GenerateConfig) -> None:
+    """Refuse an --output-dir that holds images already, unless --overwrite; writes nothing."""
+    folder = Path(config.output_dir) if config.output_dir else None
+    if folder is not None and not config.overwrite and folder.is_dir() and any(folder.glob("*.png")):
+        raise UserError(f"--output-dir {folder}: holds images already; pass --overwrite to write into it (images "
+                        f"of the same seeds are replaced), or leave --output-dir out for a new folder under {OUTPUTS_DIR}/")
+
+
+def new_output_folder(outputs_dir: str | Path) -> Path:
+    """outputs/<date-time>, with a suffix when two requests come in the same second; not created yet."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder, number = Path(outputs_dir) / stamp, 1
+    while folder.exists():
+        number += 1
+        folder = Path(outputs_dir) / f"{stamp}-{number}"
+    return folder
 
 
 def a1111_parameters(config: GenerateConfig, seed: int, width: int, height: int, sampler: str) -> str:

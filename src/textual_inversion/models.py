@@ -7,11 +7,13 @@ test models) are "sd-like" and fit only files of their own width.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import pickle
 import re
+import socket
 from pathlib import Path
 
 import torch
@@ -23,6 +25,7 @@ from .formats import family_of_width
 logger = logging.getLogger(__name__)
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+LOCAL_FILE_SUFFIXES = (*SINGLE_FILE_SUFFIXES, ".pt", ".bin")  # a name ending so is a file, never a hub id
 HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # "owner/name"; anything else that does not exist is a bad path
 PIPELINE_CLASSES = {"StableDiffusionPipeline": StableDiffusionPipeline,
                     "StableDiffusionXLPipeline": StableDiffusionXLPipeline}
@@ -63,9 +66,10 @@ def load_pipeline(model: str, model_config: str | None = None, dtype: torch.dtyp
         return load_single_file(path, model_config, dtype)
     if path.is_dir():
         return load_folder(path, dtype)
-    if path.suffix in SINGLE_FILE_SUFFIXES or not HUB_ID.fullmatch(location):
+    meant = read_as(location)
+    if meant == "path":
         raise UserError(f"--model {model}: no such file or folder")
-    return load_hub(location, dtype)
+    return load_hub(location, dtype, cache_only=meant == "either")
 
 
 def pipeline_class_of_folder(path: Path) -> type:
@@ -102,17 +106,60 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
 
 
-def load_hub(repo_id: str, dtype: torch.dtype):
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be used now ("offline: HF_HUB_OFFLINE is set", "no connection to ..."), or None.
+
+    Asked before every download: told it may use the network, huggingface_hub retries an unreachable hub
+    for half a minute before it falls back to its cache, so a known-unreachable hub means `local_files_only`.
+    """
+    return "offline: HF_HUB_OFFLINE is set" if hub_offline() else probe_hub()
+
+
+@functools.cache
+def probe_hub(timeout: float = 2.0) -> str | None:
+    """One TCP connection to the hub's host (or the proxy for it), once per process: None if it answers, else why not."""
+    from urllib.parse import urlparse
+    from urllib.request import getproxies, proxy_bypass
+
+    from huggingface_hub import constants
+
+    endpoint = urlparse(constants.ENDPOINT)
+    proxy = getproxies().get(endpoint.scheme)
+    if proxy and not proxy_bypass(endpoint.hostname or ""):
+        endpoint = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except (OSError, ValueError) as error:
+        return f"no connection to {endpoint.hostname}:{port}: {first_line(error)}"
+    return None
+
+
+def read_as(spec: str) -> str:
+    """What a --model or --concept that names nothing on disk was meant to be: "path" (./x, /x, ~/x, a/b/c,
+    x.safetensors, not `owner/name`), "either" (`runs/x` where runs/ is a folder here) or "hub id"."""
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or Path(spec).suffix in LOCAL_FILE_SUFFIXES \
+            or not HUB_ID.fullmatch(spec):
+        return "path"
+    return "either" if "/" in spec and Path(spec.split("/")[0]).is_dir() else "hub id"
+
+
+def load_hub(repo_id: str, dtype: torch.dtype, cache_only: bool = False):
+    """A hub model through the Hugging Face cache; with `cache_only` (or an unreachable hub) from the cache alone."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    offline = hub_offline()
+    unreachable = None if cache_only else hub_unreachable()
     try:
         folder = snapshot_download(repo_id, allow_patterns=["*.json", "*.txt", "*.safetensors", "*.model"],
-                                   local_files_only=offline)
+                                   local_files_only=cache_only or unreachable is not None)
     except LocalEntryNotFoundError:
-        raise UserError(f"--model {repo_id}: not in the local Hugging Face cache and the hub cannot be reached "
-                        "(offline); download it where there is a network and pass --model /path/to/folder") from None
+        if cache_only:
+            raise UserError(f"--model {repo_id}: no such folder here, and not in the Hugging Face cache; "
+                            "check the path") from None
+        raise UserError(f"--model {repo_id}: not in the Hugging Face cache and the hub cannot be reached "
+                        f"({unreachable}); download it where there is a network and pass "
+                        "--model /path/to/folder") from None
     except (HfHubHTTPError, OSError, ValueError) as error:
         raise UserError(f"--model {repo_id}: cannot fetch it from the hub ({first_line(error)}); "
                         "check the id, or pass a local folder or .safetensors file") from None
@@ -161,6 +208,26 @@ def load_single_file(path: Path, model_config: str | None, dtype: torch.dtype):
 def first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0][:300] if text else type(error).__name__
+
+
+def use_threads(threads: int | None) -> int:
+    """Make torch compute with `threads` CPU threads (None: DEFAULT_THREADS); returns how many."""
+    count = default_threads() if threads is None else threads
+    if count < 1:
+        raise UserError(f"--threads {threads}: must be at least 1")
+    torch.set_num_threads(count)
+    return count
+
+
+def default_threads() -> int:
+    """The thread count when --threads is not given: OMP_NUM_THREADS if set, else half the CPUs this process
+    may use (at least 1). With every core each, two torch jobs on one machine make both crawl (OpenMP threads
+    spin while they wait for each other): on 2 cores a short training took 11x longer beside a second one
+    with 2 threads, 1.7x with 1 (benchmarks/results/threads.md)."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return int(os.environ["OMP_NUM_THREADS"])
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, usable // 2)
 
 
 def pick_device(requested: str) -> torch.device:

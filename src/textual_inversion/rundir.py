@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -15,28 +16,50 @@ from .errors import UserError
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
 PREVIEW_DIR = "previews"
+FIXED_BATCH_LOSS_FILE = "loss_fixed_batch.csv"
 
 
 class RunLock:
-    """An exclusive lock on an output folder, released by the OS even if the process is killed."""
+    """An exclusive lock on an output folder, released by the OS even if the process is killed.
+
+    The lock file is removed on release, so a finished run leaves no `.lock` behind (a killed run
+    leaves one, which the next run locks as usual).
+    """
 
     def __init__(self, output_dir: Path):
         self.path = Path(output_dir) / LOCK_FILE
         self.handle = None
 
     def __enter__(self) -> RunLock:
-        self.handle = open(self.path, "a+")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        while True:
+            self.handle = open(self.path, "a+")
+            try:
+                fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.handle.close()
+                raise UserError(f"--output-dir {self.path.parent}: another training run is writing there; "
+                                "wait for it or choose another --output-dir") from None
+            # We may have opened the file just before its holder removed it and let go: then we hold a
+            # lock on a file no longer at self.path, which the next run would not see. Try again.
+            if self._holds_the_file_at_path():
+                return self
             self.handle.close()
-            raise UserError(f"--output-dir {self.path.parent}: another training run is writing there; "
-                            "wait for it or choose another --output-dir") from None
-        return self
+
+    def _holds_the_file_at_path(self) -> bool:
+        try:
+            return os.path.samestat(os.fstat(self.handle.fileno()), os.stat(self.path))
+        except FileNotFoundError:
+            return False
 
     def __exit__(self, *exc) -> None:
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()
+        # Remove the file while still holding the lock, then let go. Anyone who opened it before the
+        # removal either fails to lock it now (LOCK_NB: no one waits) or locks it after we let go and
+        # then sees, in __enter__, that it is no longer the file at self.path, and starts over.
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
 
 
 def check_output_dir(config) -> Path:
@@ -87,10 +110,15 @@ def read_run_file(output_dir: Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def write_loss_files(output_dir: Path, history: list[tuple[int, float, float]]) -> None:
-    """loss.csv (step, loss, lr) and loss.png, a plot of the loss with its running mean."""
+def write_loss_files(output_dir: Path, history: list[tuple[int, float, float]],
+                     fixed_batch: list[tuple[int, float]] | None = None) -> None:
+    """loss.csv (step, loss, lr), loss_fixed_batch.csv (step, loss) and loss.png: the training loss with its
+    running mean and, below it, the loss on the fixed batch, which is what shows the learning."""
     lines = ["step,loss,lr"] + [f"{step},{loss:.6f},{lr:.6g}" for step, loss, lr in history]
     write_text_atomic(output_dir / "loss.csv", "\n".join(lines) + "\n")
+    if fixed_batch:
+        lines = ["step,loss"] + [f"{step},{loss:.6f}" for step, loss in fixed_batch]
+        write_text_atomic(output_dir / FIXED_BATCH_LOSS_FILE, "\n".join(lines) + "\n")
     if not history:
         return
     import matplotlib
@@ -103,12 +131,23 @@ def write_loss_files(output_dir: Path, history: list[tuple[int, float, float]]) 
     window = max(1, len(losses) // 20)
     smoothed = [sum(losses[max(0, i - window + 1): i + 1]) / len(losses[max(0, i - window + 1): i + 1])
                 for i in range(len(losses))]
-    figure, axes = plt.subplots(figsize=(6, 3.5), dpi=100)
+    figure, panels = plt.subplots(2 if fixed_batch else 1, 1, figsize=(6, 6 if fixed_batch else 3.5), dpi=100,
+                                  sharex=True, squeeze=False)
+    axes = panels[0][0]
     axes.plot(steps, losses, alpha=0.3, label="loss")
     axes.plot(steps, smoothed, label=f"mean of {window}")
-    axes.set_xlabel("step")
+    axes.set_title("training loss (new noise and timesteps every step)", fontsize=10)
     axes.set_ylabel("diffusion loss")
     axes.legend()
+    if fixed_batch:
+        axes = panels[1][0]
+        axes.plot([step for step, _ in fixed_batch], [loss for _, loss in fixed_batch], marker=".", color="C2")
+        if fixed_batch[0][0] == 0:  # below this line the token fits the pictures better than the word it started from
+            axes.axhline(fixed_batch[0][1], linestyle="--", color="grey", label="at step 0")
+            axes.legend()
+        axes.set_title("loss on a fixed batch (same noise and timesteps every time)", fontsize=10)
+        axes.set_ylabel("diffusion loss")
+    axes.set_xlabel("step")
     figure.tight_layout()
     with atomic_path(output_dir / "loss.png") as temporary:
         figure.savefig(temporary, format="png")

@@ -34,7 +34,7 @@ from .data import Batch, LatentCache, TrainingData, draw_batch, encode_images, r
 from .errors import UserError
 from .generation import save_grid
 from .methods import Method, get_method
-from .models import load_pipeline, model_family, pick_device, text_encoders
+from .models import load_pipeline, model_family, pick_device, text_encoders, use_threads
 from .objective import DenoisingLoss, batch_loss
 from .outputs import EMBEDDING
 from .rundir import (
@@ -85,6 +85,7 @@ def train(config: TrainConfig, pipe=None, stop: threading.Event | None = None,
     config.validate()
     method_class = get_method(config.method)
     device = pick_device(config.device)
+    use_threads(config.threads)
     if config.mixed_precision == "fp16" and device.type != "cuda":
         raise UserError("--mixed-precision fp16 needs a CUDA GPU; on this device use bf16 or no")
     make_optimizer(config)  # says now, before anything is written, if bitsandbytes is missing
@@ -158,7 +159,7 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
                                 num_training_steps=config.steps)
     model, optimizer = accelerator.prepare(DenoisingLoss(pipe, noise_scheduler, resolution), optimizer)
     generator = torch.Generator().manual_seed(config.seed)
-    step, history, validation = 0, [], []
+    step, history, fixed_losses = 0, [], []
     if config.resume:
         checkpoint = latest_checkpoint(output_dir)
         weights, state = load_checkpoint(checkpoint)
@@ -167,7 +168,9 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
         lr_schedule.load_state_dict(state["lr_schedule"])
         generator.set_state(state["generator"])
         step, history = state["step"], [tuple(row) for row in state["history"]]
-        validation = list(state.get("validation", []))
+        # (step, loss) rows; checkpoints of earlier versions held bare losses, one per step from step 1
+        fixed_losses = [tuple(row) if isinstance(row, (list, tuple)) else (index + 1, row)
+                        for index, row in enumerate(state.get("validation", []))]
         logger.info("resuming from %s (step %d)", checkpoint, step)
 
     def draw(source: torch.Generator) -> Batch:
@@ -183,7 +186,7 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
 
     def training_state(step: int) -> dict:
         return {"optimizer": optimizer.state_dict(), "lr_schedule": lr_schedule.state_dict(), "step": step,
-                "generator": generator.get_state(), "history": history, "validation": validation}
+                "generator": generator.get_state(), "history": history, "validation": fixed_losses}
 
     metadata = {"base_model": config.model, "family": model_family(pipe), "method": method.name,
                 "token": config.token, **method.metadata(), "property": config.property, "seed": str(config.seed),
@@ -191,10 +194,20 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
     main = accelerator.is_main_process  # only the main process writes files
     if main:
         write_run_file(output_dir, config, "running", {"metadata": metadata})
-    # DVAR-style early stop: the loss on one fixed batch (its own generator, so training draws are
-    # untouched) flattens out when the concept is learned; stop when its recent variance is a small
-    # fraction of its variance over the whole run.
-    fixed_batch = draw(torch.Generator().manual_seed(config.seed + 1)) if config.early_stop_window else None
+    # The loss on one fixed batch (same latents, noise and timesteps every time; its own generator, so the
+    # training draws are untouched) falls as the concept is learned, where the training loss only jitters
+    # with the random timesteps: `fixed_losses` keeps it every few steps for loss.png. DVAR-style early stop
+    # measures it at every step and stops once its recent variance is a small fraction of the whole run's.
+    fixed_batch = draw(torch.Generator().manual_seed(config.seed + 1))
+    fixed_every = 1 if config.early_stop_window else fixed_batch_every(config.steps)
+
+    def fixed_batch_loss() -> float:
+        with torch.no_grad(), accelerator.autocast():
+            model_alone = accelerator.unwrap_model(model)
+            return averaged(batch_loss(model_alone, fixed_batch, config.prior_loss_weight).item())
+
+    if step == 0:
+        fixed_losses.append((0, fixed_batch_loss()))  # where the curve starts
 
     stopped_early = stop_requested = False
     progress = tqdm(total=config.steps, initial=step, desc=f"training {config.token}", unit="step",
@@ -228,14 +241,13 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
             if on_step is not None:
                 on_step(step, loss)
             progress.update(1)
-            if fixed_batch is not None:
-                with torch.no_grad(), accelerator.autocast():
-                    validation.append(averaged(batch_loss(accelerator.unwrap_model(model), fixed_batch,
-                                                          config.prior_loss_weight).item()))
-                if variance_has_settled(validation, config.early_stop_window, config.early_stop_threshold):
-                    logger.info("early stop at step %d: the fixed-batch loss has settled", step)
-                    stopped_early = True
-                    break
+            if step % fixed_every == 0 or step == config.steps:
+                fixed_losses.append((step, fixed_batch_loss()))
+            if config.early_stop_window and variance_has_settled([value for at, value in fixed_losses if at > 0],
+                                                                 config.early_stop_window, config.early_stop_threshold):
+                logger.info("early stop at step %d: the fixed-batch loss has settled", step)
+                stopped_early = True
+                break
             progress.set_postfix(loss=f"{sum(r[1] for r in history[-20:]) / len(history[-20:]):.4f}")
             if main and config.validation_prompt and step % config.validation_every == 0:
                 render_previews(pipe, config, output_dir / PREVIEW_DIR / f"step-{step:06d}.png")
@@ -260,7 +272,7 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
     if main:
         outputs = method.save(output_dir, metadata)
         save_checkpoint(output_dir, step, method.state_dict(), training_state(step), config.keep_checkpoints)
-        write_loss_files(output_dir, history)
+        write_loss_files(output_dir, history, fixed_losses)
         if config.validation_prompt and step % config.validation_every:
             render_previews(pipe, config, output_dir / PREVIEW_DIR / f"step-{step:06d}.png")
         write_run_file(output_dir, config, "finished", {
@@ -275,9 +287,15 @@ def save_resumable_state(output_dir: Path, config: TrainConfig, method: Method, 
                          history: list, status: str) -> Path:
     """A run ended before its last step (Ctrl-C or `stop`): checkpoint, loss files, run.json with `status`."""
     path = save_checkpoint(output_dir, step, method.state_dict(), state, config.keep_checkpoints)
-    write_loss_files(output_dir, history)
+    write_loss_files(output_dir, history, state["validation"])
     write_run_file(output_dir, config, status, {"step": step})
     return path
+
+
+def fixed_batch_every(steps: int) -> int:
+    """How often the fixed-batch loss is measured without early stop: about 50 points on a run's curve, but
+    not more often than every 10 steps. Each is a forward pass, about half a step on miniworld: ~3 % of a run."""
+    return max(10, steps // 50)
 
 
 def variance_has_settled(losses: list[float], window: int, threshold: float) -> bool:

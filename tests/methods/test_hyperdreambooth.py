@@ -49,7 +49,7 @@ def test_predict_finetune_save_load(tiny_sd1_path, image_folder, tmp_path):
     pipe = load_pipeline(tiny_sd1_path)
     pipe.load_lora_weights(str(result.output_dir))  # diffusers' own loader accepts the file
     paths = generate(GenerateConfig(model=tiny_sd1_path, concept=[str(result.output_dir)], prompt="a photo of <blob>",
-                                    num_images=1, steps=2, device="cpu", output_dir=str(tmp_path / "images")))
+                                    num_images=1, steps=2, device="cpu", output_dir=str(tmp_path / "generated")))
     assert len(paths) == 1 and paths[0].is_file()
 
 

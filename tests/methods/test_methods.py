@@ -92,7 +92,7 @@ def test_dreambooth_with_prior_preservation(method_config, tiny_sd1_path, tmp_pa
     assert [p.stat().st_mtime_ns for p in class_images] == stamps, "class images were made again"
 
     paths = generate(GenerateConfig(model="ignored", concept=[str(result.output_dir)], prompt="a photo of <blob>",
-                                    num_images=1, steps=2, output_dir=str(tmp_path / "images"), device="cpu"))
+                                    num_images=1, steps=2, output_dir=str(tmp_path / "generated"), device="cpu"))
     assert paths[0].is_file()
 
 
@@ -155,7 +155,7 @@ def test_methods_in_mixed_precision_on_a_gpu(method, precision, method_config, t
     result = train(config)
     assert all(torch.isfinite(torch.tensor(row[1])) for row in result.loss_history)
     paths = generate(GenerateConfig(model=tiny_sd1_path, concept=[str(result.output_dir)], prompt="a photo of <blob>",
-                                    num_images=1, steps=2, output_dir=str(tmp_path / "images"), device="cuda"))
+                                    num_images=1, steps=2, output_dir=str(tmp_path / "generated"), device="cuda"))
     assert np.asarray(Image.open(paths[0])).std() > 0  # not a blank (NaN) image
 
 
@@ -166,5 +166,5 @@ def test_a_lora_run_combines_with_embeddings_from_other_runs(method_config, tiny
     other = write_embedding(Embedding("<other>", {"text_encoder": torch.randn(2, 768)}), tmp_path / "other.safetensors")
     paths = generate(GenerateConfig(model=tiny_sd1_path, concept=[str(lora_run.output_dir), str(other)],
                                     prompt="<blob> next to <other>", num_images=1, steps=2, device="cpu",
-                                    output_dir=str(tmp_path / "images")))
+                                    output_dir=str(tmp_path / "generated")))
     assert "Concepts: run, other.safetensors" in Image.open(paths[0]).text["parameters"]

@@ -6,7 +6,6 @@ AUTOMATIC1111 `parameters` text chunk (prompt, seed, settings) that the CLI writ
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 
 import gradio as gr
@@ -14,7 +13,7 @@ from PIL import Image
 
 from ..config import GenerateConfig, UIConfig
 from ..errors import UserError
-from ..generation import SCHEDULERS, generate
+from ..generation import SCHEDULERS, generate, new_output_folder
 from .forms import config_from_form, field_input, shown_as_is
 from .library import list_concepts
 
@@ -27,16 +26,6 @@ def concept_choices(runs_dir: str) -> list[tuple[str, str]]:
     return [(concept.label(), str(concept.folder)) for concept in list_concepts(runs_dir) if concept.usable]
 
 
-def new_output_folder(outputs_dir: str) -> Path:
-    """outputs/<date-time>, with a suffix when two requests come in the same second."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    folder, number = Path(outputs_dir) / stamp, 1
-    while folder.exists():
-        number += 1
-        folder = Path(outputs_dir) / f"{stamp}-{number}"
-    return folder
-
-
 def png_parameters(path: Path) -> str:
     """The `parameters` text chunk of a PNG written by generation.py."""
     with Image.open(path) as image:
@@ -46,7 +35,7 @@ def png_parameters(path: Path) -> str:
 def run_generation(ui: UIConfig, concepts: list[str], uploads: list[str], values: dict) -> list[Path]:
     """Generate as the CLI would, into a new folder under the outputs folder; returns the PNGs."""
     config = config_from_form(GenerateConfig, values, {
-        "model": ui.model, "model_config": ui.model_config, "device": ui.device,
+        "model": ui.model, "model_config": ui.model_config, "device": ui.device, "threads": ui.threads,
         "concept": [*concepts, *uploads], "output_dir": str(new_output_folder(ui.outputs_dir))})
     return generate(config)
 

@@ -88,7 +88,7 @@ def submit_job(ui: UIConfig, jobs: TrainingJobs, files: list[str] | None, values
         values["validation_prompt"] = values["validation_prompt"].replace("{token}", token)
     output_dir = Path(ui.runs_dir) / TrainConfig(token=token).resolved_output_dir().name  # runs/<token>, as the CLI
     config = config_from_form(TrainConfig, values, {
-        "model": ui.model, "model_config": ui.model_config, "device": ui.device,
+        "model": ui.model, "model_config": ui.model_config, "device": ui.device, "threads": ui.threads,
         "images": str(output_dir / "images"), "output_dir": str(output_dir)})
     config.validate()
     if config.resume:  # the pictures are those of the run being continued
