@@ -211,7 +211,7 @@ def first_line(error: BaseException) -> str:
 
 
 def use_threads(threads: int | None) -> int:
-    """Make torch compute with `threads` CPU threads (None: DEFAULT_THREADS); returns how many."""
+    """Make torch compute with `threads` CPU threads (None: `default_threads()`); returns how many."""
     count = default_threads() if threads is None else threads
     if count < 1:
         raise UserError(f"--threads {threads}: must be at least 1")
