@@ -49,3 +49,12 @@ def test_the_readme_commands_run_in_order_on_a_fresh_folder(tmp_path):
     assert (tmp_path / "runs" / "teal-thing" / "learned_embeds.safetensors").is_file()
     assert list((tmp_path / "outputs").rglob("grid.png")), "generate wrote no grid"
     assert (tmp_path / "evaluation" / "evaluation.json").is_file()
+
+
+def test_torch_is_installed_first_and_from_the_cpu_only_index():
+    """PyPI's Linux torch is the CUDA build: the README installs the CPU one first, from PyTorch's CPU index
+    (the command can only be checked as text here: download.pytorch.org is out of this machine's reach)."""
+    installs = [words for words in readme_commands() if words[:2] == ["pip", "install"]]
+    assert installs[0][2].startswith("torch==") and installs[0][3:] == [
+        "--index-url", "https://download.pytorch.org/whl/cpu"]
+    assert installs[1][2] == "-e"  # the package after torch, so it finds torch installed
