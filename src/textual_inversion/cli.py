@@ -21,6 +21,7 @@ from .config import (  # noqa: E402
     GenerateConfig,
     TrainConfig,
     UIConfig,
+    field_choices,
     is_loopback,
 )
 from .errors import UserError  # noqa: E402
@@ -28,7 +29,7 @@ from .methods import METHODS, method_option_fields  # noqa: E402
 from .options import coerce, default_of, field_kinds, flag, read_toml  # noqa: E402
 
 
-def add_option(parser, config_class: type, field: dataclasses.Field, choices=None) -> None:
+def add_option(parser, config_class: type, field: dataclasses.Field) -> None:
     """One option for a dataclass field; its default is left out so we can tell what the user gave."""
     kind = field_kinds(config_class)[field.name]
     help_text = help_with_default(field.metadata["help"], default_of(field))
@@ -38,7 +39,7 @@ def add_option(parser, config_class: type, field: dataclasses.Field, choices=Non
     elif kind is list:
         parser.add_argument(flag(field.name), action="append", metavar="VALUE", **common)
     else:
-        choices = choices or field.metadata.get("choices")
+        choices = field_choices(config_class, field)
         parser.add_argument(flag(field.name), type=kind, choices=choices,
                             metavar=None if choices else field.name.upper(), **common)
 
@@ -56,8 +57,7 @@ def add_config_options(parser: argparse.ArgumentParser, config_class: type) -> N
     for field in dataclasses.fields(config_class):
         if field.name == "options":  # TrainConfig's method options: by method, below
             continue
-        add_option(parser, config_class, field, choices=tuple(METHODS) if config_class is TrainConfig and
-                   field.name == "method" else None)
+        add_option(parser, config_class, field)
     if config_class is not TrainConfig:
         return
     fields = method_option_fields()

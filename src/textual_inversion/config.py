@@ -174,6 +174,14 @@ class TrainConfig:
             raise UserError(f"--validation-prompt {self.validation_prompt!r} does not contain the token {self.token}")
 
 
+def field_choices(config_class: type, config_field: dataclasses.Field) -> tuple | None:
+    """The values a field allows (for the CLI's choices and the form's lists): its own, or for
+    TrainConfig.method every registered method."""
+    if config_class is TrainConfig and config_field.name == "method":
+        return tuple(METHODS)
+    return config_field.metadata.get("choices")
+
+
 @dataclass
 class GenerateConfig:
     """A generation request: model, learned concepts, prompt and sampling settings."""

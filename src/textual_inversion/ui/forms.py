@@ -12,8 +12,8 @@ from typing import Any
 
 import gradio as gr
 
-from ..config import TrainConfig
-from ..methods import METHODS, method_option_fields
+from ..config import TrainConfig, field_choices
+from ..methods import method_option_fields
 from ..options import coerce, default_of, field_kinds
 
 
@@ -37,9 +37,7 @@ def field_input(config_class: type, name: str, choices: list | None = None, **ov
                "info": f"{field.metadata['help']} (--{name.replace('_', '-')})",
                "value": default, "elem_id": f"{config_class.__name__.removesuffix('Config').lower()}-{name}"}
     options.update(overrides)
-    if config_class is TrainConfig and name == "method":
-        choices = choices or list(METHODS)
-    choices = choices or field.metadata.get("choices")
+    choices = choices or field_choices(owner, field)
     if choices:
         return gr.Radio(list(choices), **options) if len(choices) <= 4 else gr.Dropdown(list(choices), **options)
     if kind is bool:
