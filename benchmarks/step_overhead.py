@@ -79,8 +79,8 @@ def measure(name: str, batch_size: int, steps: tuple[int, int], repeats: int, ro
             module.requires_grad_(False).eval()
     resolution = pipe.unet.config.sample_size * pipe.vae_scale_factor
     data = read_training_data(images_dir, config.token, config.property)
-    data.cache = encode_images(pipe.vae, data.images, resolution, "center", 1, True, 0, torch.device("cpu"),
-                               torch.float32)
+    data.caches = encode_images(pipe.vae, data.images, resolution, "center", 1, True, 0, torch.device("cpu"),
+                                torch.float32)
     method = TextualInversion(config)
     method.prepare(pipe, data)
     scheduler = pipe.scheduler
@@ -97,7 +97,7 @@ def measure(name: str, batch_size: int, steps: tuple[int, int], repeats: int, ro
     sdxl = hasattr(pipe, "text_encoder_2")
 
     def encode():
-        return encode_conditioning(pipe, prompts, sizes, resolution, torch.device("cpu"))
+        return encode_conditioning(pipe, prompts, sizes, torch.device("cpu"))
 
     def forward(conditioning):
         return pipe.unet(noisy, timesteps, **conditioning).sample

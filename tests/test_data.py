@@ -93,6 +93,6 @@ def test_cached_latents_are_contiguous(tiny_sd1_path):
 
     vae = load_pipeline(tiny_sd1_path).vae
     images = [Image.new("RGB", (40, 32), (200, 30 * i, 10)) for i in range(3)]
-    cache = encode_images(vae, images, 32, "center", 1, True, 0, torch.device("cpu"), torch.float32)
+    [cache] = encode_images(vae, images, 32, "center", 1, True, 0, torch.device("cpu"), torch.float32)
     assert cache.means.is_contiguous() and cache.stds.is_contiguous()
     assert cache.sample(torch.tensor([0, 5]), torch.Generator().manual_seed(0), 0.18).is_contiguous()

@@ -120,7 +120,7 @@ def test_images_are_encoded_once(train_config, monkeypatch):
 
 def fixed_noise_loss(pipe, prompts: list[str], latents, noise, timesteps) -> float:
     with torch.no_grad():
-        conditioning = encode_conditioning(pipe, prompts, [], 0, torch.device("cpu"))
+        conditioning = encode_conditioning(pipe, prompts, [], torch.device("cpu"))
         return diffusion_loss(pipe.unet, pipe.scheduler, latents, noise, timesteps, conditioning).mean().item()
 
 
@@ -139,7 +139,7 @@ def test_loss_goes_down_on_a_fixed_noise_set(train_config, tiny_sd1_path):
 
     pipe = load_pipeline(tiny_sd1_path)
     images = [load_rgb(p) for p in list_images(config.images)]
-    cache = encode_images(pipe.vae, images, 32, "center", 1, False, 0, torch.device("cpu"), torch.float32)
+    [cache] = encode_images(pipe.vae, images, 32, "center", 1, False, 0, torch.device("cpu"), torch.float32)
     generator = torch.Generator().manual_seed(123)
     latents = cache.sample(torch.arange(4).repeat(8), generator, pipe.vae.config.scaling_factor)
     noise = torch.randn(latents.shape, generator=generator)

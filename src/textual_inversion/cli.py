@@ -139,10 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert = commands.add_parser("convert", help="convert an embedding between diffusers, A1111 and kohya files",
                                   description="Convert an embedding file; the output suffix picks .safetensors, .pt or .bin.")
-    convert.add_argument("input", help="embedding file to read (.safetensors, .pt, .bin)")
+    convert.add_argument("input", help="embedding file to read (.safetensors, .pt, .bin, .png)")
     convert.add_argument("output", help="file to write; e.g. name.pt for AUTOMATIC1111, name.safetensors")
-    convert.add_argument("--format", default="diffusers", choices=("diffusers", "a1111", "kohya"),
-                         help="layout to write (default: diffusers)")
+    convert.add_argument("--format", default="diffusers", choices=("diffusers", "a1111", "kohya", "a1111-png"),
+                         help="layout to write (default: diffusers; a1111-png: AUTOMATIC1111's picture, name.png)")
+    convert.add_argument("--preview", help="with --format a1111-png: the picture it shows (default: a card with the token)")
     convert.add_argument("--token", help="rename the token (default: keep it)")
     convert.add_argument("--overwrite", action="store_true",
                          help="allow the output to be the input file itself, rewriting it in place")
@@ -160,6 +161,39 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="show what an embedding file holds",
                                   description="Print token, vectors, width, fitting model family and training metadata.")
     inspect.add_argument("file", help="embedding file (.safetensors, .pt, .bin) or a run folder")
+    inspect.add_argument("--model", help="also list each vector's nearest vocabulary words in this model "
+                                         "(hub id, diffusers folder, single file, or 'miniworld')")
+    inspect.add_argument("--model-config", help="diffusers folder or hub id giving the configs for a single-file --model")
+    inspect.add_argument("--top", type=int, default=5, help="with --model: words listed per vector (default: 5)")
+
+    merge = commands.add_parser("merge", help="combine or edit embeddings: weighted sum, concatenation, trim, rescale",
+                                description="Combine embeddings (a weighted sum, or --concat), then keep some vectors "
+                                            "(--keep/--first), then set their lengths (--norm/--scale), in that order.")
+    merge.add_argument("inputs", nargs="+", metavar="FILE[:WEIGHT]",
+                       help="embedding files; a trailing :<number> is the file's weight (a.pt:0.7 b.pt:0.3). Summing, "
+                            "give every file a weight or none (an average); with --concat a weight scales that file")
+    merge.add_argument("-o", "--output", required=True, help="file to write (.safetensors, .pt, .bin)")
+    merge.add_argument("--token", help="the merged token's name (default: the first file's token)")
+    merge.add_argument("--concat", action="store_true", help="put the files' vectors one after another instead of "
+                                                             "summing them (a multi-vector token)")
+    merge.add_argument("--keep", metavar="I,J", help="keep only these vectors, numbered from 0, e.g. 0,2")
+    merge.add_argument("--first", type=int, metavar="N", help="keep only the first N vectors")
+    merge.add_argument("--norm", type=float, help="set every vector's length to this value")
+    merge.add_argument("--scale", type=float, help="multiply every vector by this factor")
+    merge.add_argument("--format", default="diffusers", choices=("diffusers", "a1111", "kohya"),
+                       help="layout to write (default: diffusers)")
+    merge.add_argument("--overwrite", action="store_true", help="allow the output to be one of the input files")
+
+    export = commands.add_parser("export", help="write a run as a shareable concept folder (and push it to the hub)",
+                                 description="Write a run's learned word as a Hugging Face concept-library folder: "
+                                             "embedding files for diffusers, AUTOMATIC1111 and ComfyUI, sample "
+                                             "pictures and a README model card.")
+    export.add_argument("run_dir", metavar="RUN", help="run folder that `train` wrote; it must hold a learned embedding")
+    export.add_argument("output_dir", metavar="DIR", help="folder to write (written whole; must be new or empty)")
+    export.add_argument("--overwrite", action="store_true", help="replace DIR if it holds files")
+    export.add_argument("--license", help="license in the model card (default: the base model's, else 'other')")
+    export.add_argument("--push-to-hub", metavar="REPO_ID", help="then upload DIR to this model repo (created if missing)")
+    export.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
 
     ui = commands.add_parser("ui", help="a local web page to teach concepts and generate with them",
                              description="Serve a web page (Gradio) with Teach, Generate and Concepts tabs; "
@@ -214,13 +248,46 @@ def run(argv: list[str] | None = None) -> int:
         if same and not args.overwrite:
             raise UserError(f"{args.output}: is the input file itself; choose another output name, "
                             "or pass --overwrite to rewrite the input in place")
-        write_embedding(embedding, args.output, args.format)
+        if args.preview and args.format != "a1111-png":
+            raise UserError(f"--preview {args.preview}: only --format a1111-png shows a picture")
+        write_embedding(embedding, args.output, args.format, preview=args.preview)
         print(f"wrote {args.output} ({args.format}, token {embedding.token}, {embedding.num_vectors} vector(s))")
     elif args.command == "inspect":
         from .concepts import resolve_concept
         from .formats import describe
 
-        print(describe(resolve_concept(args.file)))
+        embedding = resolve_concept(args.file)
+        print(describe(embedding))
+        if args.model:
+            from .inspection import format_nearest, nearest_words
+            from .models import check_fits, load_pipeline
+
+            if args.top < 1:
+                raise UserError(f"--top {args.top}: must be at least 1")
+            pipe = load_pipeline(args.model, args.model_config)
+            check_fits(embedding, pipe, args.file)
+            print(format_nearest(nearest_words(embedding, pipe, args.top)))
+    elif args.command == "merge":
+        from .formats import write_embedding
+        from .merging import merge, parse_indices, read_parts
+
+        parts = read_parts(args.inputs, args.concat)
+        for part in parts:  # as for convert: the same file under another spelling is the same file
+            if os.path.exists(args.output) and os.path.samefile(part.source, args.output) and not args.overwrite:
+                raise UserError(f"{args.output}: is the input file {part.source}; choose another output name, "
+                                "or pass --overwrite to replace it")
+        keep = parse_indices(args.keep) if args.keep is not None else None
+        merged = merge(parts, args.token, args.concat, keep, args.first, args.norm, args.scale)
+        write_embedding(merged, args.output, args.format)
+        print(f"wrote {args.output} ({args.format}, token {merged.token}, {merged.num_vectors} vector(s) from "
+              f"{len(parts)} file(s))")
+    elif args.command == "export":
+        from .export import export_concept
+
+        result = export_concept(args.run_dir, args.output_dir, args.overwrite, args.license, args.push_to_hub, args.private)
+        print(f"wrote {result.folder}: {', '.join(result.files)}")
+        if result.url:
+            print(f"pushed to {result.url}")
     elif args.command == "ui":
         from .ui import start
 

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
-from .formats import Embedding, family_label, read_embedding
+from .formats import Embedding, read_embedding
+from .lora_bundle import is_bundle, read_bundle
 from .methods import METHODS
-from .models import hub_unreachable, model_family, read_as, text_encoders
+from .models import check_fits, hub_unreachable, read_as, text_encoders
 from .outputs import EMBEDDING, LORA, OUTPUT_FILES, PIPELINE
 from .rundir import read_run_file
 
@@ -23,8 +24,8 @@ TOKEN_PATTERN = re.compile(r"<[^<>|\s]+>")
 
 @dataclass
 class Concept:
-    """What one --concept holds, read once: ("embedding", Embedding), ("lora", path), ("pipeline", folder)
-    and/or ("trigger", word) parts. A pivotal-tuning run holds an embedding and a LoRA; DreamBooth, a pipeline."""
+    """What one --concept holds, read once: ("embedding", Embedding), ("lora", path, or a bundle LoRA's tensors),
+    ("pipeline", folder) and/or ("trigger", word) parts. A pivotal-tuning run holds an embedding and a LoRA; DreamBooth, a pipeline."""
 
     source: str
     parts: list[tuple[str, object]]
@@ -52,6 +53,9 @@ def concept_parts(spec: str) -> list[tuple[str, object]]:
     """What a --concept holds (see `Concept`)."""
     path = Path(spec)
     if path.is_file():
+        if is_bundle(path):  # a LoRA with its embedding(s) inside: both parts, the LoRA as its tensors
+            embeddings, lora_state = read_bundle(path)
+            return [(EMBEDDING, embedding) for embedding in embeddings] + ([(LORA, lora_state)] if lora_state else [])
         return [(LORA, path)] if is_lora_file(path) else [(EMBEDDING, read_embedding(path))]
     if path.is_dir():
         outputs, trigger = run_outputs(path)
@@ -60,9 +64,10 @@ def concept_parts(spec: str) -> list[tuple[str, object]]:
             parts.append((PIPELINE, path))
         if PIPELINE in outputs and (outputs[PIPELINE] / "model_index.json").is_file():
             parts.append((PIPELINE, outputs[PIPELINE]))
-        if EMBEDDING in outputs:
+        library = (path / CONCEPT_LIBRARY_FILES[1]).is_file()  # a concept-library folder: its token file names the word
+        if EMBEDDING in outputs and not library:
             parts.append((EMBEDDING, read_embedding(outputs[EMBEDDING])))
-        elif (path / CONCEPT_LIBRARY_FILES[0]).is_file():
+        elif EMBEDDING in outputs or (path / CONCEPT_LIBRARY_FILES[0]).is_file():
             parts.append((EMBEDDING, read_concept_library(path)))
         if LORA in outputs:
             parts.append((LORA, outputs[LORA]))
@@ -118,10 +123,12 @@ def pipeline_of(concepts: list) -> str | None:
 
 
 def read_concept_library(folder: Path) -> Embedding:
-    """The HF concept-library layout: learned_embeds.bin plus the token in token_identifier.txt."""
+    """The HF concept-library layout: learned_embeds.safetensors (newer repos, and `export`'s) or learned_embeds.bin,
+    plus the token in token_identifier.txt."""
     token_file = folder / CONCEPT_LIBRARY_FILES[1]
     token = token_file.read_text(encoding="utf-8").strip() if token_file.is_file() else None
-    return read_embedding(folder / CONCEPT_LIBRARY_FILES[0], token=token or None)
+    safe = folder / OUTPUT_FILES[EMBEDDING]  # no pickle to open when both are there
+    return read_embedding(safe if safe.is_file() else folder / CONCEPT_LIBRARY_FILES[0], token=token or None)
 
 
 def download_concept_library(repo_id: str, cache_only: bool = False) -> Embedding:
@@ -155,16 +162,6 @@ def download_concept_library(repo_id: str, cache_only: bool = False) -> Embeddin
     return read_concept_library(files[0].parent)
 
 
-def check_fits(embedding: Embedding, pipe, source: str) -> None:
-    """Refuse an embedding made for another model family, naming both widths."""
-    wanted = {name: encoder.get_input_embeddings().weight.shape[-1] for name, _, encoder in text_encoders(pipe)}
-    if embedding.widths() != wanted:
-        have = ", ".join(f"{k} {v}" for k, v in embedding.widths().items())
-        need = ", ".join(f"{k} {v}" for k, v in wanted.items())
-        raise UserError(f"{source}: embedding widths ({have}) fit {family_label(embedding.family)}, but the model "
-                        f"({model_family(pipe)}) needs {need}; use an embedding trained for this model")
-
-
 def load_concepts(pipe, concepts: list) -> list[str]:
     """Load each concept's embedding(s) and LoRA into `pipe` with diffusers' own loaders.
 
@@ -182,13 +179,14 @@ def load_concepts(pipe, concepts: list) -> list[str]:
                 tokens.append(load_embedding(pipe, part, source))
             elif kind == LORA:
                 adapter = re.sub(r"[^A-Za-z0-9_]+", "_", f"{Path(source).stem}_{len(adapters)}")
-                try:
-                    pipe.load_lora_weights(str(part), adapter_name=adapter)
+                where = source if isinstance(part, dict) else part  # a bundle's LoRA comes as its tensors
+                try:  # diffusers empties a dict of tensors as it converts it: give it a copy
+                    pipe.load_lora_weights(dict(part) if isinstance(part, dict) else str(part), adapter_name=adapter)
                 except Exception as error:  # diffusers' converters raise any type on a foreign or damaged file
                     reason = (str(error).splitlines() or [type(error).__name__])[0][:200]
-                    raise UserError(f"{part}: not a LoRA for this model ({reason})") from None
+                    raise UserError(f"{where}: not a LoRA for this model ({reason})") from None
                 adapters.append(adapter)
-                logger.info("loaded LoRA %s from %s", adapter, part)
+                logger.info("loaded LoRA %s from %s", adapter, where)
             elif kind == "trigger":
                 tokens.append(part)
     if len(adapters) > 1:

@@ -52,8 +52,12 @@ class TrainConfig:
     batch_size: int = option(1, "images per step")
     grad_accum: int = option(1, "micro-batches accumulated per optimizer step")
     resolution: int | None = option(None, "training resolution in pixels (default: the model's native size)")
-    crop: str = option("center", "how to cut a square from each image", ("center", "random"))
+    bucket: bool = option(True, "aspect-ratio bucketing: each picture trains at the bucket size (about resolution² "
+                                "pixels, 2:1 to 1:2) nearest its shape; --no-bucket cuts squares")
+    crop: str = option("center", "where to cut each picture to its size (the square with --no-bucket)", ("center", "random"))
     crop_variants: int = option(4, "with --crop random: random crops encoded per image")
+    mask_weight: float = option(0.0, "loss weight outside a picture's mask (img.mask.png beside img.png, or its alpha "
+                                     "channel; white = subject): 0 learns none of the background, 1 ignores the mask")
     flip: bool = option(True, "also train on the mirrored images")
     class_prompt: str | None = option(None, "prior preservation (dreambooth, lora): prompt for the class, e.g. 'a photo of a dog'")
     num_class_images: int = option(50, "prior preservation: class images generated once by the base model")
@@ -157,6 +161,8 @@ class TrainConfig:
             with_prior = " or ".join(name for name, known in METHODS.items() if known.prior_preservation)
             raise UserError(f"--class-prompt (prior preservation) works with --method {with_prior} and "
                             "--num-class-images of at least 1")
+        if not 0 <= self.mask_weight <= 1:
+            raise UserError(f"--mask-weight {self.mask_weight}: must be between 0 (background not learned) and 1")
         if self.prior_loss_weight < 0:
             raise UserError(f"--prior-loss-weight {self.prior_loss_weight}: cannot be negative")
         if self.keep_checkpoints < 0:

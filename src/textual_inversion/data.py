@@ -1,7 +1,10 @@
-"""Training data: an image folder becomes VAE latents, encoded once, plus captions.
+"""Training data: an image folder becomes VAE latents, encoded once, plus captions and loss masks.
 
 Every image is encoded once per crop and once more flipped; each step then samples from the cached
-latent distributions instead of running the VAE again. All randomness goes through one
+latent distributions instead of running the VAE again. With aspect-ratio bucketing (`buckets.py`) each
+picture keeps its shape: it is encoded at the bucket size nearest to it, and a batch comes from one
+bucket. A mask beside a picture (`img.mask.png`, or the picture's alpha channel) says where the subject
+is; it becomes a weight per latent pixel for the loss. All randomness goes through one
 `torch.Generator` so that a resumed run draws exactly what an uninterrupted one would.
 """
 
@@ -14,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import UserError
@@ -25,6 +29,12 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 MIN_IMAGE_SIDE = 32
 MAX_IMAGE_SIDE = 2048  # larger pictures are reduced while decoding: a 12-megapixel photo stays cheap
+MASK_SUFFIX = ".mask"  # img.mask.png beside img.png: white where the subject is
+
+
+def is_mask_file(path: Path) -> bool:
+    """`img.mask.png`: a picture's loss mask, not a training picture."""
+    return Path(path.stem).suffix == MASK_SUFFIX
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -33,7 +43,11 @@ def list_images(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         raise UserError(f"--images {folder}: no such folder; point it at a folder holding 3-5 pictures")
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES and not is_mask_file(p)]
+    orphans = [p.name for p in files if is_mask_file(p) and not any(mask_path(i) == p for i in images)]
+    if orphans:
+        raise UserError(f"--images {folder}: mask {orphans[0]} has no picture beside it; name a mask after its "
+                        f"picture (img.png -> img{MASK_SUFFIX}.png)")
     # Captions (.txt) and a bundled concept's concept.toml belong beside the images; anything else is noted.
     skipped = [p.name for p in files
                if p.suffix.lower() not in IMAGE_SUFFIXES and p.suffix.lower() != ".txt" and p.name != "concept.toml"]
@@ -46,6 +60,11 @@ def list_images(folder: str | Path) -> list[Path]:
 
 def load_rgb(path: Path) -> Image.Image:
     """Open an image as upright 8-bit RGB: EXIF rotation applied, transparency composited on white."""
+    return load_picture(path)[0]
+
+
+def load_picture(path: Path) -> tuple[Image.Image, Image.Image | None]:
+    """`load_rgb`'s picture, and its alpha channel as an "L" mask when it has any transparency (else None)."""
     try:
         with Image.open(path) as opened:
             if max(opened.size) > MAX_IMAGE_SIDE:
@@ -59,14 +78,41 @@ def load_rgb(path: Path) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image, dtype=np.float64)
         image = Image.fromarray((array / max(array.max(), 1) * 255).astype(np.uint8))
+    alpha = None
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
+        alpha = rgba.getchannel("A")
+        if alpha.getextrema()[0] == 255:  # an alpha channel that hides nothing is no mask
+            alpha = None
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
     image = image.convert("RGB")
     if min(image.size) < MIN_IMAGE_SIDE:
         raise UserError(f"{path}: image is {image.width}x{image.height}, smaller than {MIN_IMAGE_SIDE} px; use a larger picture")
-    return image
+    return image, alpha
+
+
+def mask_path(image_path: Path) -> Path:
+    return image_path.with_name(f"{image_path.stem}{MASK_SUFFIX}.png")
+
+
+def read_mask(image_path: Path, image: Image.Image, alpha: Image.Image | None) -> Image.Image | None:
+    """The picture's loss mask ("L", its size; white = subject): `img.mask.png` beside it, else its alpha
+    channel, else None. A mask file of another shape is an error; one of the same shape is rescaled."""
+    path = mask_path(image_path)
+    if not path.is_file():
+        return alpha
+    try:
+        with Image.open(path) as opened:
+            mask = ImageOps.exif_transpose(opened).convert("L")
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise UserError(f"{path}: cannot read this mask ({error}); save it as a black-and-white PNG") from None
+    if mask.size != image.size:
+        if abs(mask.width / mask.height - image.width / image.height) > 0.01 * image.width / image.height:
+            raise UserError(f"{path}: mask is {mask.width}x{mask.height} but its picture {image_path.name} is "
+                            f"{image.width}x{image.height}; save the mask at the picture's size")
+        mask = mask.resize(image.size, Image.Resampling.BILINEAR)
+    return mask
 
 
 def read_caption(image_path: Path, token: str) -> str | None:
@@ -84,19 +130,22 @@ def read_caption(image_path: Path, token: str) -> str | None:
     return text.replace("{token}", token)
 
 
-def crop_and_resize(image: Image.Image, resolution: int, crop_box_origin: tuple[float, float]) -> tuple[Image.Image, tuple[int, int]]:
-    """Scale the shorter side to `resolution`, then cut a square at the relative origin given (0..1, 0..1)."""
-    scale = resolution / min(image.size)
-    width, height = max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale))
-    image = image.resize((width, height), Image.Resampling.BICUBIC)
-    left = round((width - resolution) * crop_box_origin[0])
-    top = round((height - resolution) * crop_box_origin[1])
-    return image.crop((left, top, left + resolution, top + resolution)), (top, left)
+def crop_and_resize(image: Image.Image, size: int | tuple[int, int], crop_box_origin: tuple[float, float],
+                    resample: Image.Resampling = Image.Resampling.BICUBIC) -> tuple[Image.Image, tuple[int, int]]:
+    """Scale the image to cover `size` (width, height; an int is a square), then cut that size at the
+    relative origin given (0..1, 0..1). Returns the cut and its (top, left) in the scaled image."""
+    target_width, target_height = (size, size) if isinstance(size, int) else size
+    scale = max(target_width / image.width, target_height / image.height)
+    width, height = max(target_width, round(image.width * scale)), max(target_height, round(image.height * scale))
+    image = image.resize((width, height), resample)
+    left = round((width - target_width) * crop_box_origin[0])
+    top = round((height - target_height) * crop_box_origin[1])
+    return image.crop((left, top, left + target_width, top + target_height)), (top, left)
 
 
 @dataclass
 class LatentCache:
-    """Cached VAE latent distributions (mean, std) for every image, crop and flip."""
+    """Cached VAE latent distributions (mean, std) for every image, crop and flip of one picture size."""
 
     means: torch.Tensor  # [entries, C, h, w]
     stds: torch.Tensor
@@ -104,10 +153,12 @@ class LatentCache:
     flipped: list[bool]
     crop_top_left: list[tuple[int, int]]
     original_sizes: list[tuple[int, int]]  # (height, width) before resizing, for SDXL's size conditioning
+    target_size: tuple[int, int]  # (height, width) in pixels of every entry
+    masks: torch.Tensor | None = None  # [entries, 1, h, w] loss weights in 0..1; None: no picture has a mask
 
-    def size_conditions(self, entries: torch.Tensor) -> list[tuple[int, int, int, int]]:
-        """SDXL's size conditioning per entry: original (height, width) and crop (top, left)."""
-        return [(*self.original_sizes[e], *self.crop_top_left[e]) for e in entries.tolist()]
+    def size_conditions(self, entries: torch.Tensor) -> list[tuple[int, ...]]:
+        """SDXL's size conditioning per entry: original (height, width), crop (top, left), target (height, width)."""
+        return [(*self.original_sizes[e], *self.crop_top_left[e], *self.target_size) for e in entries.tolist()]
 
     def sample(self, entries: torch.Tensor, generator: torch.Generator, scaling_factor: float) -> torch.Tensor:
         """Draw latents for the given entries, as `latent_dist.sample()` would, times the VAE scale."""
@@ -117,30 +168,59 @@ class LatentCache:
 
 
 @torch.no_grad()
-def encode_images(vae, images: list[Image.Image], resolution: int, crop: str, crop_variants: int,
-                  flip: bool, seed: int, device: torch.device, dtype: torch.dtype) -> LatentCache:
-    """Encode each image once per crop (and flipped, if `flip`) with the VAE."""
+def encode_images(vae, images: list[Image.Image], sizes: int | list[tuple[int, int]], crop: str, crop_variants: int,
+                  flip: bool, seed: int, device: torch.device, dtype: torch.dtype,
+                  masks: list[Image.Image | None] | None = None) -> list[LatentCache]:
+    """Encode each image once per crop (and flipped, if `flip`) with the VAE, at its size in `sizes`
+    ((width, height) per image, or one square side for all); one cache per distinct size, in size order.
+
+    `masks` (an "L" image or None per picture) are cut like their pictures and averaged down to the latent
+    grid; pictures without one weigh everywhere. Without any mask the caches hold no masks.
+    """
+    if isinstance(sizes, int):
+        sizes = [(sizes, sizes)] * len(images)
+    masks = masks if masks is not None and any(mask is not None for mask in masks) else None
     crop_rng = random.Random(seed)
-    views, image_index, flipped, crops, sizes = [], [], [], [], []
+    by_size: dict[tuple[int, int], dict[str, list]] = {}
     for index, image in enumerate(images):
+        views = by_size.setdefault(sizes[index], {key: [] for key in ("views", "masks", "index", "flipped", "crops",
+                                                                      "sizes")})
         origins = [(0.5, 0.5)] if crop == "center" else [(crop_rng.random(), crop_rng.random()) for _ in range(crop_variants)]
         for origin in origins:
-            cropped, top_left = crop_and_resize(image, resolution, origin)
+            cropped, top_left = crop_and_resize(image, sizes[index], origin)
+            mask = None
+            if masks is not None:
+                mask = masks[index] or Image.new("L", image.size, 255)
+                mask = crop_and_resize(mask, sizes[index], origin, Image.Resampling.BILINEAR)[0]
             for is_flipped in ([False, True] if flip else [False]):
-                views.append(ImageOps.mirror(cropped) if is_flipped else cropped)
-                image_index.append(index)
-                flipped.append(is_flipped)
-                crops.append(top_left)
-                sizes.append((image.height, image.width))
+                views["views"].append(ImageOps.mirror(cropped) if is_flipped else cropped)
+                views["masks"].append(ImageOps.mirror(mask) if mask is not None and is_flipped else mask)
+                views["index"].append(index)
+                views["flipped"].append(is_flipped)
+                views["crops"].append(top_left)
+                views["sizes"].append((image.height, image.width))
+    return [encode_views(vae, by_size[size], size, device, dtype) for size in sorted(by_size)]
+
+
+def encode_views(vae, views: dict[str, list], size: tuple[int, int], device: torch.device,
+                 dtype: torch.dtype) -> LatentCache:
+    """One size's cut pictures through the VAE, eight at a time; their masks down to the latent grid."""
     means, stds = [], []
-    for start in range(0, len(views), 8):
-        batch = to_tensor(views[start:start + 8]).to(device=device, dtype=dtype)
+    for start in range(0, len(views["views"]), 8):
+        batch = to_tensor(views["views"][start:start + 8]).to(device=device, dtype=dtype)
         distribution = vae.encode(batch).latent_dist
         means.append(distribution.mean.float().cpu())
         stds.append(distribution.std.float().cpu())
     # Contiguous: torch.cat of the distribution's channel slices comes out channels-last, and every training
     # step is then slower (benchmarks/results/step_overhead.md).
-    return LatentCache(torch.cat(means).contiguous(), torch.cat(stds).contiguous(), image_index, flipped, crops, sizes)
+    means, stds = torch.cat(means).contiguous(), torch.cat(stds).contiguous()
+    masks = None
+    if views["masks"][0] is not None:
+        pixels = torch.stack([torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255) for mask in views["masks"]])
+        masks = F.adaptive_avg_pool2d(pixels.unsqueeze(1), means.shape[-2:]).contiguous()  # [entries, 1, h, w]
+    width, height = size
+    return LatentCache(means, stds, views["index"], views["flipped"], views["crops"], views["sizes"], (height, width),
+                       masks)
 
 
 def make_captions(image_paths: list[Path], prompt_token: str, property_kind: str) -> list[list[str]]:
@@ -160,15 +240,18 @@ class TrainingData:
     image_paths: list[Path]
     images: list[Image.Image]  # upright RGB, as `load_rgb` gives them
     captions: list[list[str]]  # per image: its caption file's text, or the templates; the token filled in
-    cache: LatentCache | None = None  # every picture's VAE latents (crops, flips), encoded once
-    class_cache: LatentCache | None = None  # prior preservation: the class images' latents
+    masks: list[Image.Image | None]  # per image: where the subject is ("L", white), or None
+    caches: list[LatentCache] | None = None  # every picture's VAE latents (crops, flips), one cache per bucket
+    class_caches: list[LatentCache] | None = None  # prior preservation: the class images at each bucket's size
 
 
 def read_training_data(folder: str | Path, token: str, property_kind: str) -> TrainingData:
-    """The pictures in `folder` and their captions; UserError naming a file that cannot be used."""
+    """The pictures in `folder`, their captions and masks; UserError naming a file that cannot be used."""
     image_paths = list_images(folder)
-    images = [load_rgb(path) for path in image_paths]
-    return TrainingData(image_paths, images, make_captions(image_paths, token, property_kind))
+    pictures = [load_picture(path) for path in image_paths]
+    masks = [read_mask(path, image, alpha) for path, (image, alpha) in zip(image_paths, pictures, strict=True)]
+    return TrainingData(image_paths, [image for image, _ in pictures], make_captions(image_paths, token, property_kind),
+                        masks)
 
 
 @dataclass
@@ -179,8 +262,9 @@ class Batch:
     noise: torch.Tensor  # [B, C, h, w]
     timesteps: torch.Tensor  # [B]
     prompts: list[str]
-    sizes: list[tuple]  # SDXL's (original height, width, crop top, left) per example
+    sizes: list[tuple]  # SDXL's (original height, width, crop top, left, target height, width) per example
     subject_count: int  # the first rows; the rest are class images (prior preservation)
+    masks: torch.Tensor | None = None  # [B, 1, h, w] where the subject is (0..1); None: everywhere
 
 
 def draw_batch(data: TrainingData, batch_size: int, class_prompt: str | None, source: torch.Generator,
@@ -188,25 +272,35 @@ def draw_batch(data: TrainingData, batch_size: int, class_prompt: str | None, so
     """The global batch drawn from `source` (subject pictures, then class images); the rows of `process`.
 
     Every process draws the same global batch from the shared generator and trains on its share;
-    averaged gradients then equal those of the global batch on one process.
+    averaged gradients then equal those of the global batch on one process. A batch comes from one bucket,
+    picked with a chance proportional to how many entries it holds.
     """
-    entries = torch.randint(len(data.cache.image_index), (batch_size,), generator=source)
-    latents = data.cache.sample(entries, source, scaling_factor)
-    prompts = [pick(data.captions[data.cache.image_index[e]], source) for e in entries.tolist()]
-    sizes = data.cache.size_conditions(entries)
-    if data.class_cache is not None:
-        class_entries = torch.randint(len(data.class_cache.image_index), (batch_size,), generator=source)
-        latents = torch.cat([latents, data.class_cache.sample(class_entries, source, scaling_factor)])
+    bucket = 0
+    if len(data.caches) > 1:  # with one bucket no draw, so square-cropped runs draw what they always did
+        counts = torch.tensor([len(cache.image_index) for cache in data.caches], dtype=torch.float64)
+        bucket = int(torch.multinomial(counts, 1, generator=source))
+    cache = data.caches[bucket]
+    entries = torch.randint(len(cache.image_index), (batch_size,), generator=source)
+    latents = cache.sample(entries, source, scaling_factor)
+    prompts = [pick(data.captions[cache.image_index[e]], source) for e in entries.tolist()]
+    sizes = cache.size_conditions(entries)
+    masks = cache.masks[entries] if cache.masks is not None else None
+    if data.class_caches is not None:
+        class_cache = data.class_caches[bucket]
+        class_entries = torch.randint(len(class_cache.image_index), (batch_size,), generator=source)
+        latents = torch.cat([latents, class_cache.sample(class_entries, source, scaling_factor)])
         prompts += [class_prompt] * batch_size
-        sizes += data.class_cache.size_conditions(class_entries)
+        sizes += class_cache.size_conditions(class_entries)
+        if masks is not None:  # the class images count everywhere
+            masks = torch.cat([masks, torch.ones_like(masks)])
     noise = torch.randn(latents.shape, generator=source)
     timesteps = torch.randint(0, num_train_timesteps, (len(latents),), generator=source)
     share = batch_size // processes
     rows = list(range(process * share, (process + 1) * share))
-    if data.class_cache is not None:
+    if data.class_caches is not None:
         rows += [batch_size + row for row in rows]
     return Batch(latents[rows], noise[rows], timesteps[rows], [prompts[r] for r in rows], [sizes[r] for r in rows],
-                 share)
+                 share, masks[rows] if masks is not None else None)
 
 
 def pick(options: list[str], generator: torch.Generator) -> str:

@@ -5,6 +5,7 @@ Layouts (all hold one token, possibly several vectors):
 - AUTOMATIC1111 / ComfyUI: `.pt` with `string_to_param["*"]`, or `.safetensors` with `emb_params`;
   SDXL: `.safetensors` with `clip_l` and `clip_g`
 - kohya: `.safetensors` with `emb_params` (SDXL: `clip_l` and `clip_g`)
+- AUTOMATIC1111's embedding PNG (`a1111-png`): a preview picture carrying the `.pt` dict (png_embedding.py)
 Pickles are opened with `weights_only=True`: a file that needs anything but tensors and plain
 containers to load is refused, because unpickling it could run code.
 """
@@ -12,7 +13,6 @@ containers to load is refused, because unpickling it could run code.
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,44 +20,19 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .atomic import atomic_path
+from .embedding import (  # noqa: F401 (the data type, re-exported: files and embeddings are read from here)
+    FAMILY_OF_WIDTH,
+    SDXL_KEYS,
+    SINGLE_ENCODER,
+    Embedding,
+    a1111_dict,
+    family_of_width,
+)
 from .errors import UserError
 
-FORMATS = ("diffusers", "a1111", "kohya")
-SDXL_KEYS = ("clip_l", "clip_g")
-SINGLE_ENCODER = "text_encoder"
-# A single text encoder's width names its model family (SDXL has two encoders, SDXL_KEYS).
-FAMILY_OF_WIDTH = {768: "sd1", 1024: "sd2"}
+FORMATS = ("diffusers", "a1111", "kohya", "a1111-png")
 # What an AUTOMATIC1111 .pt carries besides its vectors, kept as metadata under the same names.
 A1111_FIELDS = ("name", "step", "sd_checkpoint", "sd_checkpoint_name")
-
-
-@dataclass
-class Embedding:
-    """One learned token: its vectors per text encoder (`text_encoder`, or `clip_l` + `clip_g`)."""
-
-    token: str
-    vectors: dict[str, torch.Tensor]
-    metadata: dict[str, str] = field(default_factory=dict)
-    file_format: str = ""  # the layout and file type it was read from, e.g. "a1111 .pt"; empty when made in memory
-
-    @property
-    def num_vectors(self) -> int:
-        return next(iter(self.vectors.values())).shape[0]
-
-    @property
-    def family(self) -> str:
-        """The model family these vectors fit."""
-        if set(self.vectors) == set(SDXL_KEYS):
-            return "sdxl"
-        return family_of_width(self.vectors[SINGLE_ENCODER].shape[-1])
-
-    def widths(self) -> dict[str, int]:
-        return {name: tensor.shape[-1] for name, tensor in self.vectors.items()}
-
-
-def family_of_width(width: int) -> str:
-    """'sd1' or 'sd2' for a single text encoder of that width, 'sd-like-<width>' for any other."""
-    return FAMILY_OF_WIDTH.get(width, f"sd-like-{width}")
 
 
 def read_embedding(path: str | Path, token: str | None = None) -> Embedding:
@@ -69,8 +44,12 @@ def read_embedding(path: str | Path, token: str | None = None) -> Embedding:
         tensors, metadata = read_safetensors(path)
     elif path.suffix in (".pt", ".bin", ".ckpt", ".pth"):
         tensors, metadata = read_pickle(path), {}
+    elif path.suffix.lower() == ".png":
+        from .png_embedding import read_png_data  # Pillow and numpy, for this one format
+
+        tensors, metadata = read_png_data(path)
     else:
-        raise UserError(f"{path}: unknown embedding file type; expected .safetensors, .pt or .bin")
+        raise UserError(f"{path}: unknown embedding file type; expected .safetensors, .pt, .bin or .png")
     embedding = embedding_from_dict(path, tensors, metadata)
     if token:
         embedding.token = token
@@ -143,11 +122,20 @@ def as_matrix(path: Path, tensor) -> torch.Tensor:
     return matrix.contiguous()
 
 
-def write_embedding(embedding: Embedding, path: str | Path, format: str = "diffusers") -> Path:
-    """Write `embedding` in `format` (diffusers, a1111, kohya); the file type follows the suffix."""
+def write_embedding(embedding: Embedding, path: str | Path, format: str = "diffusers",
+                    preview: str | Path | None = None) -> Path:
+    """Write `embedding` in `format` (diffusers, a1111, kohya, a1111-png); the file type follows the suffix.
+
+    `preview`: the picture an a1111-png shows (default: a card with the token)."""
     path = Path(path)
     if format not in FORMATS:
         raise UserError(f"--format {format}: choose one of {', '.join(FORMATS)}")
+    if format == "a1111-png":
+        from .png_embedding import write_png_embedding  # Pillow and numpy, for this one format
+
+        return write_png_embedding(embedding, path, preview)
+    if path.suffix.lower() == ".png":
+        raise UserError(f"{path}: a .png holds an embedding only as AUTOMATIC1111's picture; pass --format a1111-png")
     sdxl = embedding.family == "sdxl"
     vectors = {name: tensor.detach().float().contiguous().cpu() for name, tensor in embedding.vectors.items()}
     metadata = {**embedding.metadata, "token": embedding.token, "format": format}
@@ -167,11 +155,7 @@ def write_embedding(embedding: Embedding, path: str | Path, format: str = "diffu
         if format == "a1111":
             if sdxl:
                 raise UserError(f"{path}: AUTOMATIC1111 stores SDXL embeddings as .safetensors; change the suffix")
-            known = embedding.metadata  # ours (steps, base_model), else what an A1111 file we read carried
-            payload = {"string_to_token": {"*": 265}, "string_to_param": {"*": vectors[SINGLE_ENCODER]},
-                       "name": embedding.token, "step": int(known.get("steps") or known.get("step") or 0),
-                       "sd_checkpoint": known.get("sd_checkpoint"),
-                       "sd_checkpoint_name": known.get("base_model") or known.get("sd_checkpoint_name")}
+            payload = a1111_dict(embedding, vectors[SINGLE_ENCODER])
         else:
             payload = vectors if sdxl else {embedding.token: vectors[SINGLE_ENCODER]}
         with atomic_path(path) as temporary:
@@ -186,13 +170,21 @@ def describe(embedding: Embedding) -> str:
     lines = [f"token:    {embedding.token}",
              f"vectors:  {embedding.num_vectors}",
              f"width:    {widths}",
+             f"norms:    {vector_norms(embedding)}",
              f"fits:     {family_label(embedding.family)}"]
     if embedding.file_format or "format" in embedding.metadata:
         lines.append(f"format:   {embedding.file_format or embedding.metadata['format']}")
-    for key in ("base_model", "family", "method", "steps", "created", "tool_version", *A1111_FIELDS):
+    for key in ("base_model", "family", "method", "steps", "init_embedding", "merge", "created", "tool_version",
+                *A1111_FIELDS):
         if key in embedding.metadata and not (key == "name" and embedding.metadata[key] == embedding.token):
             lines.append(f"{key + ':':<9} {embedding.metadata[key]}")
     return "\n".join(lines)
+
+
+def vector_norms(embedding: Embedding) -> str:
+    """Each vector's length, per text encoder: 'text_encoder 0.412, 0.388'."""
+    return "; ".join(f"{name} " + ", ".join(f"{norm:.4g}" for norm in tensor.float().norm(dim=-1).tolist())
+                     for name, tensor in embedding.vectors.items())
 
 
 def family_label(family: str) -> str:

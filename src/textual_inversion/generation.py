@@ -23,6 +23,7 @@ from PIL.PngImagePlugin import PngInfo
 from .atomic import atomic_path
 from .config import GenerateConfig
 from .errors import UserError
+from .prompts import has_weights, prompt_embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -56,17 +57,23 @@ def generate(config: GenerateConfig, pipe=None) -> list[Path]:
         model = pipeline_of(concepts) or config.model  # a DreamBooth run is a whole model
         pipe = load_pipeline(model, config.model_config, dtype)
         defined = load_concepts(pipe, concepts)
-    missing = [word for text in (config.prompt, config.negative_prompt or "")
-               for word in undefined_tokens(text, pipe.tokenizer) if word not in defined]
-    if missing:
-        raise UserError(f"--prompt uses {', '.join(missing)} but no loaded --concept defines it; "
-                        "add --concept with that token's embedding")
+    for option, text in (("--prompt", config.prompt), ("--negative-prompt", config.negative_prompt or "")):
+        missing = [word for word in undefined_tokens(text, pipe.tokenizer) if word not in defined]
+        if missing:
+            raise UserError(f"{option} uses {', '.join(missing)} but no loaded --concept defines it; "
+                            "add --concept with that token's embedding")
     if config.scheduler:
         if config.scheduler not in SCHEDULERS:
             raise UserError(f"--scheduler {config.scheduler}: choose one of {', '.join(SCHEDULERS)}")
         pipe.scheduler = SCHEDULERS[config.scheduler].from_config(pipe.scheduler.config)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
+    # Prompts with A1111 weights, `(word:1.3)`, go in as embeddings that compel makes; plain ones go in as text,
+    # read by the pipeline itself exactly as before.
+    if has_weights(config.prompt) or has_weights(config.negative_prompt):
+        text_arguments = prompt_embeddings(pipe, config.prompt, config.negative_prompt)
+    else:
+        text_arguments = {"prompt": config.prompt, "negative_prompt": config.negative_prompt}
     # Without --output-dir a new folder; the main process names it and the others write into the same one.
     output_dir = Path(broadcast_object_list([config.output_dir or str(new_output_folder(OUTPUTS_DIR))])[0])
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -77,7 +84,7 @@ def generate(config: GenerateConfig, pipe=None) -> list[Path]:
     with processes.split_between_processes(indices) as my_indices:
         for index in tqdm(my_indices, desc="generating", unit="image", disable=not processes.is_main_process):
             seed = config.seed + index
-            image = pipe(config.prompt, negative_prompt=config.negative_prompt, num_inference_steps=config.steps,
+            image = pipe(**text_arguments, num_inference_steps=config.steps,
                          guidance_scale=config.guidance, width=width, height=height,
                          generator=torch.Generator().manual_seed(seed)).images[0]
             parameters = a1111_parameters(config, seed, width, height, type(pipe.scheduler).__name__)

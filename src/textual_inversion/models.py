@@ -20,7 +20,7 @@ import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
 from .errors import UserError
-from .formats import family_of_width
+from .formats import Embedding, family_label, family_of_width
 
 logger = logging.getLogger(__name__)
 
@@ -245,3 +245,13 @@ def pick_device(requested: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {requested}: no CUDA GPU is available here; use --device cpu")
     return device
+
+
+def check_fits(embedding: Embedding, pipe, source: str) -> None:
+    """Refuse an embedding made for another model family, naming both widths."""
+    wanted = {name: encoder.get_input_embeddings().weight.shape[-1] for name, _, encoder in text_encoders(pipe)}
+    if embedding.widths() != wanted:
+        have = ", ".join(f"{k} {v}" for k, v in embedding.widths().items())
+        need = ", ".join(f"{k} {v}" for k, v in wanted.items())
+        raise UserError(f"{source}: embedding widths ({have}) fit {family_label(embedding.family)}, but the model "
+                        f"({model_family(pipe)}) needs {need}; use an embedding trained for this model")

@@ -16,26 +16,26 @@ if TYPE_CHECKING:
     from .data import Batch
 
 
-def encode_conditioning(pipe, prompts: list[str], size_conditions: list[tuple], resolution: int,
-                        device: torch.device) -> dict:
+def encode_conditioning(pipe, prompts: list[str], size_conditions: list[tuple], device: torch.device) -> dict:
     """The UNet's keyword arguments for `prompts`: `encoder_hidden_states` [B, 77, D], and for SDXL
-    `added_cond_kwargs` (pooled text embeds [B, 1280] and time ids [B, 6] from `size_conditions`, each
-    sample's original (height, width) and crop (top, left), at the square `resolution`)."""
+    `added_cond_kwargs` (pooled text embeds [B, 1280] and time ids [B, 6]: `size_conditions`, each
+    sample's original (height, width), crop (top, left) and target (height, width))."""
     if not hasattr(pipe, "text_encoder_2"):
         prompt_embeds, _ = pipe.encode_prompt(prompts, device, 1, False)
         return {"encoder_hidden_states": prompt_embeds}
     prompt_embeds, _, pooled, _ = pipe.encode_prompt(prompts, device=device, num_images_per_prompt=1,
                                                      do_classifier_free_guidance=False)
-    time_ids = torch.tensor([[*size, resolution, resolution] for size in size_conditions], device=device,
-                            dtype=prompt_embeds.dtype)
+    time_ids = torch.tensor(size_conditions, device=device, dtype=prompt_embeds.dtype)
     return {"encoder_hidden_states": prompt_embeds, "added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids}}
 
 
 def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
-                   conditioning: dict) -> torch.Tensor:
+                   conditioning: dict, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample loss [B]: the mean squared error of the UNet's prediction for `latents` [B, C, h, w] noised
     with `noise` [B, C, h, w] at `timesteps` [B], against the noise (or the velocity, for v-prediction models).
 
+    `weights` [B, 1, h, w] (a masked loss) make it a weighted mean over each sample's pixels: normalised by the
+    weights' sum, so that a small subject still counts as much per step as a large one.
     The noisy latents go into the UNet in the precision of the conditioning, which the text encoder gave.
     """
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
@@ -45,7 +45,11 @@ def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, noise: torch.Te
         target = noise
     dtype = conditioning["encoder_hidden_states"].dtype
     prediction = unet(noisy.to(dtype), timesteps, **conditioning).sample
-    return F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    errors = F.mse_loss(prediction.float(), target.float(), reduction="none")
+    if weights is None:
+        return errors.mean(dim=(1, 2, 3))
+    weights = weights.to(errors.device, errors.dtype)
+    return (errors * weights).sum(dim=(1, 2, 3)) / (weights.sum(dim=(1, 2, 3)) * errors.shape[1]).clamp(min=1e-8)
 
 
 class DenoisingLoss(torch.nn.Module):
@@ -55,17 +59,20 @@ class DenoisingLoss(torch.nn.Module):
     gradients of whatever learns in a few bucketed all-reduces during the backward pass.
     """
 
-    def __init__(self, pipe, noise_scheduler, resolution: int):
+    def __init__(self, pipe, noise_scheduler, mask_weight: float = 0.0):
         super().__init__()
         self.unet = pipe.unet
         self.text_encoders = torch.nn.ModuleList(encoder for _, _, encoder in text_encoders(pipe))
-        self.pipe, self.noise_scheduler, self.resolution = pipe, noise_scheduler, resolution
+        self.pipe, self.noise_scheduler, self.mask_weight = pipe, noise_scheduler, mask_weight
 
     def forward(self, batch: Batch) -> torch.Tensor:
         device = self.unet.device
-        conditioning = encode_conditioning(self.pipe, batch.prompts, batch.sizes, self.resolution, device)
+        conditioning = encode_conditioning(self.pipe, batch.prompts, batch.sizes, device)
+        weights = None
+        if batch.masks is not None:  # the subject counts 1, the rest --mask-weight
+            weights = batch.masks + self.mask_weight * (1 - batch.masks)
         return diffusion_loss(self.unet, self.noise_scheduler, batch.latents.to(device), batch.noise.to(device),
-                              batch.timesteps.to(device), conditioning)
+                              batch.timesteps.to(device), conditioning, weights)
 
 
 def batch_loss(model, batch: Batch, prior_loss_weight: float) -> torch.Tensor:

@@ -7,6 +7,7 @@ list (and, for run folders older than the list, by these names).
 EMBEDDING = "embedding"  # the new token's vectors, diffusers' layout
 LORA = "lora"  # LoRA weights that diffusers' `load_lora_weights(folder)` reads
 KOHYA_LORA = "lora-kohya"  # the same LoRA in kohya's layout, for AUTOMATIC1111 and ComfyUI
+BUNDLE = "lora-bundle"  # the kohya LoRA with the embedding inside (A1111's and OneTrainer's "bundle_emb" keys)
 LIDB = "lidb"  # LiDB's train matrices and the seed of its frozen projections
 PIPELINE = "pipeline"  # a whole fine-tuned diffusers pipeline folder (DreamBooth)
 
@@ -14,6 +15,7 @@ OUTPUT_FILES = {
     EMBEDDING: "learned_embeds.safetensors",
     LORA: "pytorch_lora_weights.safetensors",  # the name diffusers' save_lora_weights writes and its loader looks for
     KOHYA_LORA: "lora_kohya.safetensors",
+    BUNDLE: "lora_bundle.safetensors",
     LIDB: "lidb_weights.safetensors",
     PIPELINE: "pipeline",
 }

@@ -28,6 +28,7 @@ from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from . import __version__
+from .buckets import picture_sizes, size_step
 from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import Batch, LatentCache, TrainingData, draw_batch, encode_images, read_training_data
@@ -108,8 +109,10 @@ def train(config: TrainConfig, pipe=None, stop: threading.Event | None = None,
     pipe.set_progress_bar_config(disable=True)
     pipe.to(accelerator.device)
     resolution = config.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
-    data.cache = encode_images(pipe.vae, data.images, resolution, config.crop, config.crop_variants, config.flip,
-                               config.seed, accelerator.device, torch.float32)
+    sizes = picture_sizes(data.images, resolution, size_step(pipe), config.bucket)
+    data.caches = encode_images(pipe.vae, data.images, sizes, config.crop, config.crop_variants, config.flip,
+                                config.seed, accelerator.device, torch.float32, data.masks)
+    report_shapes(data)
     method = method_class(config)
     try:
         method.prepare(pipe, data)  # checks the token against the vocabulary, adds what learns
@@ -122,7 +125,8 @@ def train(config: TrainConfig, pipe=None, stop: threading.Event | None = None,
             processes.wait_for_everyone()
             if config.class_prompt:  # prior preservation: the frozen model's own pictures of the class
                 # The method is prepared already, but changes nothing yet (LoRA's B matrices start at zero).
-                data.class_cache = class_latents(pipe, config, output_dir / "class_images", accelerator, resolution)
+                data.class_caches = class_latents(pipe, config, output_dir / "class_images", accelerator,
+                                                  [cache.target_size[::-1] for cache in data.caches])
             return run_training(config, method, pipe, accelerator, data, resolution, output_dir, started,
                                 stop, on_step)
     finally:
@@ -157,7 +161,7 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
                                        weight_decay=config.weight_decay)
     lr_schedule = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps,
                                 num_training_steps=config.steps)
-    model, optimizer = accelerator.prepare(DenoisingLoss(pipe, noise_scheduler, resolution), optimizer)
+    model, optimizer = accelerator.prepare(DenoisingLoss(pipe, noise_scheduler, config.mask_weight), optimizer)
     generator = torch.Generator().manual_seed(config.seed)
     step, history, fixed_losses = 0, [], []
     if config.resume:
@@ -329,15 +333,25 @@ def speed_options(pipe, config: TrainConfig) -> None:
         pipe.unet.compile()  # in place: parameter names (and so checkpoints) stay the same
 
 
+def report_shapes(data: TrainingData) -> None:
+    """One line on the sizes the pictures train at, and how many have a mask."""
+    shapes = ", ".join(f"{width}x{height} ({len(set(cache.image_index))})"
+                       for cache in data.caches for height, width in [cache.target_size])
+    masked = sum(mask is not None for mask in data.masks)
+    logger.info("training at %s%s", shapes, f"; {masked} of {len(data.masks)} pictures masked" if masked else "")
+
+
 @torch.no_grad()
-def class_latents(pipe, config: TrainConfig, folder: Path, accelerator: Accelerator, resolution: int) -> LatentCache:
-    """The class images (made once by the main process, kept in `folder`), encoded like the subject's."""
+def class_latents(pipe, config: TrainConfig, folder: Path, accelerator: Accelerator,
+                  sizes: list[tuple[int, int]]) -> list[LatentCache]:
+    """The class images (made once by the main process, kept in `folder`), encoded at each of `sizes`
+    ((width, height), the subject's buckets in order), so that a batch's two halves have one shape."""
     if accelerator.is_main_process:
         ensure_class_images(pipe, config, folder)
     accelerator.wait_for_everyone()
     class_images = ensure_class_images(pipe, config, folder)  # reads what is there
-    return encode_images(pipe.vae, class_images, resolution, "center", 1, False, config.seed, accelerator.device,
-                         torch.float32)
+    return [encode_images(pipe.vae, class_images, [size] * len(class_images), "center", 1, False, config.seed,
+                          accelerator.device, torch.float32)[0] for size in sizes]
 
 
 @torch.no_grad()

@@ -92,14 +92,9 @@ class LoRA(Method):
 
     def save(self, folder: Path, metadata: dict[str, str]) -> dict[str, Path]:
         """Write diffusers' LoRA file (and the kohya copy with `kohya_copy`), atomically."""
-        import torch
-        from diffusers.utils import (
-            convert_all_state_dict_to_peft,
-            convert_state_dict_to_diffusers,
-            convert_state_dict_to_kohya,
-        )
+        from diffusers.utils import convert_state_dict_to_diffusers
         from peft.utils import get_peft_model_state_dict
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import save_file
 
         from ..atomic import atomic_path
 
@@ -116,12 +111,8 @@ class LoRA(Method):
             os.replace(Path(staging) / OUTPUT_FILES[LORA], temporary)
         written = {LORA: lora_path}
         if self.options.kohya_copy:
-            kohya = convert_state_dict_to_kohya(convert_all_state_dict_to_peft(load_file(lora_path)))
-            # diffusers' converter writes alpha = rank (scale 1); kohya's readers scale by alpha / rank.
-            alpha = torch.tensor(float(self.alpha()))
-            kohya = {k: alpha.clone() if k.endswith(".alpha") else v for k, v in kohya.items()}
             with atomic_path(kohya_path) as temporary:
-                save_file({k: v.contiguous() for k, v in kohya.items()}, str(temporary),
+                save_file(kohya_state_dict(lora_path, self.alpha()), str(temporary),
                           metadata={k: str(v) for k, v in metadata.items()})
             written[KOHYA_LORA] = kohya_path
         return written
@@ -130,5 +121,17 @@ class LoRA(Method):
         """The adapters stay on the pipeline, so it goes on generating with what it learned."""
         for module in self.modules.values():
             module.requires_grad_(False)
+
+
+def kohya_state_dict(lora_file: Path, alpha: float) -> dict:
+    """The LoRA in diffusers' `lora_file` as kohya's tensors (what AUTOMATIC1111 and ComfyUI read), contiguous."""
+    import torch
+    from diffusers.utils import convert_all_state_dict_to_peft, convert_state_dict_to_kohya
+    from safetensors.torch import load_file
+
+    kohya = convert_state_dict_to_kohya(convert_all_state_dict_to_peft(load_file(lora_file)))
+    # diffusers' converter writes alpha = rank (scale 1); kohya's readers scale by alpha / rank.
+    alpha_tensor = torch.tensor(float(alpha))
+    return {key: alpha_tensor.clone() if key.endswith(".alpha") else value.contiguous() for key, value in kohya.items()}
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..options import option
+from ..outputs import BUNDLE, LORA, OUTPUT_FILES
 from .base import Method
 from .lora import LoRA, LoRAOptions
 from .textual_inversion import TextualInversion, TextualInversionOptions
@@ -22,6 +23,8 @@ from .textual_inversion import TextualInversion, TextualInversionOptions
 class PivotalOptions(TextualInversionOptions, LoRAOptions):
     lora_lr: float = option(1e-4, "learning rate of the LoRA weights")
     ti_fraction: float = option(1.0, "fraction of the steps during which the embeddings learn")
+    bundle: bool = option(False, "also write the LoRA (kohya layout) with the embedding inside, one file for "
+                          "AUTOMATIC1111 and OneTrainer (lora_bundle.safetensors)")
 
 
 class PivotalTuning(Method):
@@ -55,6 +58,8 @@ class PivotalTuning(Method):
             raise UserError(f"--lora-lr {options.lora_lr}: must be between 0 and 1")
         if not 0 <= options.ti_fraction <= 1:
             raise UserError(f"--ti-fraction {options.ti_fraction}: must be between 0 and 1")
+        if options.bundle and "." in config.token:  # a bundle's readers end the token at its first dot
+            raise UserError(f"--bundle: the token {config.token} holds a '.', which a bundle LoRA cannot; rename it")
 
     def prepare(self, pipe, data) -> None:
         self.embeddings.prepare(pipe, data)
@@ -83,7 +88,16 @@ class PivotalTuning(Method):
         return self.embeddings.metadata()
 
     def save(self, folder: Path, metadata: dict[str, str]) -> dict[str, Path]:
-        return {**self.embeddings.save(folder, metadata), **self.lora.save(folder, metadata)}
+        """The embedding and the LoRA, each in its own file; with `bundle`, also both in one."""
+        written = {**self.embeddings.save(folder, metadata), **self.lora.save(folder, metadata)}
+        if self.options.bundle:
+            from ..lora_bundle import write_bundle
+            from .lora import kohya_state_dict
+
+            lora_state = kohya_state_dict(written[LORA], self.lora.alpha())
+            written[BUNDLE] = write_bundle(lora_state, [self.embeddings.embedding(metadata)],
+                                           Path(folder) / OUTPUT_FILES[BUNDLE], metadata)
+        return written
 
     def release(self) -> None:
         self.embeddings.release()

@@ -20,6 +20,8 @@ class TextualInversionOptions(MethodOptions):
     init_strategy: str = option("word", "where the new vectors start: the initializer word's input embedding (word) or "
                                 "the text encoder's output for it (cross, as in Cross-Initialization)", ("word", "cross"))
     keep_norm: bool = option(False, "keep each new vector at its initial length (a regulariser against drifting norms)")
+    init_embedding: str = option("", "embedding file (any format inspect reads) the new token starts from, instead of "
+                                 "--init-token; the token gets the file's vectors, so --vectors may be left out")
 
 
 class TextualInversion(Method):
@@ -36,12 +38,17 @@ class TextualInversion(Method):
         self.rows: dict = {}  # file key (SINGLE_ENCODER, or clip_l/clip_g) -> that encoder's new rows
         self.encoders: list = []  # (text encoder, first placeholder id, that encoder's rows)
         self.initial_norms: list = []
+        self.num_vectors = self.options.vectors  # with --init-embedding, the file's count (set by prepare)
 
     @classmethod
     def validate(cls, config) -> None:
         options = config.options
+        if options.init_embedding:
+            read_init_embedding(options)  # checks the file and how it goes with the other options
+            return
         if not options.init_token.strip():
-            raise UserError("--init-token is required: a word close to your subject, e.g. cat")
+            raise UserError("--init-token is required: a word close to your subject, e.g. cat "
+                            "(or --init-embedding FILE to start from an embedding)")
         if options.vectors < 1:
             raise UserError(f"--vectors {options.vectors}: must be at least 1")
         if options.vectors > MAX_VECTORS:
@@ -50,7 +57,7 @@ class TextualInversion(Method):
     def prepare(self, pipe, data) -> None:
         """Add the token to each tokenizer and wrap each text encoder's embedding with trainable rows."""
         from ..formats import SINGLE_ENCODER
-        from ..models import text_encoders
+        from ..models import check_fits, text_encoders
         from ..tokens import (
             add_placeholder_tokens,
             attach_placeholder_embedding,
@@ -59,13 +66,19 @@ class TextualInversion(Method):
         )
 
         options = self.options
+        start = read_init_embedding(options) if options.init_embedding else None
+        if start is not None:
+            check_fits(start, pipe, f"--init-embedding {options.init_embedding}")
+            self.num_vectors = start.num_vectors
         for name, tokenizer, encoder in text_encoders(pipe):
-            if options.init_strategy == "cross":
+            if start is not None:
+                initial = start.vectors[name]  # the file's keys are the encoders' names (text_encoder, clip_l, clip_g)
+            elif options.init_strategy == "cross":
                 initial = cross_initial_embeddings(tokenizer, encoder, options.init_token, options.vectors)
             else:
                 initial = initializer_embeddings(tokenizer, encoder.get_input_embeddings(), options.init_token,
                                                  options.vectors)
-            ids = add_placeholder_tokens(tokenizer, self.config.token, options.vectors)
+            ids = add_placeholder_tokens(tokenizer, self.config.token, self.num_vectors)
             wrapper = attach_placeholder_embedding(encoder, ids[0], initial)
             self.rows[SINGLE_ENCODER if name == "text_encoder" else name] = wrapper.new_rows
             self.initial_norms.append(initial.norm(dim=-1, keepdim=True).to(wrapper.new_rows.device))
@@ -95,7 +108,10 @@ class TextualInversion(Method):
                 rows.copy_(state[name])
 
     def metadata(self) -> dict[str, str]:
-        return {"vectors": str(self.options.vectors), "init_token": self.options.init_token}
+        metadata = {"vectors": str(self.num_vectors), "init_token": self.options.init_token}
+        if self.options.init_embedding:
+            metadata["init_embedding"] = self.options.init_embedding
+        return metadata
 
     def embedding(self, metadata: dict[str, str]):
         """The learned vectors as an `Embedding` (the token, a tensor per text encoder, `metadata`)."""
@@ -127,3 +143,31 @@ class TextualInversion(Method):
                 weight = encoder.get_input_embeddings().weight
                 weight[first_id:first_id + rows.shape[0]] = rows.to(weight.dtype)
         self.encoders = []
+
+
+def read_init_embedding(options: TextualInversionOptions):
+    """The --init-embedding file as an `Embedding`, checked against --init-token, --init-strategy and --vectors.
+
+    The token gets exactly the file's vectors: --vectors may stay at its default (1) or name the file's count.
+    """
+    from ..formats import read_embedding
+
+    path = options.init_embedding
+    if options.init_token.strip():
+        raise UserError(f"--init-embedding {path} and --init-token {options.init_token!r} both say where the vectors "
+                        "start; give one of them")
+    if options.init_strategy != "word":
+        raise UserError(f"--init-strategy {options.init_strategy} starts from --init-token's word; leave it out with "
+                        "--init-embedding")
+    try:
+        embedding = read_embedding(path)
+    except UserError as error:
+        raise UserError(f"--init-embedding {error}") from None
+    count = embedding.num_vectors
+    if options.vectors not in (1, count):
+        raise UserError(f"--vectors {options.vectors}: --init-embedding {path} holds {count} vector(s), which the "
+                        "token takes; leave --vectors out, or cut the file first (merge --first N)")
+    if count > MAX_VECTORS:
+        raise UserError(f"--init-embedding {path}: holds {count} vectors, but a prompt holds at most {MAX_VECTORS} "
+                        "tokens; cut it first (merge --first N)")
+    return embedding

@@ -33,8 +33,8 @@ from .jobs import (
 from .library import download_files
 
 MAIN_FIELDS = ("token", "init_token", "method", "steps", "validation_prompt")
-ADVANCED_FIELDS = ("lr", "batch_size", "property", "resolution", "validation_every", "num_validation_images",
-                   "validation_steps", "checkpoint_every", "seed", "resume", "overwrite")
+ADVANCED_FIELDS = ("lr", "batch_size", "property", "resolution", "bucket", "mask_weight", "validation_every",
+                   "num_validation_images", "validation_steps", "checkpoint_every", "seed", "resume", "overwrite")
 PREVIEW_PROMPT = "a photo of {token}"  # "{token}" becomes the new word when the job starts
 
 

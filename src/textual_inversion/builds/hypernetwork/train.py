@@ -155,7 +155,7 @@ def predicted_weights_loss(pipe, scheduler, layers: dict, network: HyperNetwork,
     noise = torch.randn_like(clean)
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(clean),))
     prompts = [rng.choice(TEMPLATES["object"]).format(TOKEN) for _ in range(len(clean))]
-    conditioning = encode_conditioning(pipe, prompts, [], 0, clean.device)
+    conditioning = encode_conditioning(pipe, prompts, [], clean.device)
     return diffusion_loss(pipe.unet, scheduler, clean, noise, timesteps, conditioning).mean()
 
 
