@@ -83,6 +83,14 @@ CASES = {
     "missing embedding file": (lambda t, m: ["convert", str(t / "none.pt"), str(t / "out.pt")], "no such embedding file"),
     "unknown output type": (lambda t, m: ["convert", embedding_file(t), str(t / "out.txt")], "unknown output type"),
     "convert onto its own input": (lambda t, m: ["convert", embedding_file(t), str(t / "." / "e.safetensors"), "--format", "kohya"], "is the input file itself"),
+    "mask of another shape": (lambda t, m: train(t, m, images_folder=images(t, extra=lambda f: Image.new("L", (10, 30)).save(f / "0.mask.png"))), "0.mask.png: mask is 10x30 but its picture 0.png is 48x40"),
+    "mask without its picture": (lambda t, m: train(t, m, images_folder=images(t, extra=lambda f: Image.new("L", (48, 40)).save(f / "9.mask.png"))), "mask 9.mask.png has no picture beside it"),
+    "mask weight out of range": (lambda t, m: train(t, m, "--mask-weight", "2"), "--mask-weight 2.0: must be between 0"),
+    "picture that holds no embedding": (lambda t, m: ["inspect", str(Image.new("RGB", (40, 40)).save(t / "p.png") or t / "p.png")], "a plain picture, not an embedding"),
+    "init embedding for another model": (lambda t, m: train(t, m, "--init-token", "", "--init-embedding", embedding_file(t, 1024)), "--init-embedding"),
+    "negative prompt weight": (lambda t, m: ["generate", "--model", m, "--prompt", "a (cat:-1)", "--output-dir", str(t / "out")], "weight -1 is negative"),
+    "merge of different families": (lambda t, m: ["merge", embedding_file(t), embedding_file(t, 1024, "<f>"), "-o", str(t / "m.safetensors")], "f.safetensors"),
+    "export of a folder that is no run": (lambda t, m: ["export", str(t / "nothing"), str(t / "shared")], "no such run folder"),
     "single file offline without its config": (lambda t, m: train(t, str((t / "m.safetensors").write_bytes(b"\x00" * 16) and t / "m.safetensors")), "cannot read this checkpoint"),
 }
 

@@ -112,10 +112,10 @@ def train(config: TrainConfig, pipe=None, stop: threading.Event | None = None,
     sizes = picture_sizes(data.images, resolution, size_step(pipe), config.bucket)
     data.caches = encode_images(pipe.vae, data.images, sizes, config.crop, config.crop_variants, config.flip,
                                 config.seed, accelerator.device, torch.float32, data.masks)
-    report_shapes(data)
     method = method_class(config)
     try:
         method.prepare(pipe, data)  # checks the token against the vocabulary, adds what learns
+        report_shapes(data)
         processes.wait_for_everyone()  # every process has checked before the main one writes
         with RunLock(create_output_dir(output_dir)) if processes.is_main_process else contextlib.nullcontext():
             if processes.is_main_process:
