@@ -190,7 +190,7 @@ def encode_images(vae, images: list[Image.Image], sizes: int | list[tuple[int, i
             cropped, top_left = crop_and_resize(image, sizes[index], origin)
             mask = None
             if masks is not None:
-                mask = masks[index] or Image.new("L", image.size, 255)
+                mask = masks[index] if masks[index] is not None else Image.new("L", image.size, 255)
                 mask = crop_and_resize(mask, sizes[index], origin, Image.Resampling.BILINEAR)[0]
             for is_flipped in ([False, True] if flip else [False]):
                 views["views"].append(ImageOps.mirror(cropped) if is_flipped else cropped)
