@@ -1,6 +1,7 @@
 """The miniworld evaluation: its prompt set, baselines and report (the judge's own tests are in miniworld/)."""
 
 import pytest
+from PIL import Image
 
 from textual_inversion.errors import UserError
 from textual_inversion.evaluate import ConceptSpec, fill, format_table, prompt_cases, stand_in
@@ -59,12 +60,29 @@ def test_grids_are_named_after_the_token_in_every_condition(tmp_path, monkeypatc
     monkeypatch.setattr(judge, "load_judge", lambda: None)
     monkeypatch.setattr(judge, "predict", lambda images, net: [dict(OBJECT.attributes) for _ in images])
     pipe = lambda prompt, num_images_per_prompt, **kwargs: SimpleNamespace(  # noqa: E731
-        images=[Image.new("RGB", (8, 8))] * num_images_per_prompt)
+        images=[Image.new("RGB", (8, 8))] * num_images_per_prompt * (len(prompt) if isinstance(prompt, list) else 1))
     pipe.set_progress_bar_config = lambda **kwargs: None
     evaluate_concept(pipe, OBJECT, tmp_path, num_images=1, conditions=("concept", "init_word"), edits=False)
     for condition in ("concept", "init_word"):  # the baseline's grids under the same names, to compare
         assert sorted(p.name for p in (tmp_path / "grids" / condition).iterdir()) == \
             ["a-photo-of-a-teal-thing.png", "a-picture-of-the-teal-thing.png", "a-teal-thing.png", "teal-thing.png"]
+
+
+def test_prompts_generated_together_give_each_image_its_own_seed(tmp_path):
+    """Five prompts per pipeline call or one at a time: the same images, up to the batched arithmetic's last bits."""
+    import numpy as np
+
+    from textual_inversion.evaluate import evaluate_concept
+    from textual_inversion.models import load_pipeline
+
+    pipe = load_pipeline("miniworld")
+    reports = [evaluate_concept(pipe, OBJECT, tmp_path / str(n), num_images=2, steps=4, conditions=("words",),
+                                edits=False, prompts_per_call=n) for n in (1, 5)]
+    assert [r["predicted"] for r in reports[0]["prompts"]] == [r["predicted"] for r in reports[1]["prompts"]]
+    for grid in (tmp_path / "1" / "grids" / "words").iterdir():
+        one, together = (np.asarray(Image.open(folder / "grids" / "words" / grid.name), dtype=float)
+                         for folder in (tmp_path / "1", tmp_path / "5"))
+        assert np.abs(one - together).max() <= 2
 
 
 def test_dreambench_metrics_against_hand_computed_values():
