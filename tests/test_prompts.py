@@ -182,5 +182,6 @@ def test_plain_prompts_do_not_go_through_compel(tiny_sd1_path, tmp_path, monkeyp
         raise AssertionError("a plain prompt went through compel")
 
     monkeypatch.setattr(generation, "prompt_embeddings", refuse)
-    generate(GenerateConfig(model=tiny_sd1_path, prompt="a photo: the cat :)", negative_prompt="blurry", num_images=1,
-                            steps=1, device="cpu", output_dir=str(tmp_path / "out")))
+    paths = generate(GenerateConfig(model=tiny_sd1_path, prompt="a photo: the cat :)", negative_prompt="blurry",
+                                    num_images=1, steps=1, device="cpu", output_dir=str(tmp_path / "out")))
+    assert [path.name for path in paths] == ["000000.png"] and paths[0].is_file()
