@@ -32,6 +32,22 @@ from PIL import Image
 from textual_inversion.templates import TEMPLATES
 
 
+def autocast(device: torch.device, weight_dtype: torch.dtype):
+    """Autocast to the weight dtype, as accelerate does under mixed precision; nothing in fp32."""
+    if weight_dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=weight_dtype)
+
+
+def optimizer_step(optimizer, scaler) -> None:
+    """The optimizer's step, through the gradient scaler under fp16 (as accelerate's optimizer wrapper does)."""
+    if scaler is None:
+        optimizer.step()
+        return
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def plain_embedding(encoder) -> torch.nn.Embedding:
     """The encoder's token embedding, under our PlaceholderEmbedding wrapper if one is attached."""
     embedding = encoder.get_input_embeddings()
@@ -113,11 +129,6 @@ class DiffusersExampleStep:
         example["pixel_values"] = torch.from_numpy(pixels).permute(2, 0, 1)
         return example
 
-    def autocast(self):
-        if self.weight_dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.weight_dtype)
-
     def step(self, clock) -> float:
         """One optimizer step; `clock.mark(phase)` closes each phase. Returns the loss."""
         examples = [self.example(random.choice(self.pictures)) for _ in range(self.batch_size)]
@@ -131,7 +142,7 @@ class DiffusersExampleStep:
         timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
                                   device=latents.device).long()
         noisy_latents = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        with self.autocast():  # accelerate's wrapper of the prepared text encoders
+        with autocast(self.device, self.weight_dtype):  # accelerate's wrapper of the prepared text encoders
             if self.sdxl:
                 hidden_1 = self.encoders[0](ids[0], output_hidden_states=True).hidden_states[-2].to(self.weight_dtype)
                 output_2 = self.encoders[1](ids[1], output_hidden_states=True)
@@ -155,11 +166,7 @@ class DiffusersExampleStep:
         clock.mark("rest")
         (self.scaler.scale(loss) if self.scaler else loss).backward()
         clock.mark("backward")
-        if self.scaler:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
+        optimizer_step(self.optimizer, self.scaler)
         self.lr_scheduler.step()
         self.optimizer.zero_grad()
         # "Let's make sure we don't update any embedding weights besides the newly added token"

@@ -193,13 +193,12 @@ class OurStep:
         from diffusers import DDPMScheduler
         from diffusers.optimization import get_scheduler
 
-        from textual_inversion.buckets import picture_sizes, size_step
         from textual_inversion.config import TrainConfig
-        from textual_inversion.data import encode_images, read_training_data
+        from textual_inversion.data import read_training_data
         from textual_inversion.methods.textual_inversion import TextualInversion
         from textual_inversion.models import text_encoders
         from textual_inversion.objective import DenoisingLoss
-        from textual_inversion.training import WEIGHT_DTYPES
+        from textual_inversion.training import WEIGHT_DTYPES, encode_pictures
 
         config = TrainConfig(model="benchmark", images=str(images), token=TOKEN, options={"init_token": INIT_TOKEN},
                              batch_size=batch_size, lr=LR, mixed_precision=MIXED_PRECISION[precision],
@@ -210,9 +209,7 @@ class OurStep:
             module.requires_grad_(False).eval()
         pipe.to(device)
         self.data = read_training_data(images, config.token, config.property)
-        sizes = picture_sizes(self.data.images, resolution, size_step(pipe), config.bucket)
-        self.data.caches = encode_images(pipe.vae, self.data.images, sizes, config.crop, config.crop_variants,
-                                         config.flip, config.seed, device, torch.float32, self.data.masks)
+        self.data.caches = encode_pictures(pipe, self.data, config, resolution, device)
         self.method = TextualInversion(config)
         self.method.prepare(pipe, self.data)
         self.weight_dtype = WEIGHT_DTYPES[config.mixed_precision]
@@ -243,33 +240,25 @@ class OurStep:
     def modules(self) -> list:
         return [(encoder, "text encoder") for encoder, _ in self.wrappers] + [(self.pipe.unet, "UNet forward")]
 
-    def autocast(self):
-        import contextlib
-
-        if self.weight_dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.weight_dtype)  # accelerator.autocast()
 
     def step(self, clock) -> float:
         """One optimizer step, as `run_training` takes it (one micro-batch); returns the loss."""
         from textual_inversion.data import draw_batch
         from textual_inversion.objective import batch_loss
 
+        from .diffusers_example_step import autocast, optimizer_step
+
         self.method.step_started(self.step_index)
         batch = draw_batch(self.data, self.config.batch_size, self.config.class_prompt, self.generator,
                            self.noise_scheduler.config.num_train_timesteps, self.pipe.vae.config.scaling_factor, 0, 1)
-        with self.autocast():
+        with autocast(self.device, self.weight_dtype):  # accelerator.autocast()
             loss = batch_loss(self.model, batch, self.config.prior_loss_weight)
         clock.mark("rest")
         (self.scaler.scale(loss) if self.scaler else loss).backward()
         clock.mark("backward")
         value = loss.item()
         clock.mark("rest")
-        if self.scaler:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
+        optimizer_step(self.optimizer, self.scaler)
         self.lr_schedule.step()
         self.optimizer.zero_grad(set_to_none=True)
         clock.mark("optimizer")

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import secrets
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +62,18 @@ def staging_folder(parent: Path, prefix: str) -> Path:
             continue
         return folder
     raise FileExistsError(errno.EEXIST, "no free staging name", str(parent))
+
+
+def replace_folder(staging: Path, final: Path) -> None:
+    """Put the finished `staging` folder (made by `staging_folder` beside `final`) in place of `final`. An old
+    `final` is renamed aside first and removed only after, so that a crash in between leaves one of the two whole."""
+    if not final.exists():
+        os.replace(staging, final)
+        return
+    aside = staging_folder(final.parent, f".{final.name}.old-")
+    os.replace(final, aside)  # onto the empty folder just made: a rename, so the name is ours alone
+    os.replace(staging, final)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def apply_umask(staging: Path) -> None:

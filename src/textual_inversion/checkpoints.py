@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .atomic import apply_umask, staging_folder
+from .atomic import apply_umask, replace_folder, staging_folder
 from .errors import UserError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -37,9 +37,7 @@ def save_checkpoint(output_dir: Path, step: int, weights: dict[str, torch.Tensor
         for written in staging.iterdir():
             with open(written, "rb") as handle:
                 os.fsync(handle.fileno())
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
+        replace_folder(staging, final)
     except (OSError, SafetensorError) as error:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(error, SafetensorError) and "I/O error" not in str(error):

@@ -108,8 +108,9 @@ def evaluate_concept(pipe, spec: ConceptSpec, output_dir: Path, num_images: int 
     progress = tqdm(total=len(cases) * len(conditions), desc="evaluating", unit="prompt")
     for condition in conditions:
         hits = {"fidelity": [], "edit": []}
-        for first in range(0, len(cases), prompts_per_call):
-            chunk = list(enumerate(cases))[first:first + prompts_per_call]
+        numbered = list(enumerate(cases))  # a case's number picks its images' seeds
+        for first in range(0, len(numbered), prompts_per_call):
+            chunk = numbered[first:first + prompts_per_call]
             prompts = [fill(case.template, stand_in(spec, condition)) for _, case in chunk]
             generators = [g for case_index, _ in chunk for g in prompt_generators(seed, case_index, num_images)]
             images = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance,

@@ -11,13 +11,12 @@ has no word to share in this layout, and its own files are already what diffuser
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import apply_umask, staging_folder
+from .atomic import apply_umask, replace_folder, staging_folder
 from .concepts import CONCEPT_LIBRARY_FILES, run_outputs
 from .errors import UserError
 from .formats import read_embedding, write_embedding
@@ -128,17 +127,6 @@ def check_destination(run_dir: Path, output_dir: Path, overwrite: bool) -> None:
         raise UserError(f"{output_dir}: holds the run {run_dir} itself; choose another folder to export to")
     if any(output_dir.iterdir()) and not overwrite:
         raise UserError(f"{output_dir}: exists and is not empty; pass --overwrite to replace it, or choose another folder")
-
-
-def replace_folder(staging: Path, output_dir: Path) -> None:
-    """Put the finished `staging` folder in place of `output_dir`; an old one is moved aside first, then removed."""
-    if not output_dir.exists():
-        os.replace(staging, output_dir)
-        return
-    aside = staging_folder(output_dir.parent, f".{output_dir.name}.old-")
-    os.replace(output_dir, aside)  # onto the empty folder just made: a rename, so the name is ours alone
-    os.replace(staging, output_dir)
-    shutil.rmtree(aside, ignore_errors=True)
 
 
 def file_stem(token: str) -> str:

@@ -109,9 +109,7 @@ def train(config: TrainConfig, pipe=None, stop: threading.Event | None = None,
     pipe.set_progress_bar_config(disable=True)
     pipe.to(accelerator.device)
     resolution = config.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
-    sizes = picture_sizes(data.images, resolution, size_step(pipe), config.bucket)
-    data.caches = encode_images(pipe.vae, data.images, sizes, config.crop, config.crop_variants, config.flip,
-                                config.seed, accelerator.device, torch.float32, data.masks)
+    data.caches = encode_pictures(pipe, data, config, resolution, accelerator.device)
     method = method_class(config)
     try:
         method.prepare(pipe, data)  # checks the token against the vocabulary, adds what learns
@@ -333,10 +331,18 @@ def speed_options(pipe, config: TrainConfig) -> None:
         pipe.unet.compile()  # in place: parameter names (and so checkpoints) stay the same
 
 
+def encode_pictures(pipe, data: TrainingData, config: TrainConfig, resolution: int,
+                    device: torch.device) -> list[LatentCache]:
+    """The pictures through the VAE once, each at its bucket's size (or the square with --no-bucket)."""
+    sizes = picture_sizes(data.images, resolution, size_step(pipe), config.bucket)
+    return encode_images(pipe.vae, data.images, sizes, config.crop, config.crop_variants, config.flip, config.seed,
+                         device, torch.float32, data.masks)
+
+
 def report_shapes(data: TrainingData) -> None:
     """One line on the sizes the pictures train at, and how many have a mask."""
-    shapes = ", ".join(f"{width}x{height} ({len(set(cache.image_index))})"
-                       for cache in data.caches for height, width in [cache.target_size])
+    shapes = ", ".join(f"{cache.target_size[1]}x{cache.target_size[0]} ({len(set(cache.image_index))})"
+                       for cache in data.caches)
     masked = sum(mask is not None for mask in data.masks)
     logger.info("training at %s%s", shapes, f"; {masked} of {len(data.masks)} pictures masked" if masked else "")
 

@@ -6,8 +6,6 @@ this method only says what learns and writes the result as a diffusers pipeline 
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,16 +57,14 @@ class DreamBooth(Method):
 
     def save(self, folder: Path, metadata: dict[str, str]) -> dict[str, Path]:
         """`save_pretrained` into a staging folder, then swap it in as `pipeline/`."""
-        from ..atomic import apply_umask, staging_folder
+        from ..atomic import apply_umask, replace_folder, staging_folder
 
         output_dir = Path(folder)
         final = output_dir / OUTPUT_FILES[PIPELINE]
         staging = staging_folder(output_dir, ".pipeline.")
         self.pipe.save_pretrained(staging, safe_serialization=True)
         apply_umask(staging)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
+        replace_folder(staging, final)
         return {PIPELINE: final}
 
     def release(self) -> None:
