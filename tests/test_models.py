@@ -36,8 +36,8 @@ def test_broken_or_foreign_folders(tiny_sd1_path, tmp_path):
         load_pipeline(str(broken))
     other = tmp_path / "other"
     other.mkdir()
-    (other / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
-    with pytest.raises(UserError, match="a FluxPipeline; this tool supports"):
+    (other / "model_index.json").write_text(json.dumps({"_class_name": "KandinskyPipeline"}))
+    with pytest.raises(UserError, match="a KandinskyPipeline; this tool supports"):
         load_pipeline(str(other))
 
 

@@ -33,7 +33,10 @@ def nearest_bucket(width: int, height: int, buckets: list[tuple[int, int]]) -> t
 
 
 def size_step(pipe) -> int:
-    """The pixel multiple the pipeline's UNet takes: the VAE's downscale times the UNet's own downsamplings."""
+    """The pixel multiple the pipeline's denoiser takes: the VAE's downscale times the UNet's own downsamplings,
+    or times 2 for the transformers, which read the latents in 2x2 patches (Flux, SD3, Z-Image)."""
+    if not hasattr(pipe, "unet"):
+        return pipe.vae_scale_factor * 2
     return pipe.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
 
 

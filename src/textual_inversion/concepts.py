@@ -11,7 +11,7 @@ from .errors import UserError
 from .formats import Embedding, read_embedding
 from .lora_bundle import is_bundle, read_bundle
 from .methods import METHODS
-from .models import check_fits, hub_unreachable, read_as, text_encoders
+from .models import check_fits, hub_unreachable, is_transformer_family, read_as, text_encoders
 from .outputs import EMBEDDING, LORA, OUTPUT_FILES, PIPELINE
 from .rundir import read_run_file
 
@@ -195,13 +195,21 @@ def load_concepts(pipe, concepts: list) -> list[str]:
 
 
 def load_embedding(pipe, embedding: Embedding, source: str) -> str:
+    """Add the embedding's token to each text encoder it has vectors for: by diffusers' `load_textual_inversion`
+    for SD, by `tokens.add_token` for the transformer families (SD3 and Z-Image have no diffusers loader)."""
+    from .tokens import add_token
+
     check_fits(embedding, pipe, source)
-    if embedding.token in pipe.tokenizer.get_vocab():
+    encoders = [entry for entry in text_encoders(pipe) if entry[0] in embedding.vectors]
+    if any(embedding.token in tokenizer.get_vocab() for _, tokenizer, _ in encoders):
         raise UserError(f"{source}: token {embedding.token} is already in the vocabulary "
                         "(loaded twice, or a real word); rename it with `convert --token`")
-    for name, tokenizer, encoder in text_encoders(pipe):
-        pipe.load_textual_inversion(embedding.vectors[name].to(encoder.dtype), token=embedding.token,
-                                    tokenizer=tokenizer, text_encoder=encoder)
+    for name, tokenizer, encoder in encoders:
+        vectors = embedding.vectors[name].to(encoder.dtype)
+        if is_transformer_family(pipe):
+            add_token(tokenizer, encoder, embedding.token, vectors)
+        else:
+            pipe.load_textual_inversion(vectors, token=embedding.token, tokenizer=tokenizer, text_encoder=encoder)
     logger.info("loaded %s (%d vector(s)) from %s", embedding.token, embedding.num_vectors, source)
     return embedding.token
 

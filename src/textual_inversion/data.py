@@ -160,11 +160,13 @@ class LatentCache:
         """SDXL's size conditioning per entry: original (height, width), crop (top, left), target (height, width)."""
         return [(*self.original_sizes[e], *self.crop_top_left[e], *self.target_size) for e in entries.tolist()]
 
-    def sample(self, entries: torch.Tensor, generator: torch.Generator, scaling_factor: float) -> torch.Tensor:
-        """Draw latents for the given entries, as `latent_dist.sample()` would, times the VAE scale."""
+    def sample(self, entries: torch.Tensor, generator: torch.Generator, scaling_factor: float,
+               shift_factor: float = 0.0) -> torch.Tensor:
+        """Draw latents for the given entries, as `latent_dist.sample()` would, shifted and scaled as the VAE says
+        (Flux's and SD3's VAEs have a shift; SD's none)."""
         means, stds = self.means[entries], self.stds[entries]
         noise = torch.randn(means.shape, generator=generator, dtype=means.dtype)
-        return (means + stds * noise) * scaling_factor
+        return (means + stds * noise - shift_factor) * scaling_factor
 
 
 @torch.no_grad()
@@ -268,7 +270,8 @@ class Batch:
 
 
 def draw_batch(data: TrainingData, batch_size: int, class_prompt: str | None, source: torch.Generator,
-               num_train_timesteps: int, scaling_factor: float, process: int, processes: int) -> Batch:
+               num_train_timesteps: int, scaling_factor: float, process: int, processes: int,
+               shift_factor: float = 0.0) -> Batch:
     """The global batch drawn from `source` (subject pictures, then class images); the rows of `process`.
 
     Every process draws the same global batch from the shared generator and trains on its share;
@@ -281,14 +284,14 @@ def draw_batch(data: TrainingData, batch_size: int, class_prompt: str | None, so
         bucket = int(torch.multinomial(counts, 1, generator=source))
     cache = data.caches[bucket]
     entries = torch.randint(len(cache.image_index), (batch_size,), generator=source)
-    latents = cache.sample(entries, source, scaling_factor)
+    latents = cache.sample(entries, source, scaling_factor, shift_factor)
     prompts = [pick(data.captions[cache.image_index[e]], source) for e in entries.tolist()]
     sizes = cache.size_conditions(entries)
     masks = cache.masks[entries] if cache.masks is not None else None
     if data.class_caches is not None:
         class_cache = data.class_caches[bucket]
         class_entries = torch.randint(len(class_cache.image_index), (batch_size,), generator=source)
-        latents = torch.cat([latents, class_cache.sample(class_entries, source, scaling_factor)])
+        latents = torch.cat([latents, class_cache.sample(class_entries, source, scaling_factor, shift_factor)])
         prompts += [class_prompt] * batch_size
         sizes += class_cache.size_conditions(class_entries)
         if masks is not None:  # the class images count everywhere

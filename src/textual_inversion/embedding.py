@@ -14,6 +14,9 @@ SDXL_KEYS = ("clip_l", "clip_g")
 SINGLE_ENCODER = "text_encoder"
 # A single text encoder's width names its model family (SDXL has two encoders, SDXL_KEYS).
 FAMILY_OF_WIDTH = {768: "sd1", 1024: "sd2"}
+# The transformer families' encoder keys (`models.ENCODER_KEYS`); a file may hold a subset (--ti-encoders).
+TRANSFORMER_KEYS = {"flux": ("clip_l", "t5"), "sd3": ("clip_l", "clip_g", "t5"), "z-image": ("qwen3",)}
+COMFYUI_T5_KEY = "t5xxl"  # ComfyUI's name for T5's vectors, where diffusers' Flux script and OneTrainer write t5
 
 
 @dataclass
@@ -31,10 +34,16 @@ class Embedding:
 
     @property
     def family(self) -> str:
-        """The model family these vectors fit."""
-        if set(self.vectors) == set(SDXL_KEYS):
+        """The model family these vectors fit: by the keys, and for a transformer-family file holding only some of
+        its encoders (clip_l alone fits Flux and SD3) by the family its metadata names, else the first that fits."""
+        keys = set(self.vectors)
+        if keys == set(SDXL_KEYS) and self.metadata.get("family") != "sd3":
             return "sdxl"
-        return family_of_width(self.vectors[SINGLE_ENCODER].shape[-1])
+        if SINGLE_ENCODER in keys:
+            return family_of_width(self.vectors[SINGLE_ENCODER].shape[-1])
+        fitting = [family for family, family_keys in TRANSFORMER_KEYS.items() if keys <= set(family_keys)]
+        named = self.metadata.get("family")
+        return named if named in fitting else (fitting[0] if fitting else "unknown")
 
     def widths(self) -> dict[str, int]:
         return {name: tensor.shape[-1] for name, tensor in self.vectors.items()}

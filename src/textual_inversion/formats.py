@@ -6,6 +6,9 @@ Layouts (all hold one token, possibly several vectors):
   SDXL: `.safetensors` with `clip_l` and `clip_g`
 - kohya: `.safetensors` with `emb_params` (SDXL: `clip_l` and `clip_g`)
 - AUTOMATIC1111's embedding PNG (`a1111-png`): a preview picture carrying the `.pt` dict (png_embedding.py)
+- Flux.1 (`clip_l`, `t5`), SD 3.x (`clip_l`, `clip_g`, `t5`): `.safetensors` with one key per text encoder, as
+  diffusers' Flux script and OneTrainer write them; `comfyui` writes T5's as `t5xxl`, which ComfyUI reads (both
+  are read); Z-Image (`qwen3`): ours, one key per encoder and the family in the metadata
 Pickles are opened with `weights_only=True`: a file that needs anything but tensors and plain
 containers to load is refused, because unpickling it could run code.
 """
@@ -21,16 +24,19 @@ from safetensors.torch import save_file
 
 from .atomic import atomic_path
 from .embedding import (  # noqa: F401 (the data type, re-exported: files and embeddings are read from here)
+    COMFYUI_T5_KEY,
     FAMILY_OF_WIDTH,
     SDXL_KEYS,
     SINGLE_ENCODER,
+    TRANSFORMER_KEYS,
     Embedding,
     a1111_dict,
     family_of_width,
 )
 from .errors import UserError
 
-FORMATS = ("diffusers", "a1111", "kohya", "a1111-png")
+FORMATS = ("diffusers", "a1111", "kohya", "a1111-png", "comfyui")
+ENCODER_FILE_KEYS = {key for keys in TRANSFORMER_KEYS.values() for key in keys} | {COMFYUI_T5_KEY}
 # What an AUTOMATIC1111 .pt carries besides its vectors, kept as metadata under the same names.
 A1111_FIELDS = ("name", "step", "sd_checkpoint", "sd_checkpoint_name")
 
@@ -87,6 +93,11 @@ def embedding_from_dict(path: Path, data, metadata: dict[str, str]) -> Embedding
         return found(stored_token or path.stem, {SINGLE_ENCODER: as_matrix(path, data)}, "bare tensor")
     if not isinstance(data, dict) or not data:
         raise UserError(f"{path}: not an embedding file (found {type(data).__name__})")
+    if set(data) <= ENCODER_FILE_KEYS and not (set(data) == set(SDXL_KEYS) and metadata.get("family") != "sd3"):
+        # a transformer family's, one key per encoder (ComfyUI's t5xxl read as t5)
+        vectors = {"t5" if key == COMFYUI_T5_KEY else key: as_matrix(path, tensor) for key, tensor in data.items()}
+        layout = "ComfyUI t5xxl" if COMFYUI_T5_KEY in data else stored_format or "per-encoder keys"
+        return found(stored_token or path.stem, vectors, f"{layout} ({', '.join(data)})")
     if all(key in data for key in SDXL_KEYS):
         vectors = {key: as_matrix(path, data[key]) for key in SDXL_KEYS}
         return found(stored_token or path.stem, vectors, stored_format or "SDXL clip_l + clip_g")
@@ -136,9 +147,15 @@ def write_embedding(embedding: Embedding, path: str | Path, format: str = "diffu
         return write_png_embedding(embedding, path, preview)
     if path.suffix.lower() == ".png":
         raise UserError(f"{path}: a .png holds an embedding only as AUTOMATIC1111's picture; pass --format a1111-png")
-    sdxl = embedding.family == "sdxl"
+    family = embedding.family
+    sdxl = family == "sdxl"
     vectors = {name: tensor.detach().float().contiguous().cpu() for name, tensor in embedding.vectors.items()}
     metadata = {**embedding.metadata, "token": embedding.token, "format": format}
+    if family in TRANSFORMER_KEYS:
+        return write_encoder_keys(embedding, vectors, path, format, {**metadata, "family": family})
+    if format == "comfyui":
+        raise UserError(f"--format comfyui renames T5's key, and {embedding.token} has none; ComfyUI reads the "
+                        "a1111 and diffusers layouts of this file")
     if path.suffix == ".safetensors":
         if sdxl:
             payload = vectors
@@ -162,6 +179,21 @@ def write_embedding(embedding: Embedding, path: str | Path, format: str = "diffu
             torch.save(payload, temporary)
         return path
     raise UserError(f"{path}: unknown output type; end the name in .safetensors, .pt or .bin")
+
+
+def write_encoder_keys(embedding: Embedding, vectors: dict[str, torch.Tensor], path: Path, format: str,
+                       metadata: dict[str, str]) -> Path:
+    """A transformer family's file: `.safetensors` with one key per encoder (`comfyui`: T5's as t5xxl)."""
+    if format not in ("diffusers", "comfyui"):
+        raise UserError(f"--format {format}: {family_label(embedding.family)} embeddings are written as diffusers "
+                        "(the diffusers Flux script's and OneTrainer's keys) or comfyui (T5 as t5xxl)")
+    if path.suffix != ".safetensors":
+        raise UserError(f"{path}: {family_label(embedding.family)} embeddings are .safetensors files; change the suffix")
+    if format == "comfyui":
+        vectors = {COMFYUI_T5_KEY if key == "t5" else key: tensor for key, tensor in vectors.items()}
+    with atomic_path(path) as temporary:
+        save_file(vectors, str(temporary), metadata={k: str(v) for k, v in metadata.items()})
+    return path
 
 
 def describe(embedding: Embedding) -> str:
@@ -189,5 +221,7 @@ def vector_norms(embedding: Embedding) -> str:
 
 def family_label(family: str) -> str:
     labels = {"sd1": "Stable Diffusion 1.x (768-wide CLIP)", "sd2": "Stable Diffusion 2.x (1024-wide OpenCLIP)",
-              "sdxl": "Stable Diffusion XL (clip_l 768 + clip_g 1280)"}
+              "sdxl": "Stable Diffusion XL (clip_l 768 + clip_g 1280)", "flux": "Flux.1 (clip_l and/or t5)",
+              "sd3": "Stable Diffusion 3.x (clip_l, clip_g and/or t5)", "z-image": "Z-Image (qwen3)",
+              "unknown": "no known model family"}
     return labels.get(family, f"models whose text encoder is {family.removeprefix('sd-like-')} wide (e.g. miniworld)")

@@ -41,7 +41,15 @@ def generate(config: GenerateConfig, pipe=None) -> list[Path]:
     from tqdm.auto import tqdm
 
     from .concepts import load_concepts, pipeline_of, read_concept, undefined_tokens
-    from .models import load_pipeline, pick_device, use_threads
+    from .models import (
+        default_resolution,
+        is_transformer_family,
+        load_pipeline,
+        model_family,
+        pick_device,
+        prompt_arguments,
+        use_threads,
+    )
 
     config.validate()
     device = pick_device(config.device)
@@ -63,6 +71,9 @@ def generate(config: GenerateConfig, pipe=None) -> list[Path]:
             raise UserError(f"{option} uses {', '.join(missing)} but no loaded --concept defines it; "
                             "add --concept with that token's embedding")
     if config.scheduler:
+        if is_transformer_family(pipe):
+            raise UserError(f"--scheduler {config.scheduler}: {model_family(pipe)} samples with its own flow-matching "
+                            "scheduler; leave --scheduler out")
         if config.scheduler not in SCHEDULERS:
             raise UserError(f"--scheduler {config.scheduler}: choose one of {', '.join(SCHEDULERS)}")
         pipe.scheduler = SCHEDULERS[config.scheduler].from_config(pipe.scheduler.config)
@@ -71,14 +82,17 @@ def generate(config: GenerateConfig, pipe=None) -> list[Path]:
     # Prompts with A1111 weights, `(word:1.3)`, go in as embeddings that compel makes; plain ones go in as text,
     # read by the pipeline itself exactly as before.
     if has_weights(config.prompt) or has_weights(config.negative_prompt):
+        if is_transformer_family(pipe):
+            raise UserError(f"--prompt: weights like (word:1.3) work with SD 1.x, 2.x and XL, not "
+                            f"{model_family(pipe)}; write the prompt without them")
         text_arguments = prompt_embeddings(pipe, config.prompt, config.negative_prompt)
-    else:
-        text_arguments = {"prompt": config.prompt, "negative_prompt": config.negative_prompt}
+    else:  # multi-vector tokens spelled out where the pipeline does not (SD3, Z-Image)
+        text_arguments = prompt_arguments(pipe, config.prompt, config.negative_prompt)
     # Without --output-dir a new folder; the main process names it and the others write into the same one.
     output_dir = Path(broadcast_object_list([config.output_dir or str(new_output_folder(OUTPUTS_DIR))])[0])
     output_dir.mkdir(parents=True, exist_ok=True)
-    width = config.width or pipe.unet.config.sample_size * pipe.vae_scale_factor
-    height = config.height or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    width = config.width or default_resolution(pipe)
+    height = config.height or default_resolution(pipe)
 
     indices = list(range(config.num_images))
     with processes.split_between_processes(indices) as my_indices:

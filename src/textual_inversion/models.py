@@ -2,7 +2,9 @@
 
 The family decides which embedding files fit: SD 1.x has one 768-wide CLIP text encoder, SD 2.x one
 1024-wide OpenCLIP encoder, SDXL two (768 `clip_l` and 1280 `clip_g`). Other widths (miniworld, tiny
-test models) are "sd-like" and fit only files of their own width.
+test models) are "sd-like" and fit only files of their own width. The transformer-era families are named
+by their pipeline: Flux.1 (`clip_l` + `t5`), Stable Diffusion 3.x (`clip_l` + `clip_g` + `t5`) and
+Z-Image (a Qwen3 language model, `qwen3`); their denoiser is `pipe.transformer`, trained by flow matching.
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ import socket
 from pathlib import Path
 
 import torch
-from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+from diffusers import (
+    FluxPipeline,
+    StableDiffusion3Pipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    ZImagePipeline,
+)
 
 from .errors import UserError
 from .formats import Embedding, family_label, family_of_width
@@ -27,9 +35,23 @@ logger = logging.getLogger(__name__)
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 LOCAL_FILE_SUFFIXES = (*SINGLE_FILE_SUFFIXES, ".pt", ".bin")  # a name ending so is a file, never a hub id
 HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # "owner/name"; anything else that does not exist is a bad path
-PIPELINE_CLASSES = {"StableDiffusionPipeline": StableDiffusionPipeline,
-                    "StableDiffusionXLPipeline": StableDiffusionXLPipeline}
-SINGLE_FILE_FAMILIES = {"v1": "sd1", "v2": "sd2", "xl_base": "sdxl"}
+# The transformer-era pipelines by family name; each has `pipe.transformer` where SD has `pipe.unet`.
+TRANSFORMER_FAMILIES = {"flux": FluxPipeline, "sd3": StableDiffusion3Pipeline, "z-image": ZImagePipeline}
+PIPELINE_CLASSES = {cls.__name__: cls for cls in (StableDiffusionPipeline, StableDiffusionXLPipeline,
+                                                  *TRANSFORMER_FAMILIES.values())}
+SINGLE_FILE_FAMILIES = {"v1": "sd1", "v2": "sd2", "xl_base": "sdxl", "flux-dev": "flux", "flux-schnell": "flux",
+                        "sd3": "sd3", "sd35_medium": "sd3", "sd35_large": "sd3", "z-image-turbo": "z-image"}
+SINGLE_FILE_PIPELINES = {"sdxl": StableDiffusionXLPipeline, **TRANSFORMER_FAMILIES}
+# Each pipeline's text encoders as (file key, tokenizer attribute, encoder attribute). The keys are the ones
+# the tools people load these files in write: A1111/kohya's clip_l/clip_g, the diffusers Flux script's and
+# OneTrainer's t5; an LLM encoder is keyed by its model (ours: no other tool has such files yet).
+ENCODER_KEYS = {
+    StableDiffusionXLPipeline: (("clip_l", "tokenizer", "text_encoder"), ("clip_g", "tokenizer_2", "text_encoder_2")),
+    FluxPipeline: (("clip_l", "tokenizer", "text_encoder"), ("t5", "tokenizer_2", "text_encoder_2")),
+    StableDiffusion3Pipeline: (("clip_l", "tokenizer", "text_encoder"), ("clip_g", "tokenizer_2", "text_encoder_2"),
+                               ("t5", "tokenizer_3", "text_encoder_3")),
+    ZImagePipeline: (("qwen3", "tokenizer", "text_encoder"),),
+}
 
 
 def resolve_model_path(model: str) -> str:
@@ -45,17 +67,65 @@ def resolve_model_path(model: str) -> str:
 
 
 def text_encoders(pipe) -> list[tuple[str, object, object]]:
-    """(name, tokenizer, text encoder) for each text encoder the pipeline has, `clip_l` first for SDXL."""
-    if isinstance(pipe, StableDiffusionXLPipeline):
-        return [("clip_l", pipe.tokenizer, pipe.text_encoder), ("clip_g", pipe.tokenizer_2, pipe.text_encoder_2)]
+    """(file key, tokenizer, text encoder) for each text encoder the pipeline has, in `ENCODER_KEYS` order
+    (`text_encoder` alone for SD 1.x/2.x); an encoder the pipeline was loaded without (SD3's T5) is left out."""
+    for pipeline_class, keys in ENCODER_KEYS.items():
+        if isinstance(pipe, pipeline_class):
+            return [(key, getattr(pipe, tokenizer), getattr(pipe, encoder)) for key, tokenizer, encoder in keys
+                    if getattr(pipe, encoder, None) is not None]
     return [("text_encoder", pipe.tokenizer, pipe.text_encoder)]
 
 
 def model_family(pipe) -> str:
-    """'sdxl', 'sd2', 'sd1', or 'sd-like-<width>' for other text-encoder widths."""
+    """'flux', 'sd3', 'z-image', 'sdxl', 'sd2', 'sd1', or 'sd-like-<width>' for other text-encoder widths."""
+    for family, pipeline_class in TRANSFORMER_FAMILIES.items():
+        if isinstance(pipe, pipeline_class):
+            return family
     if isinstance(pipe, StableDiffusionXLPipeline):
         return "sdxl"
     return family_of_width(pipe.text_encoder.get_input_embeddings().weight.shape[-1])
+
+
+def prompt_arguments(pipe, prompt: str | list[str], negative_prompt: str | list[str] | None = None) -> dict:
+    """The pipeline's prompt keyword arguments for `prompt` (and `negative_prompt`), multi-vector tokens spelled
+    out for each of its tokenizers where the pipeline does not do it itself (SD3, whose three encoders each get
+    their own `prompt_N`, and Z-Image)."""
+    from diffusers.loaders import TextualInversionLoaderMixin
+
+    from .tokens import spell_out_vectors
+
+    arguments = {"prompt": prompt} if negative_prompt is None else {"prompt": prompt, "negative_prompt": negative_prompt}
+    if isinstance(pipe, TextualInversionLoaderMixin) or not is_transformer_family(pipe):
+        return arguments
+
+    def spelled(text, tokenizer):
+        return [spell_out_vectors(t, tokenizer) for t in text] if isinstance(text, list) else spell_out_vectors(text, tokenizer)
+
+    spelled_out = {}
+    for number, (_, tokenizer, _) in enumerate(text_encoders(pipe), start=1):
+        suffix = "" if number == 1 else f"_{number}"
+        for name, text in arguments.items():
+            spelled_out[f"{name}{suffix}"] = spelled(text, tokenizer)
+    return spelled_out
+
+
+def is_transformer_family(pipe) -> bool:
+    """Whether the pipeline denoises with a transformer trained by flow matching (Flux, SD3, Z-Image)."""
+    return isinstance(pipe, tuple(TRANSFORMER_FAMILIES.values()))
+
+
+def denoiser(pipe) -> torch.nn.Module:
+    """The network that predicts the noise (SD's UNet) or the flow (the transformer families')."""
+    return pipe.transformer if is_transformer_family(pipe) else pipe.unet
+
+
+def default_resolution(pipe) -> int:
+    """The side in pixels the model was trained at: SD's UNet sample size, else the pipeline's default (1024 for
+    Flux and SD3); the VAE's scale turns latent pixels into image pixels."""
+    if not is_transformer_family(pipe):
+        return pipe.unet.config.sample_size * pipe.vae_scale_factor
+    sample_size = getattr(pipe, "default_sample_size", None)
+    return sample_size * pipe.vae_scale_factor if sample_size else 1024
 
 
 def load_pipeline(model: str, model_config: str | None = None, dtype: torch.dtype = torch.float32):
@@ -183,7 +253,8 @@ def single_file_family(path: Path) -> str:
         model_type = None
     family = SINGLE_FILE_FAMILIES.get(model_type)
     if family is None:
-        raise UserError(f"--model {path}: not a Stable Diffusion 1.x, 2.x or XL checkpoint (detected {model_type!r})")
+        raise UserError(f"--model {path}: not a Stable Diffusion 1.x, 2.x, XL, 3.x, Flux.1 or Z-Image checkpoint "
+                        f"(detected {model_type!r})")
     return family
 
 
@@ -191,7 +262,7 @@ def load_single_file(path: Path, model_config: str | None, dtype: torch.dtype):
     if path.suffix not in SINGLE_FILE_SUFFIXES:
         raise UserError(f"--model {path}: a single-file model must end in {' or '.join(SINGLE_FILE_SUFFIXES)}")
     family = single_file_family(path)
-    pipeline_class = StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
+    pipeline_class = SINGLE_FILE_PIPELINES.get(family, StableDiffusionPipeline)
     kwargs = {"dtype": dtype, "local_files_only": True}
     if model_config:
         kwargs["config"] = model_config
@@ -248,9 +319,15 @@ def pick_device(requested: str) -> torch.device:
 
 
 def check_fits(embedding: Embedding, pipe, source: str) -> None:
-    """Refuse an embedding made for another model family, naming both widths."""
+    """Refuse an embedding made for another model family, naming both widths. A transformer family's file may
+    hold vectors for some of its encoders only (trained with --ti-encoders); the others then read the token as text."""
     wanted = {name: encoder.get_input_embeddings().weight.shape[-1] for name, _, encoder in text_encoders(pipe)}
-    if embedding.widths() != wanted:
+    if is_transformer_family(pipe):
+        have = embedding.widths()
+        fits = embedding.family == model_family(pipe) and all(wanted.get(k) == v for k, v in have.items())
+    else:
+        fits = embedding.widths() == wanted
+    if not fits:
         have = ", ".join(f"{k} {v}" for k, v in embedding.widths().items())
         need = ", ".join(f"{k} {v}" for k, v in wanted.items())
         raise UserError(f"{source}: embedding widths ({have}) fit {family_label(embedding.family)}, but the model "

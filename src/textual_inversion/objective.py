@@ -1,6 +1,7 @@
 """The denoising objective: prompts -> UNet conditioning and (latents, noise, timesteps, conditioning) ->
 per-sample loss as pure functions (used by the training loop, the hypernetwork build and the tests), and the
-module that puts them together for the loop and for accelerate.
+module that puts them together for the loop and for accelerate. The transformer families' flow-matching
+counterparts are in `flow_matching.py`; `DenoisingLoss` picks by the pipeline.
 """
 
 from __future__ import annotations
@@ -9,17 +10,29 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from diffusers import DDPMScheduler
 
-from .models import text_encoders
+from .flow_matching import flow_conditioning, flow_prediction, flow_scheduler
+from .models import denoiser, is_transformer_family, text_encoders
 
 if TYPE_CHECKING:
     from .data import Batch
 
 
+def training_scheduler(pipe):
+    """The noise schedule training draws from: DDPM's for the UNet families, the pipeline's flow-matching one."""
+    if is_transformer_family(pipe):
+        return flow_scheduler(pipe)
+    return DDPMScheduler.from_config(pipe.scheduler.config)
+
+
 def encode_conditioning(pipe, prompts: list[str], size_conditions: list[tuple], device: torch.device) -> dict:
-    """The UNet's keyword arguments for `prompts`: `encoder_hidden_states` [B, 77, D], and for SDXL
+    """The denoiser's keyword arguments for `prompts`: `encoder_hidden_states` [B, 77, D], and for SDXL
     `added_cond_kwargs` (pooled text embeds [B, 1280] and time ids [B, 6]: `size_conditions`, each
-    sample's original (height, width), crop (top, left) and target (height, width))."""
+    sample's original (height, width), crop (top, left) and target (height, width)); the transformer
+    families' text inputs from `flow_conditioning` (they take no size conditions)."""
+    if is_transformer_family(pipe):
+        return flow_conditioning(pipe, prompts, device)
     if not hasattr(pipe, "text_encoder_2"):
         prompt_embeds, _ = pipe.encode_prompt(prompts, device, 1, False)
         return {"encoder_hidden_states": prompt_embeds}
@@ -45,6 +58,12 @@ def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, noise: torch.Te
         target = noise
     dtype = conditioning["encoder_hidden_states"].dtype
     prediction = unet(noisy.to(dtype), timesteps, **conditioning).sample
+    return weighted_mean_error(prediction, target, weights)
+
+
+def weighted_mean_error(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Per-sample mean squared error [B] of `prediction` against `target` [B, C, h, w], in float32; with
+    `weights` [B, 1, h, w], the weighted mean over each sample's pixels."""
     errors = F.mse_loss(prediction.float(), target.float(), reduction="none")
     if weights is None:
         return errors.mean(dim=(1, 2, 3))
@@ -53,7 +72,8 @@ def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, noise: torch.Te
 
 
 class DenoisingLoss(torch.nn.Module):
-    """The pipeline's text encoders and UNet as one module whose forward is the per-sample loss.
+    """The pipeline's text encoders and denoiser (UNet or transformer) as one module whose forward is the
+    per-sample loss: the diffusion loss, or flow matching for the transformer families.
 
     Accelerate wraps it in DistributedDataParallel when several processes train, which averages the
     gradients of whatever learns in a few bucketed all-reduces during the backward pass.
@@ -61,18 +81,23 @@ class DenoisingLoss(torch.nn.Module):
 
     def __init__(self, pipe, noise_scheduler, mask_weight: float = 0.0):
         super().__init__()
-        self.unet = pipe.unet
+        self.denoiser = denoiser(pipe)
         self.text_encoders = torch.nn.ModuleList(encoder for _, _, encoder in text_encoders(pipe))
         self.pipe, self.noise_scheduler, self.mask_weight = pipe, noise_scheduler, mask_weight
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        device = self.unet.device
+        device = self.denoiser.device
         conditioning = encode_conditioning(self.pipe, batch.prompts, batch.sizes, device)
         weights = None
         if batch.masks is not None:  # the subject counts 1, the rest --mask-weight
             weights = batch.masks + self.mask_weight * (1 - batch.masks)
-        return diffusion_loss(self.unet, self.noise_scheduler, batch.latents.to(device), batch.noise.to(device),
-                              batch.timesteps.to(device), conditioning, weights)
+        latents, noise = batch.latents.to(device), batch.noise.to(device)
+        if is_transformer_family(self.pipe):  # batch.timesteps are the flow schedule's indices
+            prediction, target = flow_prediction(self.pipe, self.noise_scheduler, latents, noise, batch.timesteps,
+                                                 conditioning)
+            return weighted_mean_error(prediction, target, weights)
+        return diffusion_loss(self.denoiser, self.noise_scheduler, latents, noise, batch.timesteps.to(device),
+                              conditioning, weights)
 
 
 def batch_loss(model, batch: Batch, prior_loss_weight: float) -> torch.Tensor:

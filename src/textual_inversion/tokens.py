@@ -23,6 +23,22 @@ def placeholder_token_names(token: str, num_vectors: int) -> list[str]:
     return [token] + [f"{token}_{i}" for i in range(1, num_vectors)]
 
 
+def spell_out_vectors(prompt: str, tokenizer) -> str:
+    """`prompt` with each multi-vector token `<t>` that `tokenizer` knows written as `<t> <t>_1 ... <t>_n-1`.
+
+    What diffusers' TextualInversionLoaderMixin does for the pipelines that have it (SD, SDXL, Flux); SD3 and
+    Z-Image have none, so their prompts are spelled out here before the pipeline reads them.
+    """
+    vocab = tokenizer.get_vocab()
+    words = []
+    for word in prompt.split(" "):
+        count = 1
+        while word in vocab and f"{word}_{count}" in vocab:
+            count += 1
+        words.append(" ".join(placeholder_token_names(word, count)) if count > 1 else word)
+    return " ".join(words)
+
+
 def add_placeholder_tokens(tokenizer, token: str, num_vectors: int) -> list[int]:
     """Add `token` (and its extra vectors) to `tokenizer`; return their ids, which are contiguous."""
     names = placeholder_token_names(token, num_vectors)
@@ -74,8 +90,11 @@ def cross_initial_embeddings(tokenizer, text_encoder, init_text: str, num_vector
     init_ids = tokenizer.encode(init_text, add_special_tokens=False)
     if not init_text.strip() or not init_ids:
         raise UserError("--init-token is empty; give a word close to your subject, e.g. --init-token cat")
-    ids = torch.tensor([[tokenizer.bos_token_id, *init_ids, tokenizer.eos_token_id]], device=text_encoder.device)
-    outputs = text_encoder(ids).last_hidden_state[0, 1:1 + len(init_ids)].float()
+    # The words framed as the tokenizer frames a prompt: CLIP adds start and end tokens, T5 an end, Qwen nothing.
+    framed = tokenizer(init_text).input_ids
+    start = next(i for i in range(len(framed)) if framed[i:i + len(init_ids)] == init_ids)
+    ids = torch.tensor([framed], device=text_encoder.device)
+    outputs = text_encoder(ids).last_hidden_state[0, start:start + len(init_ids)].float()
     if len(init_ids) == num_vectors:
         return outputs.clone()
     return outputs.mean(dim=0, keepdim=True).repeat(num_vectors, 1)
@@ -115,6 +134,24 @@ def attach_placeholder_embedding(text_encoder, first_new_id: int, initial_rows: 
     wrapper = PlaceholderEmbedding(base, first_new_id, initial_rows.to(base.weight.device))
     text_encoder.set_input_embeddings(wrapper)
     return wrapper
+
+
+@torch.no_grad()
+def write_token_rows(text_encoder, first_id: int, rows: torch.Tensor) -> None:
+    """Put `rows` [n, dim] into `text_encoder`'s embedding matrix at ids first_id.. (growing it if they are past
+    its end; a matrix with spare rows past the tokenizer's vocabulary, as T5's and Qwen's have, keeps its size)."""
+    needed = first_id + rows.shape[0]
+    if text_encoder.get_input_embeddings().weight.shape[0] < needed:
+        text_encoder.resize_token_embeddings(needed, mean_resizing=False)  # the new rows are set below
+    weight = text_encoder.get_input_embeddings().weight
+    weight[first_id:needed] = rows.to(weight.device, weight.dtype)
+
+
+def add_token(tokenizer, text_encoder, token: str, vectors: torch.Tensor) -> None:
+    """Add a learned (multi-vector) `token` with `vectors` [n, dim] to a tokenizer and its text encoder, as
+    diffusers' `load_textual_inversion` does for the pipelines that have it."""
+    ids = add_placeholder_tokens(tokenizer, token, vectors.shape[0])
+    write_token_rows(text_encoder, ids[0], vectors)
 
 
 def detach_placeholder_embedding(text_encoder) -> None:

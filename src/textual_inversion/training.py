@@ -23,7 +23,6 @@ import torch
 from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedDataParallelKwargs
-from diffusers import DDPMScheduler
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
@@ -35,8 +34,18 @@ from .data import Batch, LatentCache, TrainingData, draw_batch, encode_images, r
 from .errors import UserError
 from .generation import save_grid
 from .methods import Method, get_method
-from .models import load_pipeline, model_family, pick_device, text_encoders, use_threads
-from .objective import DenoisingLoss, batch_loss
+from .models import (
+    default_resolution,
+    denoiser,
+    is_transformer_family,
+    load_pipeline,
+    model_family,
+    pick_device,
+    prompt_arguments,
+    text_encoders,
+    use_threads,
+)
+from .objective import DenoisingLoss, batch_loss, training_scheduler
 from .outputs import EMBEDDING
 from .rundir import (
     PREVIEW_DIR,
@@ -101,14 +110,17 @@ def train(config: TrainConfig, pipe=None, stop: threading.Event | None = None,
     output_dir = check_output_dir(config)
     if pipe is None:
         pipe = load_pipeline(config.model, config.model_config)
-    for module in [encoder for _, _, encoder in text_encoders(pipe)] + [pipe.unet, pipe.vae]:
+    if is_transformer_family(pipe) and not method_class.transformer_families:
+        raise UserError(f"--method {config.method}: not available for {model_family(pipe)} models; use "
+                        "textual-inversion, lora or pivotal")
+    for module in [encoder for _, _, encoder in text_encoders(pipe)] + [denoiser(pipe), pipe.vae]:
         module.requires_grad_(False).eval()
 
     started = time.monotonic()
     accelerator = make_accelerator(config, device, method_class.parameters_may_go_unused)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(accelerator.device)
-    resolution = config.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    resolution = config.resolution or default_resolution(pipe)
     data.caches = encode_pictures(pipe, data, config, resolution, accelerator.device)
     method = method_class(config)
     try:
@@ -153,7 +165,7 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
         parameter.data = parameter.data.float()
     speed_options(pipe, config)
 
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    noise_scheduler = training_scheduler(pipe)
     scale = config.batch_size * config.grad_accum if config.scale_lr else 1  # --batch-size is the global batch
     optimizer = make_optimizer(config)(method.parameter_groups(config.learning_rate() * scale),
                                        weight_decay=config.weight_decay)
@@ -178,7 +190,8 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
     def draw(source: torch.Generator) -> Batch:
         return draw_batch(data, config.batch_size, config.class_prompt, source,
                           noise_scheduler.config.num_train_timesteps, pipe.vae.config.scaling_factor,
-                          accelerator.process_index, accelerator.num_processes)
+                          accelerator.process_index, accelerator.num_processes,
+                          getattr(pipe.vae.config, "shift_factor", None) or 0.0)
 
     def averaged(value: float) -> float:
         """`value` averaged over the processes (each computed it on its share of the batch)."""
@@ -252,7 +265,7 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
                 break
             progress.set_postfix(loss=f"{sum(r[1] for r in history[-20:]) / len(history[-20:]):.4f}")
             if main and config.validation_prompt and step % config.validation_every == 0:
-                render_previews(pipe, config, output_dir / PREVIEW_DIR / f"step-{step:06d}.png")
+                render_previews(pipe, config, output_dir / PREVIEW_DIR / f"step-{step:06d}.png", resolution)
             if main and config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
                 save_checkpoint(output_dir, step, method.state_dict(), training_state(step), config.keep_checkpoints)
     except KeyboardInterrupt:
@@ -276,7 +289,7 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
         save_checkpoint(output_dir, step, method.state_dict(), training_state(step), config.keep_checkpoints)
         write_loss_files(output_dir, history, fixed_losses)
         if config.validation_prompt and step % config.validation_every:
-            render_previews(pipe, config, output_dir / PREVIEW_DIR / f"step-{step:06d}.png")
+            render_previews(pipe, config, output_dir / PREVIEW_DIR / f"step-{step:06d}.png", resolution)
         write_run_file(output_dir, config, "finished", {
             "metadata": metadata, "final_loss": final_loss,
             "outputs": {kind: path.relative_to(output_dir).as_posix() for kind, path in outputs.items()},
@@ -321,14 +334,15 @@ def make_optimizer(config: TrainConfig):
 
 def speed_options(pipe, config: TrainConfig) -> None:
     """Gradient checkpointing, channels-last and torch.compile, each only when asked for."""
+    network = denoiser(pipe)
     if config.gradient_checkpointing:
-        pipe.unet.enable_gradient_checkpointing()
+        network.enable_gradient_checkpointing()
         for _, _, encoder in text_encoders(pipe):
             encoder.gradient_checkpointing_enable()
-    if config.channels_last:
-        pipe.unet.to(memory_format=torch.channels_last)
+    if config.channels_last and not is_transformer_family(pipe):  # a transformer's latents are token sequences
+        network.to(memory_format=torch.channels_last)
     if config.compile:
-        pipe.unet.compile()  # in place: parameter names (and so checkpoints) stay the same
+        network.compile()  # in place: parameter names (and so checkpoints) stay the same
 
 
 def encode_pictures(pipe, data: TrainingData, config: TrainConfig, resolution: int,
@@ -378,10 +392,13 @@ def ensure_class_images(pipe, config: TrainConfig, folder: Path) -> list:
 
 
 @torch.no_grad()
-def render_previews(pipe, config: TrainConfig, path: Path) -> None:
-    """Sample preview images with the current embedding, fixed seed, and save them as one grid."""
+def render_previews(pipe, config: TrainConfig, path: Path, resolution: int) -> None:
+    """Sample preview images with the current embedding, fixed seed, and save them as one grid: at the pipeline's
+    own size for the UNet families, at the training `resolution` for the transformer ones (whose default, 1024 px,
+    would make a preview cost more than many steps)."""
     generator = torch.Generator().manual_seed(config.seed)
-    images = pipe(config.validation_prompt, num_inference_steps=config.validation_steps,
+    size = {"height": resolution, "width": resolution} if is_transformer_family(pipe) else {}
+    images = pipe(**prompt_arguments(pipe, config.validation_prompt), **size, num_inference_steps=config.validation_steps,
                   guidance_scale=config.validation_guidance,
                   num_images_per_prompt=config.num_validation_images, generator=generator).images
     save_grid(images, path)

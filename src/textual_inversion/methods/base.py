@@ -40,6 +40,8 @@ class Method(ABC):
     # Some trainable parameters get no gradient in some steps (pivotal tuning stops its embeddings part-way):
     # with several processes, DDP must then look for them in every backward pass, which costs time.
     parameters_may_go_unused: ClassVar[bool] = False
+    # Also trains the transformer families (Flux, SD3, Z-Image); the others are written for the UNet.
+    transformer_families: ClassVar[bool] = False
 
     def __init__(self, config):  # a TrainConfig (config.py builds on this registry, so it is not imported here)
         self.config = config

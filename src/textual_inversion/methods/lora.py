@@ -1,8 +1,9 @@
 """LoRA DreamBooth through peft: low-rank adapters on the attention projections learn; nothing else.
 
-Targets are the ones diffusers' own LoRA scripts use for SD and SDXL. The file written is diffusers'
-`pytorch_lora_weights.safetensors` (loaded by `pipe.load_lora_weights(dir)`), plus on request the
-kohya layout that AUTOMATIC1111 and ComfyUI read.
+Targets are the ones diffusers' own LoRA scripts use for SD, SDXL, SD3 and Flux (and the attention
+projections for Z-Image). The file written is diffusers' `pytorch_lora_weights.safetensors` (loaded by
+`pipe.load_lora_weights(dir)`), plus on request, for the UNet families, the kohya layout that AUTOMATIC1111
+and ComfyUI read.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from ..outputs import KOHYA_LORA, LORA, OUTPUT_FILES
 from .base import Method, MethodOptions
 
 UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
-TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]  # CLIP's attention
+# The transformers' targets as diffusers' train_dreambooth_lora_flux.py and _sd3.py set them (diffusers 0.42):
+# both streams' attention, and for Flux the feed-forward layers too.
+SD3_TARGETS = ["attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out", "attn.to_k",
+               "attn.to_out.0", "attn.to_q", "attn.to_v"]
+TRANSFORMER_TARGETS = {"flux": [*SD3_TARGETS, "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2"],
+                       "sd3": SD3_TARGETS, "z-image": ["to_k", "to_q", "to_v", "to_out.0"]}
 
 
 @dataclass
@@ -37,11 +44,14 @@ class LoRA(Method):
     options_class = LoRAOptions
     default_lr = 1e-4  # diffusers' LoRA DreamBooth example
     prior_preservation = True
+    transformer_families = True
 
     def __init__(self, config):
         super().__init__(config)
-        self.modules: dict = {}  # "unet", "text_encoder", "text_encoder_2" -> the module holding adapters
+        # "unet" or "transformer", "text_encoder", "text_encoder_2" -> the module holding adapters
+        self.modules: dict = {}
         self.pipeline_class = None
+        self.convert_to_diffusers = True  # the UNet families' files use diffusers' key names; the others peft's
 
     @classmethod
     def validate(cls, config) -> None:
@@ -61,14 +71,28 @@ class LoRA(Method):
     def prepare(self, pipe, data) -> None:
         import torch
 
+        from ..models import is_transformer_family, model_family
+
         torch.manual_seed(self.config.seed)  # peft draws the initial A matrices from the global generator
         self.pipeline_class = type(pipe)
-        pipe.unet.add_adapter(self.adapter_config(UNET_TARGETS))
-        self.modules["unet"] = pipe.unet
-        if self.options.lora_text_encoder:
+        transformer = is_transformer_family(pipe)
+        if transformer:
+            family = model_family(pipe)
+            if self.options.kohya_copy:
+                raise UserError(f"--kohya-copy: the kohya layout is written for SD 1.x, 2.x and XL only, not {family}; "
+                                "leave it out (ComfyUI loads diffusers' file)")
+            if self.options.lora_text_encoder and family == "z-image":
+                raise UserError("--lora-text-encoder: Z-Image's language-model encoder takes no LoRA here; leave it out")
+            pipe.transformer.add_adapter(self.adapter_config(TRANSFORMER_TARGETS[family]))
+            self.modules["transformer"] = pipe.transformer
+            self.convert_to_diffusers = False  # as diffusers' Flux and SD3 scripts save them
+        else:
+            pipe.unet.add_adapter(self.adapter_config(UNET_TARGETS))
+            self.modules["unet"] = pipe.unet
+        if self.options.lora_text_encoder:  # the CLIP encoders (Flux's T5 takes none, as in diffusers' script)
             for attribute in ("text_encoder", "text_encoder_2"):
                 encoder = getattr(pipe, attribute, None)
-                if encoder is not None:
+                if encoder is not None and "CLIP" in type(encoder).__name__:
                     encoder.add_adapter(self.adapter_config(TEXT_ENCODER_TARGETS))
                     self.modules[attribute] = encoder
 
@@ -100,7 +124,8 @@ class LoRA(Method):
 
         output_dir = Path(folder)
         lora_path, kohya_path = output_dir / OUTPUT_FILES[LORA], output_dir / OUTPUT_FILES[KOHYA_LORA]
-        layers = {f"{name}_lora_layers": convert_state_dict_to_diffusers(get_peft_model_state_dict(module))
+        convert = convert_state_dict_to_diffusers if self.convert_to_diffusers else dict
+        layers = {f"{name}_lora_layers": convert(get_peft_model_state_dict(module))
                   for name, module in self.modules.items()}
         adapter_metadata = {f"{name}_lora_adapter_metadata": module.peft_config["default"].to_dict()
                             for name, module in self.modules.items()}

@@ -36,6 +36,7 @@ class PivotalTuning(Method):
     default_lr = 5e-3  # of the embeddings; the adapters learn at --lora-lr
     adds_token = True
     parameters_may_go_unused = True  # the embeddings stop learning after --ti-fraction of the steps
+    transformer_families = True
 
     def __init__(self, config):
         super().__init__(config)
@@ -62,6 +63,11 @@ class PivotalTuning(Method):
             raise UserError(f"--bundle: the token {config.token} holds a '.', which a bundle LoRA cannot; rename it")
 
     def prepare(self, pipe, data) -> None:
+        from ..models import is_transformer_family, model_family
+
+        if self.options.bundle and is_transformer_family(pipe):
+            raise UserError(f"--bundle: AUTOMATIC1111's bundle layout is for SD 1.x, 2.x and XL, not "
+                            f"{model_family(pipe)}; leave it out (the embedding and the LoRA are written side by side)")
         self.embeddings.prepare(pipe, data)
         self.lora.prepare(pipe, data)
 

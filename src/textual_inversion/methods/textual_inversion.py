@@ -22,6 +22,8 @@ class TextualInversionOptions(MethodOptions):
     keep_norm: bool = option(False, "keep each new vector at its initial length (a regulariser against drifting norms)")
     init_embedding: str = option("", "embedding file (any format inspect reads) the new token starts from, instead of "
                                  "--init-token; the token gets the file's vectors, so --vectors may be left out")
+    ti_encoders: str = option("", "text encoders that learn the token, by file key, e.g. clip_l,t5 for Flux "
+                              "(default: every encoder of the model; Flux, SD3 and Z-Image only)")
 
 
 class TextualInversion(Method):
@@ -32,6 +34,7 @@ class TextualInversion(Method):
     options_class = TextualInversionOptions
     default_lr = 5e-3  # diffusers' textual_inversion example
     adds_token = True
+    transformer_families = True
 
     def __init__(self, config):
         super().__init__(config)
@@ -57,7 +60,7 @@ class TextualInversion(Method):
     def prepare(self, pipe, data) -> None:
         """Add the token to each tokenizer and wrap each text encoder's embedding with trainable rows."""
         from ..formats import SINGLE_ENCODER
-        from ..models import check_fits, text_encoders
+        from ..models import check_fits
         from ..tokens import (
             add_placeholder_tokens,
             attach_placeholder_embedding,
@@ -70,7 +73,7 @@ class TextualInversion(Method):
         if start is not None:
             check_fits(start, pipe, f"--init-embedding {options.init_embedding}")
             self.num_vectors = start.num_vectors
-        for name, tokenizer, encoder in text_encoders(pipe):
+        for name, tokenizer, encoder in learning_encoders(pipe, options.ti_encoders, start):
             if start is not None:
                 initial = start.vectors[name]  # the file's keys are the encoders' names (text_encoder, clip_l, clip_g)
             elif options.init_strategy == "cross":
@@ -132,17 +135,33 @@ class TextualInversion(Method):
         This is what diffusers' `load_textual_inversion` does, so the pipeline can go on generating
         with the new token; the pretrained rows are untouched.
         """
-        import torch
-
-        from ..tokens import detach_placeholder_embedding
+        from ..tokens import detach_placeholder_embedding, write_token_rows
 
         for encoder, first_id, rows in self.encoders:
             detach_placeholder_embedding(encoder)
-            encoder.resize_token_embeddings(first_id + rows.shape[0], mean_resizing=False)  # rows set below
-            with torch.no_grad():
-                weight = encoder.get_input_embeddings().weight
-                weight[first_id:first_id + rows.shape[0]] = rows.to(weight.dtype)
+            write_token_rows(encoder, first_id, rows.detach())
         self.encoders = []
+
+
+def learning_encoders(pipe, choice: str, start=None) -> list[tuple[str, object, object]]:
+    """The (key, tokenizer, encoder) entries that learn the token: those named in --ti-encoders (transformer
+    families only: A1111 and ComfyUI load an SD file only with every encoder's vectors), those of an
+    --init-embedding file, or all."""
+    from ..models import is_transformer_family, text_encoders
+
+    encoders = text_encoders(pipe)
+    keys = [key for key, _, _ in encoders]
+    if start is not None:
+        return [entry for entry in encoders if entry[0] in start.vectors]
+    if not choice.strip():
+        return encoders
+    if not is_transformer_family(pipe):
+        raise UserError(f"--ti-encoders {choice}: on this model every text encoder learns the token; leave it out")
+    chosen = [name.strip() for name in choice.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in keys]
+    if unknown or not chosen:
+        raise UserError(f"--ti-encoders {choice}: this model's text encoders are {', '.join(keys)}")
+    return [entry for entry in encoders if entry[0] in chosen]
 
 
 def read_init_embedding(options: TextualInversionOptions):
