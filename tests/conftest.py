@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny SD1 and SDXL pipelines built once per session, and a folder of images."""
+"""Shared fixtures: tiny SD1, SDXL, Flux, SD3 and Z-Image pipelines built once per session, and a folder of
+images."""
 
 import os
 
@@ -25,6 +26,30 @@ def tiny_sdxl_path(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-sdxl")
     build_tiny_pipeline("sdxl", folder)
     return str(folder)
+
+
+def build_tiny(family: str, tmp_path_factory) -> str:
+    """A tiny random `family` pipeline in a new session folder (the transformer families: flux, sd3, z-image)."""
+    from textual_inversion.tiny import build_tiny_pipeline
+
+    folder = tmp_path_factory.mktemp(f"tiny-{family}")
+    build_tiny_pipeline(family, folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_flux_path(tmp_path_factory):
+    return build_tiny("flux", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3_path(tmp_path_factory):
+    return build_tiny("sd3", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_z_image_path(tmp_path_factory):
+    return build_tiny("z-image", tmp_path_factory)
 
 
 def draw_subject(path, index: int, size=(48, 40)) -> None:

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from textual_inversion import TrainConfig, UserError, train
-from textual_inversion.models import load_pipeline
+from textual_inversion.models import denoiser, load_pipeline
 from textual_inversion.objective import diffusion_loss, encode_conditioning
 
 
@@ -171,15 +171,17 @@ def test_fp16_without_a_gpu_is_refused(train_config):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("family_path", ["tiny_sd1_path", "tiny_sdxl_path"])
+@pytest.mark.parametrize("family_path", ["tiny_sd1_path", "tiny_sdxl_path", "tiny_flux_path", "tiny_sd3_path",
+                                         "tiny_z_image_path"])
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_mixed_precision_on_a_gpu(family_path, precision, request, image_folder, tmp_path):
     pipe = load_pipeline(request.getfixturevalue(family_path))
     config = TrainConfig(model="unused", images=str(image_folder), token="<blob>", options={"init_token": "cat"}, steps=4,
-                         lr=0.05, batch_size=2, mixed_precision=precision, output_dir=str(tmp_path / "run"))
+                         lr=0.05, batch_size=2, resolution=32, mixed_precision=precision, validation_prompt="a <blob>",
+                         validation_every=4, num_validation_images=1, validation_steps=2, output_dir=str(tmp_path / "run"))
     result = train(config, pipe=pipe)
-    assert pipe.unet.dtype == {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-    assert pipe.unet.device.type == "cuda"
+    assert denoiser(pipe).dtype == {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    assert denoiser(pipe).device.type == "cuda"
     for vectors in load_file(result.embedding_path).values():
         assert vectors.dtype == torch.float32 and torch.isfinite(vectors).all()
     assert all(torch.isfinite(torch.tensor(row[1])) for row in result.loss_history)

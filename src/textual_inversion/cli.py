@@ -141,8 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="Convert an embedding file; the output suffix picks .safetensors, .pt or .bin.")
     convert.add_argument("input", help="embedding file to read (.safetensors, .pt, .bin, .png)")
     convert.add_argument("output", help="file to write; e.g. name.pt for AUTOMATIC1111, name.safetensors")
-    convert.add_argument("--format", default="diffusers", choices=("diffusers", "a1111", "kohya", "a1111-png"),
-                         help="layout to write (default: diffusers; a1111-png: AUTOMATIC1111's picture, name.png)")
+    convert.add_argument("--format", default="diffusers", choices=("diffusers", "a1111", "kohya", "a1111-png", "comfyui"),
+                         help="layout to write (default: diffusers; a1111-png: AUTOMATIC1111's picture, name.png; "
+                              "comfyui: a Flux or SD3 file with T5's vectors as t5xxl)")
     convert.add_argument("--preview", help="with --format a1111-png: the picture it shows (default: a card with the token)")
     convert.add_argument("--token", help="rename the token (default: keep it)")
     convert.add_argument("--overwrite", action="store_true",
@@ -180,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--first", type=int, metavar="N", help="keep only the first N vectors")
     merge.add_argument("--norm", type=float, help="set every vector's length to this value")
     merge.add_argument("--scale", type=float, help="multiply every vector by this factor")
-    merge.add_argument("--format", default="diffusers", choices=("diffusers", "a1111", "kohya"),
-                       help="layout to write (default: diffusers)")
+    merge.add_argument("--format", default="diffusers", choices=("diffusers", "a1111", "kohya", "comfyui"),
+                       help="layout to write (default: diffusers; comfyui: a Flux or SD3 file with T5's as t5xxl)")
     merge.add_argument("--overwrite", action="store_true", help="allow the output to be one of the input files")
 
     export = commands.add_parser("export", help="write a run as a shareable concept folder (and push it to the hub)",

@@ -65,6 +65,9 @@ class TrainConfig:
     mixed_precision: str = option("no", "precision of the frozen model during training (fp16 needs a GPU)", PRECISIONS)
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass: less memory, more time")
     use_8bit_adam: bool = option(False, "8-bit AdamW from bitsandbytes (GPU memory saver; needs bitsandbytes)")
+    quantize_transformer: str = option("no", "load the frozen Flux/SD3/Z-Image transformer quantised: nf4 (4-bit, "
+                                       "bitsandbytes, CUDA only) or fp8 (8-bit float weights, optimum-quanto)",
+                                       ("no", "nf4", "fp8"))
     compile: bool = option(False, "torch.compile the UNet (pays off on long GPU runs)")
     channels_last: bool = option(False, "channels-last memory layout for the UNet (faster convolutions on some GPUs)")
     seed: int = option(0, "random seed; the same seed gives the same embedding")

@@ -141,18 +141,18 @@ def write_embedding(embedding: Embedding, path: str | Path, format: str = "diffu
     path = Path(path)
     if format not in FORMATS:
         raise UserError(f"--format {format}: choose one of {', '.join(FORMATS)}")
+    family = embedding.family
+    vectors = {name: tensor.detach().float().contiguous().cpu() for name, tensor in embedding.vectors.items()}
+    metadata = {**embedding.metadata, "token": embedding.token, "format": format}
+    if family in TRANSFORMER_KEYS:
+        return write_encoder_keys(embedding, vectors, path, format, {**metadata, "family": family})
     if format == "a1111-png":
         from .png_embedding import write_png_embedding  # Pillow and numpy, for this one format
 
         return write_png_embedding(embedding, path, preview)
     if path.suffix.lower() == ".png":
         raise UserError(f"{path}: a .png holds an embedding only as AUTOMATIC1111's picture; pass --format a1111-png")
-    family = embedding.family
     sdxl = family == "sdxl"
-    vectors = {name: tensor.detach().float().contiguous().cpu() for name, tensor in embedding.vectors.items()}
-    metadata = {**embedding.metadata, "token": embedding.token, "format": format}
-    if family in TRANSFORMER_KEYS:
-        return write_encoder_keys(embedding, vectors, path, format, {**metadata, "family": family})
     if format == "comfyui":
         raise UserError(f"--format comfyui renames T5's key, and {embedding.token} has none; ComfyUI reads the "
                         "a1111 and diffusers layouts of this file")

@@ -13,15 +13,19 @@ from .formats import SINGLE_ENCODER, Embedding
 from .models import text_encoders
 
 WORD_END = "</w>"  # CLIP's BPE vocabulary marks the last piece of a word so; other pieces continue a word
+WORD_STARTS = ("▁", "Ġ")  # T5's SentencePiece and Qwen's byte-level BPE mark a piece that follows a space so
 
 
 def nearest_words(embedding: Embedding, pipe, top_k: int = 5) -> dict[str, list[list[tuple[str, float]]]]:
-    """{text encoder: for each vector, the `top_k` (word, cosine similarity) of its vocabulary, best first}.
+    """{text encoder: for each vector, the `top_k` (word, cosine similarity) of its vocabulary, best first}, for
+    each encoder the file has vectors for (a file trained with --ti-encoders holds some of them).
 
     The caller checks first that `embedding` fits `pipe` (models.check_fits)."""
     nearest = {}
     for name, tokenizer, encoder in text_encoders(pipe):
         key = SINGLE_ENCODER if name == "text_encoder" else name
+        if key not in embedding.vectors:
+            continue
         matrix = encoder.get_input_embeddings().weight.detach().float().cpu()
         vectors = embedding.vectors[key].float()
         similarity = torch.nn.functional.normalize(vectors, dim=-1) @ torch.nn.functional.normalize(matrix, dim=-1).T
@@ -36,8 +40,13 @@ def nearest_words(embedding: Embedding, pipe, top_k: int = 5) -> dict[str, list[
 
 
 def readable(token: str) -> str:
-    """A vocabulary entry as a reader knows it: 'cat</w>' is the word cat; 'cat' alone begins a longer word."""
-    return token.removesuffix(WORD_END) if token.endswith(WORD_END) else f"{token}…"
+    """A vocabulary entry as a reader knows it: CLIP's 'cat</w>' is the word cat and 'cat' alone begins a longer
+    word; T5's '▁cat' and Qwen's 'Ġcat' are cat after a space."""
+    if token.endswith(WORD_END):
+        return token.removesuffix(WORD_END)
+    if token.startswith(WORD_STARTS) and len(token) > 1:
+        return token[1:]
+    return f"{token}…"
 
 
 def format_nearest(nearest: dict[str, list[list[tuple[str, float]]]]) -> str:

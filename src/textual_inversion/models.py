@@ -10,6 +10,7 @@ Z-Image (a Qwen3 language model, `qwen3`); their denoiser is `pipe.transformer`,
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import logging
 import os
@@ -128,18 +129,23 @@ def default_resolution(pipe) -> int:
     return sample_size * pipe.vae_scale_factor if sample_size else 1024
 
 
-def load_pipeline(model: str, model_config: str | None = None, dtype: torch.dtype = torch.float32):
-    """Load a Stable Diffusion (1.x, 2.x, XL) pipeline from any of the places users keep one."""
+def load_pipeline(model: str, model_config: str | None = None, dtype: torch.dtype = torch.float32,
+                  quantize: str = "no"):
+    """Load a pipeline (SD 1.x, 2.x, XL, 3.x, Flux.1, Z-Image) from any of the places users keep one; `quantize`
+    (nf4, fp8) loads a transformer family's transformer quantised (see `quantization_config`)."""
     location = resolve_model_path(model)
     path = Path(location)
     if path.is_file():
+        if quantize != "no":
+            raise UserError(f"--quantize-transformer {quantize}: works with a diffusers folder or hub id, not a "
+                            "single file; save the model with save_pretrained first")
         return load_single_file(path, model_config, dtype)
     if path.is_dir():
-        return load_folder(path, dtype)
+        return load_folder(path, dtype, quantize)
     meant = read_as(location)
     if meant == "path":
         raise UserError(f"--model {model}: no such file or folder")
-    return load_hub(location, dtype, cache_only=meant == "either")
+    return load_hub(location, dtype, cache_only=meant == "either", quantize=quantize)
 
 
 def pipeline_class_of_folder(path: Path) -> type:
@@ -157,14 +163,43 @@ def pipeline_class_of_folder(path: Path) -> type:
     return PIPELINE_CLASSES[class_name]
 
 
-def load_folder(path: Path, dtype: torch.dtype):
+def load_folder(path: Path, dtype: torch.dtype, quantize: str = "no"):
     pipeline_class = pipeline_class_of_folder(path)
     try:
         extra = {"safety_checker": None, "requires_safety_checker": False} if pipeline_class is StableDiffusionPipeline else {}
+        if quantize != "no":
+            extra["transformer"] = quantized_transformer(path, pipeline_class, dtype, quantize)
         pipe = pipeline_class.from_pretrained(path, dtype=dtype, local_files_only=True, **extra)
     except (OSError, ValueError, RuntimeError) as error:
         raise UserError(f"--model {path}: the model folder is broken or incomplete ({first_line(error)})") from None
     return pipe
+
+
+def quantized_transformer(path: Path, pipeline_class: type, dtype: torch.dtype, quantize: str):
+    """The folder's transformer with its linear layers' weights quantised, through diffusers' quantisation support:
+    nf4 by bitsandbytes (4-bit NormalFloat, as in QLoRA; diffusers quantises with it on CUDA only), fp8 by
+    optimum-quanto (float8 weights, dequantised per layer as it runs; works on the CPU too). It stays frozen: the
+    token rows and LoRA adapters learn in full precision around it."""
+    import diffusers
+
+    if pipeline_class not in TRANSFORMER_FAMILIES.values():
+        raise UserError(f"--quantize-transformer {quantize}: for Flux, SD3 and Z-Image models, not a "
+                        f"{pipeline_class.__name__}")
+    if quantize == "nf4":
+        if not torch.cuda.is_available():
+            raise UserError("--quantize-transformer nf4: bitsandbytes quantises on a CUDA GPU only; use fp8 here")
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise UserError("--quantize-transformer nf4 needs bitsandbytes: pip install bitsandbytes")
+        config = diffusers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                              bnb_4bit_compute_dtype=dtype if dtype != torch.float32 else torch.bfloat16)
+    else:
+        if importlib.util.find_spec("optimum.quanto") is None:
+            raise UserError("--quantize-transformer fp8 needs optimum-quanto: pip install optimum-quanto")
+        config = diffusers.QuantoConfig(weights_dtype="float8")
+    index = json.loads((path / "model_index.json").read_text())
+    transformer_class = getattr(diffusers, index["transformer"][1])
+    return transformer_class.from_pretrained(path, subfolder="transformer", quantization_config=config, dtype=dtype,
+                                             local_files_only=True)
 
 
 def hub_offline() -> bool:
@@ -214,7 +249,7 @@ def read_as(spec: str) -> str:
     return "either" if "/" in spec and Path(spec.split("/")[0]).is_dir() else "hub id"
 
 
-def load_hub(repo_id: str, dtype: torch.dtype, cache_only: bool = False):
+def load_hub(repo_id: str, dtype: torch.dtype, cache_only: bool = False, quantize: str = "no"):
     """A hub model through the Hugging Face cache; with `cache_only` (or an unreachable hub) from the cache alone."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
@@ -233,7 +268,7 @@ def load_hub(repo_id: str, dtype: torch.dtype, cache_only: bool = False):
     except (HfHubHTTPError, OSError, ValueError) as error:
         raise UserError(f"--model {repo_id}: cannot fetch it from the hub ({first_line(error)}); "
                         "check the id, or pass a local folder or .safetensors file") from None
-    return load_folder(Path(folder), dtype)
+    return load_folder(Path(folder), dtype, quantize)
 
 
 def single_file_family(path: Path) -> str:

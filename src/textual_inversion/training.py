@@ -109,7 +109,7 @@ def train(config: TrainConfig, pipe=None, stop: threading.Event | None = None,
         logger.warning("--images %s: only one image; 3-5 varied pictures give a better concept", config.images)
     output_dir = check_output_dir(config)
     if pipe is None:
-        pipe = load_pipeline(config.model, config.model_config)
+        pipe = load_pipeline(config.model, config.model_config, quantize=config.quantize_transformer)
     if is_transformer_family(pipe) and not method_class.transformer_families:
         raise UserError(f"--method {config.method}: not available for {model_family(pipe)} models; use "
                         "textual-inversion, lora or pivotal")
