@@ -77,7 +77,9 @@ def ti_run(model_paths, pictures, tmp_path_factory) -> Callable[[str], Run]:
     def run(family: str) -> Run:
         if family not in runs:
             pipe = load_pipeline(model_paths[family])
-            config = run_config(model_paths[family], pictures, tmp_path_factory.mktemp(f"ti-{family}") / "run")
+            config = run_config(model_paths[family], pictures, tmp_path_factory.mktemp(f"ti-{family}") / "run",
+                                validation_prompt=f"a photo of {TOKEN}", validation_every=4, num_validation_images=2,
+                                validation_steps=2)
             runs[family] = Run(family, model_paths[family], pipe, train(config, pipe=pipe))
         return runs[family]
 
@@ -164,6 +166,12 @@ def test_textual_inversion_changes_only_the_new_rows(family, ti_run):
             assert torch.equal(after[key][first:end], saved.vectors[name])
             assert not torch.allclose(saved.vectors[name], before[key][cat].mean(0).expand(VECTORS, -1)), \
                 f"{name}: the token did not learn"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_previews_are_drawn_at_the_training_resolution(family, ti_run):
+    grid = Image.open(ti_run(family).result.output_dir / "previews" / "step-000004.png")
+    assert grid.size == (64, 32)  # two 32 px previews side by side, not the pipeline's default size
 
 
 @pytest.mark.parametrize("family", FAMILIES)
