@@ -125,3 +125,18 @@ def test_threads_default_to_half_the_cpus_or_omp_num_threads(monkeypatch):
             use_threads(0)
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_hub_download_takes_the_pipeline_folders_not_the_single_files_beside_them():
+    from huggingface_hub.utils import filter_repo_objects
+
+    from textual_inversion.models import HUB_FILES
+
+    repo = ["model_index.json", "flux1-dev.safetensors", "ae.safetensors", "README.md", "transformer/config.json",
+            "transformer/diffusion_pytorch_model-00001-of-00003.safetensors",
+            "transformer/diffusion_pytorch_model.safetensors.index.json", "text_encoder_2/model.safetensors",
+            "tokenizer_2/spiece.model", "tokenizer/merges.txt", "tokenizer/vocab.json", "vae/diffusion_pytorch_model.bin"]
+    assert sorted(filter_repo_objects(repo, allow_patterns=HUB_FILES)) == sorted(
+        ["model_index.json", "transformer/config.json", "transformer/diffusion_pytorch_model-00001-of-00003.safetensors",
+         "transformer/diffusion_pytorch_model.safetensors.index.json", "text_encoder_2/model.safetensors",
+         "tokenizer_2/spiece.model", "tokenizer/merges.txt", "tokenizer/vocab.json"])

@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 LOCAL_FILE_SUFFIXES = (*SINGLE_FILE_SUFFIXES, ".pt", ".bin")  # a name ending so is a file, never a hub id
 HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # "owner/name"; anything else that does not exist is a bad path
+# What a diffusers repo's pipeline is made of: the index and each component's folder (configs, tokenizer
+# files, T5's SentencePiece model, weights). Not the single-file checkpoints many repos also keep at the top
+# (FLUX.1-dev keeps its whole transformer again as flux1-dev.safetensors; SD 1.5's repo several whole models).
+HUB_FILES = ["model_index.json", "*/*.json", "*/*.txt", "*/*.safetensors", "*/*.model"]
 # The transformer-era pipelines by family name; each has `pipe.transformer` where SD has `pipe.unet`.
 TRANSFORMER_FAMILIES = {"flux": FluxPipeline, "sd3": StableDiffusion3Pipeline, "z-image": ZImagePipeline}
 PIPELINE_CLASSES = {cls.__name__: cls for cls in (StableDiffusionPipeline, StableDiffusionXLPipeline,
@@ -256,7 +260,7 @@ def load_hub(repo_id: str, dtype: torch.dtype, cache_only: bool = False, quantiz
 
     unreachable = None if cache_only else hub_unreachable()
     try:
-        folder = snapshot_download(repo_id, allow_patterns=["*.json", "*.txt", "*.safetensors", "*.model"],
+        folder = snapshot_download(repo_id, allow_patterns=HUB_FILES,
                                    local_files_only=cache_only or unreachable is not None)
     except LocalEntryNotFoundError:
         if cache_only:
