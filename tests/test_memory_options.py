@@ -54,3 +54,12 @@ def test_quantizing_is_refused_where_it_cannot_work(tiny_sd1_path, tiny_flux_pat
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="CUDA GPU only"):
             load_pipeline(tiny_flux_path, quantize="nf4")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_nf4_transformer_trains_pivotal_tuning_on_a_gpu(tiny_flux_path, image_folder, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    result = train(TrainConfig(model=tiny_flux_path, images=str(image_folder), token="<blob>", method="pivotal",
+                               options={"init_token": "cat"}, steps=3, batch_size=2, resolution=32, lr=0.05,
+                               mixed_precision="bf16", quantize_transformer="nf4", output_dir=str(tmp_path / "run")))
+    assert all(torch.isfinite(v).all() for v in load_file(result.embedding_path).values())
