@@ -149,4 +149,27 @@ def test_an_unreachable_hub_means_the_cache_alone(tmp_path, monkeypatch):
                                         r"the Hugging Face cache, and the hub cannot be reached \(no connection to "
                                         r"huggingface.co:443: test\); check the path, or download"):
         resolve_concept("someone/some-concept")
-    assert asked == [True]
+    assert asked == [True, True]  # learned_embeds.safetensors, then .bin: each from the cache alone
+
+
+def test_a_hub_repo_with_learned_embeds_safetensors_resolves(tmp_path, monkeypatch):
+    """Repos written by `export` (and every Flux, SD3 or Z-Image concept) hold learned_embeds.safetensors only."""
+    import torch
+
+    from textual_inversion.formats import Embedding, write_embedding
+
+    cache = tmp_path / "hub"
+    repo = cache / "models--someone--flux-concept"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    vectors = {"clip_l": torch.randn(2, 768), "t5": torch.randn(2, 4096)}
+    write_embedding(Embedding("<x>", vectors, {"family": "flux"}), snapshot / "learned_embeds.safetensors")
+    (snapshot / "token_identifier.txt").write_text("<my-flux-thing>")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    embedding = resolve_concept("someone/flux-concept")
+    assert embedding.token == "<my-flux-thing>" and embedding.family == "flux"
+    assert torch.equal(embedding.vectors["t5"], vectors["t5"])

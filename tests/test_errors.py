@@ -33,8 +33,30 @@ def train(tmp, model, *args, images_folder=None):
             "--output-dir", str(tmp / "out"), "--steps", "1", *args]
 
 
+def train_weights(tmp, model, method, *args):
+    """`train --method METHOD`, for the methods that learn weights and so take no --init-token."""
+    return ["train", "--model", model, "--method", method, "--images", images(tmp), "--token", "sks",
+            "--output-dir", str(tmp / "out"), "--steps", "1", *args]
+
+
 def embedding_file(tmp, width=768, token="<e>"):
     return str(write_embedding(Embedding(token, {"text_encoder": torch.zeros(1, width)}), tmp / f"{token[1:-1]}.safetensors"))
+
+
+def flux_embedding_file(tmp):
+    """A Flux embedding (clip_l 768 + t5 4096), made without a Flux model."""
+    vectors = {"clip_l": torch.zeros(1, 768), "t5": torch.zeros(1, 4096)}
+    return str(write_embedding(Embedding("<f>", vectors, {"family": "flux"}), tmp / "f.safetensors"))
+
+
+def on_flux(make_args):
+    """A case whose model (`m`) is the tiny Flux pipeline instead of the tiny SD1 one."""
+    make_args.model = "tiny_flux_path"
+    return make_args
+
+
+def generate(tmp, model, *args):
+    return ["generate", "--model", model, "--output-dir", str(tmp / "out"), *args]
 
 
 def evil_pickle(tmp):
@@ -92,15 +114,25 @@ CASES = {
     "merge of different families": (lambda t, m: ["merge", embedding_file(t), embedding_file(t, 1024, "<f>"), "-o", str(t / "m.safetensors")], "f.safetensors"),
     "export of a folder that is no run": (lambda t, m: ["export", str(t / "nothing"), str(t / "shared")], "no such run folder"),
     "single file offline without its config": (lambda t, m: train(t, str((t / "m.safetensors").write_bytes(b"\x00" * 16) and t / "m.safetensors")), "cannot read this checkpoint"),
+    "--ti-encoders naming no encoder of the model": (on_flux(lambda t, m: train(t, m, "--ti-encoders", "clip_g")), "--ti-encoders clip_g: this model's text encoders are clip_l, t5"),
+    "--ti-encoders on an SD model": (lambda t, m: train(t, m, "--ti-encoders", "clip_l"), "on this model every text encoder learns the token; leave it out"),
+    "dreambooth on a transformer-family model": (on_flux(lambda t, m: train_weights(t, m, "dreambooth")), "--method dreambooth: not available for flux models"),
+    "--kohya-copy on Flux": (on_flux(lambda t, m: train_weights(t, m, "lora", "--kohya-copy")), "--kohya-copy: the kohya layout is written for SD 1.x, 2.x and XL only, not flux"),
+    "--bundle on Flux": (on_flux(lambda t, m: train(t, m, "--method", "pivotal", "--bundle")), "--bundle: AUTOMATIC1111's bundle layout is for SD 1.x, 2.x and XL, not flux"),
+    "--scheduler on Flux": (on_flux(lambda t, m: generate(t, m, "--prompt", "a cat", "--scheduler", "euler")), "--scheduler euler: flux samples with its own flow-matching scheduler"),
+    "prompt weights on Flux": (on_flux(lambda t, m: generate(t, m, "--prompt", "a (cat:1.3)")), "weights like (word:1.3) work with SD 1.x, 2.x and XL, not flux"),
+    "Flux embedding in an SD model": (lambda t, m: generate(t, m, "--concept", flux_embedding_file(t), "--prompt", "<f>"), "(clip_l 768, t5 4096) fit Flux.1"),
+    "convert of a Flux embedding to a1111": (lambda t, m: ["convert", flux_embedding_file(t), str(t / "a.safetensors"), "--format", "a1111"], "--format a1111: Flux.1 (clip_l and/or t5) embeddings are written as diffusers"),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_gets_one_line_and_writes_nothing(case, tiny_sd1_path, tmp_path, capsys, monkeypatch):
+def test_bad_input_gets_one_line_and_writes_nothing(case, request, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
     make_args, expected = CASES[case]
-    args = make_args(tmp_path, tiny_sd1_path)
+    args = make_args(tmp_path, request.getfixturevalue(getattr(make_args, "model", "tiny_sd1_path")))
+    capsys.readouterr()  # a tiny model built just now has printed its progress
     before = {p for p in tmp_path.rglob("*")}
     with pytest.raises(SystemExit) as exit_info:
         main(args)

@@ -24,6 +24,12 @@ def prompt_embeddings(pipe, prompt: str) -> torch.Tensor:
         return pipe.encode_prompt(prompt, "cpu", 1, False)[0]
 
 
+def flux_prompt_embeddings(pipe, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flux's prompt embeddings: T5's sequence and CLIP's pooled vector."""
+    with torch.no_grad():
+        return pipe.encode_prompt(prompt, None, device="cpu")[:2]
+
+
 def front_matter(card: str) -> dict:
     """The YAML between the card's two `---` lines."""
     assert card.startswith("---\n")
@@ -188,3 +194,89 @@ def test_runs_without_an_embedding_and_unfinished_runs_are_refused(tmp_path):
         export_concept(lora_run, tmp_path / "shared")
     assert not (tmp_path / "shared").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["lora-run"]
+
+
+def transformer_run(model: str, image_folder, tmp_path, **options):
+    """A finished 2-step textual-inversion run on a tiny Flux, SD3 or Z-Image model."""
+    from textual_inversion import TrainConfig
+
+    return train(TrainConfig(model=model, images=str(image_folder), token="<blob>",
+                             options={"init_token": "cat", **options}, steps=2, batch_size=2, resolution=32,
+                             output_dir=str(tmp_path / "run")))
+
+
+def test_a_flux_run_exports_a_comfyui_copy_and_a_card_whose_diffusers_lines_load_it(tiny_flux_path, image_folder,
+                                                                                     tmp_path):
+    flux = transformer_run(tiny_flux_path, image_folder, tmp_path)
+    folder = tmp_path / "shared"
+    files = export_concept(flux.output_dir, folder).files
+    # No pickle and no AUTOMATIC1111 copy (neither exists for Flux); the copy named after the word is ComfyUI's.
+    assert set(files) == {"README.md", "learned_embeds.safetensors", "blob.safetensors", "token_identifier.txt",
+                          "type_of_concept.txt", *(f"concept_images/{i}.jpeg" for i in range(4))}
+    assert set(load_file(folder / "learned_embeds.safetensors")) == {"clip_l", "t5"}
+    assert set(load_file(folder / "blob.safetensors")) == {"clip_l", "t5xxl"}  # ComfyUI's name for T5's vectors
+    learned = read_embedding(flux.embedding_path)
+    for key in ("clip_l", "t5"):
+        assert torch.equal(read_embedding(folder / "blob.safetensors").vectors[key], learned.vectors[key])
+
+    card = (folder / "README.md").read_text()
+    meta = front_matter(card)
+    assert (meta["license"], meta["license_name"]) == ("other", "flux-1-dev-non-commercial-license")
+    assert {"textual_inversion", "diffusers", "flux", "text-to-image"} <= set(meta["tags"])
+    assert "stable-diffusion" not in meta["tags"] and "AUTOMATIC1111" not in card
+    lines = [f'pipe.load_textual_inversion(vectors["{key}"], token="<blob>", text_encoder=pipe.{encoder}, '
+             f'tokenizer=pipe.{tokenizer})' for key, encoder, tokenizer in
+             (("clip_l", "text_encoder", "tokenizer"), ("t5", "text_encoder_2", "tokenizer_2"))]
+    for usage in (*lines, "embedding:blob", "`t5xxl`", f"--model {tiny_flux_path} --concept path/to/this/folder"):
+        assert usage in card, usage
+
+    # The card's diffusers lines and our loader (given the folder) give the same prompt embeddings.
+    by_diffusers = load_pipeline(tiny_flux_path)
+    vectors = load_file(folder / "learned_embeds.safetensors")
+    by_diffusers.load_textual_inversion(vectors["clip_l"], token="<blob>", text_encoder=by_diffusers.text_encoder,
+                                        tokenizer=by_diffusers.tokenizer)
+    by_diffusers.load_textual_inversion(vectors["t5"], token="<blob>", text_encoder=by_diffusers.text_encoder_2,
+                                        tokenizer=by_diffusers.tokenizer_2)
+    ours = load_pipeline(tiny_flux_path)
+    assert load_concepts(ours, [str(folder)]) == ["<blob>"]
+    theirs = flux_prompt_embeddings(by_diffusers, "a photo of <blob>")
+    mine = flux_prompt_embeddings(ours, "a photo of <blob>")
+    assert all(torch.equal(a, b) for a, b in zip(theirs, mine, strict=True))
+    assert not torch.equal(mine[0], flux_prompt_embeddings(ours, "a photo of cat")[0])  # the word was learned
+
+
+def test_a_flux_word_learned_by_one_encoder_is_loaded_into_that_one(tiny_flux_path, image_folder, tmp_path):
+    flux = transformer_run(tiny_flux_path, image_folder, tmp_path, ti_encoders="t5")
+    export_concept(flux.output_dir, tmp_path / "shared")
+    assert set(load_file(tmp_path / "shared" / "blob.safetensors")) == {"t5xxl"}
+    card = (tmp_path / "shared" / "README.md").read_text()
+    assert 'vectors["t5"]' in card and 'vectors["clip_l"]' not in card
+    assert "`clip_l` reads the word as plain text" in card
+
+
+@pytest.mark.parametrize("family, copy_keys, license", [
+    ("sd3", {"clip_l", "clip_g", "t5xxl"}, ("other", "stabilityai-ai-community")),
+    ("z-image", None, ("apache-2.0", None)),  # no other tool reads a Z-Image file: no copy for a UI
+])
+def test_sd3_and_z_image_runs_export_for_comfyui_where_it_reads_them_and_point_to_our_loader(
+        family, copy_keys, license, request, image_folder, tmp_path):
+    model = request.getfixturevalue(f"tiny_{family.replace('-', '_')}_path")
+    run = transformer_run(model, image_folder, tmp_path)
+    folder = tmp_path / "shared"
+    files = set(export_concept(run.output_dir, folder).files)
+    assert "learned_embeds.bin" not in files and "learned_embeds.safetensors" in files
+    assert ("blob.safetensors" in files) == (copy_keys is not None)
+    if copy_keys:
+        assert set(load_file(folder / "blob.safetensors")) == copy_keys
+
+    card = (folder / "README.md").read_text()
+    meta = front_matter(card)
+    assert (meta["license"], meta.get("license_name")) == license
+    assert family in meta["tags"] and "diffusers" not in meta["tags"]  # diffusers has no loader for these
+    assert "load_textual_inversion(" not in card and "AUTOMATIC1111" not in card
+    assert ("## Use it in ComfyUI" in card) == (copy_keys is not None)
+    assert f"textual-inversion generate --model {model} --concept path/to/this/folder" in card
+
+    concept = read_concept(str(folder))  # what the card's command loads
+    assert concept.of_kind(EMBEDDING)[0].family == family
+    assert load_concepts(load_pipeline(model), [str(folder)]) == ["<blob>"]

@@ -231,3 +231,44 @@ def test_ui_command_errors_are_one_line(monkeypatch, capsys):
         main(["ui"])
     assert capsys.readouterr().err == ('error: the web page needs gradio: pip install "textual-inversion[ui]" '
                                        '(or pip install gradio)\n')
+
+
+def test_a_flux_model_trains_and_generates_through_the_page(jobs, tiny_flux_path, tiny_sd1_path, image_folder,
+                                                             tmp_path):
+    from textual_inversion.config import GenerateConfig, TrainConfig, UIConfig
+    from textual_inversion.formats import read_embedding
+    from textual_inversion.ui import generate_tab
+    from textual_inversion.ui.forms import field_input
+    from textual_inversion.ui.jobs import ACTIVE
+    from textual_inversion.ui.teach_tab import ADVANCED_FIELDS, MAIN_FIELDS, method_fields, submit_job
+
+    ui = UIConfig(model=tiny_flux_path, runs_dir=str(tmp_path / "runs"), outputs_dir=str(tmp_path / "outputs"),
+                  device="cpu")
+    # The Teach form as the page sends it: every input at its starting value, the options of every method
+    # included (--ti-encoders among textual-inversion's), a few changed by the user.
+    assert "ti_encoders" in method_fields()["textual-inversion"]
+    names = [*MAIN_FIELDS, *ADVANCED_FIELDS, *(name for names in method_fields().values() for name in names)]
+    values = {name: field_input(TrainConfig, name).value for name in names}
+    values.update(token="<blob>", init_token="cat", steps=2, batch_size=2, resolution=32, ti_encoders="clip_l, t5",
+                  validation_prompt="a photo of {token}", validation_every=2, validation_steps=1,
+                  num_validation_images=1)
+    job = submit_job(ui, jobs, [str(path) for path in sorted(image_folder.iterdir())], values)
+    wait_for(lambda: job.state not in ACTIVE, timeout=120)
+    assert job.state == FINISHED, job.error
+    assert set(read_embedding(job.output_dir / "learned_embeds.safetensors").vectors) == {"clip_l", "t5"}
+    assert (job.output_dir / "previews" / "step-000002.png").is_file()
+
+    # The Generate tab offers no scheduler for a flow-matching model (generate refuses one), as it does for SD.
+    assert generate_tab.samples_by_flow_matching(ui)
+    assert not generate_tab.samples_by_flow_matching(dataclasses.replace(ui, model=tiny_sd1_path))
+    with gradio.Blocks() as page:
+        generate_tab.build(ui, page)
+    shown = {getattr(block, "elem_id", None) for block in page.blocks.values()}
+    assert {"generate-prompt", "generate-width"} <= shown and "generate-scheduler" not in shown
+    values = {name: field_input(GenerateConfig, name).value
+              for name in (*generate_tab.MAIN_FIELDS, *generate_tab.ADVANCED_FIELDS)}
+    values.update(prompt="a photo of <blob>", steps=2, num_images=1, seed=3)
+    assert generate_tab.concept_choices(ui.runs_dir) == [("<blob> · textual-inversion · blob", str(job.output_dir))]
+    (path,) = generate_tab.run_generation(ui, [str(job.output_dir)], [], values)
+    assert path.name == "000003.png"
+    assert "Sampler: FlowMatchEulerDiscreteScheduler" in generate_tab.png_parameters(path)

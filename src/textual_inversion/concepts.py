@@ -140,9 +140,12 @@ def download_concept_library(repo_id: str, cache_only: bool = False) -> Embeddin
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
+    # Newer repos (and `export`'s, the only layout of Flux, SD3 and Z-Image files) hold learned_embeds.safetensors;
+    # the library's older ones learned_embeds.bin.
+    names = (OUTPUT_FILES[EMBEDDING], CONCEPT_LIBRARY_FILES[0])
     if cache_only:
-        cached = [try_to_load_from_cache(repo_id, name) for name in CONCEPT_LIBRARY_FILES]
-        if not isinstance(cached[0], str):
+        cached = [found for found in (try_to_load_from_cache(repo_id, name) for name in names) if isinstance(found, str)]
+        if not cached:
             parent = repo_id.split("/")[0]
             there = sorted(entry.name for entry in Path(parent).iterdir() if not entry.name.startswith("."))
             raise UserError(f"--concept {repo_id}: no such folder here, and not in the Hugging Face cache; "
@@ -151,15 +154,21 @@ def download_concept_library(repo_id: str, cache_only: bool = False) -> Embeddin
         return read_concept_library(Path(cached[0]).parent)
     unreachable = hub_unreachable()
     try:
-        files = [Path(hf_hub_download(repo_id, name, local_files_only=unreachable is not None))
-                 for name in CONCEPT_LIBRARY_FILES]
+        for name in names:
+            try:
+                embeds = Path(hf_hub_download(repo_id, name, local_files_only=unreachable is not None))
+                break
+            except (EntryNotFoundError, LocalEntryNotFoundError):
+                if name == names[-1]:
+                    raise
+        hf_hub_download(repo_id, CONCEPT_LIBRARY_FILES[1], local_files_only=unreachable is not None)
     except LocalEntryNotFoundError:
         raise UserError(f"--concept {repo_id}: no such folder here, and as a hub repo not in the Hugging Face cache, "
                         f"and the hub cannot be reached ({unreachable}); check the path, or download the repo where "
                         "there is a network and pass its folder") from None
     except (EntryNotFoundError, HfHubHTTPError, OSError) as error:
         raise UserError(f"--concept {repo_id}: not a concept-library repo ({str(error).splitlines()[0][:200]})") from None
-    return read_concept_library(files[0].parent)
+    return read_concept_library(embeds.parent)
 
 
 def load_concepts(pipe, concepts: list) -> list[str]:

@@ -4,8 +4,11 @@ The layout is the one the sd-concepts-library repos have (and diffusers' textual
 `learned_embeds.bin` + `token_identifier.txt` + `type_of_concept.txt` + `concept_images/`, with a model card
 `README.md`. Beside them: `learned_embeds.safetensors` (diffusers' `load_textual_inversion` looks for it
 first), a copy named after the token for AUTOMATIC1111 and ComfyUI (they name the word after the file), and
-for pivotal runs the LoRA. Only runs that learned an embedding are exported: a LoRA or a DreamBooth pipeline
-has no word to share in this layout, and its own files are already what diffusers loads.
+for pivotal runs the LoRA. Flux, SD3 and Z-Image embeddings are `.safetensors` files keyed by text encoder:
+no pickle and no AUTOMATIC1111 copy for them (neither exists for these families); Flux and SD3 get a ComfyUI
+copy, with T5's vectors keyed `t5xxl`, and Z-Image none (no other tool reads its file). Only runs that
+learned an embedding are exported: a LoRA or a DreamBooth pipeline has no word to share in this layout, and
+its own files are already what diffusers loads.
 """
 
 from __future__ import annotations
@@ -21,7 +24,15 @@ from .concepts import CONCEPT_LIBRARY_FILES, run_outputs
 from .errors import UserError
 from .formats import read_embedding, write_embedding
 from .methods import METHODS
-from .model_card import CONCEPT_IMAGES_DIR, CONCEPT_TYPE_FILE, MAX_SAMPLE_SIDE, SharedRun, model_card
+from .model_card import (
+    CONCEPT_IMAGES_DIR,
+    CONCEPT_TYPE_FILE,
+    MAX_SAMPLE_SIDE,
+    SharedRun,
+    has_library_pickle,
+    model_card,
+    word_file_format,
+)
 from .models import first_line, hub_unreachable, read_as
 from .outputs import EMBEDDING, KOHYA_LORA, LORA, OUTPUT_FILES
 from .rundir import PREVIEW_DIR, read_run_file
@@ -32,9 +43,19 @@ LEGACY_EMBEDDING_FILE, TOKEN_FILE = CONCEPT_LIBRARY_FILES
 PREVIEW_FILE = "preview.jpeg"
 MODEL_CARD_FILE = "README.md"
 MAX_SAMPLE_IMAGES = 4
-# The base models' own licenses (SD 1.x: CreativeML OpenRAIL-M; SD 2.x and SDXL: OpenRAIL++), which a concept
-# made for them usually follows; anything else is "other" unless --license says.
-LICENSE_OF_FAMILY = {"sd1": "creativeml-openrail-m", "sd2": "openrail++", "sdxl": "openrail++"}
+# The base models' own licenses, which a concept made for them usually follows, as the front matter of their hub
+# cards gives them: SD 1.x CreativeML OpenRAIL-M; SD 2.x and SDXL OpenRAIL++; FLUX.1 [dev] and SD 3.5 licenses the
+# hub has no id for ("other", named by license_name: black-forest-labs/FLUX.1-dev, stabilityai/stable-diffusion-3.5-
+# large); Z-Image Apache 2.0 (Tongyi-MAI/Z-Image-Turbo), as is FLUX.1 [schnell]. Anything else is "other" unless
+# --license says.
+LICENSE_OF_FAMILY = {"sd1": "creativeml-openrail-m", "sd2": "openrail++", "sdxl": "openrail++", "flux": "other",
+                     "sd3": "other", "z-image": "apache-2.0"}
+NAMED_LICENSES = {  # family: (license_name, license_link) for its "other"
+    "flux": ("flux-1-dev-non-commercial-license",
+             "https://huggingface.co/black-forest-labs/FLUX.1-dev/blob/main/LICENSE.md"),
+    "sd3": ("stabilityai-ai-community",
+            "https://huggingface.co/stabilityai/stable-diffusion-3.5-large/blob/main/LICENSE.md"),
+}
 
 
 @dataclass
@@ -139,10 +160,14 @@ def file_stem(token: str) -> str:
 def write_concept_folder(run: SharedRun, folder: Path, license: str | None, repo_id: str | None) -> list[str]:
     """Every file of the export, into `folder`; returns their paths relative to it."""
     stem = file_stem(run.token)
+    family = run.embedding.family
     write_embedding(run.embedding, folder / OUTPUT_FILES[EMBEDDING], "diffusers")
-    # The concept library's own file, for loaders that know only it (InvokeAI's, `generate --concept owner/name`).
-    write_embedding(run.embedding, folder / LEGACY_EMBEDDING_FILE, "diffusers")
-    write_embedding(run.embedding, folder / f"{stem}.safetensors", "a1111")
+    if has_library_pickle(family):
+        # The concept library's own file, for loaders that know only it (InvokeAI's, `generate --concept owner/name`).
+        write_embedding(run.embedding, folder / LEGACY_EMBEDDING_FILE, "diffusers")
+    layout = word_file_format(family)  # the copy UIs name the word after: SD's a1111, Flux's and SD3's comfyui
+    if layout is not None:
+        write_embedding(run.embedding, folder / f"{stem}.safetensors", layout)
     (folder / TOKEN_FILE).write_text(run.token, encoding="utf-8")
     (folder / CONCEPT_TYPE_FILE).write_text(run.concept_type, encoding="utf-8")
     if run.lora is not None:
@@ -152,11 +177,22 @@ def write_concept_folder(run: SharedRun, folder: Path, license: str | None, repo
     samples = [save_sample(image, folder / CONCEPT_IMAGES_DIR / f"{index}.jpeg")
                for index, image in enumerate(run.images)]
     preview = save_sample(run.preview, folder / PREVIEW_FILE) if run.preview is not None else None
-    license = license or LICENSE_OF_FAMILY.get(run.embedding.family, "other")
+    license, license_name, license_link = card_license(run, license)
     card = model_card(run, license, repo_id, stem, [p.relative_to(folder).as_posix() for p in samples],
-                      preview.name if preview else None, base_model_id(run.base_model))
+                      preview.name if preview else None, base_model_id(run.base_model), license_name,
+                      license_link)
     (folder / MODEL_CARD_FILE).write_text(card, encoding="utf-8")
     return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+
+
+def card_license(run: SharedRun, chosen: str | None) -> tuple[str, str | None, str | None]:
+    """(license, license_name, license_link) for the card: --license as given, else the base model's."""
+    if chosen:
+        return chosen, None, None
+    family = run.embedding.family
+    if family == "flux" and "schnell" in run.base_model.lower():  # FLUX.1 [schnell] is Apache 2.0, unlike [dev]
+        return "apache-2.0", None, None
+    return LICENSE_OF_FAMILY.get(family, "other"), *NAMED_LICENSES.get(family, (None, None))
 
 
 def save_sample(source: Path, target: Path) -> Path:

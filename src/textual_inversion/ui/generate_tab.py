@@ -1,7 +1,9 @@
 """The Generate tab: learned concepts (runs on disk, uploaded files) + prompt -> PNGs with their parameters.
 
 The images are generation.py's own files, served as they are, so a downloaded PNG carries the
-AUTOMATIC1111 `parameters` text chunk (prompt, seed, settings) that the CLI writes.
+AUTOMATIC1111 `parameters` text chunk (prompt, seed, settings) that the CLI writes. Flux, SD3 and Z-Image
+sample with their own flow-matching scheduler, which `generate` keeps (it refuses --scheduler): for those
+models the tab offers no scheduler.
 """
 
 from __future__ import annotations
@@ -24,6 +26,26 @@ ADVANCED_FIELDS = ("width", "height")
 def concept_choices(runs_dir: str) -> list[tuple[str, str]]:
     """(label, folder) for every run under `runs_dir` that holds something to load."""
     return [(concept.label(), str(concept.folder)) for concept in list_concepts(runs_dir) if concept.usable]
+
+
+def samples_by_flow_matching(ui: UIConfig) -> bool:
+    """Whether the page's model is a Flux, SD3 or Z-Image pipeline, read from its model_index.json (a folder, or a
+    hub id in the Hugging Face cache) without loading it. A single-file model shows its family only once loaded:
+    it keeps the scheduler choice, and `generate` says why if it refuses one."""
+    from ..models import TRANSFORMER_FAMILIES, pipeline_class_of_folder, read_as, resolve_model_path
+
+    spec = ui.model_config if ui.model_config and Path(ui.model).is_file() else ui.model
+    try:
+        folder: Path | None = Path(resolve_model_path(spec))
+        if not folder.is_dir() and read_as(spec) != "path":
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(spec, "model_index.json")
+            folder = Path(cached).parent if isinstance(cached, str) else None
+        return folder is not None and folder.is_dir() and \
+            pipeline_class_of_folder(folder) in TRANSFORMER_FAMILIES.values()
+    except (UserError, ValueError):  # no model there, or not one this tool loads: `generate` will say so
+        return False
 
 
 def png_parameters(path: Path) -> str:
@@ -51,8 +73,9 @@ def build(ui: UIConfig, page: gr.Blocks) -> gr.CheckboxGroup:
                               file_types=[".safetensors", ".pt", ".bin"], elem_id="generate-uploads")
             inputs = {name: field_input(GenerateConfig, name) for name in MAIN_FIELDS}
             with gr.Accordion("Advanced options", open=False):
-                inputs["scheduler"] = field_input(GenerateConfig, "scheduler", value="",
-                                                  choices=[("the model's own", ""), *SCHEDULERS])
+                if not samples_by_flow_matching(ui):  # the SD schedulers do not apply to a flow-matching model
+                    inputs["scheduler"] = field_input(GenerateConfig, "scheduler", value="",
+                                                      choices=[("the model's own", ""), *SCHEDULERS])
                 inputs.update({name: field_input(GenerateConfig, name) for name in ADVANCED_FIELDS})
             button = gr.Button("Generate", variant="primary", elem_id="generate-button")
             notice = gr.Markdown(elem_id="generate-notice")
