@@ -1,0 +1,86 @@
+"""A set of new miniworld concepts that no setting was tuned on, for measuring what each method can learn.
+
+Fifteen concepts in five kinds, rendered with scene seeds used nowhere else (8001 onwards), five pictures
+each with caption files as the bundled concepts have them:
+
+- hidden colour on each base shape: teal, which the base model draws but has no word for;
+- hidden colour + a pattern: two things without a word at once;
+- composites of 2-3 named attributes: every part has a word, the combination is the subject;
+- the unseen shape (star) in two colours: a shape the base model never saw;
+- two styles: a pattern on any shape and colour.
+
+    python -m benchmarks.concept_set [--output runs/concept-set]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual_inversion.miniworld.concepts import Concept, ConceptSpec, write_concept
+from textual_inversion.miniworld.world import BASE_SHAPES, NAMED_COLOURS
+
+from .common import argument_parser
+
+OBJECT_FREE = ("background", "size", "position")
+STYLE_FREE = ("shape", "colour", "background", "size", "position")
+
+
+def hidden_colour(shape: str, seed: int) -> Concept:
+    return Concept(name=f"teal-{shape}", token=f"<teal-{shape}>", init_word=shape, property="object",
+                   attributes={"shape": shape, "colour": "teal", "pattern": "solid"}, words=f"a teal {shape}",
+                   free=OBJECT_FREE, description=f"A teal {shape}: the hidden colour on a base shape.", seed=seed)
+
+
+def composite(shape: str, colour: str, pattern: str, seed: int, init_word: str | None = None) -> Concept:
+    parts = [colour, shape] if pattern == "solid" else [colour, pattern, shape]
+    words, name = "a " + " ".join(parts), "-".join(parts)
+    return Concept(name=name, token=f"<{name}>",
+                   init_word=init_word or shape, property="object",
+                   attributes={"shape": shape, "colour": colour, "pattern": pattern}, words=words, free=OBJECT_FREE,
+                   description=f"{words}: a combination of attributes as one subject.", seed=seed)
+
+
+def style(pattern: str, seed: int) -> Concept:
+    return Concept(name=f"{pattern}-style", token=f"<{pattern}>", init_word="pattern", property="style",
+                   attributes={"pattern": pattern}, words=pattern, free=STYLE_FREE,
+                   description=f"The {pattern} pattern on assorted shapes and colours.", seed=seed,
+                   vary={"shape": BASE_SHAPES, "colour": NAMED_COLOURS})
+
+
+# (kind, concept); the seeds pick the scenes and are used by no other script or test.
+CONCEPT_SET: tuple[tuple[str, Concept], ...] = (
+    *[("hidden colour", hidden_colour(shape, 8001 + i)) for i, shape in enumerate(BASE_SHAPES)],
+    ("hidden colour + pattern", composite("triangle", "teal", "striped", 8101)),
+    ("hidden colour + pattern", composite("heart", "teal", "dotted", 8102)),
+    ("composite", composite("ring", "purple", "dotted", 8201)),
+    ("composite", composite("cross", "red", "checkered", 8202)),
+    ("composite", composite("square", "blue", "striped", 8203)),
+    ("unseen shape", composite("star", "red", "solid", 8301, init_word="cross")),
+    ("unseen shape", composite("star", "blue", "solid", 8302, init_word="cross")),
+    ("style", style("checkered", 8401)),
+    ("style", style("striped", 8402)),
+)
+
+
+def write_concept_set(output: Path) -> dict[str, tuple[str, Path, ConceptSpec]]:
+    """Render every concept into `output/<name>/` (once; an existing folder is reused as it is deterministic);
+    returns {name: (kind, folder, spec)}."""
+    found = {}
+    for kind, concept in CONCEPT_SET:
+        folder = Path(output) / concept.name
+        if not (folder / "concept.toml").is_file():
+            write_concept(concept, folder)
+        found[concept.name] = (kind, folder, ConceptSpec.from_toml(folder / "concept.toml"))
+    return found
+
+
+def main() -> None:
+    parser = argument_parser(__doc__)
+    parser.add_argument("--output", default="runs/concept-set")
+    args = parser.parse_args()
+    for name, (kind, folder, _) in write_concept_set(Path(args.output)).items():
+        print(f"{kind:<24} {name:<24} {folder}")
+
+
+if __name__ == "__main__":
+    main()

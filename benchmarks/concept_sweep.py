@@ -1,0 +1,187 @@
+"""What textual inversion learns on concepts nobody tuned for: the new concept set (benchmarks/concept_set.py) at
+several training budgets and seeds, with the base model's own baselines beside it.
+
+For each concept and seed one run trains to the largest budget with a constant learning rate and a checkpoint
+at each budget; with a constant rate the first N steps of a long run are exactly a run of N steps, so each
+checkpoint is scored as that budget's run. The judge scores each as `evaluate` does (fidelity: the plain
+prompts show every defining attribute; editability: an edit prompt honoured with the concept kept), and the
+init word and the plain words (e.g. "a teal square") once per concept. Budgets are in UNet passes
+(steps x batch). Every result is appended to `<workdir>/results.jsonl` as it is made, so a stopped sweep
+continues where it was; the tables and the plot are written from everything there.
+
+    python -m benchmarks.concept_sweep [--seeds 0 1] [--passes 200 800 3200] [--concepts teal-square ...]
+
+Settings are the README's by-hand command (--vectors 6 --lr 0.05 --batch-size 4, captions as written).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from .common import RESULTS_DIR, argument_parser, command, print_and_write
+from .concept_set import write_concept_set
+
+BATCH = 4
+SETTINGS = {"vectors": 6, "lr": 0.05}
+
+
+def done(results: Path) -> list[dict]:
+    return [json.loads(line) for line in results.read_text().splitlines()] if results.is_file() else []
+
+
+def record(results: Path, row: dict) -> None:
+    with results.open("a") as handle:
+        handle.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
+
+
+def evaluate_embedding(spec, vectors: dict | None, folder: Path, num_images: int, conditions: tuple[str, ...]) -> dict:
+    """Score `vectors` (None: the baselines) on a freshly loaded miniworld."""
+    from textual_inversion.concepts import load_concepts
+    from textual_inversion.evaluate import evaluate_concept
+    from textual_inversion.formats import Embedding
+    from textual_inversion.models import load_pipeline
+
+    pipe = load_pipeline("miniworld")
+    if vectors is not None:
+        load_concepts(pipe, [Embedding(spec.token, vectors)])
+    return evaluate_concept(pipe, spec, folder, num_images=num_images, conditions=conditions)
+
+
+def sweep(names: list[str], seeds: list[int], budgets: list[int], num_images: int, workdir: Path,
+          threads: int) -> Path:
+    from textual_inversion import TrainConfig, train
+    from textual_inversion.checkpoints import CHECKPOINT_DIR, load_checkpoint
+
+    concepts = write_concept_set(workdir / "concepts")
+    results = workdir / "results.jsonl"
+    for name in names:
+        kind, folder, spec = concepts[name]
+        if not any(r["concept"] == name and r["condition"] == "baselines" for r in done(results)):
+            report = evaluate_embedding(spec, None, workdir / name / "baselines", num_images, ("init_word", "words"))
+            for condition, scores in report["baselines"].items():
+                record(results, {"concept": name, "kind": kind, "condition": "baselines", "baseline": condition,
+                                 **scores})
+        for seed in seeds:
+            wanted = [b for b in budgets if not any(r["concept"] == name and r["condition"] == "textual-inversion"
+                                                    and r["seed"] == seed and r["passes"] == b for r in done(results))]
+            if not wanted:
+                continue
+            run = workdir / name / f"ti-seed{seed}"
+            steps = [b // BATCH for b in budgets]
+            every = min(steps)  # a checkpoint at every budget: the budgets are multiples of the smallest
+            started = time.monotonic()
+            result = train(TrainConfig.from_values(dict(
+                model="miniworld", images=str(folder), token=spec.token, init_token=spec.init_word,
+                property=spec.property, steps=max(steps), batch_size=BATCH, seed=seed, checkpoint_every=every,
+                keep_checkpoints=0, overwrite=True, output_dir=str(run), threads=threads, **SETTINGS)))
+            seconds = time.monotonic() - started
+            for budget in wanted:
+                weights, _ = load_checkpoint(run / CHECKPOINT_DIR / f"step-{budget // BATCH:06d}")
+                report = evaluate_embedding(spec, weights, run / f"evaluation-{budget}", num_images, ("concept",))
+                record(results, {"concept": name, "kind": kind, "condition": "textual-inversion", "seed": seed,
+                                 "passes": budget, "fidelity": report["fidelity"], "editability": report["editability"],
+                                 "train_seconds": seconds * budget / max(budgets), "file_bytes":
+                                 result.embedding_path.stat().st_size, "load": os.getloadavg()[0]})
+    return results
+
+
+def tables(rows: list[dict], budgets: list[int]) -> list[str]:
+    names = list(dict.fromkeys(r["concept"] for r in rows))
+    lines = ["| kind | concept | init word | plain words | " + " | ".join(f"TI {b} passes" for b in budgets) + " |",
+             "|---|---|---|---|" + "---|" * len(budgets)]
+
+    def cell(scores: list[dict]) -> str:
+        return ", ".join(f"{r['fidelity']:.2f} / {r['editability']:.2f}" for r in sorted(scores, key=lambda r: r["seed"])) or "-"
+
+    for name in names:
+        own = [r for r in rows if r["concept"] == name]
+        base = {r["baseline"]: r for r in own if r["condition"] == "baselines"}
+        row = [own[0]["kind"], name] + [f"{base[c]['fidelity']:.2f} / {base[c]['editability']:.2f}" if c in base else "-"
+                                        for c in ("init_word", "words")]
+        row += [cell([r for r in own if r["condition"] == "textual-inversion" and r["passes"] == b]) for b in budgets]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def summary(rows: list[dict], budgets: list[int]) -> list[str]:
+    """Per kind and budget: how many runs reach the demo's targets (fidelity >= 0.8, editability >= 0.7)."""
+    lines = ["| kind | " + " | ".join(f"{b} passes: runs at target, mean fidelity" for b in budgets) + " |",
+             "|---|" + "---|" * len(budgets)]
+    for kind in dict.fromkeys(r["kind"] for r in rows):
+        cells = []
+        for budget in budgets:
+            runs = [r for r in rows if r["kind"] == kind and r["condition"] == "textual-inversion" and r["passes"] == budget]
+            hit = sum(r["fidelity"] >= 0.8 and r["editability"] >= 0.7 for r in runs)
+            mean = sum(r["fidelity"] for r in runs) / len(runs) if runs else float("nan")
+            cells.append(f"{hit} of {len(runs)}, {mean:.2f}" if runs else "-")
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def plot(rows: list[dict], budgets: list[int], path: Path) -> None:
+    """Fidelity against budget, one line per concept and seed, coloured by kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    colours = dict(zip(kinds, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    runs = {(r["concept"], r["seed"]) for r in rows if r["condition"] == "textual-inversion"}
+    for concept, seed in sorted(runs):
+        points = sorted((r["passes"], r["fidelity"], r["kind"]) for r in rows if r["condition"] == "textual-inversion"
+                        and r["concept"] == concept and r["seed"] == seed)
+        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=colours[points[0][2]], alpha=0.7)
+    for kind in kinds:
+        axes.plot([], [], color=colours[kind], label=kind)
+    axes.axhline(0.8, color="grey", linestyle="--", linewidth=1)
+    axes.set(xscale="log", xticks=budgets, xticklabels=[str(b) for b in budgets], xlabel="UNet passes (steps x batch)",
+             ylabel="fidelity (judge)", ylim=(-0.02, 1.02), title="Textual inversion on the new concept set")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main() -> None:
+    from .concept_set import CONCEPT_SET
+
+    parser = argument_parser(__doc__)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--passes", type=int, nargs="+", default=[200, 800, 3200])
+    parser.add_argument("--concepts", nargs="+", default=[c.name for _, c in CONCEPT_SET])
+    parser.add_argument("--num-images", type=int, default=4, help="images per evaluation prompt")
+    parser.add_argument("--workdir", default="runs/concept-sweep")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    from textual_inversion.models import use_threads
+
+    use_threads(args.threads)
+    budgets = sorted(args.passes)
+    if any(b % (budgets[0] // BATCH * BATCH) for b in budgets) or budgets[0] % BATCH:
+        parser.error("--passes: each budget must be a multiple of the smallest, which must be a multiple of 4")
+    rows = done(sweep(args.concepts, args.seeds, budgets, args.num_images, Path(args.workdir), args.threads))
+    file_bytes = next((r["file_bytes"] for r in rows if "file_bytes" in r), 0)
+    loads = [r["load"] for r in rows if "load" in r]
+    lines = [f"# Textual inversion on the new concept set ({len(args.concepts)} concepts, seeds "
+             f"{', '.join(map(str, args.seeds))}, CPU)", "",
+             f"Produced by `{command()}`. Settings: the README's by-hand command (6 vectors, lr 0.05, batch 4, the "
+             "concepts' caption files); each cell is fidelity / editability as the judge reads "
+             f"{args.num_images} images per prompt, one entry per seed in seed order. Baselines: the base model given "
+             "the init word or the plain words instead of the token.", "",
+             *tables(rows, budgets), "", "Runs reaching the demo's targets (fidelity >= 0.8 and editability >= 0.7):",
+             "", *summary(rows, budgets), "",
+             f"Training time at {budgets[-1]} passes: {min(r['train_seconds'] for r in rows if r.get('passes') == budgets[-1]):.0f}"
+             f"-{max(r['train_seconds'] for r in rows if r.get('passes') == budgets[-1]):.0f} s (load average "
+             f"{min(loads):.1f}-{max(loads):.1f} on 2 cores while they ran); the embedding file "
+             f"{file_bytes / 1024:.0f} KB."]
+    print_and_write(lines, RESULTS_DIR / "concept_sweep.md")
+    plot(rows, budgets, RESULTS_DIR / "concept_sweep.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""How often the judge reads the model's own pictures right: a hand-checked sample of generated images.
+
+The judge was trained and checked on clean renders (with mild blur and noise); the pictures it scores are the
+diffusion model's, softer and sometimes half-formed. This draws a random sample of the pictures an evaluation
+made (its grids, under --workdir), and works in two steps:
+
+    python -m benchmarks.judge_check sheet [--workdir runs/concept-sweep] [--count 60]
+        writes contact sheets (numbered, 3x enlarged) and judge_check.csv with the judge's reading of each
+        picture and empty columns for a person's;
+    python -m benchmarks.judge_check score --labels benchmarks/results/judge_check_labels.csv
+        compares the person's reading (filled in from the sheets) with the judge's, per attribute, and writes
+        benchmarks/results/judge_check.md.
+
+A person fills `shape`, `colour`, `pattern`, `background` of each row from the sheet ("?" where the picture
+shows no clear value: those count as misreads of the judge, which always names one).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+from pathlib import Path
+
+from .common import RESULTS_DIR, argument_parser, command, print_and_write
+
+CHECKED = ("shape", "colour", "pattern", "background")
+SCALE = 3
+PER_SHEET = 20
+
+
+def sampled_pictures(workdir: Path, count: int, seed: int) -> list[dict]:
+    """`count` pictures drawn at random from every evaluation under `workdir`: where each is, and the judge's reading."""
+    from textual_inversion.evaluate import grid_file_name
+
+    pictures = []
+    for report_file in sorted(workdir.rglob("evaluation.json")):
+        report = json.loads(report_file.read_text())
+        token = report["token"]
+        for prompt in report["prompts"]:
+            template = prompt["prompt"]  # the filled prompt; its grid is named after the template with the token
+            grid = report_file.parent / "grids" / prompt["condition"] / grid_file_name(
+                template, token, token) if token in template else None
+            if grid is None or not grid.is_file():
+                continue
+            for position, reading in enumerate(prompt["predicted"]):
+                pictures.append({"grid": str(grid), "position": position, "count": len(prompt["predicted"]),
+                                 "prompt": template, **{f"judge_{k}": reading[k] for k in CHECKED}})
+    return random.Random(seed).sample(pictures, min(count, len(pictures)))
+
+
+def cut(picture: dict):
+    """The picture at its position in its grid (grids are near-square, filled row by row)."""
+    from PIL import Image
+
+    grid = Image.open(picture["grid"]).convert("RGB")
+    columns = math.ceil(math.sqrt(picture["count"]))
+    side = grid.width // columns
+    row, column = divmod(picture["position"], columns)
+    return grid.crop((column * side, row * side, (column + 1) * side, (row + 1) * side))
+
+
+def write_sheets(pictures: list[dict], folder: Path) -> list[Path]:
+    from PIL import Image, ImageDraw
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sheets = []
+    for first in range(0, len(pictures), PER_SHEET):
+        chunk = pictures[first:first + PER_SHEET]
+        side = cut(chunk[0]).width * SCALE
+        columns = 5
+        sheet = Image.new("RGB", (columns * (side + 8), math.ceil(len(chunk) / columns) * (side + 24)), "white")
+        draw = ImageDraw.Draw(sheet)
+        for offset, picture in enumerate(chunk):
+            x, y = (offset % columns) * (side + 8), (offset // columns) * (side + 24)
+            sheet.paste(cut(picture).resize((side, side)), (x, y + 20))
+            draw.text((x + 2, y + 4), f"#{first + offset}", fill="black")
+        path = folder / f"sheet-{first // PER_SHEET}.png"
+        sheet.save(path)
+        sheets.append(path)
+    return sheets
+
+
+def score(labels: Path) -> list[str]:
+    rows = list(csv.DictReader(labels.open()))
+    lines = [f"# The judge on the model's own pictures: {len(rows)} generated images read by hand", "",
+             f"Produced by `{command()}` from `{labels.as_posix()}` (the sample and the hand readings). A hand "
+             "reading of \"?\" (no clear value in the picture) counts against the judge, which always names one.", "",
+             "| attribute | judge agrees | misreads (judge -> by hand) |", "|---|---|---|"]
+    for attribute in CHECKED:
+        pairs = [(row[f"judge_{attribute}"], row[attribute].strip()) for row in rows if row[attribute].strip()]
+        agree = sum(judge == hand for judge, hand in pairs)
+        misreads: dict[str, int] = {}
+        for judge, hand in pairs:
+            if judge != hand:
+                misreads[f"{judge} -> {hand}"] = misreads.get(f"{judge} -> {hand}", 0) + 1
+        listed = ", ".join(f"{k} ({v})" for k, v in sorted(misreads.items(), key=lambda kv: -kv[1])) or "none"
+        lines.append(f"| {attribute} | {agree} of {len(pairs)} ({agree / len(pairs):.0%}) | {listed} |")
+    every = [all(row[f"judge_{a}"] == row[a].strip() for a in CHECKED) for row in rows]
+    lines += ["", f"All four attributes right: {sum(every)} of {len(every)} ({sum(every) / len(every):.0%})."]
+    return lines
+
+
+def main() -> None:
+    parser = argument_parser(__doc__)
+    parser.add_argument("step", choices=("sheet", "score"))
+    parser.add_argument("--workdir", default="runs/concept-sweep")
+    parser.add_argument("--count", type=int, default=60)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--labels", default=str(RESULTS_DIR / "judge_check_labels.csv"))
+    args = parser.parse_args()
+    if args.step == "score":
+        print_and_write(score(Path(args.labels)), RESULTS_DIR / "judge_check.md")
+        return
+    pictures = sampled_pictures(Path(args.workdir), args.count, args.seed)
+    folder = Path(args.workdir) / "judge-check"
+    for sheet in write_sheets(pictures, folder):
+        print(sheet)
+    with (folder / "judge_check.csv").open("w", newline="") as handle:
+        fields = ["index", "prompt", "grid", "position", *[f"judge_{k}" for k in CHECKED], *CHECKED]
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for index, picture in enumerate(pictures):
+            writer.writerow({"index": index, **picture, **{k: "" for k in CHECKED}})
+    print(folder / "judge_check.csv")
+
+
+if __name__ == "__main__":
+    main()
