@@ -466,3 +466,19 @@ def test_inspect_with_the_model_takes_a_file_of_some_encoders(model_paths, tmp_p
     assert run_cli("inspect", str(file), "--model", model_paths["flux"]) == 0
     output = capsys.readouterr().out
     assert "nearest words (clip_l, cosine similarity):" in output and "nearest words (t5" not in output
+
+
+# The command line
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_commands_train_pivotal_tuning_and_generate_with_it(family, model_paths, pictures, tmp_path):
+    run = tmp_path / "run"
+    assert run_cli("train", "--model", model_paths[family], "--images", pictures, "--token", TOKEN, "--method",
+                   "pivotal", "--init-token", "cat", "--steps", "2", "--batch-size", "2", "--resolution", "32",
+                   "--output-dir", str(run)) == 0
+    assert (run / "learned_embeds.safetensors").is_file() and (run / "pytorch_lora_weights.safetensors").is_file()
+    out = tmp_path / "out"
+    assert run_cli("generate", "--model", model_paths[family], "--concept", str(run), "--prompt", PROMPT,
+                   "--steps", "2", "--width", "32", "--height", "32", "--num-images", "1", "--output-dir", str(out)) == 0
+    assert Image.open(out / "000000.png").text["parameters"].startswith(PROMPT)
