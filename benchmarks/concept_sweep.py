@@ -157,6 +157,7 @@ def main() -> None:
     parser.add_argument("--num-images", type=int, default=4, help="images per evaluation prompt")
     parser.add_argument("--workdir", default="runs/concept-sweep")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--report", action="store_true", help="write the tables from the results so far, train nothing")
     args = parser.parse_args()
     from textual_inversion.models import use_threads
 
@@ -164,7 +165,10 @@ def main() -> None:
     budgets = sorted(args.passes)
     if any(b % (budgets[0] // BATCH * BATCH) for b in budgets) or budgets[0] % BATCH:
         parser.error("--passes: each budget must be a multiple of the smallest, which must be a multiple of 4")
-    rows = done(sweep(args.concepts, args.seeds, budgets, args.num_images, Path(args.workdir), args.threads))
+    results = Path(args.workdir) / "results.jsonl"
+    if not args.report:
+        sweep(args.concepts, args.seeds, budgets, args.num_images, Path(args.workdir), args.threads)
+    rows = [r for r in done(results) if r["concept"] in args.concepts and r.get("seed", args.seeds[0]) in args.seeds]
     file_bytes = next((r["file_bytes"] for r in rows if "file_bytes" in r), 0)
     loads = [r["load"] for r in rows if "load" in r]
     lines = [f"# Textual inversion on the new concept set ({len(args.concepts)} concepts, seeds "

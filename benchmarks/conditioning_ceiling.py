@@ -6,74 +6,140 @@ images with the same diffusion loss, then lets the judge read what the UNet draw
 ceiling is high and TI stays low, the text encoder is the bottleneck, not the UNet.
 
     python -m benchmarks.conditioning_ceiling [--concept hidden-colour] [--steps 400] [--start "a circle"]
+    python -m benchmarks.conditioning_ceiling --concept-set [--seeds 0 1]
+        every concept of benchmarks/concept_set.py, starting from "a <init word>", written with textual
+        inversion's best fidelity from benchmarks/concept_sweep.py's results beside it to
+        benchmarks/results/conditioning_ceiling.md
 """
 
 from __future__ import annotations
 
 import collections
+import json
+from pathlib import Path
 
 import torch
 
-from .common import argument_parser, bundled_concept
+from .common import RESULTS_DIR, argument_parser, bundled_concept, command, print_and_write
+
+
+def ceiling(pipe, judge, folder: Path, attributes: dict[str, str], start: str, steps: int, every: int, lr: float,
+            batch_size: int, num_images: int, seed: int) -> list[tuple[int, float, float, dict]]:
+    """Optimise the conditioning [1, 77, D] from `start`'s on the pictures in `folder`; every `every` steps the
+    judge reads `num_images` pictures drawn from it: [(step, loss, share showing `attributes`, colours seen)]."""
+    from diffusers import DDPMScheduler
+
+    from textual_inversion.data import list_images, load_rgb
+    from textual_inversion.images import to_tensor
+    from textual_inversion.miniworld.judge import predict
+
+    torch.manual_seed(seed)
+    pixels = to_tensor([load_rgb(p) for p in list_images(folder)])
+    pixels = torch.cat([pixels, pixels.flip(3)])
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    with torch.no_grad():
+        latents = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
+        initial = pipe.encode_prompt(start, "cpu", 1, False)[0]
+    conditioning = initial.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([conditioning], lr=lr)
+    checks = []
+    for step in range(1, steps + 1):
+        rows = torch.randint(len(latents), (batch_size,))
+        clean, noise = latents[rows], torch.randn_like(latents[rows])
+        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch_size,))
+        noisy = noise_scheduler.add_noise(clean, noise, timesteps)
+        if noise_scheduler.config.prediction_type == "v_prediction":
+            target = noise_scheduler.get_velocity(clean, noise, timesteps)
+        else:
+            target = noise
+        prediction = pipe.unet(noisy, timesteps, conditioning.expand(batch_size, -1, -1)).sample
+        loss = torch.nn.functional.mse_loss(prediction, target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % every == 0:
+            generators = [torch.Generator().manual_seed(100 + i) for i in range(num_images)]
+            with torch.no_grad():
+                images = pipe(prompt_embeds=conditioning.detach(), num_inference_steps=25, guidance_scale=4.0,
+                              num_images_per_prompt=num_images, generator=generators).images
+            predictions = predict(images, judge)
+            hits = sum(all(p[k] == v for k, v in attributes.items()) for p in predictions) / len(predictions)
+            checks.append((step, loss.item(), hits, dict(collections.Counter(p["colour"] for p in predictions))))
+    return checks
+
+
+def best_textual_inversion(results: Path) -> dict[str, float]:
+    """{concept: the best fidelity any textual-inversion run of the concept sweep reached (any budget, any seed)}."""
+    best: dict[str, float] = {}
+    if results.is_file():
+        for line in results.read_text().splitlines():
+            row = json.loads(line)
+            if row["condition"] == "textual-inversion":
+                best[row["concept"]] = max(best.get(row["concept"], 0.0), row["fidelity"])
+    return best
+
+
+def concept_set_table(args, pipe, judge) -> None:
+    from .concept_set import write_concept_set
+
+    concepts = write_concept_set(Path(args.workdir) / "concepts")
+    ti_best = best_textual_inversion(Path(args.workdir) / "results.jsonl")
+    lines = [f"# The conditioning ceiling on the new concept set ({args.steps} steps, lr {args.lr}, batch "
+             f"{args.batch_size}, {args.num_images} images judged per check)", "",
+             f"Produced by `{command()}`. The whole 77-token conditioning is optimised on the concept's pictures, "
+             "starting from \"a <init word>\"; the judge reads pictures drawn from it (share showing every defining "
+             "attribute). Textual inversion's best: the highest fidelity of any run in "
+             "benchmarks/results/concept_sweep.md (any budget, any seed).", "",
+             "| kind | concept | ceiling (per seed, at the last check) | best during the run | TI's best | "
+             "which side fails |", "|---|---|---|---|---|---|"]
+    for name, (kind, folder, spec) in concepts.items():
+        finals, peaks = [], []
+        for seed in args.seeds:
+            checks = ceiling(pipe, judge, folder, spec.attributes, f"a {spec.init_word}", args.steps, args.every,
+                             args.lr, args.batch_size, args.num_images, seed)
+            finals.append(checks[-1][2])
+            peaks.append(max(check[2] for check in checks))
+            print(name, seed, checks, flush=True)
+        ti = ti_best.get(name)
+        verdict = ("neither" if ti is not None and ti >= 0.8 else
+                   "the image side (the UNet cannot draw it)" if max(peaks) < 0.8 else
+                   "the text side (the UNet can, TI does not reach it)" if ti is not None else "-")
+        lines.append(f"| {kind} | {name} | {', '.join(f'{f:.2f}' for f in finals)} | "
+                     f"{', '.join(f'{p:.2f}' for p in peaks)} | {'-' if ti is None else f'{ti:.2f}'} | {verdict} |")
+    print_and_write(lines, RESULTS_DIR / "conditioning_ceiling.md")
 
 
 def main() -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("--concept", default="hidden-colour")
+    parser.add_argument("--concept-set", action="store_true", help="every concept of benchmarks/concept_set.py")
+    parser.add_argument("--workdir", default="runs/concept-sweep", help="with --concept-set: the concept sweep's folder")
     parser.add_argument("--start", default="a circle", help="prompt whose conditioning the optimisation starts from")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--every", type=int, default=100, help="judge the images every N steps")
     parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--num-images", type=int, default=16)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
-    from diffusers import DDPMScheduler
-
-    from textual_inversion.data import list_images, load_rgb
-    from textual_inversion.images import to_tensor
-    from textual_inversion.miniworld.judge import load_judge, predict
+    from textual_inversion.miniworld.judge import load_judge
     from textual_inversion.models import load_pipeline
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    folder, spec = bundled_concept(args.concept)
     pipe = load_pipeline("miniworld")
     pipe.set_progress_bar_config(disable=True)
     pipe.unet.requires_grad_(False)
     judge = load_judge()
-    pixels = to_tensor([load_rgb(p) for p in list_images(folder)])
-    pixels = torch.cat([pixels, pixels.flip(3)])
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    with torch.no_grad():
-        latents = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
-        start = pipe.encode_prompt(args.start, "cpu", 1, False)[0]
-    conditioning = start.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([conditioning], lr=args.lr)
-
+    if args.concept_set:
+        concept_set_table(args, pipe, judge)
+        return
+    folder, spec = bundled_concept(args.concept)
     print(f"{spec.token}: judge's hits on {sorted(spec.attributes.items())}, {args.num_images} images per check")
-    for step in range(1, args.steps + 1):
-        rows = torch.randint(len(latents), (args.batch_size,))
-        clean, noise = latents[rows], torch.randn_like(latents[rows])
-        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (args.batch_size,))
-        noisy = noise_scheduler.add_noise(clean, noise, timesteps)
-        target = noise_scheduler.get_velocity(clean, noise, timesteps)
-        prediction = pipe.unet(noisy, timesteps, conditioning.expand(args.batch_size, -1, -1)).sample
-        loss = torch.nn.functional.mse_loss(prediction, target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % args.every == 0:
-            generators = [torch.Generator().manual_seed(100 + i) for i in range(args.num_images)]
-            with torch.no_grad():
-                images = pipe(prompt_embeds=conditioning.detach(), num_inference_steps=25, guidance_scale=4.0,
-                              num_images_per_prompt=args.num_images, generator=generators).images
-            predictions = predict(images, judge)
-            hits = sum(all(p[k] == v for k, v in spec.attributes.items()) for p in predictions) / len(predictions)
-            colours = collections.Counter(p["colour"] for p in predictions)
-            print(f"step {step}: loss {loss.item():.4f}, concept shown in {hits:.2f} of the images; colours {dict(colours)}",
-                  flush=True)
+    for step, loss, hits, colours in ceiling(pipe, judge, folder, spec.attributes, args.start, args.steps, args.every,
+                                             args.lr, args.batch_size, args.num_images, args.seeds[0]):
+        print(f"step {step}: loss {loss:.4f}, concept shown in {hits:.2f} of the images; colours {colours}", flush=True)
 
 
 if __name__ == "__main__":
