@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..options import option
-from ..outputs import EMBEDDING, OUTPUT_FILES
+from ..outputs import EMBEDDING, OUTPUT_FILES, PER_LAYER
 from .base import Method, MethodOptions
 
 MAX_VECTORS = 75  # a CLIP prompt holds 77 tokens: start, end and at most 75 others
@@ -24,6 +24,9 @@ class TextualInversionOptions(MethodOptions):
                                  "--init-token; the token gets the file's vectors, so --vectors may be left out")
     ti_encoders: str = option("", "text encoders that learn the token, by file key, e.g. clip_l,t5 for Flux "
                               "(default: every encoder of the model; Flux, SD3 and Z-Image only)")
+    per_layer: bool = option(False, "extended textual conditioning (P+): the token gets its own vectors for each of the "
+                             "UNet's cross-attention layers (SD 1.x/2.x, miniworld); also writes the layers' mean as "
+                             "a standard embedding")
 
 
 class TextualInversion(Method):
@@ -42,6 +45,7 @@ class TextualInversion(Method):
         self.encoders: list = []  # (text encoder, first placeholder id, that encoder's rows)
         self.initial_norms: list = []
         self.num_vectors = self.options.vectors  # with --init-embedding, the file's count (set by prepare)
+        self.layer_names: list[str] = []  # with --per-layer, the UNet's cross-attention layers
 
     @classmethod
     def validate(cls, config) -> None:
@@ -82,10 +86,26 @@ class TextualInversion(Method):
                 initial = initializer_embeddings(tokenizer, encoder.get_input_embeddings(), options.init_token,
                                                  options.vectors)
             ids = add_placeholder_tokens(tokenizer, self.config.token, self.num_vectors)
+            if options.per_layer:
+                self.prepare_per_layer(pipe, ids[0], initial)
+                return
             wrapper = attach_placeholder_embedding(encoder, ids[0], initial)
             self.rows[SINGLE_ENCODER if name == "text_encoder" else name] = wrapper.new_rows
             self.initial_norms.append(initial.norm(dim=-1, keepdim=True).to(wrapper.new_rows.device))
             self.encoders.append((encoder, ids[0], wrapper.new_rows))
+
+    def prepare_per_layer(self, pipe, first_id: int, initial) -> None:
+        """With --per-layer: every cross-attention layer's set of vectors starts from `initial` [n, D]."""
+        from ..formats import SINGLE_ENCODER
+        from ..models import is_transformer_family, text_encoders
+        from ..per_layer import cross_attention_layers, install
+
+        if is_transformer_family(pipe) or len(text_encoders(pipe)) > 1:
+            raise UserError("--per-layer: for SD 1.x, 2.x and miniworld (one text encoder and a UNet); leave it out")
+        self.layer_names = cross_attention_layers(pipe.unet)
+        layered = install(pipe, first_id, initial.unsqueeze(0).repeat(len(self.layer_names), 1, 1))
+        self.rows[SINGLE_ENCODER] = layered.rows
+        self.initial_norms.append(initial.norm(dim=-1, keepdim=True).to(layered.rows.device))
 
     def parameter_groups(self, lr: float) -> list[dict]:
         return [{"params": list(self.rows.values()), "lr": lr}]
@@ -117,17 +137,26 @@ class TextualInversion(Method):
         return metadata
 
     def embedding(self, metadata: dict[str, str]):
-        """The learned vectors as an `Embedding` (the token, a tensor per text encoder, `metadata`)."""
+        """The learned vectors as an `Embedding` (the token, a tensor per text encoder, `metadata`); with
+        --per-layer the mean of the layers' vectors, which any tool loads as an ordinary token."""
         from ..formats import Embedding
 
-        return Embedding(self.config.token, self.state_dict(), dict(metadata))
+        vectors = {key: rows.mean(0) if self.options.per_layer else rows for key, rows in self.state_dict().items()}
+        return Embedding(self.config.token, vectors, dict(metadata))
 
     def save(self, folder: Path, metadata: dict[str, str]) -> dict[str, Path]:
-        """Write the learned vectors as a diffusers-loadable `learned_embeds.safetensors`."""
+        """Write the learned vectors as a diffusers-loadable `learned_embeds.safetensors`; with --per-layer also
+        each cross-attention layer's vectors in `learned_embeds_per_layer.safetensors`."""
         from ..formats import write_embedding
 
-        return {EMBEDDING: write_embedding(self.embedding(metadata), Path(folder) / OUTPUT_FILES[EMBEDDING],
-                                           "diffusers")}
+        written = {EMBEDDING: write_embedding(self.embedding(metadata), Path(folder) / OUTPUT_FILES[EMBEDDING],
+                                              "diffusers")}
+        if self.options.per_layer:
+            from ..per_layer import write_per_layer
+
+            written[PER_LAYER] = write_per_layer(self.config.token, self.layer_names, self.state_dict()["text_encoder"],
+                                                 Path(folder) / OUTPUT_FILES[PER_LAYER], metadata)
+        return written
 
     def release(self) -> None:
         """Give the text encoders plain embedding modules back, the learned rows written into them.

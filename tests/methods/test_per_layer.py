@@ -1,0 +1,80 @@
+"""--per-layer (P+): the token's own vectors for each cross-attention layer of the UNet."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from textual_inversion import GenerateConfig, TrainConfig, UserError, generate, train
+from textual_inversion.concepts import load_concepts, resolve_concept
+from textual_inversion.models import load_pipeline
+from textual_inversion.per_layer import LayeredTextEncoder, cross_attention_layers
+
+
+@pytest.fixture
+def per_layer_config(tiny_sd1_path, image_folder, tmp_path):
+    return TrainConfig(model=tiny_sd1_path, images=str(image_folder), token="<blob>", steps=4, lr=0.05, batch_size=2,
+                       checkpoint_every=2, options={"init_token": "cat", "vectors": 2, "per_layer": True},
+                       output_dir=str(tmp_path / "run"))
+
+
+def test_each_layer_learns_its_own_vectors_and_nothing_else_changes(per_layer_config):
+    pipe = load_pipeline(per_layer_config.model)
+    frozen = {name: tensor.clone() for name, tensor in {**pipe.unet.state_dict(),
+                                                         **pipe.text_encoder.state_dict()}.items()}
+    result = train(per_layer_config, pipe=pipe)
+    layers = cross_attention_layers(pipe.unet)
+    per_layer = load_file(result.outputs["embedding-per-layer"])
+    assert sorted(per_layer) == sorted(layers) and all(v.shape == (2, 768) for v in per_layer.values())
+    stacked = torch.stack([per_layer[name] for name in layers])
+    assert not torch.allclose(stacked[0], stacked[-1])  # the layers went their own ways
+    assert torch.allclose(load_file(result.embedding_path)["<blob>"], stacked.mean(0))  # the standard file: the mean
+    base = pipe.text_encoder.encoder  # the wrapped CLIP model
+    for name, tensor in {**pipe.unet.state_dict(), **base.state_dict()}.items():
+        if name in frozen:
+            assert torch.equal(tensor, frozen[name]), name
+
+
+def test_each_cross_attention_layer_reads_the_text_encoded_with_its_own_vectors(per_layer_config):
+    pipe = load_pipeline(per_layer_config.model)
+    result = train(per_layer_config, pipe=pipe)
+    assert isinstance(pipe.text_encoder, LayeredTextEncoder)
+    layered = pipe.encode_prompt("a photo of <blob>", "cpu", 1, False)[0]
+    layers = cross_attention_layers(pipe.unet)
+    assert layered.shape[1] == 77 * len(layers)
+    per_layer = load_file(result.outputs["embedding-per-layer"])
+    for index in (0, len(layers) - 1):  # an ordinary token with that layer's vectors encodes to that slice
+        plain = load_pipeline(per_layer_config.model)
+        plain.load_textual_inversion(per_layer[layers[index]], token="<blob>")
+        expected = plain.encode_prompt("a photo of <blob>", "cpu", 1, False)[0]
+        assert torch.allclose(layered[:, 77 * index:77 * (index + 1)], expected, atol=1e-6)
+
+
+def test_a_per_layer_run_generates_loads_back_and_resumes(per_layer_config, tmp_path):
+    result = train(per_layer_config)
+    config = GenerateConfig(model=per_layer_config.model, concept=[str(result.output_dir)], prompt="a photo of <blob>",
+                            num_images=1, steps=2, width=32, height=32, seed=3, output_dir=str(tmp_path / "a"))
+    def picture(**changes) -> np.ndarray:
+        return np.asarray(Image.open(generate(dataclasses.replace(config, **changes))[0]))
+
+    image, again = picture(), picture(output_dir=str(tmp_path / "b"))
+    mean_only = picture(concept=[str(result.embedding_path)], output_dir=str(tmp_path / "c"))
+    assert np.array_equal(image, again) and not np.array_equal(image, mean_only)
+    assert resolve_concept(str(result.output_dir)).num_vectors == 2  # inspect/convert read the standard file
+    resumed = train(dataclasses.replace(per_layer_config, steps=2, output_dir=str(tmp_path / "resumed")))
+    resumed = train(dataclasses.replace(per_layer_config, output_dir=str(tmp_path / "resumed"), resume=True))
+    first, second = (load_file(r.outputs["embedding-per-layer"]) for r in (result, resumed))
+    assert all(torch.equal(first[key], second[key]) for key in first)
+
+
+def test_per_layer_is_refused_where_it_cannot_work(per_layer_config, tiny_sdxl_path, tmp_path):
+    with pytest.raises(UserError, match="--per-layer: for SD 1.x, 2.x and miniworld"):
+        train(dataclasses.replace(per_layer_config, model=tiny_sdxl_path, output_dir=str(tmp_path / "xl")))
+    result = train(per_layer_config)
+    pipe = load_pipeline(per_layer_config.model)
+    load_concepts(pipe, [str(result.output_dir)])
+    with pytest.raises(UserError, match="already in the vocabulary"):
+        load_concepts(pipe, [str(result.output_dir)])
