@@ -26,6 +26,8 @@ from .concept_set import write_concept_set
 
 BATCH = 4
 SETTINGS = {"vectors": 6, "lr": 0.05}
+# --method's choices: the name each is recorded under, and what it adds to SETTINGS.
+METHODS = {"textual-inversion": {}, "per-layer": {"per_layer": True}}
 
 
 def done(results: Path) -> list[dict]:
@@ -39,20 +41,25 @@ def record(results: Path, row: dict) -> None:
 
 
 def evaluate_embedding(spec, vectors: dict | None, folder: Path, num_images: int, conditions: tuple[str, ...]) -> dict:
-    """Score `vectors` (None: the baselines) on a freshly loaded miniworld."""
+    """Score `vectors` (None: the baselines; [L, n, D] rows: a per-layer token) on a freshly loaded miniworld."""
     from textual_inversion.concepts import load_concepts
     from textual_inversion.evaluate import evaluate_concept
     from textual_inversion.formats import Embedding
     from textual_inversion.models import load_pipeline
+    from textual_inversion.per_layer import install
+    from textual_inversion.tokens import add_placeholder_tokens
 
     pipe = load_pipeline("miniworld")
-    if vectors is not None:
+    if vectors is not None and vectors["text_encoder"].dim() == 3:
+        rows = vectors["text_encoder"]
+        install(pipe, add_placeholder_tokens(pipe.tokenizer, spec.token, rows.shape[1])[0], rows)
+    elif vectors is not None:
         load_concepts(pipe, [Embedding(spec.token, vectors)])
     return evaluate_concept(pipe, spec, folder, num_images=num_images, conditions=conditions)
 
 
 def sweep(names: list[str], seeds: list[int], budgets: list[int], num_images: int, workdir: Path,
-          threads: int) -> Path:
+          threads: int, method: str = "textual-inversion") -> Path:
     from textual_inversion import TrainConfig, train
     from textual_inversion.checkpoints import CHECKPOINT_DIR, load_checkpoint
 
@@ -66,33 +73,39 @@ def sweep(names: list[str], seeds: list[int], budgets: list[int], num_images: in
                 record(results, {"concept": name, "kind": kind, "condition": "baselines", "baseline": condition,
                                  **scores})
         for seed in seeds:
-            wanted = [b for b in budgets if not any(r["concept"] == name and r["condition"] == "textual-inversion"
+            wanted = [b for b in budgets if not any(r["concept"] == name and r["condition"] == method
                                                     and r["seed"] == seed and r["passes"] == b for r in done(results))]
             if not wanted:
                 continue
-            run = workdir / name / f"ti-seed{seed}"
+            run = workdir / name / (f"ti-seed{seed}" if method == "textual-inversion" else f"{method}-seed{seed}")
             steps = [b // BATCH for b in budgets]
             every = min(steps)  # a checkpoint at every budget: the budgets are multiples of the smallest
             started = time.monotonic()
             result = train(TrainConfig.from_values(dict(
                 model="miniworld", images=str(folder), token=spec.token, init_token=spec.init_word,
                 property=spec.property, steps=max(steps), batch_size=BATCH, seed=seed, checkpoint_every=every,
-                keep_checkpoints=0, overwrite=True, output_dir=str(run), threads=threads, **SETTINGS)))
+                keep_checkpoints=0, overwrite=True, output_dir=str(run), threads=threads, **SETTINGS,
+                **METHODS[method])))
             seconds = time.monotonic() - started
             for budget in wanted:
                 weights, _ = load_checkpoint(run / CHECKPOINT_DIR / f"step-{budget // BATCH:06d}")
                 report = evaluate_embedding(spec, weights, run / f"evaluation-{budget}", num_images, ("concept",))
-                record(results, {"concept": name, "kind": kind, "condition": "textual-inversion", "seed": seed,
+                record(results, {"concept": name, "kind": kind, "condition": method, "seed": seed,
                                  "passes": budget, "fidelity": report["fidelity"], "editability": report["editability"],
                                  "train_seconds": seconds * budget / max(budgets), "file_bytes":
                                  result.embedding_path.stat().st_size, "load": os.getloadavg()[0]})
     return results
 
 
+def methods_in(rows: list[dict]) -> list[str]:
+    return [method for method in METHODS if any(r["condition"] == method for r in rows)]
+
+
 def tables(rows: list[dict], budgets: list[int]) -> list[str]:
     names = list(dict.fromkeys(r["concept"] for r in rows))
-    lines = ["| kind | concept | init word | plain words | " + " | ".join(f"TI {b} passes" for b in budgets) + " |",
-             "|---|---|---|---|" + "---|" * len(budgets)]
+    columns = [(method, b) for method in methods_in(rows) for b in budgets]
+    lines = ["| kind | concept | init word | plain words | " + " | ".join(f"{m} {b}" for m, b in columns) + " |",
+             "|---|---|---|---|" + "---|" * len(columns)]
 
     def cell(scores: list[dict]) -> str:
         return ", ".join(f"{r['fidelity']:.2f} / {r['editability']:.2f}" for r in sorted(scores, key=lambda r: r["seed"])) or "-"
@@ -102,28 +115,29 @@ def tables(rows: list[dict], budgets: list[int]) -> list[str]:
         base = {r["baseline"]: r for r in own if r["condition"] == "baselines"}
         row = [own[0]["kind"], name] + [f"{base[c]['fidelity']:.2f} / {base[c]['editability']:.2f}" if c in base else "-"
                                         for c in ("init_word", "words")]
-        row += [cell([r for r in own if r["condition"] == "textual-inversion" and r["passes"] == b]) for b in budgets]
+        row += [cell([r for r in own if r["condition"] == m and r["passes"] == b]) for m, b in columns]
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
 
 def summary(rows: list[dict], budgets: list[int]) -> list[str]:
-    """Per kind and budget: how many runs reach the demo's targets (fidelity >= 0.8, editability >= 0.7)."""
-    lines = ["| kind | " + " | ".join(f"{b} passes: runs at target, mean fidelity" for b in budgets) + " |",
-             "|---|" + "---|" * len(budgets)]
-    for kind in dict.fromkeys(r["kind"] for r in rows):
-        cells = []
-        for budget in budgets:
-            runs = [r for r in rows if r["kind"] == kind and r["condition"] == "textual-inversion" and r["passes"] == budget]
-            hit = sum(r["fidelity"] >= 0.8 and r["editability"] >= 0.7 for r in runs)
-            mean = sum(r["fidelity"] for r in runs) / len(runs) if runs else float("nan")
-            cells.append(f"{hit} of {len(runs)}, {mean:.2f}" if runs else "-")
-        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    """Per method, kind and budget: how many runs reach the demo's targets (fidelity >= 0.8, editability >= 0.7)."""
+    lines = ["| method | kind | " + " | ".join(f"{b} passes: runs at target, mean fidelity" for b in budgets) + " |",
+             "|---|---|" + "---|" * len(budgets)]
+    for method in methods_in(rows):
+        for kind in dict.fromkeys(r["kind"] for r in rows):
+            cells = []
+            for budget in budgets:
+                runs = [r for r in rows if r["kind"] == kind and r["condition"] == method and r["passes"] == budget]
+                hit = sum(r["fidelity"] >= 0.8 and r["editability"] >= 0.7 for r in runs)
+                mean = sum(r["fidelity"] for r in runs) / len(runs) if runs else float("nan")
+                cells.append(f"{hit} of {len(runs)}, {mean:.2f}" if runs else "-")
+            lines.append(f"| {method} | {kind} | " + " | ".join(cells) + " |")
     return lines
 
 
 def plot(rows: list[dict], budgets: list[int], path: Path) -> None:
-    """Fidelity against budget, one line per concept and seed, coloured by kind."""
+    """Fidelity against budget, one line per concept, seed and method, coloured by kind (dashed: per-layer)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,16 +146,17 @@ def plot(rows: list[dict], budgets: list[int], path: Path) -> None:
     kinds = list(dict.fromkeys(r["kind"] for r in rows))
     colours = dict(zip(kinds, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    runs = {(r["concept"], r["seed"]) for r in rows if r["condition"] == "textual-inversion"}
-    for concept, seed in sorted(runs):
-        points = sorted((r["passes"], r["fidelity"], r["kind"]) for r in rows if r["condition"] == "textual-inversion"
+    runs = {(r["condition"], r["concept"], r["seed"]) for r in rows if r["condition"] in METHODS}
+    for method, concept, seed in sorted(runs):
+        points = sorted((r["passes"], r["fidelity"], r["kind"]) for r in rows if r["condition"] == method
                         and r["concept"] == concept and r["seed"] == seed)
-        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=colours[points[0][2]], alpha=0.7)
+        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=colours[points[0][2]], alpha=0.6,
+                  linestyle="-" if method == "textual-inversion" else "--")
     for kind in kinds:
         axes.plot([], [], color=colours[kind], label=kind)
-    axes.axhline(0.8, color="grey", linestyle="--", linewidth=1)
+    axes.axhline(0.8, color="grey", linestyle=":", linewidth=1)
     axes.set(xscale="log", xticks=budgets, xticklabels=[str(b) for b in budgets], xlabel="UNet passes (steps x batch)",
-             ylabel="fidelity (judge)", ylim=(-0.02, 1.02), title="Textual inversion on the new concept set")
+             ylabel="fidelity (judge)", ylim=(-0.02, 1.02), title="The new concept set: fidelity by training budget")
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -158,6 +173,8 @@ def main() -> None:
     parser.add_argument("--workdir", default="runs/concept-sweep")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--report", action="store_true", help="write the tables from the results so far, train nothing")
+    parser.add_argument("--method", choices=list(METHODS), default="textual-inversion",
+                        help="per-layer: textual inversion with --per-layer (P+)")
     args = parser.parse_args()
     from textual_inversion.models import use_threads
 
@@ -167,7 +184,7 @@ def main() -> None:
         parser.error("--passes: each budget must be a multiple of the smallest, which must be a multiple of 4")
     results = Path(args.workdir) / "results.jsonl"
     if not args.report:
-        sweep(args.concepts, args.seeds, budgets, args.num_images, Path(args.workdir), args.threads)
+        sweep(args.concepts, args.seeds, budgets, args.num_images, Path(args.workdir), args.threads, args.method)
     rows = [r for r in done(results) if r["concept"] in args.concepts and r.get("seed", args.seeds[0]) in args.seeds]
     file_bytes = next((r["file_bytes"] for r in rows if "file_bytes" in r), 0)
     loads = [r["load"] for r in rows if "load" in r]
