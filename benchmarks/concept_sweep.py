@@ -104,8 +104,8 @@ def methods_in(rows: list[dict]) -> list[str]:
 def tables(rows: list[dict], budgets: list[int]) -> list[str]:
     names = list(dict.fromkeys(r["concept"] for r in rows))
     columns = [(method, b) for method in methods_in(rows) for b in budgets]
-    lines = ["| kind | concept | init word | plain words | " + " | ".join(f"{m} {b}" for m, b in columns) + " |",
-             "|---|---|---|---|" + "---|" * len(columns)]
+    lines = ["| kind | concept | init word | plain words | " + " | ".join(f"{m} {b}" for m, b in columns) +
+             " | conditioning ceiling |", "|---|---|---|---|" + "---|" * len(columns) + "---|"]
 
     def cell(scores: list[dict]) -> str:
         return ", ".join(f"{r['fidelity']:.2f} / {r['editability']:.2f}" for r in sorted(scores, key=lambda r: r["seed"])) or "-"
@@ -116,6 +116,8 @@ def tables(rows: list[dict], budgets: list[int]) -> list[str]:
         row = [own[0]["kind"], name] + [f"{base[c]['fidelity']:.2f} / {base[c]['editability']:.2f}" if c in base else "-"
                                         for c in ("init_word", "words")]
         row += [cell([r for r in own if r["condition"] == m and r["passes"] == b]) for m, b in columns]
+        ceiling = [r for r in own if r["condition"] == "ceiling"]
+        row.append(", ".join(f"{r['fidelity']:.2f}" for r in sorted(ceiling, key=lambda r: r["seed"])) or "-")
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
@@ -185,7 +187,8 @@ def main() -> None:
     results = Path(args.workdir) / "results.jsonl"
     if not args.report:
         sweep(args.concepts, args.seeds, budgets, args.num_images, Path(args.workdir), args.threads, args.method)
-    rows = [r for r in done(results) if r["concept"] in args.concepts and r.get("seed", args.seeds[0]) in args.seeds]
+    rows = [r for r in done(results) if r["concept"] in args.concepts and
+            (r.get("seed", args.seeds[0]) in args.seeds or r["condition"] == "ceiling")]
     file_bytes = next((r["file_bytes"] for r in rows if "file_bytes" in r), 0)
     loads = [r["load"] for r in rows if "load" in r]
     lines = [f"# Textual inversion on the new concept set ({len(args.concepts)} concepts, seeds "
@@ -193,7 +196,9 @@ def main() -> None:
              f"Produced by `{command()}`. Settings: the README's by-hand command (6 vectors, lr 0.05, batch 4, the "
              "concepts' caption files); each cell is fidelity / editability as the judge reads "
              f"{args.num_images} images per prompt, one entry per seed in seed order. Baselines: the base model given "
-             "the init word or the plain words instead of the token.", "",
+             "the init word or the plain words instead of the token. Conditioning ceiling: the fidelity of pictures "
+             "drawn from the whole conditioning optimised on the concept's pictures, with no text encoder "
+             "(benchmarks/conditioning_ceiling.py --concept-set, 400 steps; what the UNet can draw at all).", "",
              *tables(rows, budgets), "", "Runs reaching the demo's targets (fidelity >= 0.8 and editability >= 0.7):",
              "", *summary(rows, budgets), "",
              f"Training time at {budgets[-1]} passes: {min(r['train_seconds'] for r in rows if r.get('passes') == budgets[-1]):.0f}"

@@ -100,6 +100,10 @@ def concept_set_table(args, pipe, judge) -> None:
             finals.append(checks[-1][2])
             peaks.append(max(check[2] for check in checks))
             print(name, seed, checks, flush=True)
+        with (Path(args.workdir) / "results.jsonl").open("a") as handle:  # the concept sweep's table shows it too
+            for seed, final, peak in zip(args.seeds, finals, peaks, strict=True):
+                handle.write(json.dumps({"concept": name, "kind": kind, "condition": "ceiling", "seed": seed,
+                                         "fidelity": final, "peak": peak, "steps": args.steps}) + "\n")
         ti = ti_best.get(name)
         verdict = ("neither" if ti is not None and ti >= 0.8 else
                    "the image side (the UNet cannot draw it)" if max(peaks) < 0.8 else
