@@ -136,7 +136,7 @@ def default_resolution(pipe) -> int:
 def load_pipeline(model: str, model_config: str | None = None, dtype: torch.dtype = torch.float32,
                   quantize: str = "no"):
     """Load a pipeline (SD 1.x, 2.x, XL, 3.x, Flux.1, Z-Image) from any of the places users keep one; `quantize`
-    (nf4, fp8) loads a transformer family's transformer quantised (see `quantization_config`)."""
+    (nf4, fp8) loads a transformer family's transformer quantised (see `quantized_transformer`)."""
     location = resolve_model_path(model)
     path = Path(location)
     if path.is_file():
@@ -197,7 +197,7 @@ def quantized_transformer(path: Path, pipeline_class: type, dtype: torch.dtype, 
         config = diffusers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                               bnb_4bit_compute_dtype=dtype if dtype != torch.float32 else torch.bfloat16)
     else:
-        if importlib.util.find_spec("optimum.quanto") is None:
+        if importlib.util.find_spec("optimum") is None or importlib.util.find_spec("optimum.quanto") is None:
             raise UserError("--quantize-transformer fp8 needs optimum-quanto: pip install optimum-quanto")
         config = diffusers.QuantoConfig(weights_dtype="float8")
     index = json.loads((path / "model_index.json").read_text())
