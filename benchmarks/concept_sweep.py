@@ -27,7 +27,7 @@ from .concept_set import write_concept_set
 BATCH = 4
 SETTINGS = {"vectors": 6, "lr": 0.05}
 # --method's choices: the name each is recorded under, and what it adds to SETTINGS.
-METHODS = {"textual-inversion": {}, "per-layer": {"per_layer": True}}
+METHODS = {"textual-inversion": {}, "per-layer": {"per_layer": True}, "time-stages": {"time_stages": 4}}
 
 
 def done(results: Path) -> list[dict]:
@@ -40,19 +40,23 @@ def record(results: Path, row: dict) -> None:
     print(json.dumps(row), flush=True)
 
 
-def evaluate_embedding(spec, vectors: dict | None, folder: Path, num_images: int, conditions: tuple[str, ...]) -> dict:
-    """Score `vectors` (None: the baselines; [L, n, D] rows: a per-layer token) on a freshly loaded miniworld."""
+def evaluate_embedding(spec, vectors: dict | None, folder: Path, num_images: int, conditions: tuple[str, ...],
+                       method: str = "textual-inversion") -> dict:
+    """Score `vectors` (None: the baselines; [S, n, D] rows: a per-layer or per-stage token) on a fresh miniworld."""
     from textual_inversion.concepts import load_concepts
     from textual_inversion.evaluate import evaluate_concept
+    from textual_inversion.extended_conditioning import SetLayout, cross_attention_layers, install
     from textual_inversion.formats import Embedding
     from textual_inversion.models import load_pipeline
-    from textual_inversion.per_layer import install
     from textual_inversion.tokens import add_placeholder_tokens
 
     pipe = load_pipeline("miniworld")
     if vectors is not None and vectors["text_encoder"].dim() == 3:
+        options = METHODS[method]
+        layout = SetLayout(cross_attention_layers(pipe.unet) if options.get("per_layer") else [],
+                           options.get("time_stages", 1))
         rows = vectors["text_encoder"]
-        install(pipe, add_placeholder_tokens(pipe.tokenizer, spec.token, rows.shape[1])[0], rows)
+        install(pipe, add_placeholder_tokens(pipe.tokenizer, spec.token, rows.shape[1])[0], rows, layout)
     elif vectors is not None:
         load_concepts(pipe, [Embedding(spec.token, vectors)])
     return evaluate_concept(pipe, spec, folder, num_images=num_images, conditions=conditions)
@@ -89,7 +93,7 @@ def sweep(names: list[str], seeds: list[int], budgets: list[int], num_images: in
             seconds = time.monotonic() - started
             for budget in wanted:
                 weights, _ = load_checkpoint(run / CHECKPOINT_DIR / f"step-{budget // BATCH:06d}")
-                report = evaluate_embedding(spec, weights, run / f"evaluation-{budget}", num_images, ("concept",))
+                report = evaluate_embedding(spec, weights, run / f"evaluation-{budget}", num_images, ("concept",), method)
                 record(results, {"concept": name, "kind": kind, "condition": method, "seed": seed,
                                  "passes": budget, "fidelity": report["fidelity"], "editability": report["editability"],
                                  "train_seconds": seconds * budget / max(budgets), "file_bytes":
@@ -176,7 +180,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--report", action="store_true", help="write the tables from the results so far, train nothing")
     parser.add_argument("--method", choices=list(METHODS), default="textual-inversion",
-                        help="per-layer: textual inversion with --per-layer (P+)")
+                        help="per-layer: textual inversion with --per-layer (P+); time-stages: with --time-stages 4")
     args = parser.parse_args()
     from textual_inversion.models import use_threads
 

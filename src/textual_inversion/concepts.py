@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
+from .extended_conditioning import is_extended_file, load_extended
 from .formats import Embedding, read_embedding
 from .lora_bundle import is_bundle, read_bundle
 from .methods import METHODS
 from .models import check_fits, hub_unreachable, is_transformer_family, read_as, text_encoders
-from .outputs import EMBEDDING, LORA, OUTPUT_FILES, PER_LAYER, PIPELINE
-from .per_layer import is_per_layer_file, load_per_layer
+from .outputs import EMBEDDING, EXTENDED, LORA, OUTPUT_FILES, PIPELINE
 from .rundir import read_run_file
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def resolve_concept(spec: str) -> Embedding:
     concept = read_concept(spec)
     embeddings = concept.of_kind(EMBEDDING)
     standard = Path(spec) / OUTPUT_FILES[EMBEDDING]
-    if not embeddings and concept.of_kind(PER_LAYER) and standard.is_file():  # a P+ run: its layers' mean
+    if not embeddings and concept.of_kind(EXTENDED) and standard.is_file():  # an extended run: its sets' mean
         return read_embedding(standard)
     if not embeddings:
         raise UserError(f"--concept {spec}: holds no embedding (it is a LoRA or a pipeline)")
@@ -61,8 +61,8 @@ def concept_parts(spec: str) -> list[tuple[str, object]]:
         if is_bundle(path):  # a LoRA with its embedding(s) inside: both parts, the LoRA as its tensors
             embeddings, lora_state = read_bundle(path)
             return [(EMBEDDING, embedding) for embedding in embeddings] + ([(LORA, lora_state)] if lora_state else [])
-        if is_per_layer_file(path):
-            return [(PER_LAYER, path)]
+        if is_extended_file(path):
+            return [(EXTENDED, path)]
         return [(LORA, path)] if is_lora_file(path) else [(EMBEDDING, read_embedding(path))]
     if path.is_dir():
         outputs, trigger = run_outputs(path)
@@ -72,8 +72,8 @@ def concept_parts(spec: str) -> list[tuple[str, object]]:
         if PIPELINE in outputs and (outputs[PIPELINE] / "model_index.json").is_file():
             parts.append((PIPELINE, outputs[PIPELINE]))
         library = (path / CONCEPT_LIBRARY_FILES[1]).is_file()  # a concept-library folder: its token file names the word
-        if PER_LAYER in outputs:  # a P+ run: the layers' own vectors, not their mean in the standard file
-            parts.append((PER_LAYER, outputs[PER_LAYER]))
+        if EXTENDED in outputs:  # a per-layer/per-stage run: its sets of vectors, not their mean in the standard file
+            parts.append((EXTENDED, outputs[EXTENDED]))
         elif EMBEDDING in outputs and not library:
             parts.append((EMBEDDING, read_embedding(outputs[EMBEDDING])))
         elif EMBEDDING in outputs or (path / CONCEPT_LIBRARY_FILES[0]).is_file():
@@ -186,7 +186,7 @@ def load_concepts(pipe, concepts: list) -> list[str]:
     Returns the words the concepts define: tokens added, and the trigger words of DreamBooth and
     LoRA runs. DreamBooth pipelines are not loaded here: they are the model (see `pipeline_of`).
     """
-    tokens, adapters, per_layer = [], [], []
+    tokens, adapters, extended = [], [], []
     for concept in concepts:
         if isinstance(concept, Embedding):
             concept = Concept(concept.token, [(EMBEDDING, concept)])
@@ -207,10 +207,10 @@ def load_concepts(pipe, concepts: list) -> list[str]:
                 logger.info("loaded LoRA %s from %s", adapter, where)
             elif kind == "trigger":
                 tokens.append(part)
-            elif kind == PER_LAYER:
-                per_layer.append(part)
-    # Last: a per-layer token wraps the text encoder, after which ordinary tokens could no longer be added to it.
-    tokens += [load_per_layer(pipe, Path(path)) for path in per_layer]
+            elif kind == EXTENDED:
+                extended.append(part)
+    # Last: an extended token wraps the text encoder, after which ordinary tokens could no longer be added to it.
+    tokens += [load_extended(pipe, Path(path)) for path in extended]
     if len(adapters) > 1:
         pipe.set_adapters(adapters)
     return tokens

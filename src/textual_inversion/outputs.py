@@ -5,7 +5,7 @@ list (and, for run folders older than the list, by these names).
 """
 
 EMBEDDING = "embedding"  # the new token's vectors, diffusers' layout
-PER_LAYER = "embedding-per-layer"  # a P+ token's vectors for each cross-attention layer of the UNet (per_layer.py)
+EXTENDED = "embedding-extended"  # a token's sets of vectors per UNet layer and/or stage (extended_conditioning.py)
 LORA = "lora"  # LoRA weights that diffusers' `load_lora_weights(folder)` reads
 KOHYA_LORA = "lora-kohya"  # the same LoRA in kohya's layout, for AUTOMATIC1111 and ComfyUI
 BUNDLE = "lora-bundle"  # the kohya LoRA with the embedding inside (A1111's and OneTrainer's "bundle_emb" keys)
@@ -14,7 +14,7 @@ PIPELINE = "pipeline"  # a whole fine-tuned diffusers pipeline folder (DreamBoot
 
 OUTPUT_FILES = {
     EMBEDDING: "learned_embeds.safetensors",
-    PER_LAYER: "learned_embeds_per_layer.safetensors",
+    EXTENDED: "learned_embeds_extended.safetensors",
     LORA: "pytorch_lora_weights.safetensors",  # the name diffusers' save_lora_weights writes and its loader looks for
     KOHYA_LORA: "lora_kohya.safetensors",
     BUNDLE: "lora_bundle.safetensors",

@@ -59,8 +59,9 @@ class PivotalTuning(Method):
             raise UserError(f"--lora-lr {options.lora_lr}: must be between 0 and 1")
         if not 0 <= options.ti_fraction <= 1:
             raise UserError(f"--ti-fraction {options.ti_fraction}: must be between 0 and 1")
-        if options.per_layer:
-            raise UserError("--per-layer is an option of --method textual-inversion; pivotal tuning learns one set of "
+        if options.per_layer or options.time_stages > 1:
+            flag = "--per-layer" if options.per_layer else "--time-stages"
+            raise UserError(f"{flag} is an option of --method textual-inversion; pivotal tuning learns one set of "
                             "vectors beside its LoRA")
         if options.bundle and "." in config.token:  # a bundle's readers end the token at its first dot
             raise UserError(f"--bundle: the token {config.token} holds a '.', which a bundle LoRA cannot; rename it")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..options import option
-from ..outputs import EMBEDDING, OUTPUT_FILES, PER_LAYER
+from ..outputs import EMBEDDING, EXTENDED, OUTPUT_FILES
 from .base import Method, MethodOptions
 
 MAX_VECTORS = 75  # a CLIP prompt holds 77 tokens: start, end and at most 75 others
@@ -25,8 +25,10 @@ class TextualInversionOptions(MethodOptions):
     ti_encoders: str = option("", "text encoders that learn the token, by file key, e.g. clip_l,t5 for Flux "
                               "(default: every encoder of the model; Flux, SD3 and Z-Image only)")
     per_layer: bool = option(False, "extended textual conditioning (P+): the token gets its own vectors for each of the "
-                             "UNet's cross-attention layers (SD 1.x/2.x, miniworld); also writes the layers' mean as "
-                             "a standard embedding")
+                             "UNet's cross-attention layers (SD 1.x/2.x, miniworld); also writes the mean of its "
+                             "vectors as a standard embedding")
+    time_stages: int = option(1, "the token gets its own vectors for each of this many denoising stages (equal ranges "
+                              "of the timesteps, as in NeTI/ProSpect); with --per-layer, per layer and stage")
 
 
 class TextualInversion(Method):
@@ -45,11 +47,13 @@ class TextualInversion(Method):
         self.encoders: list = []  # (text encoder, first placeholder id, that encoder's rows)
         self.initial_norms: list = []
         self.num_vectors = self.options.vectors  # with --init-embedding, the file's count (set by prepare)
-        self.layer_names: list[str] = []  # with --per-layer, the UNet's cross-attention layers
+        self.layout = None  # with --per-layer or --time-stages, how the token's sets of vectors are laid out
 
     @classmethod
     def validate(cls, config) -> None:
         options = config.options
+        if options.time_stages < 1:
+            raise UserError(f"--time-stages {options.time_stages}: must be at least 1 (1: one set for every stage)")
         if options.init_embedding:
             read_init_embedding(options)  # checks the file and how it goes with the other options
             return
@@ -86,26 +90,33 @@ class TextualInversion(Method):
                 initial = initializer_embeddings(tokenizer, encoder.get_input_embeddings(), options.init_token,
                                                  options.vectors)
             ids = add_placeholder_tokens(tokenizer, self.config.token, self.num_vectors)
-            if options.per_layer:
-                self.prepare_per_layer(pipe, ids[0], initial)
+            if self.extended:
+                self.prepare_extended(pipe, ids[0], initial)
                 return
             wrapper = attach_placeholder_embedding(encoder, ids[0], initial)
             self.rows[SINGLE_ENCODER if name == "text_encoder" else name] = wrapper.new_rows
             self.initial_norms.append(initial.norm(dim=-1, keepdim=True).to(wrapper.new_rows.device))
             self.encoders.append((encoder, ids[0], wrapper.new_rows))
 
-    def prepare_per_layer(self, pipe, first_id: int, initial) -> None:
-        """With --per-layer: every cross-attention layer's set of vectors starts from `initial` [n, D]."""
+    @property
+    def extended(self) -> bool:
+        """Whether the token has several sets of vectors (--per-layer, --time-stages > 1)."""
+        return self.options.per_layer or self.options.time_stages > 1
+
+    def prepare_extended(self, pipe, first_id: int, initial) -> None:
+        """Every set of vectors (per layer and/or stage) starts from `initial` [n, D]."""
+        from ..extended_conditioning import SetLayout, cross_attention_layers, install
         from ..formats import SINGLE_ENCODER
         from ..models import is_transformer_family, text_encoders
-        from ..per_layer import cross_attention_layers, install
 
+        flag = "--per-layer" if self.options.per_layer else f"--time-stages {self.options.time_stages}"
         if is_transformer_family(pipe) or len(text_encoders(pipe)) > 1:
-            raise UserError("--per-layer: for SD 1.x, 2.x and miniworld (one text encoder and a UNet); leave it out")
-        self.layer_names = cross_attention_layers(pipe.unet)
-        layered = install(pipe, first_id, initial.unsqueeze(0).repeat(len(self.layer_names), 1, 1))
-        self.rows[SINGLE_ENCODER] = layered.rows
-        self.initial_norms.append(initial.norm(dim=-1, keepdim=True).to(layered.rows.device))
+            raise UserError(f"{flag}: for SD 1.x, 2.x and miniworld (one text encoder and a UNet); leave it out")
+        self.layout = SetLayout(cross_attention_layers(pipe.unet) if self.options.per_layer else [],
+                                self.options.time_stages)
+        set_rows = install(pipe, first_id, initial.unsqueeze(0).repeat(self.layout.count, 1, 1), self.layout)
+        self.rows[SINGLE_ENCODER] = set_rows.rows
+        self.initial_norms.append(initial.norm(dim=-1, keepdim=True).to(set_rows.rows.device))
 
     def parameter_groups(self, lr: float) -> list[dict]:
         return [{"params": list(self.rows.values()), "lr": lr}]
@@ -138,24 +149,24 @@ class TextualInversion(Method):
 
     def embedding(self, metadata: dict[str, str]):
         """The learned vectors as an `Embedding` (the token, a tensor per text encoder, `metadata`); with
-        --per-layer the mean of the layers' vectors, which any tool loads as an ordinary token."""
+        --per-layer or --time-stages the mean of its sets, which any tool loads as an ordinary token."""
         from ..formats import Embedding
 
-        vectors = {key: rows.mean(0) if self.options.per_layer else rows for key, rows in self.state_dict().items()}
+        vectors = {key: rows.mean(0) if self.extended else rows for key, rows in self.state_dict().items()}
         return Embedding(self.config.token, vectors, dict(metadata))
 
     def save(self, folder: Path, metadata: dict[str, str]) -> dict[str, Path]:
-        """Write the learned vectors as a diffusers-loadable `learned_embeds.safetensors`; with --per-layer also
-        each cross-attention layer's vectors in `learned_embeds_per_layer.safetensors`."""
+        """Write the learned vectors as a diffusers-loadable `learned_embeds.safetensors`; with --per-layer or
+        --time-stages also every set of vectors in `learned_embeds_extended.safetensors`."""
         from ..formats import write_embedding
 
         written = {EMBEDDING: write_embedding(self.embedding(metadata), Path(folder) / OUTPUT_FILES[EMBEDDING],
                                               "diffusers")}
-        if self.options.per_layer:
-            from ..per_layer import write_per_layer
+        if self.extended:
+            from ..extended_conditioning import write_extended
 
-            written[PER_LAYER] = write_per_layer(self.config.token, self.layer_names, self.state_dict()["text_encoder"],
-                                                 Path(folder) / OUTPUT_FILES[PER_LAYER], metadata)
+            written[EXTENDED] = write_extended(self.config.token, self.layout, self.state_dict()["text_encoder"],
+                                               Path(folder) / OUTPUT_FILES[EXTENDED], metadata)
         return written
 
     def release(self) -> None:
