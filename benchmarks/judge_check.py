@@ -23,7 +23,7 @@ import math
 import random
 from pathlib import Path
 
-from .common import RESULTS_DIR, argument_parser, command, print_and_write
+from .common import RESULTS_DIR, ROOT, argument_parser, command, print_and_write
 
 CHECKED = ("shape", "colour", "pattern", "background")
 SCALE = 3
@@ -38,7 +38,10 @@ def sampled_pictures(workdir: Path, count: int, seed: int) -> list[dict]:
     for report_file in sorted(workdir.rglob("evaluation.json")):
         report = json.loads(report_file.read_text())
         token = report["token"]
-        for prompt in report["prompts"]:
+        # A prompt asked twice in one evaluation (a style's "a <s> square" is a fidelity and a shape-edit prompt)
+        # has one grid, the last one written: only that record's readings belong to its pictures.
+        last = {(prompt["condition"], prompt["prompt"]): prompt for prompt in report["prompts"]}
+        for prompt in last.values():
             template = prompt["prompt"]  # the filled prompt; its grid is named after the template with the token
             grid = report_file.parent / "grids" / prompt["condition"] / grid_file_name(
                 template, token, token) if token in template else None
@@ -85,7 +88,8 @@ def write_sheets(pictures: list[dict], folder: Path) -> list[Path]:
 def score(labels: Path) -> list[str]:
     rows = list(csv.DictReader(labels.open()))
     lines = [f"# The judge on the model's own pictures: {len(rows)} generated images read by hand", "",
-             f"Produced by `{command()}` from `{labels.as_posix()}` (the sample and the hand readings). A hand "
+             f"Produced by `{command()}` from `{labels.resolve().relative_to(ROOT).as_posix()}` (the sample, drawn by "
+             "`judge_check sheet` from the concept sweep's evaluations of seed 0, and the hand readings). A hand "
              "reading of \"?\" (no clear value in the picture) counts against the judge, which always names one.", "",
              "| attribute | judge agrees | misreads (judge -> by hand) |", "|---|---|---|"]
     for attribute in CHECKED:
