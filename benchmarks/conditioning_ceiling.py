@@ -80,36 +80,65 @@ def best_textual_inversion(results: Path) -> dict[str, float]:
 
 
 def concept_set_table(args, pipe, judge) -> None:
+    """Run the ceiling on every concept not yet in the sweep's results (seed by seed), then write the table."""
     from .concept_set import write_concept_set
 
+    results = Path(args.workdir) / "results.jsonl"
     concepts = write_concept_set(Path(args.workdir) / "concepts")
-    ti_best = best_textual_inversion(Path(args.workdir) / "results.jsonl")
-    lines = [f"# The conditioning ceiling on the new concept set ({args.steps} steps, lr {args.lr}, batch "
-             f"{args.batch_size}, {args.num_images} images judged per check)", "",
-             f"Produced by `{command()}`. The whole 77-token conditioning is optimised on the concept's pictures, "
-             "starting from \"a <init word>\"; the judge reads pictures drawn from it (share showing every defining "
-             "attribute). Textual inversion's best: the highest fidelity of any run in "
-             "benchmarks/results/concept_sweep.md (any budget, any seed).", "",
-             "| kind | concept | ceiling (per seed, at the last check) | best during the run | TI's best | "
-             "which side fails |", "|---|---|---|---|---|---|"]
     for name, (kind, folder, spec) in concepts.items():
-        finals, peaks = [], []
         for seed in args.seeds:
+            if any(row["concept"] == name and row["seed"] == seed for row in ceiling_rows(results)):
+                continue
             checks = ceiling(pipe, judge, folder, spec.attributes, f"a {spec.init_word}", args.steps, args.every,
                              args.lr, args.batch_size, args.num_images, seed)
-            finals.append(checks[-1][2])
-            peaks.append(max(check[2] for check in checks))
             print(name, seed, checks, flush=True)
-        with (Path(args.workdir) / "results.jsonl").open("a") as handle:  # the concept sweep's table shows it too
-            for seed, final, peak in zip(args.seeds, finals, peaks, strict=True):
+            with results.open("a") as handle:  # the concept sweep's table shows it too
                 handle.write(json.dumps({"concept": name, "kind": kind, "condition": "ceiling", "seed": seed,
-                                         "fidelity": final, "peak": peak, "steps": args.steps}) + "\n")
-        ti = ti_best.get(name)
-        verdict = ("neither" if ti is not None and ti >= 0.8 else
-                   "the image side (the UNet cannot draw it)" if max(peaks) < 0.8 else
-                   "the text side (the UNet can, TI does not reach it)" if ti is not None else "-")
-        lines.append(f"| {kind} | {name} | {', '.join(f'{f:.2f}' for f in finals)} | "
-                     f"{', '.join(f'{p:.2f}' for p in peaks)} | {'-' if ti is None else f'{ti:.2f}'} | {verdict} |")
+                                         "fidelity": checks[-1][2], "peak": max(c[2] for c in checks),
+                                         "steps": args.steps}) + "\n")
+    write_table(args, concepts, results)
+
+
+def ceiling_rows(results: Path) -> list[dict]:
+    if not results.is_file():
+        return []
+    return [row for row in map(json.loads, results.read_text().splitlines()) if row["condition"] == "ceiling"]
+
+
+def verdict(peak: float, ti: float | None) -> str:
+    """Which side fails, as far as the two measurements can tell."""
+    if ti is None:
+        return "-"
+    if ti >= 0.8:
+        return "neither"
+    if peak >= 0.8:
+        return "the text side: the UNet draws it, textual inversion does not reach it"
+    caveat = "; textual inversion got further than the ceiling run, which is no upper bound here" if ti > peak else ""
+    return f"the image side: neither reaches 0.8, this UNet may not draw it{caveat}"
+
+
+def write_table(args, concepts: dict, results: Path) -> None:
+    ti_best = best_textual_inversion(results)
+    rows = ceiling_rows(results)
+    lines = [f"# The conditioning ceiling on the new concept set ({args.steps} steps, lr {args.lr}, batch "
+             f"{args.batch_size}, {args.num_images} images judged per check)", "",
+             f"Produced by `{command()}` (the ceiling rows by `python -m benchmarks.conditioning_ceiling --concept-set`, "
+             "recorded in the concept sweep's results). The whole 77-token conditioning is optimised on the concept's pictures, "
+             "starting from \"a <init word>\"; the judge reads pictures drawn from it every 100 steps (share showing "
+             "every defining attribute). Textual inversion's best: the highest fidelity of any run in "
+             "benchmarks/results/concept_sweep.md (any budget, any seed). The ceiling is one optimisation from one "
+             "start: where textual inversion gets further, it is no upper bound.", "",
+             "| kind | concept | ceiling (per seed, last check) | best check | TI's best | which side fails |",
+             "|---|---|---|---|---|---|"]
+    for name, (kind, _, _) in concepts.items():
+        own = sorted((row for row in rows if row["concept"] == name), key=lambda row: row["seed"])
+        if not own:
+            continue
+        peak, ti = max(row["peak"] for row in own), ti_best.get(name)
+        finals = ", ".join(f"{row['fidelity']:.2f}" for row in own)
+        peaks = ", ".join(f"{row['peak']:.2f}" for row in own)
+        best = "-" if ti is None else f"{ti:.2f}"
+        lines.append(f"| {kind} | {name} | {finals} | {peaks} | {best} | {verdict(peak, ti)} |")
     print_and_write(lines, RESULTS_DIR / "conditioning_ceiling.md")
 
 
@@ -126,7 +155,13 @@ def main() -> None:
     parser.add_argument("--num-images", type=int, default=16)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--report", action="store_true", help="with --concept-set: write the table from the results")
     args = parser.parse_args()
+    if args.concept_set and args.report:
+        from .concept_set import write_concept_set
+
+        write_table(args, write_concept_set(Path(args.workdir) / "concepts"), Path(args.workdir) / "results.jsonl")
+        return
 
     from textual_inversion.miniworld.judge import load_judge
     from textual_inversion.models import load_pipeline
