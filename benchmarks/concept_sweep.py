@@ -28,6 +28,7 @@ BATCH = 4
 SETTINGS = {"vectors": 6, "lr": 0.05}
 # --method's choices: the name each is recorded under, and what it adds to SETTINGS.
 METHODS = {"textual-inversion": {}, "per-layer": {"per_layer": True}, "time-stages": {"time_stages": 4}}
+LINE_STYLES = {"textual-inversion": "-", "per-layer": "--", "time-stages": ":"}
 
 
 def done(results: Path) -> list[dict]:
@@ -143,7 +144,7 @@ def summary(rows: list[dict], budgets: list[int]) -> list[str]:
 
 
 def plot(rows: list[dict], budgets: list[int], path: Path) -> None:
-    """Fidelity against budget, one line per concept, seed and method, coloured by kind (dashed: per-layer)."""
+    """Fidelity against budget, one line per concept, seed and method, coloured by kind, styled by method."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,19 +152,23 @@ def plot(rows: list[dict], budgets: list[int], path: Path) -> None:
 
     kinds = list(dict.fromkeys(r["kind"] for r in rows))
     colours = dict(zip(kinds, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure, axes = plt.subplots(figsize=(8.5, 4.5))
     runs = {(r["condition"], r["concept"], r["seed"]) for r in rows if r["condition"] in METHODS}
     for method, concept, seed in sorted(runs):
         points = sorted((r["passes"], r["fidelity"], r["kind"]) for r in rows if r["condition"] == method
                         and r["concept"] == concept and r["seed"] == seed)
         axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=colours[points[0][2]], alpha=0.6,
-                  linestyle="-" if method == "textual-inversion" else "--")
+                  linestyle=LINE_STYLES[method])
     for kind in kinds:
         axes.plot([], [], color=colours[kind], label=kind)
+    for method in methods_in(rows):
+        axes.plot([], [], color="grey", linestyle=LINE_STYLES[method], label=method)
     axes.axhline(0.8, color="grey", linestyle=":", linewidth=1)
-    axes.set(xscale="log", xticks=budgets, xticklabels=[str(b) for b in budgets], xlabel="UNet passes (steps x batch)",
-             ylabel="fidelity (judge)", ylim=(-0.02, 1.02), title="The new concept set: fidelity by training budget")
-    axes.legend(fontsize=8)
+    axes.set(xscale="log", xlabel="UNet passes (steps x batch)", ylabel="fidelity (judge)", ylim=(-0.02, 1.02),
+             title="The new concept set: fidelity by training budget")
+    axes.minorticks_off()  # the log axis's own minor labels would print over the budgets
+    axes.set_xticks(budgets, [str(b) for b in budgets])
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
