@@ -88,21 +88,28 @@ def test_several_concepts_and_undefined_tokens(tiny_sd1_path, tmp_path):
         load_concepts(pipe, [files[0]])
 
 
-def test_concept_library_repo_resolves_through_the_hf_cache(tmp_path, monkeypatch):
-    """`sd-concepts-library/<name>`: learned_embeds.bin + token_identifier.txt, laid into an offline cache."""
-    from pathlib import Path
-
+def offline_hub_snapshot(tmp_path, monkeypatch, repo_id: str):
+    """An empty snapshot folder of `repo_id` in a Hugging Face cache under tmp_path, which huggingface_hub then
+    reads (as `hf_hub_download` lays one out: refs/main names the snapshot's commit)."""
     cache = tmp_path / "hub"
-    repo = cache / "models--sd-concepts-library--birb-style"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
     commit = "0123456789abcdef0123456789abcdef01234567"
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
-    shutil.copy(Path(__file__).parent / "data" / "birb-style_learned_embeds.bin", snapshot / "learned_embeds.bin")
-    (snapshot / "token_identifier.txt").write_text("<birb-style>")
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    return snapshot
+
+
+def test_concept_library_repo_resolves_through_the_hf_cache(tmp_path, monkeypatch):
+    """`sd-concepts-library/<name>`: learned_embeds.bin + token_identifier.txt, laid into an offline cache."""
+    from pathlib import Path
+
+    snapshot = offline_hub_snapshot(tmp_path, monkeypatch, "sd-concepts-library/birb-style")
+    shutil.copy(Path(__file__).parent / "data" / "birb-style_learned_embeds.bin", snapshot / "learned_embeds.bin")
+    (snapshot / "token_identifier.txt").write_text("<birb-style>")
     embedding = resolve_concept("sd-concepts-library/birb-style")
     assert embedding.token == "<birb-style>" and embedding.family == "sd1"
     with pytest.raises(UserError, match="offline"):
@@ -158,18 +165,10 @@ def test_a_hub_repo_with_learned_embeds_safetensors_resolves(tmp_path, monkeypat
 
     from textual_inversion.formats import Embedding, write_embedding
 
-    cache = tmp_path / "hub"
-    repo = cache / "models--someone--flux-concept"
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
+    snapshot = offline_hub_snapshot(tmp_path, monkeypatch, "someone/flux-concept")
     vectors = {"clip_l": torch.randn(2, 768), "t5": torch.randn(2, 4096)}
     write_embedding(Embedding("<x>", vectors, {"family": "flux"}), snapshot / "learned_embeds.safetensors")
     (snapshot / "token_identifier.txt").write_text("<my-flux-thing>")
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
     embedding = resolve_concept("someone/flux-concept")
     assert embedding.token == "<my-flux-thing>" and embedding.family == "flux"
     assert torch.equal(embedding.vectors["t5"], vectors["t5"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .extended_conditioning import is_extended_file, load_extended
-from .formats import Embedding, read_embedding
+from .formats import Embedding, read_embedding, tensor_names
 from .lora_bundle import is_bundle, read_bundle
 from .methods import METHODS
 from .models import check_fits, hub_unreachable, is_transformer_family, read_as, text_encoders
@@ -111,15 +111,7 @@ def run_outputs(folder: Path) -> tuple[dict[str, Path], str | None]:
 
 def is_lora_file(path: Path) -> bool:
     """A .safetensors file whose tensor names are LoRA's (diffusers/peft or kohya layout)."""
-    if path.suffix != ".safetensors":
-        return False
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            return any("lora" in key for key in handle.keys())
-    except (SafetensorError, OSError):
-        return False  # read_embedding will name the problem
+    return any("lora" in key for key in tensor_names(path))
 
 
 def pipeline_of(concepts: list) -> str | None:

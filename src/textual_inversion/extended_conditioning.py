@@ -24,6 +24,8 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .atomic import atomic_path
 from .errors import UserError
+from .formats import read_safetensors, tensor_names
+from .tokens import lookup_with_new_rows
 
 
 def cross_attention_layers(unet) -> list[str]:
@@ -66,11 +68,7 @@ class SetRows(nn.Module):
         return self.base.weight
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        is_new = input_ids >= self.first_new_id
-        known = self.base(input_ids.clamp(max=self.first_new_id - 1))
-        new_index = (input_ids - self.first_new_id).clamp(min=0, max=self.rows.shape[1] - 1)
-        new = self.rows[self.active].to(known.dtype)[new_index]
-        return torch.where(is_new.unsqueeze(-1), new, known)
+        return lookup_with_new_rows(self.base, self.first_new_id, self.rows[self.active], input_ids)
 
 
 class SetTextEncoder(nn.Module):
@@ -181,28 +179,15 @@ def write_extended(token: str, layout: SetLayout, rows: torch.Tensor, path: Path
 
 def is_extended_file(path: Path) -> bool:
     """A .safetensors file whose keys are cross-attention layers or stages: an extended token's."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            keys = list(handle.keys())
-    except (SafetensorError, OSError):
-        return False
+    keys = tensor_names(path)
     return bool(keys) and all(key.endswith(".attn2") or ".stage." in key or key.startswith("stage.") for key in keys)
 
 
 def load_extended(pipe, path: Path) -> str:
     """Add the token of an extended file to `pipe` (its tokenizer, and the extended conditioning); returns it."""
-    from safetensors import SafetensorError, safe_open
-
     from .tokens import add_placeholder_tokens
 
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-            metadata = handle.metadata() or {}
-    except (SafetensorError, OSError) as error:
-        raise UserError(f"{path}: not a readable .safetensors file ({error})") from None
+    tensors, metadata = read_safetensors(Path(path))
     token, stages = metadata.get("token"), int(metadata.get("stages") or 1)
     layers = cross_attention_layers(pipe.unet) if hasattr(pipe, "unet") else []
     layout = SetLayout(layers if metadata.get("per_layer", "True") == "True" else [], stages)

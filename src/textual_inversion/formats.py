@@ -70,6 +70,18 @@ def read_safetensors(path: Path) -> tuple[dict, dict[str, str]]:
         raise UserError(f"{path}: not a readable .safetensors file ({error})") from None
 
 
+def tensor_names(path: str | Path) -> list[str]:
+    """The tensor names in a .safetensors file, read from its header only; [] for another file type or an unreadable
+    file (whoever reads it next names the problem). What tells LoRAs, bundles and embeddings apart."""
+    if Path(path).suffix != ".safetensors":
+        return []
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return list(handle.keys())
+    except (SafetensorError, OSError):
+        return []
+
+
 def read_pickle(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

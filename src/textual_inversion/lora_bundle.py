@@ -15,12 +15,18 @@ import logging
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .atomic import atomic_path
 from .errors import UserError
-from .formats import SDXL_KEYS, SINGLE_ENCODER, Embedding, embedding_from_dict, read_safetensors
+from .formats import (
+    SDXL_KEYS,
+    SINGLE_ENCODER,
+    Embedding,
+    embedding_from_dict,
+    read_safetensors,
+    tensor_names,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -30,13 +36,7 @@ SINGLE_ENCODER_ENTRY = "string_to_param.*"
 
 def is_bundle(path: str | Path) -> bool:
     """A .safetensors file holding `bundle_emb.` keys."""
-    if Path(path).suffix != ".safetensors":
-        return False
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            return any(key.startswith(BUNDLE_PREFIX) for key in handle.keys())
-    except (SafetensorError, OSError):
-        return False  # whoever reads it next names the problem
+    return any(key.startswith(BUNDLE_PREFIX) for key in tensor_names(path))
 
 
 def bundle_keys(embedding: Embedding) -> dict[str, torch.Tensor]:

@@ -100,6 +100,16 @@ def cross_initial_embeddings(tokenizer, text_encoder, init_text: str, num_vector
     return outputs.mean(dim=0, keepdim=True).repeat(num_vectors, 1)
 
 
+def lookup_with_new_rows(base: nn.Embedding, first_new_id: int, new_rows: torch.Tensor,
+                         input_ids: torch.Tensor) -> torch.Tensor:
+    """Embeddings [..., D] of `input_ids`: from the frozen `base` matrix below `first_new_id`, from `new_rows`
+    [n, D] (which may learn) from there on."""
+    is_new = input_ids >= first_new_id
+    known = base(input_ids.clamp(max=first_new_id - 1))
+    new_index = (input_ids - first_new_id).clamp(min=0, max=new_rows.shape[0] - 1)
+    return torch.where(is_new.unsqueeze(-1), new_rows.to(known.dtype)[new_index], known)
+
+
 class PlaceholderEmbedding(nn.Module):
     """A frozen token embedding plus trainable rows for the ids from `first_new_id` on."""
 
@@ -119,11 +129,7 @@ class PlaceholderEmbedding(nn.Module):
         return self.base.embedding_dim
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        is_new = input_ids >= self.first_new_id
-        known = self.base(input_ids.clamp(max=self.first_new_id - 1))
-        new_index = (input_ids - self.first_new_id).clamp(min=0, max=self.new_rows.shape[0] - 1)
-        new = self.new_rows.to(known.dtype)[new_index]
-        return torch.where(is_new.unsqueeze(-1), new, known)
+        return lookup_with_new_rows(self.base, self.first_new_id, self.new_rows, input_ids)
 
 
 def attach_placeholder_embedding(text_encoder, first_new_id: int, initial_rows: torch.Tensor) -> PlaceholderEmbedding:
