@@ -25,10 +25,34 @@ from .common import RESULTS_DIR, argument_parser, command, print_and_write
 from .concept_set import write_concept_set
 
 BATCH = 4
-SETTINGS = {"vectors": 6, "lr": 0.05}
-# --method's choices: the name each is recorded under, and what it adds to SETTINGS.
-METHODS = {"textual-inversion": {}, "per-layer": {"per_layer": True}, "time-stages": {"time_stages": 4}}
-LINE_STYLES = {"textual-inversion": "-", "per-layer": "--", "time-stages": ":"}
+TEXTUAL_INVERSION = {"vectors": 6, "lr": 0.05}  # the README's by-hand command
+# --method's choices: the name each is recorded under and its training settings. The LoRA, pivotal and
+# DreamBooth settings are benchmarks/methods.py's for miniworld (chosen on the bundled concepts, not on this
+# set); DreamBooth keeps prior preservation, with half of each step's passes on the class pictures.
+METHODS = {
+    "textual-inversion": TEXTUAL_INVERSION,
+    "more-vectors": {**TEXTUAL_INVERSION, "vectors": 16},
+    "per-layer": {**TEXTUAL_INVERSION, "per_layer": True},
+    "time-stages": {**TEXTUAL_INVERSION, "time_stages": 4},
+    "context-0.1": {**TEXTUAL_INVERSION, "context_weight": 0.1},
+    "context-1": {**TEXTUAL_INVERSION, "context_weight": 1.0},
+    "lora": {"method": "lora", "lr": 1e-3, "rank": 8},
+    "pivotal": {"method": "pivotal", "lr": 0.05, "vectors": 6, "lora_lr": 1e-3, "rank": 8, "ti_fraction": 0.5},
+    "dreambooth": {"method": "dreambooth", "lr": 5e-5, "class_prompt": "a {init}", "num_class_images": 20,
+                   "batch_size": BATCH // 2},
+}
+LINE_STYLES = {"textual-inversion": "-", "more-vectors": (0, (1, 3)), "per-layer": "--", "time-stages": ":",
+               "context-0.1": (0, (2, 2)), "context-1": (0, (4, 2)),
+               "lora": "-.", "pivotal": (0, (5, 1)), "dreambooth": (0, (3, 1, 1, 1, 1, 1))}
+
+
+def run_settings(method: str, spec) -> tuple[dict, int]:
+    """`method`'s TrainConfig values for `spec`, and the UNet passes one optimizer step makes."""
+    settings = dict(METHODS[method])
+    batch = settings.pop("batch_size", BATCH)
+    if "class_prompt" in settings:
+        settings["class_prompt"] = settings["class_prompt"].format(init=spec.init_word)
+    return {**settings, "batch_size": batch}, batch * (2 if "class_prompt" in settings else 1)
 
 
 def done(results: Path) -> list[dict]:
@@ -41,64 +65,67 @@ def record(results: Path, row: dict) -> None:
     print(json.dumps(row), flush=True)
 
 
-def evaluate_embedding(spec, vectors: dict | None, folder: Path, num_images: int, conditions: tuple[str, ...],
-                       method: str = "textual-inversion") -> dict:
-    """Score `vectors` (None: the baselines; [S, n, D] rows: a per-layer or per-stage token) on a fresh miniworld."""
-    from textual_inversion.concepts import load_concepts
+def train_and_score(method: str, name: str, kind: str, folder: Path, spec, seed: int, budgets: list[int],
+                    wanted: list[int], num_images: int, run: Path, threads: int) -> list[dict]:
+    """Train `method` to the largest budget, scoring the live pipeline at each wanted budget; the result rows."""
+    from textual_inversion import TrainConfig, train
     from textual_inversion.evaluate import evaluate_concept
-    from textual_inversion.extended_conditioning import SetLayout, cross_attention_layers, install
-    from textual_inversion.formats import Embedding
     from textual_inversion.models import load_pipeline
-    from textual_inversion.tokens import add_placeholder_tokens
 
+    settings, passes_per_step = run_settings(method, spec)
+    if any(b % passes_per_step for b in budgets):
+        raise SystemExit(f"--passes: {method} makes {passes_per_step} UNet passes a step; each budget must be a "
+                         "multiple of that")
     pipe = load_pipeline("miniworld")
-    if vectors is not None and vectors["text_encoder"].dim() == 3:
-        options = METHODS[method]
-        layout = SetLayout(cross_attention_layers(pipe.unet) if options.get("per_layer") else [],
-                           options.get("time_stages", 1))
-        rows = vectors["text_encoder"]
-        install(pipe, add_placeholder_tokens(pipe.tokenizer, spec.token, rows.shape[1])[0], rows, layout)
-    elif vectors is not None:
-        load_concepts(pipe, [Embedding(spec.token, vectors)])
-    return evaluate_concept(pipe, spec, folder, num_images=num_images, conditions=conditions)
+    scored, started, evaluating = [], time.monotonic(), 0.0
+
+    def score(step: int, _loss: float) -> None:
+        # With a constant learning rate the first N steps of a long run are a run of N steps, so the pipeline
+        # (which holds what is learned so far) is scored as that budget's run.
+        nonlocal evaluating
+        budget = step * passes_per_step
+        if budget not in wanted:
+            return
+        trained = time.monotonic() - started - evaluating
+        began = time.monotonic()
+        report = evaluate_concept(pipe, spec, run / f"evaluation-{budget}", num_images, conditions=("concept",))
+        evaluating += time.monotonic() - began
+        scored.append({"concept": name, "kind": kind, "condition": method, "seed": seed, "passes": budget,
+                       "fidelity": report["fidelity"], "editability": report["editability"],
+                       "train_seconds": trained, "load": os.getloadavg()[0]})
+
+    result = train(TrainConfig.from_values(dict(
+        model="miniworld", images=str(folder), token=spec.token, init_token=spec.init_word, property=spec.property,
+        steps=max(budgets) // passes_per_step, seed=seed, checkpoint_every=0, overwrite=True, output_dir=str(run),
+        threads=threads, **settings), lenient=True), pipe, on_step=score)
+    size = sum(f.stat().st_size for path in result.outputs.values()
+               for f in ([path] if path.is_file() else path.rglob("*")) if f.is_file())
+    return [{**row, "file_bytes": size} for row in scored]
 
 
 def sweep(names: list[str], seeds: list[int], budgets: list[int], num_images: int, workdir: Path,
           threads: int, method: str = "textual-inversion") -> Path:
-    from textual_inversion import TrainConfig, train
-    from textual_inversion.checkpoints import CHECKPOINT_DIR, load_checkpoint
+    from textual_inversion.evaluate import evaluate_concept
+    from textual_inversion.models import load_pipeline
 
     concepts = write_concept_set(workdir / "concepts")
     results = workdir / "results.jsonl"
     for name in names:
         kind, folder, spec = concepts[name]
         if not any(r["concept"] == name and r["condition"] == "baselines" for r in done(results)):
-            report = evaluate_embedding(spec, None, workdir / name / "baselines", num_images, ("init_word", "words"))
+            report = evaluate_concept(load_pipeline("miniworld"), spec, workdir / name / "baselines", num_images,
+                                      conditions=("init_word", "words"))
             for condition, scores in report["baselines"].items():
                 record(results, {"concept": name, "kind": kind, "condition": "baselines", "baseline": condition,
                                  **scores})
         for seed in seeds:
             wanted = [b for b in budgets if not any(r["concept"] == name and r["condition"] == method
                                                     and r["seed"] == seed and r["passes"] == b for r in done(results))]
-            if not wanted:
-                continue
-            run = workdir / name / (f"ti-seed{seed}" if method == "textual-inversion" else f"{method}-seed{seed}")
-            steps = [b // BATCH for b in budgets]
-            every = min(steps)  # a checkpoint at every budget: the budgets are multiples of the smallest
-            started = time.monotonic()
-            result = train(TrainConfig.from_values(dict(
-                model="miniworld", images=str(folder), token=spec.token, init_token=spec.init_word,
-                property=spec.property, steps=max(steps), batch_size=BATCH, seed=seed, checkpoint_every=every,
-                keep_checkpoints=0, overwrite=True, output_dir=str(run), threads=threads, **SETTINGS,
-                **METHODS[method])))
-            seconds = time.monotonic() - started
-            for budget in wanted:
-                weights, _ = load_checkpoint(run / CHECKPOINT_DIR / f"step-{budget // BATCH:06d}")
-                report = evaluate_embedding(spec, weights, run / f"evaluation-{budget}", num_images, ("concept",), method)
-                record(results, {"concept": name, "kind": kind, "condition": method, "seed": seed,
-                                 "passes": budget, "fidelity": report["fidelity"], "editability": report["editability"],
-                                 "train_seconds": seconds * budget / max(budgets), "file_bytes":
-                                 result.embedding_path.stat().st_size, "load": os.getloadavg()[0]})
+            if wanted:
+                run = workdir / name / (f"ti-seed{seed}" if method == "textual-inversion" else f"{method}-seed{seed}")
+                for row in train_and_score(method, name, kind, folder, spec, seed, budgets, wanted, num_images, run,
+                                           threads):
+                    record(results, row)
     return results
 
 
@@ -185,35 +212,45 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--report", action="store_true", help="write the tables from the results so far, train nothing")
     parser.add_argument("--method", choices=list(METHODS), default="textual-inversion",
-                        help="per-layer: textual inversion with --per-layer (P+); time-stages: with --time-stages 4")
+                        help="textual inversion as the README's by-hand command, with --vectors 16 (more-vectors), "
+                        "--per-layer (P+), --time-stages 4 or --context-weight 0.1 or 1; lora, pivotal and dreambooth with benchmarks/methods.py's "
+                        "settings")
     args = parser.parse_args()
     from textual_inversion.models import use_threads
 
     use_threads(args.threads)
     budgets = sorted(args.passes)
-    if any(b % (budgets[0] // BATCH * BATCH) for b in budgets) or budgets[0] % BATCH:
-        parser.error("--passes: each budget must be a multiple of the smallest, which must be a multiple of 4")
+    if any(b % BATCH for b in budgets):
+        parser.error(f"--passes: each budget must be a multiple of {BATCH} (a step's UNet passes)")
     results = Path(args.workdir) / "results.jsonl"
     if not args.report:
         sweep(args.concepts, args.seeds, budgets, args.num_images, Path(args.workdir), args.threads, args.method)
     rows = [r for r in done(results) if r["concept"] in args.concepts and
             (r.get("seed", args.seeds[0]) in args.seeds or r["condition"] == "ceiling")]
-    file_bytes = next((r["file_bytes"] for r in rows if "file_bytes" in r), 0)
     loads = [r["load"] for r in rows if "load" in r]
-    lines = [f"# Textual inversion on the new concept set ({len(args.concepts)} concepts, seeds "
+    lines = [f"# Methods on the new concept set ({len(args.concepts)} concepts, seeds "
              f"{', '.join(map(str, args.seeds))}, CPU)", "",
-             f"Produced by `{command()}`. Settings: the README's by-hand command (6 vectors, lr 0.05, batch 4, the "
-             "concepts' caption files); each cell is fidelity / editability as the judge reads "
-             f"{args.num_images} images per prompt, one entry per seed in seed order. Baselines: the base model given "
-             "the init word or the plain words instead of the token. Conditioning ceiling: the fidelity of pictures "
-             "drawn from the whole conditioning optimised on the concept's pictures, with no text encoder "
-             "(benchmarks/conditioning_ceiling.py --concept-set, 400 steps; what the UNet can draw at all).", "",
+             f"Produced by `{command()}`. Settings: textual inversion as the README's by-hand command (6 vectors, lr "
+             "0.05, batch 4, the concepts' caption files), more-vectors with 16, per-layer with --per-layer, "
+             "time-stages with --time-stages 4, context-W with --context-weight W; lora (rank 8, lr 1e-3), pivotal (6 vectors, lr 0.05, LoRA rank 8 at "
+             "1e-3, embeddings for the first half) and dreambooth (lr 5e-5, prior preservation with 20 pictures of "
+             "'a <init word>', batch 2 + 2) as benchmarks/methods.py sets them for miniworld. Each cell is fidelity / "
+             f"editability as the judge reads {args.num_images} images per prompt, one entry per seed in seed order. "
+             "Baselines: the base model given the init word or the plain words instead of the token. Conditioning "
+             "ceiling: the fidelity of pictures drawn from the whole conditioning optimised on the concept's "
+             "pictures, with no text encoder (benchmarks/conditioning_ceiling.py --concept-set, 400 steps; what the "
+             "UNet can draw at all).", "",
              *tables(rows, budgets), "", "Runs reaching the demo's targets (fidelity >= 0.8 and editability >= 0.7):",
-             "", *summary(rows, budgets), "",
-             f"Training time at {budgets[-1]} passes: {min(r['train_seconds'] for r in rows if r.get('passes') == budgets[-1]):.0f}"
-             f"-{max(r['train_seconds'] for r in rows if r.get('passes') == budgets[-1]):.0f} s (load average "
-             f"{min(loads):.1f}-{max(loads):.1f} on 2 cores while they ran); the embedding file "
-             f"{file_bytes / 1024:.0f} KB."]
+             "", *summary(rows, budgets), "", f"Training time at {budgets[-1]} passes and file size, by method (load "
+             f"average {min(loads):.1f}-{max(loads):.1f} on 2 cores while they ran):", "",
+             "| method | training seconds | file size |", "|---|---|---|"]
+    for method in methods_in(rows):
+        own = [r for r in rows if r["condition"] == method and r.get("passes") == budgets[-1]]
+        if own:
+            size = max(r["file_bytes"] for r in own)
+            lines.append(f"| {method} | {min(r['train_seconds'] for r in own):.0f}-"
+                         f"{max(r['train_seconds'] for r in own):.0f} | "
+                         + (f"{size / 2**20:.1f} MB" if size > 2**20 else f"{size / 1024:.1f} KB") + " |")
     print_and_write(lines, RESULTS_DIR / "concept_sweep.md")
     plot(rows, budgets, RESULTS_DIR / "concept_sweep.png")
 

@@ -117,6 +117,8 @@ CASES = {
     "--ti-encoders naming no encoder of the model": (on_flux(lambda t, m: train(t, m, "--ti-encoders", "clip_g")), "--ti-encoders clip_g: this model's text encoders are clip_l, t5"),
     "--ti-encoders on an SD model": (lambda t, m: train(t, m, "--ti-encoders", "clip_l"), "on this model every text encoder learns the token; leave it out"),
     "--per-layer on a Flux model": (on_flux(lambda t, m: train(t, m, "--per-layer")), "--per-layer: for SD 1.x, 2.x and miniworld (one text encoder and a UNet); leave it out"),
+    "--context-weight with --per-layer": (lambda t, m: train(t, m, "--per-layer", "--context-weight", "0.5"), "--context-weight 0.5 compares the token with --init-token's word in one text encoding; leave it out with --per-layer"),
+    "--context-weight on a Flux model": (on_flux(lambda t, m: train(t, m, "--context-weight", "1")), "--context-weight 1.0: for the UNet families (CLIP text encoders); leave it out"),
     "--per-layer with pivotal tuning": (lambda t, m: train(t, m, "--method", "pivotal", "--per-layer"), "--per-layer is an option of --method textual-inversion"),
     "dreambooth on a transformer-family model": (on_flux(lambda t, m: train_weights(t, m, "dreambooth")), "--method dreambooth: not available for flux models"),
     "--kohya-copy on Flux": (on_flux(lambda t, m: train_weights(t, m, "lora", "--kohya-copy")), "--kohya-copy: the kohya layout is written for SD 1.x, 2.x and XL only, not flux"),

@@ -238,7 +238,11 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
                 # Processes exchange gradients once per optimizer step, after its last micro-batch.
                 last = micro_batch == config.grad_accum - 1
                 with contextlib.nullcontext() if last else accelerator.no_sync(model), accelerator.autocast():
-                    micro_loss = batch_loss(model, draw(generator), config.prior_loss_weight)
+                    batch = draw(generator)
+                    micro_loss = batch_loss(model, batch, config.prior_loss_weight)
+                    extra = method.regularisation(batch.prompts[:batch.subject_count])
+                    if extra is not None:
+                        micro_loss = micro_loss + extra
                 accelerator.backward(micro_loss / config.grad_accum)
                 loss += micro_loss.item() / config.grad_accum
             optimizer.step()

@@ -69,6 +69,10 @@ class Method(ABC):
     def step_finished(self, step: int) -> None:  # noqa: B027 (optional hook)
         """Called after optimizer step `step` (0-based) has updated the parameters."""
 
+    def regularisation(self, prompts: list[str]) -> torch.Tensor | None:
+        """A term added to each micro-batch's loss, given the prompts of its subject pictures; None: nothing."""
+        return None
+
     @abstractmethod
     def state_dict(self) -> dict[str, torch.Tensor]:
         """What a checkpoint needs to restore the learned parameters."""

@@ -86,6 +86,11 @@ class PivotalTuning(Method):
     def step_finished(self, step: int) -> None:
         self.embeddings.step_finished(step)
 
+    def regularisation(self, prompts: list[str]):
+        """--context-weight's penalty while the embeddings learn; after that it could teach nothing."""
+        learning = any(rows.requires_grad for rows in self.embeddings.trainable_parameters())
+        return self.embeddings.regularisation(prompts) if learning else None
+
     def state_dict(self) -> dict:
         return {**{f"ti.{k}": v for k, v in self.embeddings.state_dict().items()},
                 **{f"lora.{k}": v for k, v in self.lora.state_dict().items()}}

@@ -29,6 +29,9 @@ class TextualInversionOptions(MethodOptions):
                              "vectors as a standard embedding")
     time_stages: int = option(1, "the token gets its own vectors for each of this many denoising stages (equal ranges "
                               "of the timesteps, as in NeTI/ProSpect); with --per-layer, per layer and stage")
+    context_weight: float = option(0.0, "context regularisation (CoRe's text term), for editability: weight of a "
+                                   "penalty keeping the text encoder's output for the words after the token as it is "
+                                   "with --init-token in its place; 0: off")
 
 
 class TextualInversion(Method):
@@ -48,12 +51,18 @@ class TextualInversion(Method):
         self.initial_norms: list = []
         self.num_vectors = self.options.vectors  # with --init-embedding, the file's count (set by prepare)
         self.layout = None  # with --per-layer or --time-stages, how the token's sets of vectors are laid out
+        self.tokenizers: list = []  # beside `encoders`, for --context-weight
 
     @classmethod
     def validate(cls, config) -> None:
         options = config.options
         if options.time_stages < 1:
             raise UserError(f"--time-stages {options.time_stages}: must be at least 1 (1: one set for every stage)")
+        if options.context_weight < 0:
+            raise UserError(f"--context-weight {options.context_weight}: cannot be negative (0: off)")
+        if options.context_weight and (options.per_layer or options.time_stages > 1 or options.init_embedding):
+            raise UserError(f"--context-weight {options.context_weight} compares the token with --init-token's word "
+                            "in one text encoding; leave it out with --per-layer, --time-stages and --init-embedding")
         if options.init_embedding:
             read_init_embedding(options)  # checks the file and how it goes with the other options
             return
@@ -68,7 +77,7 @@ class TextualInversion(Method):
     def prepare(self, pipe, data) -> None:
         """Add the token to each tokenizer and wrap each text encoder's embedding with trainable rows."""
         from ..formats import SINGLE_ENCODER
-        from ..models import check_fits
+        from ..models import check_fits, is_transformer_family
         from ..tokens import (
             add_placeholder_tokens,
             attach_placeholder_embedding,
@@ -81,6 +90,9 @@ class TextualInversion(Method):
         if start is not None:
             check_fits(start, pipe, f"--init-embedding {options.init_embedding}")
             self.num_vectors = start.num_vectors
+        if options.context_weight and is_transformer_family(pipe):
+            raise UserError(f"--context-weight {options.context_weight}: for the UNet families (CLIP text encoders); "
+                            "leave it out")
         for name, tokenizer, encoder in learning_encoders(pipe, options.ti_encoders, start):
             if start is not None:
                 initial = start.vectors[name]  # the file's keys are the encoders' names (text_encoder, clip_l, clip_g)
@@ -97,6 +109,7 @@ class TextualInversion(Method):
             self.rows[SINGLE_ENCODER if name == "text_encoder" else name] = wrapper.new_rows
             self.initial_norms.append(initial.norm(dim=-1, keepdim=True).to(wrapper.new_rows.device))
             self.encoders.append((encoder, ids[0], wrapper.new_rows))
+            self.tokenizers.append(tokenizer)
 
     @property
     def extended(self) -> bool:
@@ -130,6 +143,18 @@ class TextualInversion(Method):
         with torch.no_grad():
             for rows, norms in zip(self.rows.values(), self.initial_norms, strict=True):
                 rows.mul_(norms / rows.norm(dim=-1, keepdim=True).clamp(min=1e-12))
+
+    def regularisation(self, prompts: list[str]):
+        """With --context-weight, the context penalty summed over the text encoders that learn."""
+        if not self.options.context_weight:
+            return None
+        from ..context_regularisation import context_penalty
+
+        penalties = [context_penalty(tokenizer, encoder, prompts, self.config.token, self.options.init_token,
+                                     set(range(first_id, first_id + self.num_vectors)))
+                     for tokenizer, (encoder, first_id, _) in zip(self.tokenizers, self.encoders, strict=True)]
+        penalties = [p for p in penalties if p is not None]
+        return self.options.context_weight * sum(penalties) if penalties else None
 
     def state_dict(self) -> dict:
         return {name: rows.detach().clone() for name, rows in self.rows.items()}
@@ -180,7 +205,7 @@ class TextualInversion(Method):
         for encoder, first_id, rows in self.encoders:
             detach_placeholder_embedding(encoder)
             write_token_rows(encoder, first_id, rows.detach())
-        self.encoders = []
+        self.encoders, self.tokenizers = [], []
 
 
 def learning_encoders(pipe, choice: str, start=None) -> list[tuple[str, object, object]]:
