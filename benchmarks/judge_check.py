@@ -103,6 +103,41 @@ def score(labels: Path) -> list[str]:
         lines.append(f"| {attribute} | {agree} of {len(pairs)} ({agree / len(pairs):.0%}) | {listed} |")
     every = [all(row[f"judge_{a}"] == row[a].strip() for a in CHECKED) for row in rows]
     lines += ["", f"All four attributes right: {sum(every)} of {len(every)} ({sum(every) / len(every):.0%})."]
+    if all(Path(row["grid"]).is_file() for row in rows):  # the sweep's pictures are here: how sure was the judge?
+        lines += ["", *confidence(rows)]
+    return lines
+
+
+def confidence(rows: list[dict]) -> list[str]:
+    """Whether the judge's own certainty (its softmax probability for the name it gives) tells its misreads
+    apart, so that it could answer "unclear" below a threshold instead of naming a blob."""
+    import statistics
+
+    import torch
+
+    from textual_inversion.miniworld.judge import load_judge, to_batch
+
+    def num_images(grid: str) -> int:  # <run>/evaluation-N/grids/<condition>/<prompt>.png
+        return json.loads((Path(grid).parents[2] / "evaluation.json").read_text())["num_images"]
+
+    pictures = [cut({"grid": row["grid"], "position": int(row["position"]), "count": num_images(row["grid"])})
+                for row in rows]
+    judge = load_judge()
+    with torch.no_grad():
+        logits = judge(to_batch(pictures))
+    lines = ["The judge's certainty (softmax probability of the name it gives) on the same pictures: a threshold "
+             "that makes it answer \"unclear\" helps only if its misreads are less certain than its agreements.", "",
+             "| attribute | certainty when it agrees: min, median | when it misreads: min, median, max | agreements "
+             "below the misreads' median (lost with that threshold) |", "|---|---|---|---|"]
+    for attribute in ("shape", "pattern"):
+        certainty = logits[attribute].softmax(1).max(1).values.tolist()
+        agree = [c for c, row in zip(certainty, rows, strict=True) if row[f"judge_{attribute}"] == row[attribute].strip()]
+        miss = [c for c, row in zip(certainty, rows, strict=True) if row[f"judge_{attribute}"] != row[attribute].strip()]
+        if not miss:
+            continue
+        cut_at = statistics.median(miss)
+        lines.append(f"| {attribute} | {min(agree):.3f}, {statistics.median(agree):.3f} | {min(miss):.3f}, {cut_at:.3f}, "
+                     f"{max(miss):.3f} | {sum(c < cut_at for c in agree)} of {len(agree)} |")
     return lines
 
 

@@ -21,7 +21,7 @@ from diffusers import StableDiffusionPipeline
 from PIL import Image
 
 from textual_inversion.miniworld import model_path
-from textual_inversion.miniworld.judge import score
+from textual_inversion.miniworld.judge import load_judge, predict, score
 from textual_inversion.miniworld.world import BACKGROUNDS, BASE_SHAPES, NAMED_COLOURS, PATTERNS, SIZES
 
 from .common import RESULTS_DIR, argument_parser, command
@@ -87,6 +87,9 @@ def main(argv=None) -> None:
         expected += [e for _, e in chunk for _ in range(args.per_prompt)]
     seconds = time.time() - t0
     rates = score(images, expected)
+    judge = load_judge()
+    every = [all(p[k] == v for k, v in e.items()) for p, e in zip(predict(images, judge), expected, strict=True)]
+    patterned = [hit for hit, e in zip(every, expected, strict=True) if "pattern" in e]
 
     lines = [
         "# miniworld quality",
@@ -103,6 +106,10 @@ def main(argv=None) -> None:
         target = f"{100 * TARGETS[k]:.0f} %" if k in TARGETS else "-"
         note = " (prompts naming a pattern)" if k == "pattern" else ""
         lines.append(f"| {k}{note} | {100 * rates[k]:.1f} % | {target} |")
+    # A composite subject is all of its attributes at once; an image counts only if the judge reads every one.
+    lines += [f"| every named attribute at once (all prompts) | {100 * sum(every) / len(every):.1f} % | - |",
+              f"| every named attribute at once (prompts naming a pattern: 5 attributes) | "
+              f"{100 * sum(patterned) / max(len(patterned), 1):.1f} % | - |"]
     lines += ["", f"Command: `{command()}`"]
     text = "\n".join(lines) + "\n"
     print(text)
