@@ -41,9 +41,6 @@ METHODS = {
     "dreambooth": {"method": "dreambooth", "lr": 5e-5, "class_prompt": "a {init}", "num_class_images": 20,
                    "batch_size": BATCH // 2},
 }
-LINE_STYLES = {"textual-inversion": "-", "more-vectors": (0, (1, 3)), "per-layer": "--", "time-stages": ":",
-               "context-0.1": (0, (2, 2)), "context-1": (0, (4, 2)),
-               "lora": "-.", "pivotal": (0, (5, 1)), "dreambooth": (0, (3, 1, 1, 1, 1, 1))}
 
 
 def run_settings(method: str, spec) -> tuple[dict, int]:
@@ -134,10 +131,10 @@ def methods_in(rows: list[dict]) -> list[str]:
 
 
 def tables(rows: list[dict], budgets: list[int]) -> list[str]:
+    """One row per concept and method: fidelity / editability at each budget, the concept's baselines on its first."""
     names = list(dict.fromkeys(r["concept"] for r in rows))
-    columns = [(method, b) for method in methods_in(rows) for b in budgets]
-    lines = ["| kind | concept | init word | plain words | " + " | ".join(f"{m} {b}" for m, b in columns) +
-             " | conditioning ceiling |", "|---|---|---|---|" + "---|" * len(columns) + "---|"]
+    lines = ["| kind | concept | init word | plain words | conditioning ceiling | method | "
+             + " | ".join(f"{b} passes" for b in budgets) + " |", "|---|---|---|---|---|---|" + "---|" * len(budgets)]
 
     def cell(scores: list[dict]) -> str:
         return ", ".join(f"{r['fidelity']:.2f} / {r['editability']:.2f}" for r in sorted(scores, key=lambda r: r["seed"])) or "-"
@@ -145,12 +142,13 @@ def tables(rows: list[dict], budgets: list[int]) -> list[str]:
     for name in names:
         own = [r for r in rows if r["concept"] == name]
         base = {r["baseline"]: r for r in own if r["condition"] == "baselines"}
-        row = [own[0]["kind"], name] + [f"{base[c]['fidelity']:.2f} / {base[c]['editability']:.2f}" if c in base else "-"
-                                        for c in ("init_word", "words")]
-        row += [cell([r for r in own if r["condition"] == m and r["passes"] == b]) for m, b in columns]
-        ceiling = [r for r in own if r["condition"] == "ceiling"]
-        row.append(", ".join(f"{r['fidelity']:.2f}" for r in sorted(ceiling, key=lambda r: r["seed"])) or "-")
-        lines.append("| " + " | ".join(row) + " |")
+        ceiling = ", ".join(f"{r['fidelity']:.2f}" for r in sorted((r for r in own if r["condition"] == "ceiling"),
+                                                                   key=lambda r: r["seed"])) or "-"
+        first = [own[0]["kind"], name] + [f"{base[c]['fidelity']:.2f} / {base[c]['editability']:.2f}" if c in base
+                                          else "-" for c in ("init_word", "words")] + [ceiling]
+        for index, method in enumerate(m for m in methods_in(rows) if any(r["condition"] == m for r in own)):
+            cells = [cell([r for r in own if r["condition"] == method and r["passes"] == b]) for b in budgets]
+            lines.append("| " + " | ".join((first if index == 0 else [""] * len(first)) + [method] + cells) + " |")
     return lines
 
 
@@ -166,12 +164,35 @@ def summary(rows: list[dict], budgets: list[int]) -> list[str]:
                 hit = sum(r["fidelity"] >= 0.8 and r["editability"] >= 0.7 for r in runs)
                 mean = sum(r["fidelity"] for r in runs) / len(runs) if runs else float("nan")
                 cells.append(f"{hit} of {len(runs)}, {mean:.2f}" if runs else "-")
-            lines.append(f"| {method} | {kind} | " + " | ".join(cells) + " |")
+            if any(c != "-" for c in cells):
+                lines.append(f"| {method} | {kind} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def paired(rows: list[dict], budget: int) -> list[str]:
+    """Each method against plain textual inversion on the runs both have (same concept, seed and budget)."""
+    lines = [f"| method | runs paired ({budget} passes) | its mean fidelity / editability | textual inversion's on the "
+             "same runs | at target: it / textual inversion |", "|---|---|---|---|---|"]
+    plain = {(r["concept"], r["seed"]): r for r in rows if r["condition"] == "textual-inversion" and r["passes"] == budget}
+    for method in methods_in(rows)[1:]:
+        own = [r for r in rows if r["condition"] == method and r["passes"] == budget and (r["concept"], r["seed"]) in plain]
+        if not own:
+            continue
+        base = [plain[(r["concept"], r["seed"])] for r in own]
+
+        def means(runs: list[dict]) -> str:
+            return (f"{sum(r['fidelity'] for r in runs) / len(runs):.2f} / "
+                    f"{sum(r['editability'] for r in runs) / len(runs):.2f}")
+
+        def hits(runs: list[dict]) -> int:
+            return sum(r["fidelity"] >= 0.8 and r["editability"] >= 0.7 for r in runs)
+
+        lines.append(f"| {method} | {len(own)} | {means(own)} | {means(base)} | {hits(own)} / {hits(base)} |")
     return lines
 
 
 def plot(rows: list[dict], budgets: list[int], path: Path) -> None:
-    """Fidelity against budget, one line per concept, seed and method, coloured by kind, styled by method."""
+    """Fidelity against budget, one panel per method, one line per concept and seed, coloured by kind."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -179,24 +200,33 @@ def plot(rows: list[dict], budgets: list[int], path: Path) -> None:
 
     kinds = list(dict.fromkeys(r["kind"] for r in rows))
     colours = dict(zip(kinds, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
-    figure, axes = plt.subplots(figsize=(8.5, 4.5))
-    runs = {(r["condition"], r["concept"], r["seed"]) for r in rows if r["condition"] in METHODS}
-    for method, concept, seed in sorted(runs):
-        points = sorted((r["passes"], r["fidelity"], r["kind"]) for r in rows if r["condition"] == method
-                        and r["concept"] == concept and r["seed"] == seed)
-        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=colours[points[0][2]], alpha=0.6,
-                  linestyle=LINE_STYLES[method])
+    methods = methods_in(rows)
+    columns = min(3, len(methods))
+    lines_of = -(-len(methods) // columns)
+    figure, panels = plt.subplots(lines_of, columns, figsize=(3.6 * columns + 1.8, 3.0 * lines_of), squeeze=False,
+                                  sharex=True, sharey=True)
+    for axes, method in zip(panels.flat, methods, strict=False):
+        for concept, seed in sorted({(r["concept"], r["seed"]) for r in rows if r["condition"] == method}):
+            points = sorted((r["passes"], r["fidelity"], r["kind"]) for r in rows if r["condition"] == method
+                            and r["concept"] == concept and r["seed"] == seed and r["passes"] in budgets)
+            if points:
+                axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3,
+                          color=colours[points[0][2]], alpha=0.6)
+        axes.axhline(0.8, color="grey", linestyle=":", linewidth=1)
+        axes.set(xscale="log", title=method, ylim=(-0.02, 1.02))
+        axes.minorticks_off()  # the log axis's own minor labels would print over the budgets
+        axes.set_xticks(budgets, [str(b) for b in budgets], fontsize=7)
+    for axes in panels.flat[len(methods):]:
+        axes.set_visible(False)
+    for axes in panels[:, 0]:
+        axes.set_ylabel("fidelity (judge)")
+    for axes in panels[-1, :]:
+        axes.set_xlabel("UNet passes")
     for kind in kinds:
-        axes.plot([], [], color=colours[kind], label=kind)
-    for method in methods_in(rows):
-        axes.plot([], [], color="grey", linestyle=LINE_STYLES[method], label=method)
-    axes.axhline(0.8, color="grey", linestyle=":", linewidth=1)
-    axes.set(xscale="log", xlabel="UNet passes (steps x batch)", ylabel="fidelity (judge)", ylim=(-0.02, 1.02),
-             title="The new concept set: fidelity by training budget")
-    axes.minorticks_off()  # the log axis's own minor labels would print over the budgets
-    axes.set_xticks(budgets, [str(b) for b in budgets])
-    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    figure.tight_layout()
+        panels.flat[0].plot([], [], color=colours[kind], label=kind)
+    figure.legend(fontsize=8, loc="upper right")
+    figure.suptitle("The new concept set: fidelity by training budget, per method")
+    figure.tight_layout(rect=(0, 0, 0.82, 0.95))
     figure.savefig(path, dpi=110)
 
 
@@ -241,16 +271,17 @@ def main() -> None:
              "pictures, with no text encoder (benchmarks/conditioning_ceiling.py --concept-set, 400 steps; what the "
              "UNet can draw at all).", "",
              *tables(rows, budgets), "", "Runs reaching the demo's targets (fidelity >= 0.8 and editability >= 0.7):",
-             "", *summary(rows, budgets), "", f"Training time at {budgets[-1]} passes and file size, by method (load "
-             f"average {min(loads):.1f}-{max(loads):.1f} on 2 cores while they ran):", "",
-             "| method | training seconds | file size |", "|---|---|---|"]
+             "", *summary(rows, budgets), "", *paired(rows, 3200 if 3200 in budgets else budgets[-1]), "",
+             f"Training time at each method's largest budget and file size (load average {min(loads):.1f}-"
+             f"{max(loads):.1f} on 2 cores while they ran; dreambooth's includes making its 20 class pictures):", "",
+             "| method | passes | training seconds | file size |", "|---|---|---|---|"]
     for method in methods_in(rows):
-        own = [r for r in rows if r["condition"] == method and r.get("passes") == budgets[-1]]
-        if own:
-            size = max(r["file_bytes"] for r in own)
-            lines.append(f"| {method} | {min(r['train_seconds'] for r in own):.0f}-"
-                         f"{max(r['train_seconds'] for r in own):.0f} | "
-                         + (f"{size / 2**20:.1f} MB" if size > 2**20 else f"{size / 1024:.1f} KB") + " |")
+        largest = max(r["passes"] for r in rows if r["condition"] == method)
+        own = [r for r in rows if r["condition"] == method and r["passes"] == largest]
+        size = max(r["file_bytes"] for r in own)
+        lines.append(f"| {method} | {largest} | {min(r['train_seconds'] for r in own):.0f}-"
+                     f"{max(r['train_seconds'] for r in own):.0f} | "
+                     + (f"{size / 2**20:.1f} MB" if size > 2**20 else f"{size / 1024:.1f} KB") + " |")
     print_and_write(lines, RESULTS_DIR / "concept_sweep.md")
     plot(rows, budgets, RESULTS_DIR / "concept_sweep.png")
 

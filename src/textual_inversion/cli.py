@@ -209,10 +209,14 @@ def run(argv: list[str] | None = None) -> int:
     if args.command == "train":
         from .training import train
 
-        result = train(config_from_args(args, TrainConfig))
+        config = config_from_args(args, TrainConfig)
+        result = train(config)
         if result.outputs:  # under accelerate launch only the main process writes, and reports
             print(f"learned {', '.join(map(str, result.outputs.values()))} in {result.seconds:.0f} s ({result.steps} steps, "
                   f"final loss {result.final_loss:.4f}); loss plot {result.output_dir / 'loss.png'}")
+            advice = METHODS[config.method].advice
+            if advice:
+                print(f"if it falls short: {advice} (README: Methods: which one to use)")
     elif args.command == "generate":
         from .generation import generate
 

@@ -42,6 +42,9 @@ class Method(ABC):
     parameters_may_go_unused: ClassVar[bool] = False
     # Also trains the transformer families (Flux, SD3, Z-Image); the others are written for the UNet.
     transformer_families: ClassVar[bool] = False
+    # Printed after a run from the command line: what to try if the result falls short (README: "Methods: which
+    # one to use", from benchmarks/results/concept_sweep.md).
+    advice: ClassVar[str] = ""
 
     def __init__(self, config):  # a TrainConfig (config.py builds on this registry, so it is not imported here)
         self.config = config
