@@ -7,13 +7,13 @@ import torch
 from safetensors.torch import load_file
 
 from textual_inversion import TrainConfig, UserError, train
-from textual_inversion.context_regularisation import positions_after
+from textual_inversion.context_regularisation import context_penalty, positions_after
 from textual_inversion.methods.textual_inversion import TextualInversion
 from textual_inversion.models import load_pipeline
 
 
 def test_positions_after_the_token_line_up_with_the_words_after_the_plain_word():
-    # "a <t> <t>_1 on red" against "a big cat on red": the plain word takes 2 ids where the token takes 2
+    # "a <t> <t>_1 on red" against "a big fat cat on red": the plain words take 3 ids where the token takes 2
     assert positions_after([0, 5, 90, 91, 6, 7, 1], [0, 5, 20, 21, 22, 6, 7, 1], {90, 91}) == ([4, 5, 6], [5, 6, 7])
     assert positions_after([0, 90, 1], [0, 20, 1], {90}) == ([2], [2])  # only the end token after it
     assert positions_after([0, 90, 5, 90, 1], [0, 20, 5, 20, 1], {90}) is None  # twice: not compared
@@ -73,16 +73,30 @@ def test_context_weight_errors_name_the_option(context_config, options, message)
         train(config)
 
 
-def test_sdxl_regularises_both_text_encoders(tiny_sdxl_path, image_folder, tmp_path):
+def test_sdxl_regularises_both_text_encoders_on_their_hidden_states(tiny_sdxl_path, image_folder, tmp_path):
     config = TrainConfig(model=tiny_sdxl_path, images=str(image_folder), token="<blob>", steps=1, lr=0.05,
-                         batch_size=1, options={"init_token": "cat", "vectors": 2, "context_weight": 1.0},
+                         batch_size=1, options={"init_token": "cat", "vectors": 1, "context_weight": 1.0},
                          output_dir=str(tmp_path / "run"))
     method = prepared(config, load_pipeline(tiny_sdxl_path))
+    prompt = "a photo of <blob> on a table"
+    assert method.regularisation([prompt]).item() == pytest.approx(0.0, abs=1e-6)
     for rows in method.rows.values():
         with torch.no_grad():
             rows.mul_(-2)
-    method.regularisation(["a photo of <blob> on a table"]).backward()
+    method.regularisation([prompt]).backward()
     assert len(method.rows) == 2 and all(rows.grad.abs().sum() > 0 for rows in method.rows.values())
+    # The second encoder (with projection) is compared on its hidden states, word by word after the token.
+    tokenizer, (encoder, first_id, _) = method.tokenizers[1], method.encoders[1]
+    with torch.no_grad():
+        penalty = context_penalty(tokenizer, encoder, [prompt], "<blob>", "cat", {first_id})
+
+        def hidden(text: str) -> torch.Tensor:
+            ids = tokenizer(text, padding="max_length", max_length=77, return_tensors="pt").input_ids
+            return encoder(ids).last_hidden_state[0]
+
+        after = slice(5, 5 + len(tokenizer("on a table").input_ids) - 1)  # start, a, photo, of, token | on a table, end
+        expected = 1 - torch.cosine_similarity(hidden(prompt)[after], hidden("a photo of cat on a table")[after]).mean()
+    assert penalty.item() == pytest.approx(expected.item(), abs=1e-6) and penalty.item() > 0
     method.release()
 
 

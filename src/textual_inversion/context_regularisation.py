@@ -5,7 +5,8 @@ background") then lose their meaning and edits are ignored. CoRe's remedy is to 
 output for the *other* words of a prompt close to what it is when a plain word for the subject (the
 super-category; here --init-token) stands in the token's place. Only the positions after the token can
 differ: CLIP's attention is causal, so earlier words never see it. The penalty is 1 - cosine similarity,
-averaged over those positions (end-of-text included, which SDXL also pools) and over the prompts.
+averaged over those positions of the last hidden states (end-of-text included, which SDXL also pools) and
+over the prompts.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def context_penalty(tokenizer, encoder, prompts: list[str], token: str, word: st
     def encode(texts: list[str]) -> torch.Tensor:  # [P, 77, D]; positions up to the end token ignore padding
         ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                         return_tensors="pt").input_ids.to(encoder.device)
-        return encoder(ids)[0]
+        # By name: SDXL's second encoder (with projection) returns its pooled embedding first.
+        return encoder(ids).last_hidden_state
 
     with torch.no_grad():
         reference = encode([word_prompts[i] for i in kept])
