@@ -1,17 +1,18 @@
-"""What textual inversion learns on concepts nobody tuned for: the new concept set (benchmarks/concept_set.py) at
+"""What each method learns on concepts nobody tuned for: the new concept set (benchmarks/concept_set.py) at
 several training budgets and seeds, with the base model's own baselines beside it.
 
-For each concept and seed one run trains to the largest budget with a constant learning rate and a checkpoint
-at each budget; with a constant rate the first N steps of a long run are exactly a run of N steps, so each
-checkpoint is scored as that budget's run. The judge scores each as `evaluate` does (fidelity: the plain
-prompts show every defining attribute; editability: an edit prompt honoured with the concept kept), and the
-init word and the plain words (e.g. "a teal square") once per concept. Budgets are in UNet passes
-(steps x batch). Every result is appended to `<workdir>/results.jsonl` as it is made, so a stopped sweep
-continues where it was; the tables and the plot are written from everything there.
+For each concept and seed one run trains to the largest budget with a constant learning rate, and the live
+pipeline (which holds what is learned so far) is scored when the run passes each budget: with a constant rate
+the first N steps of a long run are exactly a run of N steps. The judge scores as `evaluate` does (fidelity:
+the plain prompts show every defining attribute; editability: an edit prompt honoured with the concept kept),
+and the init word and the plain words (e.g. "a teal square") once per concept. Budgets are in UNet passes
+(steps x batch, class pictures included). Every result is appended to `<workdir>/results.jsonl` as it is made,
+so a stopped sweep continues where it was; the tables and the plot are written from everything there.
 
-    python -m benchmarks.concept_sweep [--seeds 0 1] [--passes 200 800 3200] [--concepts teal-square ...]
+    python -m benchmarks.concept_sweep [--method lora] [--seeds 0 1] [--passes 200 800 3200] [--concepts ...]
 
-Settings are the README's by-hand command (--vectors 6 --lr 0.05 --batch-size 4, captions as written).
+Textual inversion runs with the README's by-hand settings (--vectors 6 --lr 0.05 --batch-size 4, captions as
+written); METHODS below has every method's.
 """
 
 from __future__ import annotations
