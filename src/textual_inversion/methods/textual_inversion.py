@@ -44,8 +44,8 @@ class TextualInversion(Method):
     adds_token = True
     transformer_families = True
     advice = ("a token can only ask for what the model already draws; if the previews miss the subject, train the "
-              "same pictures with --method lora, or for a shape the model never drew --method dreambooth, for longer: "
-              "both change the model itself")
+              "same pictures with --method pivotal (the token plus a LoRA) or lora, or for a shape the model never "
+              "drew --method dreambooth, for longer: they change the model itself")
 
     def __init__(self, config):
         super().__init__(config)
