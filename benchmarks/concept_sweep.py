@@ -24,12 +24,15 @@ from pathlib import Path
 
 from .common import RESULTS_DIR, argument_parser, command, print_and_write
 from .concept_set import write_concept_set
+from .methods import METHODS as MINIWORLD_SETTINGS
+from .methods import human_size, output_bytes, run_settings
 
 BATCH = 4
 TEXTUAL_INVERSION = {"vectors": 6, "lr": 0.05}  # the README's by-hand command
-# --method's choices: the name each is recorded under and its training settings. The LoRA, pivotal and
-# DreamBooth settings are benchmarks/methods.py's for miniworld (chosen on the bundled concepts, not on this
-# set); DreamBooth keeps prior preservation, with half of each step's passes on the class pictures.
+# --method's choices: the name each is recorded under and its training settings. LoRA, pivotal tuning and
+# DreamBooth take benchmarks/methods.py's settings for miniworld (chosen on the bundled concepts, not on this
+# set); pivotal tuning's embeddings learn as textual inversion does here, and DreamBooth's class prompt is in
+# miniworld's own words ("a cross").
 METHODS = {
     "textual-inversion": TEXTUAL_INVERSION,
     "more-vectors": {**TEXTUAL_INVERSION, "vectors": 16},
@@ -37,20 +40,10 @@ METHODS = {
     "time-stages": {**TEXTUAL_INVERSION, "time_stages": 4},
     "context-0.1": {**TEXTUAL_INVERSION, "context_weight": 0.1},
     "context-1": {**TEXTUAL_INVERSION, "context_weight": 1.0},
-    "lora": {"method": "lora", "lr": 1e-3, "rank": 8},
-    "pivotal": {"method": "pivotal", "lr": 0.05, "vectors": 6, "lora_lr": 1e-3, "rank": 8, "ti_fraction": 0.5},
-    "dreambooth": {"method": "dreambooth", "lr": 5e-5, "class_prompt": "a {init}", "num_class_images": 20,
-                   "batch_size": BATCH // 2},
+    "lora": {"method": "lora", **MINIWORLD_SETTINGS["lora"]},
+    "pivotal": {"method": "pivotal", **MINIWORLD_SETTINGS["pivotal"], **TEXTUAL_INVERSION},
+    "dreambooth": {"method": "dreambooth", **MINIWORLD_SETTINGS["dreambooth"], "class_prompt": "a {init}"},
 }
-
-
-def run_settings(method: str, spec) -> tuple[dict, int]:
-    """`method`'s TrainConfig values for `spec`, and the UNet passes one optimizer step makes."""
-    settings = dict(METHODS[method])
-    batch = settings.pop("batch_size", BATCH)
-    if "class_prompt" in settings:
-        settings["class_prompt"] = settings["class_prompt"].format(init=spec.init_word)
-    return {**settings, "batch_size": batch}, batch * (2 if "class_prompt" in settings else 1)
 
 
 def done(results: Path) -> list[dict]:
@@ -70,7 +63,7 @@ def train_and_score(method: str, name: str, kind: str, folder: Path, spec, seed:
     from textual_inversion.evaluate import evaluate_concept
     from textual_inversion.models import load_pipeline
 
-    settings, passes_per_step = run_settings(method, spec)
+    settings, passes_per_step = run_settings(METHODS[method], spec)
     if any(b % passes_per_step for b in budgets):
         raise SystemExit(f"--passes: {method} makes {passes_per_step} UNet passes a step; each budget must be a "
                          "multiple of that")
@@ -96,8 +89,7 @@ def train_and_score(method: str, name: str, kind: str, folder: Path, spec, seed:
         model="miniworld", images=str(folder), token=spec.token, init_token=spec.init_word, property=spec.property,
         steps=max(budgets) // passes_per_step, seed=seed, checkpoint_every=0, overwrite=True, output_dir=str(run),
         threads=threads, **settings), lenient=True), pipe, on_step=score)
-    size = sum(f.stat().st_size for path in result.outputs.values()
-               for f in ([path] if path.is_file() else path.rglob("*")) if f.is_file())
+    size = output_bytes(result.outputs.values())
     return [{**row, "file_bytes": size} for row in scored]
 
 
@@ -281,8 +273,7 @@ def main() -> None:
         own = [r for r in rows if r["condition"] == method and r["passes"] == largest]
         size = max(r["file_bytes"] for r in own)
         lines.append(f"| {method} | {largest} | {min(r['train_seconds'] for r in own):.0f}-"
-                     f"{max(r['train_seconds'] for r in own):.0f} | "
-                     + (f"{size / 2**20:.1f} MB" if size > 2**20 else f"{size / 1024:.1f} KB") + " |")
+                     f"{max(r['train_seconds'] for r in own):.0f} | {human_size(size)} |")
     print_and_write(lines, RESULTS_DIR / "concept_sweep.md")
     plot(rows, budgets, RESULTS_DIR / "concept_sweep.png")
 

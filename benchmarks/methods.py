@@ -31,6 +31,28 @@ METHODS = {
 }
 
 
+def run_settings(settings: dict, spec) -> tuple[dict, int]:
+    """A method's TrainConfig values for concept `spec` (batch size BATCH unless given, the init word filled into a
+    class prompt), and the UNet passes one optimizer step makes (class pictures included)."""
+    settings = {"batch_size": BATCH, **settings}
+    if "class_prompt" in settings:
+        settings["class_prompt"] = settings["class_prompt"].format(init=spec.init_word)
+    return settings, settings["batch_size"] * (2 if "class_prompt" in settings else 1)
+
+
+def human_size(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+def output_bytes(paths) -> int:
+    """The size of a run's outputs: files, and folders (a DreamBooth pipeline) with everything in them."""
+    return sum(f.stat().st_size for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+
+
 def run_one(method: str, concept: str, passes: int, num_images: int, workdir: Path, model: str) -> dict:
     """Train one method on one concept and evaluate it; runs inside its own process."""
     from textual_inversion import TrainConfig, train
@@ -39,11 +61,8 @@ def run_one(method: str, concept: str, passes: int, num_images: int, workdir: Pa
     from textual_inversion.models import load_pipeline
 
     folder, spec = bundled_concept(concept)
-    settings = dict(METHODS[method])
-    batch = settings.pop("batch_size", BATCH)
-    if "class_prompt" in settings:
-        settings["class_prompt"] = settings["class_prompt"].format(init=spec.init_word)
-    per_step = batch * (2 if "class_prompt" in settings else 1)
+    settings, per_step = run_settings(METHODS[method], spec)
+    batch = settings.pop("batch_size")
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -54,8 +73,7 @@ def run_one(method: str, concept: str, passes: int, num_images: int, workdir: Pa
         property=spec.property, steps=passes // per_step, batch_size=batch, checkpoint_every=0, device=device,
         overwrite=True, output_dir=str(workdir / f"{method}-{concept}"), **settings), lenient=True))
     seconds = time.monotonic() - started
-    outputs = list(result.outputs.values())
-    size = sum(f.stat().st_size for p in outputs for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+    size = output_bytes(result.outputs.values())
     run_dir = str(result.output_dir)
     pipe = load_pipeline(pipeline_of([run_dir]) or model).to(device)
     load_concepts(pipe, [run_dir])
@@ -79,14 +97,6 @@ def baselines(concept: str, num_images: int, workdir: Path, model: str) -> dict:
     report = evaluate_concept(pipe, spec, workdir / f"baselines-{concept}",
                               num_images=num_images, conditions=("init_word", "words"))
     return report["baselines"]
-
-
-def human_size(size: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TB"
 
 
 def main() -> None:
