@@ -34,6 +34,8 @@ SETTINGS = {
     "6 vectors, captions, batch 2": {"vectors": 6, "batch_size": 2},
     "6 vectors, captions, lr 0.1": {"vectors": 6, "lr": 0.1},
     "6 vectors, captions, lr 0.1, cosine": {"vectors": 6, "lr": 0.1, "lr_scheduler": "cosine"},
+    "6 vectors, captions, lr 0.2": {"vectors": 6, "lr": 0.2},
+    "6 vectors, captions, lr 0.2, stratified": {"vectors": 6, "lr": 0.2, "timesteps": "stratified"},
     "6 vectors, captions, batch 8": {"vectors": 6, "batch_size": 8},
     "6 vectors, captions, batch 8, lr 0.1": {"vectors": 6, "batch_size": 8, "lr": 0.1},
     "6 vectors, captions, cross init": {"vectors": 6, "init_strategy": "cross"},
@@ -74,7 +76,7 @@ def main() -> None:
              f"prompts, {args.num_images} images each; checked every {args.every} steps; lr {args.lr}, batch 4 unless the setting says otherwise)", "",
              f"Produced by `{command()}`. Seconds = steps x (the run's time in the training function / its steps): "
              "latent encoding and checkpoints are counted in; scoring is not, nor are Python imports and model "
-             "loading (a 1-step `train` takes about 11 s from launch to exit; benchmarks/concept_end_to_end.py "
+             "loading (a 1-step `train` took 5.4 s from launch to exit on 2 cores; benchmarks/concept_end_to_end.py "
              "times whole commands). One row per seed: whether a run finds the "
              "concept depends on its draw of noise and timesteps.", "",
              "| concept | setting | seed | steps to target | seconds to target | fidelity then | run ended at |",

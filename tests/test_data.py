@@ -96,3 +96,61 @@ def test_cached_latents_are_contiguous(tiny_sd1_path):
     [cache] = encode_images(vae, images, 32, "center", 1, True, 0, torch.device("cpu"), torch.float32)
     assert cache.means.is_contiguous() and cache.stds.is_contiguous()
     assert cache.sample(torch.tensor([0, 5]), torch.Generator().manual_seed(0), 0.18).is_contiguous()
+
+
+def cache_of(entries: int, side: int = 4):
+    """A latent cache of `entries` zero latents [entries, 4, side, side], one picture each."""
+    import torch
+
+    from textual_inversion.data import LatentCache
+
+    zeros = torch.zeros(entries, 4, side, side)
+    return LatentCache(zeros, zeros, list(range(entries)), [False] * entries, [(0, 0)] * entries,
+                       [(side * 8, side * 8)] * entries, (side * 8, side * 8))
+
+
+def test_stratified_timesteps_take_one_from_each_range_of_the_schedule():
+    import torch
+
+    from textual_inversion.data import draw_timesteps
+
+    generator = torch.Generator().manual_seed(0)
+    draws = [draw_timesteps(4, 1000, generator) for _ in range(200)]
+    for timesteps in draws:
+        assert sorted(int(t) // 250 for t in timesteps) == [0, 1, 2, 3]
+    assert len({tuple(t.tolist()) for t in draws}) == 200  # random within the ranges, and in random order
+    assert {int(t[0]) // 250 for t in draws} == {0, 1, 2, 3}
+    everything = torch.cat(draws)
+    assert everything.min() >= 0 and everything.max() <= 999
+    assert len(draw_timesteps(3, 1000, generator)) == 3 and draw_timesteps(1, 10, generator).item() in range(10)
+
+
+def test_a_stratified_batch_covers_the_schedule_for_the_subject_and_for_the_class_images():
+    import torch
+
+    from textual_inversion.data import TrainingData, draw_batch
+
+    data = TrainingData([], [], [["p"]] * 3, [None] * 3, caches=[cache_of(3)], class_caches=[cache_of(5)])
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        batch = draw_batch(data, 4, "a dog", generator, 1000, 1.0, 0, 1, stratified=True)
+        subject, class_rows = batch.timesteps[:4], batch.timesteps[4:]
+        assert sorted(int(t) // 250 for t in subject) == sorted(int(t) // 250 for t in class_rows) == [0, 1, 2, 3]
+    # Two processes each train on half the rows of the same global batch: together, every range once.
+    halves = [draw_batch(data, 4, "a dog", torch.Generator().manual_seed(7), 1000, 1.0, process, 2, stratified=True)
+              for process in (0, 1)]
+    assert sorted(int(t) // 250 for half in halves for t in half.timesteps[:2]) == [0, 1, 2, 3]
+
+
+def test_uniform_timesteps_are_drawn_as_before_the_stratified_option():
+    """Runs from before --timesteps draw the same batches: the seed-0 draws, recorded then."""
+    import torch
+
+    from textual_inversion.data import TrainingData, draw_batch
+
+    data = TrainingData([], [], [["p"]] * 3, [None] * 3, caches=[cache_of(3)])
+    generator = torch.Generator().manual_seed(0)
+    assert [draw_batch(data, 4, None, generator, 1000, 1.0, 0, 1).timesteps.tolist() for _ in range(2)] == RECORDED
+
+
+RECORDED = [[722, 753, 212, 405], [453, 166, 446, 14]]  # from main at 36563c3, before the option

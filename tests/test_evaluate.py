@@ -62,6 +62,7 @@ def test_grids_are_named_after_the_token_in_every_condition(tmp_path, monkeypatc
     pipe = lambda prompt, num_images_per_prompt, **kwargs: SimpleNamespace(  # noqa: E731
         images=[Image.new("RGB", (8, 8))] * num_images_per_prompt * (len(prompt) if isinstance(prompt, list) else 1))
     pipe.set_progress_bar_config = lambda **kwargs: None
+    pipe.scheduler = None  # a pipeline's own, named in the report
     evaluate_concept(pipe, OBJECT, tmp_path, num_images=1, conditions=("concept", "init_word"), edits=False)
     for condition in ("concept", "init_word"):  # the baseline's grids under the same names, to compare
         assert sorted(p.name for p in (tmp_path / "grids" / condition).iterdir()) == \
@@ -83,6 +84,38 @@ def test_prompts_generated_together_give_each_image_its_own_seed(tmp_path):
         one, together = (np.asarray(Image.open(folder / "grids" / "words" / grid.name), dtype=float)
                          for folder in (tmp_path / "1", tmp_path / "5"))
         assert np.abs(one - together).max() <= 2
+
+
+def test_an_evaluation_sampler_is_used_for_that_evaluation_only(tiny_sd1_path, tmp_path, monkeypatch):
+    """The pipeline may be a training run's: its own scheduler comes back afterwards, after a failure too."""
+    from textual_inversion.evaluate import evaluate_concept
+    from textual_inversion.miniworld import judge
+    from textual_inversion.models import load_pipeline
+
+    pipe = load_pipeline(tiny_sd1_path)
+    own = pipe.scheduler
+    used = []
+    monkeypatch.setattr(judge, "load_judge", lambda: None)
+
+    def predict(images, net):
+        used.append(type(pipe.scheduler).__name__)
+        return [dict(OBJECT.attributes) for _ in images]
+
+    monkeypatch.setattr(judge, "predict", predict)
+    report = evaluate_concept(pipe, OBJECT, tmp_path / "fast", num_images=1, steps=2, conditions=("words",),
+                              edits=False, scheduler="dpm++")
+    assert report["scheduler"] == "DPMSolverMultistepScheduler" and set(used) == {"DPMSolverMultistepScheduler"}
+    assert pipe.scheduler is own
+    assert evaluate_concept(pipe, OBJECT, tmp_path / "own", num_images=1, steps=2, conditions=("words",),
+                            edits=False)["scheduler"] == type(own).__name__
+
+    monkeypatch.setattr(judge, "predict", lambda images, net: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        evaluate_concept(pipe, OBJECT, tmp_path / "failed", num_images=1, steps=2, conditions=("words",),
+                         edits=False, scheduler="euler")
+    assert pipe.scheduler is own
+    with pytest.raises(UserError, match="--scheduler warp: choose one of"):
+        evaluate_concept(pipe, OBJECT, tmp_path / "unknown", num_images=1, steps=2, scheduler="warp")
 
 
 def test_dreambench_metrics_against_hand_computed_values():

@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from textual_inversion import TrainConfig, UserError, train
+from textual_inversion.data import draw_batch
 from textual_inversion.models import denoiser, load_pipeline
 from textual_inversion.objective import diffusion_loss, encode_conditioning
 
@@ -161,6 +162,23 @@ def test_options_that_shape_the_run(train_config):
     assert float(rows[-1][2]) == 0.0
     vectors = load_file(result.embedding_path)["<blob>"]
     assert vectors.dtype == torch.float32 and torch.isfinite(vectors).all()
+
+
+def test_stratified_timesteps_reach_the_steps(train_config, monkeypatch):
+    """--timesteps stratified: every batch drawn (the training steps and the fixed batch) covers the schedule's quarters."""
+    from textual_inversion import training
+
+    drawn = []
+
+    def recording_draw(*args, **kwargs):
+        batch = draw_batch(*args, **kwargs)
+        schedule_length = args[4]
+        drawn.append((kwargs["stratified"], sorted(int(t) * 4 // schedule_length for t in batch.timesteps)))
+        return batch
+
+    monkeypatch.setattr(training, "draw_batch", recording_draw)
+    train(dataclasses.replace(train_config, steps=3, batch_size=4, timesteps="stratified", checkpoint_every=0))
+    assert drawn and all(flag and quarters == [0, 1, 2, 3] for flag, quarters in drawn), drawn
 
 
 def test_fp16_without_a_gpu_is_refused(train_config):

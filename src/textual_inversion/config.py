@@ -49,7 +49,16 @@ class TrainConfig:
     weight_decay: float = option(0.0, "AdamW weight decay on the new embedding rows")
     early_stop_window: int = option(0, "stop when the loss on a fixed batch settles: window of steps (0: off)")
     early_stop_threshold: float = option(0.1, "early stop when var(last window) < threshold x var(all steps)")
+    stop_when_learned: bool = option(False, "miniworld only: every --learned-every steps, draw one image per training "
+                                            "caption (8 in all) and stop once --learned-share of them show what the "
+                                            "judge reads on every training picture (shape, colour, pattern...)")
+    learned_every: int = option(25, "steps between the checks of --stop-when-learned")
+    learned_share: float = option(0.75, "the fraction of a check's images that must show the pictures' shared "
+                                        "attributes for --stop-when-learned to stop")
     batch_size: int = option(1, "images per step")
+    timesteps: str = option("uniform", "how a batch draws its noise levels: uniform (each on its own) or stratified "
+                                       "(one from each of batch-size equal ranges: a less noisy gradient)",
+                            ("uniform", "stratified"))
     grad_accum: int = option(1, "micro-batches accumulated per optimizer step")
     resolution: int | None = option(None, "training resolution in pixels (default: the model's native size)")
     bucket: bool = option(True, "aspect-ratio bucketing: each picture trains at the bucket size (about resolution² "
@@ -154,7 +163,8 @@ class TrainConfig:
         method.validate(self)
         positive = {"steps": self.steps, "batch-size": self.batch_size, "grad-accum": self.grad_accum,
                     "crop-variants": self.crop_variants, "validation-every": self.validation_every,
-                    "num-validation-images": self.num_validation_images, "validation-steps": self.validation_steps}
+                    "num-validation-images": self.num_validation_images, "validation-steps": self.validation_steps,
+                    "learned-every": self.learned_every}
         for name, value in positive.items():
             if value < 1:
                 raise UserError(f"--{name} {value}: must be at least 1")
@@ -172,6 +182,11 @@ class TrainConfig:
             raise UserError(f"--keep-checkpoints {self.keep_checkpoints}: cannot be negative (0 keeps all)")
         if self.early_stop_window < 0 or not 0 < self.early_stop_threshold < 1:
             raise UserError("--early-stop-window cannot be negative and --early-stop-threshold must be between 0 and 1")
+        if self.stop_when_learned and self.model != "miniworld":
+            raise UserError(f"--stop-when-learned reads images with miniworld's judge, which knows only miniworld; with "
+                            f"--model {self.model} use --early-stop-window or previews (--validation-prompt) instead")
+        if not 0 < self.learned_share <= 1:
+            raise UserError(f"--learned-share {self.learned_share}: must be above 0 and at most 1")
         if self.checkpoint_every < 0 or self.lr_warmup_steps < 0 or self.weight_decay < 0:
             raise UserError("--checkpoint-every, --lr-warmup-steps and --weight-decay cannot be negative")
         if self.lr_warmup_steps and self.lr_scheduler == "constant":  # diffusers' constant schedule ignores warm-up

@@ -88,14 +88,15 @@ def grid_file_name(template: str, placeholder: str, token: str) -> str:
 
 def evaluate_concept(pipe, spec: ConceptSpec, output_dir: Path, num_images: int = 4, steps: int = 25,
                      guidance: float = 4.0, seed: int = 0, conditions: tuple[str, ...] = CONDITIONS,
-                     edits: bool = True, prompts_per_call: int = PROMPTS_PER_CALL) -> dict:
+                     edits: bool = True, prompts_per_call: int = PROMPTS_PER_CALL, scheduler: str | None = None) -> dict:
     """Generate over the prompt set for each condition, score with the judge, write grids and JSON.
 
     `edits=False` runs only the fidelity prompts (editability is then NaN), for quick checks.
     `prompts_per_call` prompts go through the pipeline together; each image keeps its own seed, so the
     images are those of one prompt at a time up to the last bits of the batched arithmetic.
+    `scheduler` (a generation.SCHEDULERS name; None: the pipeline's own) samples for this evaluation only.
     """
-    from .generation import save_grid
+    from .generation import save_grid, using_sampler
     from .miniworld.judge import load_judge, predict
 
     judge = load_judge()
@@ -105,30 +106,32 @@ def evaluate_concept(pipe, spec: ConceptSpec, output_dir: Path, num_images: int 
     records = []
     from tqdm.auto import tqdm
 
-    progress = tqdm(total=len(cases) * len(conditions), desc="evaluating", unit="prompt")
-    for condition in conditions:
-        hits = {"fidelity": [], "edit": []}
-        numbered = list(enumerate(cases))  # a case's number picks its images' seeds
-        for first in range(0, len(numbered), prompts_per_call):
-            chunk = numbered[first:first + prompts_per_call]
-            prompts = [fill(case.template, stand_in(spec, condition)) for _, case in chunk]
-            generators = [g for case_index, _ in chunk for g in prompt_generators(seed, case_index, num_images)]
-            images = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance,
-                          num_images_per_prompt=num_images, generator=generators).images
-            for position, ((_, case), prompt) in enumerate(zip(chunk, prompts, strict=True)):
-                own = images[position * num_images:(position + 1) * num_images]
-                predictions = predict(own, judge)
-                matches = [all(p[k] == v for k, v in case.expected.items()) for p in predictions]
-                hits["fidelity" if case.kind == "fidelity" else "edit"].extend(matches)
-                save_grid(own, output_dir / "grids" / condition / grid_file_name(case.template, "{c}", spec.token))
-                records.append({"condition": condition, "prompt": prompt, "kind": case.kind, "expected": case.expected,
-                                "predicted": predictions, "hit_rate": sum(matches) / len(matches)})
-                progress.update(1)
-        results[condition] = {"fidelity": mean(hits["fidelity"]), "editability": mean(hits["edit"])}
-    progress.close()
-    report = {**results.get("concept", {}), "baselines": {c: results[c] for c in conditions if c != "concept"},
-              "token": spec.token, "num_images": num_images, "steps": steps, "guidance": guidance, "seed": seed,
-              "prompts": records}
+    with using_sampler(pipe, scheduler):
+        progress = tqdm(total=len(cases) * len(conditions), desc="evaluating", unit="prompt")
+        for condition in conditions:
+            hits = {"fidelity": [], "edit": []}
+            numbered = list(enumerate(cases))  # a case's number picks its images' seeds
+            for first in range(0, len(numbered), prompts_per_call):
+                chunk = numbered[first:first + prompts_per_call]
+                prompts = [fill(case.template, stand_in(spec, condition)) for _, case in chunk]
+                generators = [g for case_index, _ in chunk for g in prompt_generators(seed, case_index, num_images)]
+                images = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance,
+                              num_images_per_prompt=num_images, generator=generators).images
+                for position, ((_, case), prompt) in enumerate(zip(chunk, prompts, strict=True)):
+                    own = images[position * num_images:(position + 1) * num_images]
+                    predictions = predict(own, judge)
+                    matches = [all(p[k] == v for k, v in case.expected.items()) for p in predictions]
+                    hits["fidelity" if case.kind == "fidelity" else "edit"].extend(matches)
+                    save_grid(own, output_dir / "grids" / condition / grid_file_name(case.template, "{c}", spec.token))
+                    records.append({"condition": condition, "prompt": prompt, "kind": case.kind, "expected": case.expected,
+                                    "predicted": predictions, "hit_rate": sum(matches) / len(matches)})
+                    progress.update(1)
+            results[condition] = {"fidelity": mean(hits["fidelity"]), "editability": mean(hits["edit"])}
+        progress.close()
+        report = {**results.get("concept", {}), "baselines": {c: results[c] for c in conditions if c != "concept"},
+                  "token": spec.token, "num_images": num_images, "steps": steps, "guidance": guidance, "seed": seed,
+                  "scheduler": type(pipe.scheduler).__name__,
+                  "prompts": records}
     write_text_atomic(output_dir / "evaluation.json", json.dumps(report, indent=2))
     return report
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from datetime import datetime
@@ -30,6 +31,35 @@ logger = logging.getLogger(__name__)
 SCHEDULERS = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler, "pndm": PNDMScheduler, "euler": EulerDiscreteScheduler,
               "euler-a": EulerAncestralDiscreteScheduler, "dpm++": DPMSolverMultistepScheduler,
               "lms": LMSDiscreteScheduler}
+
+
+def sampler(pipe, name: str):
+    """A new scheduler of kind `name` (a SCHEDULERS key) built from `pipe`'s scheduler's configuration."""
+    from .models import is_transformer_family, model_family
+
+    if is_transformer_family(pipe):
+        raise UserError(f"--scheduler {name}: {model_family(pipe)} samples with its own flow-matching "
+                        "scheduler; leave --scheduler out")
+    if name not in SCHEDULERS:
+        raise UserError(f"--scheduler {name}: choose one of {', '.join(SCHEDULERS)}")
+    return SCHEDULERS[name].from_config(pipe.scheduler.config)
+
+
+@contextlib.contextmanager
+def using_sampler(pipe, name: str | None):
+    """`pipe` samples with a new `name` scheduler (None: its own) inside the block, and its own one after:
+    the pipeline may be a training run's, still in use."""
+    if name is None:
+        yield pipe
+        return
+    own = pipe.scheduler
+    pipe.scheduler = sampler(pipe, name)
+    try:
+        yield pipe
+    finally:
+        pipe.scheduler = own
+
+
 PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 OUTPUTS_DIR = "outputs"  # without --output-dir, each `generate` writes into a new folder under it
 
@@ -71,12 +101,7 @@ def generate(config: GenerateConfig, pipe=None) -> list[Path]:
             raise UserError(f"{option} uses {', '.join(missing)} but no loaded --concept defines it; "
                             "add --concept with that token's embedding")
     if config.scheduler:
-        if is_transformer_family(pipe):
-            raise UserError(f"--scheduler {config.scheduler}: {model_family(pipe)} samples with its own flow-matching "
-                            "scheduler; leave --scheduler out")
-        if config.scheduler not in SCHEDULERS:
-            raise UserError(f"--scheduler {config.scheduler}: choose one of {', '.join(SCHEDULERS)}")
-        pipe.scheduler = SCHEDULERS[config.scheduler].from_config(pipe.scheduler.config)
+        pipe.scheduler = sampler(pipe, config.scheduler)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     # Prompts with A1111 weights, `(word:1.3)`, go in as embeddings that compel makes; plain ones go in as text,

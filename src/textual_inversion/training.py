@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
-from accelerate.utils import DistributedDataParallelKwargs
+from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
@@ -33,6 +33,7 @@ from .config import TrainConfig
 from .data import Batch, LatentCache, TrainingData, draw_batch, encode_images, read_training_data
 from .errors import UserError
 from .generation import save_grid
+from .learned_check import learned_check, learned_share
 from .methods import Method, get_method
 from .models import (
     default_resolution,
@@ -191,7 +192,8 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
         return draw_batch(data, config.batch_size, config.class_prompt, source,
                           noise_scheduler.config.num_train_timesteps, pipe.vae.config.scaling_factor,
                           accelerator.process_index, accelerator.num_processes,
-                          getattr(pipe.vae.config, "shift_factor", None) or 0.0)
+                          getattr(pipe.vae.config, "shift_factor", None) or 0.0,
+                          stratified=config.timesteps == "stratified")
 
     def averaged(value: float) -> float:
         """`value` averaged over the processes (each computed it on its share of the batch)."""
@@ -223,6 +225,12 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
 
     if step == 0:
         fixed_losses.append((0, fixed_batch_loss()))  # where the curve starts
+    check = None
+    learned_checks = []  # (step, share of the check's images that show the concept)
+    if config.stop_when_learned:
+        check = learned_check(data.images, data.captions, config.learned_share, config.seed)
+        logger.info("--stop-when-learned: every %d steps, stop once %.0f %% of %d images show %s", config.learned_every,
+                    100 * config.learned_share, len(check.prompts), ", ".join(f"{k} {v}" for k, v in check.shared.items()))
 
     stopped_early = stop_requested = False
     progress = tqdm(total=config.steps, initial=step, desc=f"training {config.token}", unit="step",
@@ -267,7 +275,16 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
                 logger.info("early stop at step %d: the fixed-batch loss has settled", step)
                 stopped_early = True
                 break
-            progress.set_postfix(loss=f"{sum(r[1] for r in history[-20:]) / len(history[-20:]):.4f}")
+            if check is not None and step % config.learned_every == 0 and step < config.steps:
+                share = on_main_process(accelerator, learned_share, pipe, check)
+                learned_checks.append((step, share))
+                if share >= config.learned_share:
+                    logger.info("stopped at step %d: %.0f %% of the check's images show what the pictures share",
+                                step, 100 * share)
+                    stopped_early = True
+                    break
+            progress.set_postfix(loss=f"{sum(r[1] for r in history[-20:]) / len(history[-20:]):.4f}",
+                                 **({"learned": f"{learned_checks[-1][1]:.2f}"} if learned_checks else {}))
             if main and config.validation_prompt and step % config.validation_every == 0:
                 render_previews(pipe, config, output_dir / PREVIEW_DIR / f"step-{step:06d}.png", resolution)
             if main and config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
@@ -295,7 +312,7 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
         if config.validation_prompt and step % config.validation_every:
             render_previews(pipe, config, output_dir / PREVIEW_DIR / f"step-{step:06d}.png", resolution)
         write_run_file(output_dir, config, "finished", {
-            "metadata": metadata, "final_loss": final_loss,
+            "metadata": metadata, "final_loss": final_loss, **({"learned_checks": learned_checks} if check else {}),
             "outputs": {kind: path.relative_to(output_dir).as_posix() for kind, path in outputs.items()},
             **({} if method.adds_token else {"trigger_word": config.token})})
     accelerator.wait_for_everyone()
@@ -309,6 +326,14 @@ def save_resumable_state(output_dir: Path, config: TrainConfig, method: Method, 
     write_loss_files(output_dir, history, state["validation"])
     write_run_file(output_dir, config, status, {"step": step})
     return path
+
+
+def on_main_process(accelerator: Accelerator, function: Callable, *args):
+    """`function(*args)`, computed by the main process alone and sent to the others, which wait for it."""
+    value = [function(*args) if accelerator.is_main_process else None]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(value)
+    return value[0]
 
 
 def fixed_batch_every(steps: int) -> int:
