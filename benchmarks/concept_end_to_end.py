@@ -57,14 +57,16 @@ def main() -> None:
                 seconds = time.perf_counter() - started
                 if finished.returncode:
                     sys.exit(f"train failed: {finished.stderr.strip().splitlines()[-1]}")
-                steps_run = json.loads((output / "run.json").read_text())["metadata"]["steps"]
+                run = json.loads((output / "run.json").read_text())
+                steps_run = run["metadata"]["steps"]
                 pipe = load_pipeline("miniworld")
                 load_concepts(pipe, [output])
                 report = evaluate_concept(pipe, spec, output / "scores", args.num_images, conditions=("concept",),
                                           edits=False)
                 rows.append((concept, seed, seconds, steps_run, report["fidelity"]))
-                print(f"{concept} seed {seed}: {seconds:.1f} s, {steps_run} steps, fidelity {report['fidelity']:.2f}",
-                      flush=True)
+                checks = " ".join(f"{step}:{share:.2f}" for step, share in run.get("learned_checks", []))
+                print(f"{concept} seed {seed}: {seconds:.1f} s, {steps_run} steps, fidelity {report['fidelity']:.2f}"
+                      + (f"; --stop-when-learned checks (step:share) {checks}" if checks else ""), flush=True)
 
     shown = shlex.join(["textual-inversion", "train", "--images", "examples/concepts/<concept>", "--token", "<its token>",
                         "--init-token", "<its word>", "--property", "<its kind>", "--steps", str(args.steps),

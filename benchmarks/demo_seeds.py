@@ -39,23 +39,23 @@ def main() -> None:
             report = result.evaluation
             rows.append({"seed": seed, "fidelity": report["fidelity"], "editability": report["editability"],
                          "init_word": report["baselines"]["init_word"], "words": report["baselines"]["words"],
-                         "train_s": result.train_seconds, "total_s": total})
+                         "train_s": result.train_seconds, "train_steps": result.train_steps, "total_s": total})
             print(f"seed {seed}: fidelity {report['fidelity']:.2f}, editability {report['editability']:.2f}, "
                   f"train {result.train_seconds:.0f} s, total {total:.0f} s", flush=True)
 
     steps = DemoConfig().steps
     lines = [f"# `textual-inversion demo` over {len(rows)} seeds (concept (a), the hidden colour; "
              f"{machine(args.device, args.threads)})", "",
-             f"Produced by `{command()}`. Training: {steps} steps, "
-             + ", ".join(f"{k} {v}" for k, v in DEMO_TRAINING.items() if k in ("lr", "vectors", "batch_size"))
+             f"Produced by `{command()}`. Training: at most {steps} steps, "
+             + ", ".join(f"{k} {v}" for k, v in DEMO_TRAINING.items())
              + ". Targets (issue #3): fidelity >= 0.8, init-word fidelity <= 0.2, editability >= 0.7.", "",
-             "| seed | fidelity | editability | init word: fid / edit | plain words: fid / edit | train s | total s |",
-             "|---|---|---|---|---|---|---|"]
+             "| seed | fidelity | editability | init word: fid / edit | plain words: fid / edit | steps | train s | total s |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(f"| {row['seed']} | {row['fidelity']:.2f} | {row['editability']:.2f} | "
                      f"{row['init_word']['fidelity']:.2f} / {row['init_word']['editability']:.2f} | "
                      f"{row['words']['fidelity']:.2f} / {row['words']['editability']:.2f} | "
-                     f"{row['train_s']:.0f} | {row['total_s']:.0f} |")
+                     f"{row['train_steps']} | {row['train_s']:.0f} | {row['total_s']:.0f} |")
     fidelities = [row["fidelity"] for row in rows]
     editabilities = [row["editability"] for row in rows]
     lines += ["", f"Fidelity: median {statistics.median(fidelities):.2f}, min {min(fidelities):.2f}, "

@@ -8,7 +8,15 @@ import pytest
 
 from textual_inversion import TrainConfig, UserError, train
 from textual_inversion.data import read_training_data
-from textual_inversion.learned_check import CHECK_IMAGES, LearnedCheck, learned_check, learned_share
+from textual_inversion.learned_check import (
+    CHECK_IMAGES,
+    CHECK_SEEDS,
+    PASSES_TO_STOP,
+    LearnedCheck,
+    learned_check,
+    learned_share,
+    should_stop,
+)
 from textual_inversion.miniworld.judge import load_judge
 
 CONCEPTS = Path(__file__).resolve().parents[1] / "examples" / "concepts"
@@ -17,13 +25,22 @@ CONCEPTS = Path(__file__).resolve().parents[1] / "examples" / "concepts"
 def test_the_check_asks_for_what_every_picture_shows():
     """hidden-colour: five teal circles on four backgrounds, big and small; the check wants the teal circle."""
     data = read_training_data(CONCEPTS / "hidden-colour", "<teal-thing>", "object")
-    check = learned_check(data.images, data.captions, 0.75, seed=3)
+    check = learned_check(data.images, "<teal-thing>", "object", 0.75, seed=3)
     assert check.shared == {"shape": "circle", "colour": "teal", "pattern": "solid"}
-    assert len(check.prompts) == CHECK_IMAGES and all("<teal-thing>" in prompt for prompt in check.prompts)
-    assert check.prompts[:5] == [captions[0] for captions in data.captions]  # each picture's caption in turn
+    assert len(check.prompts) == CHECK_IMAGES and check.seed == CHECK_SEEDS + 3
+    assert check.prompts[:4] == ["<teal-thing>", "a <teal-thing>", "a photo of a <teal-thing>",
+                                 "a picture of the <teal-thing>"] == check.prompts[4:]
 
     style = read_training_data(CONCEPTS / "dotted-style", "<dotted>", "style")
-    assert learned_check(style.images, style.captions, 0.75, seed=0).shared == {"pattern": "dotted"}
+    check = learned_check(style.images, "<dotted>", "style", 0.75, seed=0)
+    assert check.shared == {"pattern": "dotted"} and check.prompts[0] == "a <dotted> circle"
+
+
+def test_a_run_stops_after_enough_passing_checks_in_a_row():
+    assert PASSES_TO_STOP == 2
+    assert not should_stop([], 0.75) and not should_stop([0.875], 0.75)
+    assert not should_stop([0.875, 0.5], 0.75) and not should_stop([0.5, 0.75, 0.625], 0.75)
+    assert should_stop([0.0, 0.75, 0.875], 0.75) and not should_stop([0.75, 0.875], 0.9)
 
 
 def test_pictures_with_nothing_in_common_are_refused(monkeypatch):
@@ -32,7 +49,7 @@ def test_pictures_with_nothing_in_common_are_refused(monkeypatch):
     readings = iter([{"shape": "circle", "colour": "red"}, {"shape": "square", "colour": "blue"}])
     monkeypatch.setattr(judge, "predict", lambda images, net: [next(readings) for _ in images])
     with pytest.raises(UserError, match="--stop-when-learned: miniworld's judge finds no .* that all 2 pictures share"):
-        learned_check([None, None], [["a {token}"]], 0.75, seed=0)
+        learned_check([None, None], "<t>", "object", 0.75, seed=0)
 
 
 def test_a_check_counts_the_images_that_show_all_shared_attributes():
@@ -48,19 +65,20 @@ def test_a_check_counts_the_images_that_show_all_shared_attributes():
     assert pipe.scheduler is own  # the check's sampler only for the check
 
 
-def test_a_run_stops_at_the_first_check_that_passes(tmp_path, monkeypatch):
+def test_a_run_stops_at_the_checks_that_pass(tmp_path, monkeypatch):
     from textual_inversion import training
 
-    shares = iter([0.5, 0.875])
+    shares = iter([0.875, 0.5, 0.75, 0.875])
     monkeypatch.setattr(training, "learned_share", lambda pipe, check: next(shares))
     config = TrainConfig.from_values(dict(
         images=str(CONCEPTS / "hidden-colour"), token="<teal-thing>", init_token="circle", steps=10, batch_size=1,
         stop_when_learned=True, learned_every=2, learned_share=0.75, checkpoint_every=0,
         output_dir=str(tmp_path / "run")))
     result = train(config)
-    assert result.steps == 4 and result.stopped_early
+    assert result.steps == 8 and result.stopped_early  # one pass alone (step 2) does not stop it; two in a row do
     run = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert run["learned_checks"] == [[2, 0.5], [4, 0.875]] and run["metadata"]["stopped_early"] == "True"
+    assert run["learned_checks"] == [[2, 0.875], [4, 0.5], [6, 0.75], [8, 0.875]]
+    assert run["metadata"]["stopped_early"] == "True"
 
 
 def test_only_miniworld_can_be_checked_and_the_share_is_a_fraction(tiny_sd1_path):
@@ -73,3 +91,23 @@ def test_only_miniworld_can_be_checked_and_the_share_is_a_fraction(tiny_sd1_path
             TrainConfig.from_values(dict(base, learned_share=share)).validate()
     with pytest.raises(UserError, match="--learned-every 0: must be at least 1"):
         TrainConfig.from_values(dict(base, learned_every=0)).validate()
+
+
+def test_a_resumed_run_remembers_its_checks(tmp_path, monkeypatch):
+    """Stopped after a passing check, resumed: one more pass is the second in a row."""
+    import threading
+
+    from textual_inversion import training
+
+    shares = iter([0.5, 0.875, 0.875])
+    monkeypatch.setattr(training, "learned_share", lambda pipe, check: next(shares))
+    config = TrainConfig.from_values(dict(
+        images=str(CONCEPTS / "hidden-colour"), token="<teal-thing>", init_token="circle", steps=10, batch_size=1,
+        stop_when_learned=True, learned_every=2, checkpoint_every=0, output_dir=str(tmp_path / "run")))
+    stop = threading.Event()
+    first = train(config, stop=stop, on_step=lambda step, loss: stop.set() if step == 5 else None)
+    assert first.stopped and first.steps == 5
+    resumed = train(dataclasses.replace(config, resume=True))
+    assert resumed.steps == 6 and resumed.stopped_early
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["learned_checks"] == [[2, 0.5], [4, 0.875], [6, 0.875]]

@@ -229,7 +229,7 @@ def run(argv: list[str] | None = None) -> int:
 
         result = run_demo(config_from_args(args, DemoConfig))
         print(format_table(result.evaluation))
-        print(f"trained in {result.train_seconds:.0f} s: {result.embedding_path}")
+        print(f"trained in {result.train_seconds:.0f} s ({result.train_steps} steps): {result.embedding_path}")
         print(f"previews: {result.output_dir / 'run' / 'previews'}  loss: {result.output_dir / 'run' / 'loss.png'}")
         print(f"evaluation: {result.output_dir / 'evaluation' / 'evaluation.json'} and grids in "
               f"{result.output_dir / 'evaluation' / 'grids'}")

@@ -49,9 +49,9 @@ class TrainConfig:
     weight_decay: float = option(0.0, "AdamW weight decay on the new embedding rows")
     early_stop_window: int = option(0, "stop when the loss on a fixed batch settles: window of steps (0: off)")
     early_stop_threshold: float = option(0.1, "early stop when var(last window) < threshold x var(all steps)")
-    stop_when_learned: bool = option(False, "miniworld only: every --learned-every steps, draw one image per training "
-                                            "caption (8 in all) and stop once --learned-share of them show what the "
-                                            "judge reads on every training picture (shape, colour, pattern...)")
+    stop_when_learned: bool = option(False, "miniworld only: every --learned-every steps, draw 8 images of the token "
+                                            "and stop once --learned-share of them show what the judge reads on every "
+                                            "training picture (shape, colour, pattern...), two checks in a row")
     learned_every: int = option(25, "steps between the checks of --stop-when-learned")
     learned_share: float = option(0.75, "the fraction of a check's images that must show the pictures' shared "
                                         "attributes for --stop-when-learned to stop")
@@ -282,7 +282,7 @@ class DemoConfig:
     """The offline demo: teach miniworld a colour it can draw but has no word for, then measure it."""
 
     output_dir: str = option("runs/demo", "folder for the images, the run, previews and the evaluation")
-    steps: int = option(800, "training steps")
+    steps: int = option(300, "training steps at most (the run stops earlier once miniworld's judge sees the concept)")
     seed: int = option(0, "random seed")
     overwrite: bool = option(False, "replace an earlier demo in --output-dir")
     device: str = option("auto", "device: auto, cpu, cuda, mps")

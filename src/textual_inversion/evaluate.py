@@ -19,7 +19,7 @@ import torch
 
 from .atomic import write_text_atomic
 from .errors import UserError
-from .miniworld.concepts import ConceptSpec
+from .miniworld.concepts import OBJECT_FIDELITY, STYLE_FIDELITY, ConceptSpec
 from .outputs import EMBEDDING, OUTPUT_FILES
 
 logger = logging.getLogger(__name__)
@@ -29,8 +29,6 @@ CONDITIONS = ("concept", "init_word", "words")
 # 4 images took 8.7-9.3 s in calls of 5 against 13.6-14.6 s one prompt at a time (measured 2026-11-30).
 PROMPTS_PER_CALL = 5
 # How a concept's stand-in fills a prompt: a noun phrase for objects, an adjective for styles.
-OBJECT_FIDELITY = ("{c}", "a {c}", "a photo of a {c}", "a picture of the {c}")
-STYLE_FIDELITY = ("a {c} circle", "a {c} square", "a {c} heart", "a photo of a {c} triangle")
 OBJECT_EDITS = {"background": "a {c} on a {v} background", "size": "a {v} {c}", "colour": "a {v} {c}"}
 STYLE_EDITS = {"background": "a {c} circle on a {v} background", "size": "a {v} {c} circle",
                "colour": "a {v} {c} circle", "shape": "a {c} {v}"}

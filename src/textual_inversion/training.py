@@ -33,7 +33,7 @@ from .config import TrainConfig
 from .data import Batch, LatentCache, TrainingData, draw_batch, encode_images, read_training_data
 from .errors import UserError
 from .generation import save_grid
-from .learned_check import learned_check, learned_share
+from .learned_check import PASSES_TO_STOP, learned_check, learned_share, should_stop
 from .methods import Method, get_method
 from .models import (
     default_resolution,
@@ -175,6 +175,7 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
     model, optimizer = accelerator.prepare(DenoisingLoss(pipe, noise_scheduler, config.mask_weight), optimizer)
     generator = torch.Generator().manual_seed(config.seed)
     step, history, fixed_losses = 0, [], []
+    learned_checks = []  # --stop-when-learned: (step, share of the check's images that show the concept)
     if config.resume:
         checkpoint = latest_checkpoint(output_dir)
         weights, state = load_checkpoint(checkpoint)
@@ -186,6 +187,7 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
         # (step, loss) rows; checkpoints of earlier versions held bare losses, one per step from step 1
         fixed_losses = [tuple(row) if isinstance(row, (list, tuple)) else (index + 1, row)
                         for index, row in enumerate(state.get("validation", []))]
+        learned_checks = [tuple(row) for row in state.get("learned_checks", [])]
         logger.info("resuming from %s (step %d)", checkpoint, step)
 
     def draw(source: torch.Generator) -> Batch:
@@ -203,7 +205,8 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
 
     def training_state(step: int) -> dict:
         return {"optimizer": optimizer.state_dict(), "lr_schedule": lr_schedule.state_dict(), "step": step,
-                "generator": generator.get_state(), "history": history, "validation": fixed_losses}
+                "generator": generator.get_state(), "history": history, "validation": fixed_losses,
+                "learned_checks": learned_checks}
 
     metadata = {"base_model": config.model, "family": model_family(pipe), "method": method.name,
                 "token": config.token, **method.metadata(), "property": config.property, "seed": str(config.seed),
@@ -226,11 +229,11 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
     if step == 0:
         fixed_losses.append((0, fixed_batch_loss()))  # where the curve starts
     check = None
-    learned_checks = []  # (step, share of the check's images that show the concept)
     if config.stop_when_learned:
-        check = learned_check(data.images, data.captions, config.learned_share, config.seed)
-        logger.info("--stop-when-learned: every %d steps, stop once %.0f %% of %d images show %s", config.learned_every,
-                    100 * config.learned_share, len(check.prompts), ", ".join(f"{k} {v}" for k, v in check.shared.items()))
+        check = learned_check(data.images, config.token, config.property, config.learned_share, config.seed)
+        logger.info("--stop-when-learned: every %d steps, stop once %.0f %% of %d images show %s, %d times in a row",
+                    config.learned_every, 100 * config.learned_share, len(check.prompts),
+                    ", ".join(f"{k} {v}" for k, v in check.shared.items()), PASSES_TO_STOP)
 
     stopped_early = stop_requested = False
     progress = tqdm(total=config.steps, initial=step, desc=f"training {config.token}", unit="step",
@@ -278,9 +281,9 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
             if check is not None and step % config.learned_every == 0 and step < config.steps:
                 share = on_main_process(accelerator, learned_share, pipe, check)
                 learned_checks.append((step, share))
-                if share >= config.learned_share:
-                    logger.info("stopped at step %d: %.0f %% of the check's images show what the pictures share",
-                                step, 100 * share)
+                if should_stop([s for _, s in learned_checks], config.learned_share):
+                    logger.info("stopped at step %d: in the last %d checks, at least %.0f %% of the images showed "
+                                "what the pictures share", step, PASSES_TO_STOP, 100 * config.learned_share)
                     stopped_early = True
                     break
             progress.set_postfix(loss=f"{sum(r[1] for r in history[-20:]) / len(history[-20:]):.4f}",

@@ -27,9 +27,8 @@ def learn(folder: Path, output: Path, steps: int, **settings):
 
 @pytest.fixture(scope="module")
 def learned(tmp_path_factory):
-    """The demo's own settings (several vectors, high learning rate) and step count."""
-    settings = {k: v for k, v in DEMO_TRAINING.items() if k in ("lr", "vectors", "batch_size")}
-    return learn(CONCEPT, tmp_path_factory.mktemp("mw") / "run", DemoConfig().steps, **settings)
+    """The demo's own settings (several vectors, high learning rate, stop when learned) and step count."""
+    return learn(CONCEPT, tmp_path_factory.mktemp("mw") / "run", DemoConfig().steps, **DEMO_TRAINING)
 
 
 def fidelity_against_init_word(spec, result, folder: Path) -> dict:

@@ -1,0 +1,136 @@
+"""Which `--stop-when-learned` check stops a run when its concept is learned, and not before?
+
+Each concept and seed trains once for --steps; every --every steps, in the same process, the candidate
+checks score the current embedding, and so does the judge's evaluation on the fidelity prompts (4 images
+each, the evaluation's own DDIM at 25 steps: the figure a stop should reach). A rule (a check, a share
+it must reach, how many checks in a row) then stops each run at its first pass; the table says where,
+with the evaluation's fidelity there. Written to benchmarks/results/stop_rule.md.
+
+    python -m benchmarks.stop_rule [--concepts hidden-colour dotted-style my-toy] [--seeds 0 1 2] [--steps 300] \
+        [--lr 0.2] [--results-suffix _lr0.1]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from .common import RESULTS_DIR, argument_parser, bundled_concept, command, machine, print_and_write
+
+TRAINING = {"vectors": 6, "lr": 0.2, "batch_size": 4, "timesteps": "stratified"}
+RULES = [(check, share, in_a_row) for check in ("mixed-8", "requests-8", "mixed-16")
+         for share in (0.75, 0.875) for in_a_row in (1, 2)]
+
+
+def candidate_checks(check, captions: list[list[str]]) -> dict:
+    """The checks compared: plain requests for the token (8 images, the one shipped), each picture's caption
+    and a plain request in turn (8), and those twice over with other seeds (16)."""
+    in_captions = [options[0] for options in captions]
+    mixed = [prompt for i in range(4) for prompt in (in_captions[i % len(in_captions)], check.prompts[i])]
+    return {"mixed-8": dataclasses.replace(check, prompts=mixed), "requests-8": check,
+            "mixed-16": dataclasses.replace(check, prompts=mixed * 2)}
+
+
+def main() -> None:
+    parser = argument_parser(__doc__)
+    parser.add_argument("--concepts", nargs="+", default=["hidden-colour", "dotted-style", "my-toy"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--every", type=int, default=25)
+    parser.add_argument("--target", type=float, default=0.8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=TRAINING["lr"])
+    parser.add_argument("--results-suffix", default="", help="write stop_rule<suffix>.md")
+    args = parser.parse_args()
+    training = {**TRAINING, "lr": args.lr}
+
+    import torch
+
+    from textual_inversion.data import read_training_data
+
+    torch.set_num_threads(args.threads)
+    runs = []  # (concept, seed, {step: {"fidelity": f, check name: share}})
+    check_seconds = {name: [] for name in ("mixed-8", "requests-8", "mixed-16")}
+    with tempfile.TemporaryDirectory() as workdir:
+        for concept in args.concepts:
+            folder, spec = bundled_concept(concept)
+            data = read_training_data(folder, spec.token, spec.property)
+            for seed in args.seeds:
+                scores = scored_run(args, training, folder, spec, data, seed, Path(workdir) / f"{concept}-{seed}",
+                                    check_seconds)
+                runs.append((concept, seed, scores))
+
+    lines = [f"# Stopping rules for --stop-when-learned ({machine('cpu', args.threads)})", "",
+             f"Produced by `{command()}`. Training: {', '.join(f'{k} {v}' for k, v in training.items())}, "
+             f"{args.steps} steps. Every {args.every} steps each check draws its images (DPM++, 10 steps) and "
+             "the judge's evaluation scores the fidelity prompts (4 images each, DDIM 25 steps). A rule stops a "
+             f"run at its first pass; fidelity then must reach {args.target}. Checks: mixed-8 ("
+             "each picture's caption and a plain request in turn), requests-8 (plain requests only), mixed-16 (mixed, twice as "
+             "many images). A pass at the last step counts as a stop here, though a run ends there anyway.", "",
+             "Seconds per check (median): " + ", ".join(
+                 f"{name} {sorted(v)[len(v) // 2]:.2f} s" for name, v in check_seconds.items() if v) + ".", "",
+             "## Per run: the evaluation's fidelity and each check's share at every check step", ""]
+    for concept, seed, scores in runs:
+        lines.append(f"- {concept}, seed {seed}: " + "; ".join(
+            f"{step}: {s['fidelity']:.2f} ({s['mixed-8']:.2f} / {s['requests-8']:.2f} / {s['mixed-16']:.2f})"
+            for step, s in sorted(scores.items())))
+    lines += ["", "(step: fidelity (mixed-8 / requests-8 / mixed-16))", "", "## Each rule over every run", "",
+              "| check | share | checks in a row | runs stopped | of those at the target | stopped below it "
+              "| never stopped though a step reached it | stop steps |", "|---|---|---|---|---|---|---|---|"]
+    for name, share, in_a_row in RULES:
+        stopped = good = early = missed = 0
+        stops = []
+        for concept, seed, scores in runs:
+            steps = sorted(scores)
+            at = next((steps[i] for i in range(in_a_row - 1, len(steps))
+                       if all(scores[steps[j]][name] >= share for j in range(i - in_a_row + 1, i + 1))), None)
+            if at is None:
+                missed += any(s["fidelity"] >= args.target for s in scores.values())
+                stops.append(f"{concept[:6]}/{seed}: -")
+                continue
+            stopped += 1
+            reached = scores[at]["fidelity"] >= args.target
+            good += reached
+            early += not reached
+            stops.append(f"{concept[:6]}/{seed}: {at} ({scores[at]['fidelity']:.2f})")
+        lines.append(f"| {name} | {share} | {in_a_row} | {stopped} of {len(runs)} | {good} | {early} | {missed} | "
+                     f"{'; '.join(stops)} |")
+    lines += ["", f"Load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores."]
+    print_and_write(lines, RESULTS_DIR / f"stop_rule{args.results_suffix}.md")
+
+
+def scored_run(args, training: dict, folder: Path, spec, data, seed: int, output: Path,
+               check_seconds: dict) -> dict[int, dict]:
+    """One training run, scored every `args.every` steps by each candidate check and by the evaluation."""
+    from textual_inversion import TrainConfig, train
+    from textual_inversion.evaluate import evaluate_concept
+    from textual_inversion.learned_check import learned_check, learned_share
+    from textual_inversion.models import load_pipeline
+
+    pipe = load_pipeline("miniworld")
+    checks = candidate_checks(learned_check(data.images, spec.token, spec.property, 0.75, seed), data.captions)
+    scores: dict[int, dict] = {}
+
+    def score(step: int, loss: float) -> None:
+        if step % args.every:
+            return
+        scores[step] = {}
+        for name, check in checks.items():
+            started = time.perf_counter()
+            scores[step][name] = learned_share(pipe, check)
+            check_seconds[name].append(time.perf_counter() - started)
+        report = evaluate_concept(pipe, spec, output / "scores", 4, conditions=("concept",), edits=False)
+        scores[step]["fidelity"] = report["fidelity"]
+        print(f"{spec.token} seed {seed} step {step}: {scores[step]}", flush=True)
+
+    train(TrainConfig.from_values(dict(
+        images=str(folder), token=spec.token, init_token=spec.init_word, property=spec.property, steps=args.steps,
+        seed=seed, checkpoint_every=0, output_dir=str(output), threads=args.threads, **training)), pipe, on_step=score)
+    return scores
+
+
+if __name__ == "__main__":
+    main()
