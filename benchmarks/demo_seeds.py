@@ -46,7 +46,7 @@ def main() -> None:
     steps = DemoConfig().steps
     lines = [f"# `textual-inversion demo` over {len(rows)} seeds (concept (a), the hidden colour; "
              f"{machine(args.device, args.threads)})", "",
-             f"Produced by `{command()}`. Training: at most {steps} steps, "
+             f"Produced by `{command()}`. Training: {steps} steps, "
              + ", ".join(f"{k} {v}" for k, v in DEMO_TRAINING.items())
              + ". Targets (issue #3): fidelity >= 0.8, init-word fidelity <= 0.2, editability >= 0.7.", "",
              "| seed | fidelity | editability | init word: fid / edit | plain words: fid / edit | steps | train s | total s |",

@@ -34,8 +34,6 @@ SETTINGS = {
     "6 vectors, captions, batch 2": {"vectors": 6, "batch_size": 2},
     "6 vectors, captions, lr 0.1": {"vectors": 6, "lr": 0.1},
     "6 vectors, captions, lr 0.1, cosine": {"vectors": 6, "lr": 0.1, "lr_scheduler": "cosine"},
-    "6 vectors, captions, lr 0.2": {"vectors": 6, "lr": 0.2},
-    "6 vectors, captions, lr 0.2, stratified": {"vectors": 6, "lr": 0.2, "timesteps": "stratified"},
     "6 vectors, captions, batch 8": {"vectors": 6, "batch_size": 8},
     "6 vectors, captions, batch 8, lr 0.1": {"vectors": 6, "batch_size": 8, "lr": 0.1},
     "6 vectors, captions, cross init": {"vectors": 6, "init_strategy": "cross"},

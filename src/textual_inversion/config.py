@@ -282,7 +282,7 @@ class DemoConfig:
     """The offline demo: teach miniworld a colour it can draw but has no word for, then measure it."""
 
     output_dir: str = option("runs/demo", "folder for the images, the run, previews and the evaluation")
-    steps: int = option(300, "training steps at most (the run stops earlier once miniworld's judge sees the concept)")
+    steps: int = option(800, "training steps")
     seed: int = option(0, "random seed")
     overwrite: bool = option(False, "replace an earlier demo in --output-dir")
     device: str = option("auto", "device: auto, cpu, cuda, mps")

@@ -1,7 +1,7 @@
 """The main job, offline: teach miniworld concept (a) with Textual Inversion, then measure it.
 
 The concept is a teal circle: miniworld draws teal (it is in its training images) but no caption
-ever named it, so no prompt can ask for it. Five pictures and under a minute on a CPU give it a word.
+ever named it, so no prompt can ask for it. Five pictures and a few minutes on a CPU give it a word.
 """
 
 from __future__ import annotations
@@ -16,16 +16,14 @@ from .errors import UserError
 logger = logging.getLogger(__name__)
 
 CONCEPT_NAME = "hidden-colour"
-# Why these settings (measured in benchmarks/results/demo.md, time_to_concept*.md and stop_rule.md): several
-# vectors give the text encoder's output room to reach a colour it has no word for; the model and its vectors
-# are small, so the learning rate is high, and at this rate the concept comes and goes between checkpoints, so
-# the run stops when the judge sees it; stratified timesteps steady the steps; the bundled pictures' captions
-# name what is not the concept.
-DEMO_TRAINING = {"lr": 0.2, "vectors": 6, "batch_size": 4, "timesteps": "stratified", "stop_when_learned": True}
-DEMO_OUTPUTS = {"validation_every": 50, "num_validation_images": 4, "checkpoint_every": 50}
-# benchmarks/results/evaluation_sampler.md: the judge gives 97.5 % of images the same hit or miss as under
-# DDIM at 25 steps, in about 0.6x its time.
-EVALUATION_SAMPLER = ("dpm++", 15)
+# Why these settings (measured in benchmarks/results/demo.md and time_to_concept*.md): several vectors give
+# the text encoder's output room to reach a colour it has no word for; the model and its vectors are small,
+# so the learning rate is high; the bundled pictures' captions name what is not the concept. Faster ones
+# (lr 0.1-0.2, stratified timesteps, --stop-when-learned) missed the targets on some seeds (stop_rule.md).
+DEMO_TRAINING = {"lr": 0.05, "vectors": 6, "batch_size": 4}
+DEMO_OUTPUTS = {"validation_every": 200, "num_validation_images": 4, "checkpoint_every": 100}
+# The evaluation keeps the model's DDIM at 25 steps: with DPM++ at 15 steps (0.66x the time) seeds 1 and 2
+# scored 0.75 / 0.62 and 0.75 / 0.83 against 0.81 / 0.71 and 0.81 / 0.92 (benchmarks/results/demo.md).
 
 
 @dataclass
@@ -34,7 +32,7 @@ class DemoResult:
     embedding_path: Path
     evaluation: dict
     train_seconds: float
-    train_steps: int  # --stop-when-learned may end the run before --steps
+    train_steps: int
 
 
 def write_concept_images(folder: Path):
@@ -66,7 +64,5 @@ def run_demo(config: DemoConfig) -> DemoResult:
         **DEMO_TRAINING, **DEMO_OUTPUTS)))
     pipe = load_pipeline("miniworld").to(pick_device(config.device))
     load_concepts(pipe, [result.output_dir])
-    scheduler, steps = EVALUATION_SAMPLER
-    evaluation = evaluate_concept(pipe, spec, output_dir / "evaluation", steps=steps, seed=config.seed,
-                                  scheduler=scheduler)
+    evaluation = evaluate_concept(pipe, spec, output_dir / "evaluation", seed=config.seed)
     return DemoResult(output_dir, result.embedding_path, evaluation, result.seconds, result.steps)
