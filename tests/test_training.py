@@ -292,3 +292,49 @@ def test_one_image_is_warned_about(train_config, image_folder, caplog):
         extra.unlink()
     train(dataclasses.replace(train_config, steps=1, checkpoint_every=0))
     assert "only one image; 3-5 varied pictures give a better concept" in caplog.text
+
+
+def test_the_moving_average_is_what_the_run_gives_and_it_resumes(train_config, tmp_path):
+    """--ema-decay: the saved vectors are the average of the steps' vectors, not the last step's; a run stopped
+    and resumed ends at the same average as one straight through."""
+    import threading
+
+    from textual_inversion.training import update_average
+
+    average, parameter = [torch.zeros(2)], [torch.ones(2)]
+    update_average(average, parameter, 0.9, step=0)  # the first steps follow closely: 1 - 1/10
+    assert torch.allclose(average[0], torch.full((2,), 0.9))
+    update_average(average, parameter, 0.9, step=1000)
+    assert torch.allclose(average[0], torch.full((2,), 0.91))
+
+    config = dataclasses.replace(train_config, device="cpu", checkpoint_every=0, ema_decay=0.8)
+    straight = train(dataclasses.replace(config, output_dir=str(tmp_path / "straight")))
+    plain = train(dataclasses.replace(config, ema_decay=0.0, output_dir=str(tmp_path / "plain")))
+    averaged_vectors, last_vectors = (load_file(r.embedding_path)["<blob>"] for r in (straight, plain))
+    assert not torch.allclose(averaged_vectors, last_vectors)  # the same steps, another result
+
+    stop = threading.Event()
+    stopped_config = dataclasses.replace(config, output_dir=str(tmp_path / "stopped"))
+    train(stopped_config, stop=stop, on_step=lambda step, loss: stop.set() if step == 3 else None)
+    resumed = train(dataclasses.replace(stopped_config, resume=True))
+    assert torch.equal(averaged_vectors, load_file(resumed.embedding_path)["<blob>"])
+
+
+def test_ema_decay_must_be_below_one(train_config):
+    for decay in (1.0, -0.1):
+        with pytest.raises(UserError, match=f"--ema-decay {decay}: must be at least 0"):
+            dataclasses.replace(train_config, ema_decay=decay).validate()
+
+
+def test_previews_and_checks_see_the_average_and_training_goes_on_from_its_own_values():
+    from textual_inversion.training import parameters_set_to
+
+    parameter = torch.nn.Parameter(torch.ones(3))
+    with parameters_set_to([parameter], [torch.zeros(3)]):
+        assert torch.equal(parameter.data, torch.zeros(3))
+    assert torch.equal(parameter.data, torch.ones(3))
+    with pytest.raises(RuntimeError), parameters_set_to([parameter], [torch.zeros(3)]):
+        raise RuntimeError("a preview failed")
+    assert torch.equal(parameter.data, torch.ones(3))
+    with parameters_set_to([parameter], None):  # without --ema-decay: untouched
+        assert torch.equal(parameter.data, torch.ones(3))

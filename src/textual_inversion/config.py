@@ -47,6 +47,8 @@ class TrainConfig:
     lr_scheduler: str = option("constant", "learning-rate schedule", LR_SCHEDULERS)
     lr_warmup_steps: int = option(0, "warm-up steps for the learning-rate schedule")
     weight_decay: float = option(0.0, "AdamW weight decay on the new embedding rows")
+    ema_decay: float = option(0.0, "keep a moving average of what learns (decay per step, e.g. 0.9); previews, "
+                                   "--stop-when-learned and the saved result use it (0: off)")
     early_stop_window: int = option(0, "stop when the loss on a fixed batch settles: window of steps (0: off)")
     early_stop_threshold: float = option(0.1, "early stop when var(last window) < threshold x var(all steps)")
     stop_when_learned: bool = option(False, "miniworld only: every --learned-every steps, draw 8 images of the token "
@@ -185,6 +187,8 @@ class TrainConfig:
         if self.stop_when_learned and self.model != "miniworld":
             raise UserError(f"--stop-when-learned reads images with miniworld's judge, which knows only miniworld; with "
                             f"--model {self.model} use --early-stop-window or previews (--validation-prompt) instead")
+        if not 0 <= self.ema_decay < 1:
+            raise UserError(f"--ema-decay {self.ema_decay}: must be at least 0 (off) and below 1, e.g. 0.9")
         if not 0 < self.learned_share <= 1:
             raise UserError(f"--learned-share {self.learned_share}: must be above 0 and at most 1")
         if self.checkpoint_every < 0 or self.lr_warmup_steps < 0 or self.weight_decay < 0:

@@ -176,6 +176,8 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
     generator = torch.Generator().manual_seed(config.seed)
     step, history, fixed_losses = 0, [], []
     learned_checks = []  # --stop-when-learned: (step, share of the check's images that show the concept)
+    # --ema-decay: the moving average of what learns, in the order of method.trainable_parameters()
+    moving_average = [p.detach().clone() for p in method.trainable_parameters()] if config.ema_decay else None
     if config.resume:
         checkpoint = latest_checkpoint(output_dir)
         weights, state = load_checkpoint(checkpoint)
@@ -188,6 +190,9 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
         fixed_losses = [tuple(row) if isinstance(row, (list, tuple)) else (index + 1, row)
                         for index, row in enumerate(state.get("validation", []))]
         learned_checks = [tuple(row) for row in state.get("learned_checks", [])]
+        if moving_average is not None:  # a checkpoint written without --ema-decay: the average starts here
+            saved = state.get("ema") or [p.detach().clone() for p in method.trainable_parameters()]
+            moving_average = [tensor.to(p.device) for tensor, p in zip(saved, moving_average, strict=True)]
         logger.info("resuming from %s (step %d)", checkpoint, step)
 
     def draw(source: torch.Generator) -> Batch:
@@ -206,7 +211,7 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
     def training_state(step: int) -> dict:
         return {"optimizer": optimizer.state_dict(), "lr_schedule": lr_schedule.state_dict(), "step": step,
                 "generator": generator.get_state(), "history": history, "validation": fixed_losses,
-                "learned_checks": learned_checks}
+                "learned_checks": learned_checks, "ema": moving_average}
 
     metadata = {"base_model": config.model, "family": model_family(pipe), "method": method.name,
                 "token": config.token, **method.metadata(), "property": config.property, "seed": str(config.seed),
@@ -260,6 +265,8 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
             lr_schedule.step()
             optimizer.zero_grad(set_to_none=True)
             method.step_finished(step)
+            if moving_average is not None:
+                update_average(moving_average, method.trainable_parameters(), config.ema_decay, step)
             loss = averaged(loss)
             if not math.isfinite(loss):
                 previous = latest_checkpoint(output_dir)
@@ -279,7 +286,8 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
                 stopped_early = True
                 break
             if check is not None and step % config.learned_every == 0 and step < config.steps:
-                share = on_main_process(accelerator, learned_share, pipe, check)
+                with parameters_set_to(method.trainable_parameters(), moving_average):
+                    share = on_main_process(accelerator, learned_share, pipe, check)
                 learned_checks.append((step, share))
                 if should_stop([s for _, s in learned_checks], config.learned_share):
                     logger.info("stopped at step %d: in the last %d checks, at least %.0f %% of the images showed "
@@ -289,7 +297,8 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
             progress.set_postfix(loss=f"{sum(r[1] for r in history[-20:]) / len(history[-20:]):.4f}",
                                  **({"learned": f"{learned_checks[-1][1]:.2f}"} if learned_checks else {}))
             if main and config.validation_prompt and step % config.validation_every == 0:
-                render_previews(pipe, config, output_dir / PREVIEW_DIR / f"step-{step:06d}.png", resolution)
+                with parameters_set_to(method.trainable_parameters(), moving_average):
+                    render_previews(pipe, config, output_dir / PREVIEW_DIR / f"step-{step:06d}.png", resolution)
             if main and config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
                 save_checkpoint(output_dir, step, method.state_dict(), training_state(step), config.keep_checkpoints)
     except KeyboardInterrupt:
@@ -307,6 +316,10 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
             save_resumable_state(output_dir, config, method, step, training_state(step), history, "stopped")
         accelerator.wait_for_everyone()
         return TrainResult(output_dir, {}, step, final_loss, time.monotonic() - started, history, stopped=True)
+    if moving_average is not None:  # the run's result is the average: saved, previewed, left in the caller's pipeline
+        with torch.no_grad():
+            for parameter, mean in zip(method.trainable_parameters(), moving_average, strict=True):
+                parameter.copy_(mean)
     outputs = {}
     if main:
         outputs = method.save(output_dir, metadata)
@@ -329,6 +342,34 @@ def save_resumable_state(output_dir: Path, config: TrainConfig, method: Method, 
     write_loss_files(output_dir, history, state["validation"])
     write_run_file(output_dir, config, status, {"step": step})
     return path
+
+
+def update_average(average: list[torch.Tensor], parameters: list[torch.Tensor], decay: float, step: int) -> None:
+    """Move `average` towards `parameters` after optimizer step `step` (0-based). The decay starts low and
+    rises to `decay` ((1 + step) / (10 + step), as diffusers' EMAModel), so the first steps are not held
+    back by the starting point."""
+    rate = 1 - min(decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for mean, parameter in zip(average, parameters, strict=True):
+            mean.lerp_(parameter.detach(), rate)
+
+
+@contextlib.contextmanager
+def parameters_set_to(parameters: list[torch.Tensor], values: list[torch.Tensor] | None):
+    """Inside the block `parameters` hold `values` (None: they keep their own); their own come back after."""
+    if values is None:
+        yield
+        return
+    own = [parameter.detach().clone() for parameter in parameters]
+    with torch.no_grad():
+        for parameter, value in zip(parameters, values, strict=True):
+            parameter.copy_(value)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for parameter, value in zip(parameters, own, strict=True):
+                parameter.copy_(value)
 
 
 def on_main_process(accelerator: Accelerator, function: Callable, *args):
