@@ -46,7 +46,8 @@ def main() -> None:
         plain = StableDiffusionPipeline.from_pretrained(resolve_model_path(args.model), safety_checker=None)
         plain.set_progress_bar_config(disable=True)
         config = GenerateConfig(model=args.model, concept=concepts, prompt="a <c0> next to a <c1>", steps=args.steps,
-                                num_images=args.images, guidance=4.0, device="cpu", output_dir=str(Path(workdir) / "out"))
+                                num_images=args.images, guidance=4.0, device="cpu", output_dir=str(Path(workdir) / "out"),
+                                overwrite=True)
 
         def run_ours():
             generate(config, pipe=ours)

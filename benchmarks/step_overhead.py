@@ -113,7 +113,7 @@ def measure(name: str, batch_size: int, steps: tuple[int, int], repeats: int, ro
         if sdxl:
             outputs = [e(i, output_hidden_states=True) for e, i in zip(encoders, ids, strict=True)]
             embeds = torch.cat([o.hidden_states[-2] for o in outputs], dim=-1)
-            added = {"text_embeds": outputs[1][0], "time_ids": torch.tensor([[*s, resolution, resolution] for s in sizes])}
+            added = {"text_embeds": outputs[1][0], "time_ids": torch.tensor([list(s) for s in sizes])}  # each 6: original, crop, target
         else:
             embeds, added = encoders[0](ids[0])[0], None
         F.mse_loss(pipe.unet(noisy, timesteps, encoder_hidden_states=embeds, added_cond_kwargs=added).sample,
