@@ -111,7 +111,7 @@ def scored_run(args, training: dict, folder: Path, spec, data, seed: int, output
     from textual_inversion.models import load_pipeline
 
     pipe = load_pipeline("miniworld")
-    checks = candidate_checks(learned_check(data.images, spec.token, spec.property, 0.75, seed), data.captions)
+    checks = candidate_checks(learned_check(data.images, spec.token, spec.property, seed), data.captions)
     scores: dict[int, dict] = {}
 
     def score(step: int, loss: float) -> None:

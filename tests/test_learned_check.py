@@ -25,14 +25,14 @@ CONCEPTS = Path(__file__).resolve().parents[1] / "examples" / "concepts"
 def test_the_check_asks_for_what_every_picture_shows():
     """hidden-colour: five teal circles on four backgrounds, big and small; the check wants the teal circle."""
     data = read_training_data(CONCEPTS / "hidden-colour", "<teal-thing>", "object")
-    check = learned_check(data.images, "<teal-thing>", "object", 0.75, seed=3)
+    check = learned_check(data.images, "<teal-thing>", "object", seed=3)
     assert check.shared == {"shape": "circle", "colour": "teal", "pattern": "solid"}
     assert len(check.prompts) == CHECK_IMAGES and check.seed == CHECK_SEEDS + 3
     assert check.prompts[:4] == ["<teal-thing>", "a <teal-thing>", "a photo of a <teal-thing>",
                                  "a picture of the <teal-thing>"] == check.prompts[4:]
 
     style = read_training_data(CONCEPTS / "dotted-style", "<dotted>", "style")
-    check = learned_check(style.images, "<dotted>", "style", 0.75, seed=0)
+    check = learned_check(style.images, "<dotted>", "style", seed=0)
     assert check.shared == {"pattern": "dotted"} and check.prompts[0] == "a <dotted> circle"
 
 
@@ -49,7 +49,7 @@ def test_pictures_with_nothing_in_common_are_refused(monkeypatch):
     readings = iter([{"shape": "circle", "colour": "red"}, {"shape": "square", "colour": "blue"}])
     monkeypatch.setattr(judge, "predict", lambda images, net: [next(readings) for _ in images])
     with pytest.raises(UserError, match="--stop-when-learned: miniworld's judge finds no .* that all 2 pictures share"):
-        learned_check([None, None], "<t>", "object", 0.75, seed=0)
+        learned_check([None, None], "<t>", "object", seed=0)
 
 
 def test_a_check_counts_the_images_that_show_all_shared_attributes():
@@ -59,7 +59,7 @@ def test_a_check_counts_the_images_that_show_all_shared_attributes():
     pipe = load_pipeline("miniworld")
     own = pipe.scheduler
     prompts = ["a big red circle on a white background", "a small red circle on a black background"] * 4
-    red = LearnedCheck(prompts, {"shape": "circle", "colour": "red"}, 0.75, seed=0, judge=load_judge())
+    red = LearnedCheck(prompts, {"shape": "circle", "colour": "red"}, seed=0, judge=load_judge())
     assert learned_share(pipe, red) >= 0.75
     assert learned_share(pipe, dataclasses.replace(red, shared={"colour": "blue"})) == 0.0
     assert pipe.scheduler is own  # the check's sampler only for the check

@@ -19,7 +19,7 @@ CONCEPT_NAME = "hidden-colour"
 # Why these settings (measured in benchmarks/results/demo.md and time_to_concept*.md): several vectors give
 # the text encoder's output room to reach a colour it has no word for; the model and its vectors are small,
 # so the learning rate is high; the bundled pictures' captions name what is not the concept. Faster ones
-# (lr 0.1-0.2, stratified timesteps, --stop-when-learned) missed the targets on some seeds (stop_rule.md).
+# (lr 0.2, stratified timesteps, --stop-when-learned) missed the targets on some seeds (demo.md).
 DEMO_TRAINING = {"lr": 0.05, "vectors": 6, "batch_size": 4}
 DEMO_OUTPUTS = {"validation_every": 200, "num_validation_images": 4, "checkpoint_every": 100}
 # The evaluation keeps the model's DDIM at 25 steps: with DPM++ at 15 steps (0.66x the time) seeds 1 and 2

@@ -3,8 +3,8 @@
 A fixed step count ends some seeds before the concept lands and others after it, in a dip. miniworld's
 judge can tell instead: it reads the attributes every training picture shows (their shape and colour for
 an object, their pattern for a style), and every few steps the run draws a few images of the token with
-the current embedding and stops once enough of them show all of those attributes, twice in a row. It only works where the
-judge can read the images, so only on miniworld.
+the current embedding and stops once enough of them show all of those attributes, twice in a row. It only
+works where the judge can read the images, so only on miniworld.
 """
 
 from __future__ import annotations
@@ -36,12 +36,11 @@ class LearnedCheck:
 
     prompts: list[str]  # [CHECK_IMAGES] each image's prompt
     shared: dict[str, str]  # attribute -> the value the judge reads on every training picture
-    share: float  # the fraction of images that must show all of `shared`
     seed: int  # the same noise at every check, so checks differ only by the embedding
     judge: object  # miniworld.judge.JudgeNet, loaded once per run
 
 
-def learned_check(pictures: list[Image.Image], token: str, property_kind: str, share: float, seed: int) -> LearnedCheck:
+def learned_check(pictures: list[Image.Image], token: str, property_kind: str, seed: int) -> LearnedCheck:
     """The check for a run on `pictures` of an object or a style, learned as `token`.
 
     The images come from plain requests for the token ("a <token>", "a photo of a <token>"): with the
@@ -62,7 +61,7 @@ def learned_check(pictures: list[Image.Image], token: str, property_kind: str, s
                                                                else OBJECT_FIDELITY)]
     prompts = [requests[i % len(requests)] for i in range(CHECK_IMAGES)]
     # Its own seeds, far from the evaluation's (0 up), so a run's stop and its score see different noise.
-    return LearnedCheck(prompts, shared, share, CHECK_SEEDS + seed, judge)
+    return LearnedCheck(prompts, shared, CHECK_SEEDS + seed, judge)
 
 
 def should_stop(shares: list[float], share: float) -> bool:
@@ -82,4 +81,3 @@ def learned_share(pipe, check: LearnedCheck) -> float:
                       generator=generators).images
     readings = predict(images, check.judge)
     return sum(all(r[k] == v for k, v in check.shared.items()) for r in readings) / len(readings)
-

@@ -235,7 +235,7 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
         fixed_losses.append((0, fixed_batch_loss()))  # where the curve starts
     check = None
     if config.stop_when_learned:
-        check = learned_check(data.images, config.token, config.property, config.learned_share, config.seed)
+        check = learned_check(data.images, config.token, config.property, config.seed)
         logger.info("--stop-when-learned: every %d steps, stop once %.0f %% of %d images show %s, %d times in a row",
                     config.learned_every, 100 * config.learned_share, len(check.prompts),
                     ", ".join(f"{k} {v}" for k, v in check.shared.items()), PASSES_TO_STOP)

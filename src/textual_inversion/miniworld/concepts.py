@@ -29,7 +29,7 @@ from .world import BACKGROUNDS, BASE_SHAPES, NAMED_COLOURS, SIZES, Scene, random
 log = logging.getLogger(__name__)
 
 # The plain requests for a concept, {c} standing for it: a noun phrase for objects, an adjective for styles.
-# The evaluation's fidelity prompts, and half of what --stop-when-learned draws.
+# The evaluation's fidelity prompts, and what --stop-when-learned draws.
 OBJECT_FIDELITY = ("{c}", "a {c}", "a photo of a {c}", "a picture of the {c}")
 STYLE_FIDELITY = ("a {c} circle", "a {c} square", "a {c} heart", "a photo of a {c} triangle")
 
