@@ -22,7 +22,7 @@ CONCEPT_NAME = "hidden-colour"
 # (lr 0.2, stratified timesteps, --stop-when-learned) missed the targets on some seeds (demo.md).
 DEMO_TRAINING = {"lr": 0.05, "vectors": 6, "batch_size": 4}
 DEMO_OUTPUTS = {"validation_every": 200, "num_validation_images": 4, "checkpoint_every": 100}
-# The evaluation keeps the model's DDIM at 25 steps: with DPM++ at 15 steps (0.66x the time) seeds 1 and 2
+# The evaluation keeps the model's DDIM at 25 steps: with DPM++ at 15 steps (0.64x the time) seeds 1 and 2
 # scored 0.75 / 0.62 and 0.75 / 0.83 against 0.81 / 0.71 and 0.81 / 0.92 (benchmarks/results/demo.md).
 
 

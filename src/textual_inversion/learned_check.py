@@ -19,7 +19,7 @@ from .generation import using_sampler
 
 CHECK_IMAGES = 8  # images drawn per check: the plain requests for the token, in turn
 # benchmarks/results/evaluation_sampler.md: the judge gives 96 % of images the same hit or miss as under the
-# evaluation's DDIM at 25 steps, in 0.35x its time; it found the teal circle in fewer of them (0.56 against
+# evaluation's DDIM at 25 steps, in 0.45x its time; it found the teal circle in fewer of them (0.56 against
 # 0.75), so if anything a check passes late.
 CHECK_SAMPLER = ("dpm++", 10)
 CHECK_GUIDANCE = 4.0  # the judge's evaluation's guidance
