@@ -317,9 +317,7 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
         accelerator.wait_for_everyone()
         return TrainResult(output_dir, {}, step, final_loss, time.monotonic() - started, history, stopped=True)
     if moving_average is not None:  # the run's result is the average: saved, previewed, left in the caller's pipeline
-        with torch.no_grad():
-            for parameter, mean in zip(method.trainable_parameters(), moving_average, strict=True):
-                parameter.copy_(mean)
+        set_values(method.trainable_parameters(), moving_average)
     outputs = {}
     if main:
         outputs = method.save(output_dir, metadata)
@@ -361,15 +359,18 @@ def parameters_set_to(parameters: list[torch.Tensor], values: list[torch.Tensor]
         yield
         return
     own = [parameter.detach().clone() for parameter in parameters]
-    with torch.no_grad():
-        for parameter, value in zip(parameters, values, strict=True):
-            parameter.copy_(value)
+    set_values(parameters, values)
     try:
         yield
     finally:
-        with torch.no_grad():
-            for parameter, value in zip(parameters, own, strict=True):
-                parameter.copy_(value)
+        set_values(parameters, own)
+
+
+def set_values(parameters: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+    """Copy `values` into `parameters`, in place (the optimizer and the text encoders keep the same tensors)."""
+    with torch.no_grad():
+        for parameter, value in zip(parameters, values, strict=True):
+            parameter.copy_(value)
 
 
 def on_main_process(accelerator: Accelerator, function: Callable, *args):
