@@ -101,6 +101,24 @@ def test_user_errors_exit_2_with_one_line_and_no_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+TORCH_LOADED = ("import sys\nfrom textual_inversion.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit as exit:\n"
+                "    print(exit.code, 'torch' in sys.modules, 'diffusers' in sys.modules)")
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--help"],
+    ["train", "--images", "pics", "--token", "<x>", "--init-token", "cat", "--lr=-1"],
+    ["train", "--images", "pics", "--token", "<x>", "--init-token", "cat", "--method", "pivotal", "--lora-lr", "3"],
+    ["generate", "--prompt", "a <x>", "--steps", "0"],
+])
+def test_help_and_option_errors_answer_before_torch_is_imported(argv):
+    result = subprocess.run([sys.executable, "-c", TORCH_LOADED.format(argv=argv)], capture_output=True, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
+    exit_code, torch_loaded, diffusers_loaded = result.stdout.split()[-3:]
+    assert exit_code == ("0" if "--help" in argv else "2")
+    assert (torch_loaded, diffusers_loaded) == ("False", "False")
+
+
 @pytest.mark.slow  # five subprocesses, each importing torch and diffusers
 def test_train_inspect_convert_generate_end_to_end(tiny_sd1_path, image_folder, tmp_path):
     run = tmp_path / "run"

@@ -72,15 +72,17 @@ def add_config_options(parser: argparse.ArgumentParser, config_class: type) -> N
 
 
 def config_from_args(args: argparse.Namespace, config_class: type):
-    """Defaults < TOML file < command line."""
+    """Defaults < TOML file < command line; checked here, before anything heavy is imported (the Python API
+    checks again)."""
     names = TrainConfig.option_names() if config_class is TrainConfig else \
         {f.name for f in dataclasses.fields(config_class)}
     values = read_toml(args.config, names) if args.config else {}
     values.update({name: value for name, value in vars(args).items() if name in names})
     source = f"--config {args.config}" if args.config else "options"
-    if config_class is TrainConfig:
-        return TrainConfig.from_values(values, source)
-    return coerce(config_class, values, source)
+    config = TrainConfig.from_values(values, source) if config_class is TrainConfig else \
+        coerce(config_class, values, source)
+    config.validate()
+    return config
 
 
 class OneLineErrors(argparse.ArgumentParser):
@@ -203,13 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The commands whose options form a config: it is read and checked before torch and diffusers are imported, so
+# that a mistake in it is reported at once.
+COMMAND_CONFIGS = {"train": TrainConfig, "generate": GenerateConfig, "demo": DemoConfig, "evaluate": EvaluateConfig,
+                   "ui": UIConfig}
+
+
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    config = config_from_args(args, COMMAND_CONFIGS[args.command]) if args.command in COMMAND_CONFIGS else None
     configure_logging(args.verbose)
     if args.command == "train":
         from .training import train
 
-        config = config_from_args(args, TrainConfig)
         result = train(config)
         if result.outputs:  # under accelerate launch only the main process writes, and reports
             print(f"learned {', '.join(map(str, result.outputs.values()))} in {result.seconds:.0f} s ({result.steps} steps, "
@@ -220,14 +228,13 @@ def run(argv: list[str] | None = None) -> int:
     elif args.command == "generate":
         from .generation import generate
 
-        config = config_from_args(args, GenerateConfig)
         paths = generate(config)
         print(f"wrote {len(paths)} image(s) and grid.png to {paths[0].parent}")
     elif args.command == "demo":
         from .demo import run_demo
         from .evaluate import format_table
 
-        result = run_demo(config_from_args(args, DemoConfig))
+        result = run_demo(config)
         print(format_table(result.evaluation))
         print(f"trained in {result.train_seconds:.0f} s ({result.train_steps} steps): {result.embedding_path}")
         print(f"previews: {result.output_dir / 'run' / 'previews'}  loss: {result.output_dir / 'run' / 'loss.png'}")
@@ -236,7 +243,6 @@ def run(argv: list[str] | None = None) -> int:
     elif args.command == "evaluate":
         from .evaluate import evaluate_from_config, format_rows
 
-        config = config_from_args(args, EvaluateConfig)
         report = evaluate_from_config(config)
         rows = list(report["rows"])
         if "baselines" in report:
@@ -296,7 +302,6 @@ def run(argv: list[str] | None = None) -> int:
     elif args.command == "ui":
         from .ui import start
 
-        config = config_from_args(args, UIConfig)
         page = start(config)
         if not is_loopback(config.host):
             print(f"warning: {page.url} is open to other machines and has no password: anyone who reaches it "
