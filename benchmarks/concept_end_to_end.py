@@ -1,11 +1,11 @@
 """Time from "here are my images" to a learned concept, as a user gets it: one `textual-inversion train`.
 
 The clock runs from launching the command to its exit (Python start, imports, model load, latent
-encoding, training, files written); the learned embedding is then scored on the fidelity prompts
-(not timed). Run it alone on the machine: it measures wall time. Written to
+encoding, training, files written); what it learned (the embedding, and the LoRA of `--method pivotal`
+or `lora`) is then scored on the fidelity and edit prompts (not timed). Run it alone on the machine: it measures wall time. Written to
 benchmarks/results/time_to_concept_end_to_end<suffix>.md.
 
-    python -m benchmarks.concept_end_to_end [--concepts hidden-colour ...] [--steps 400] [--seeds 0 1 2] \
+    python -m benchmarks.concept_end_to_end [--concepts hidden-colour teal-square ...] [--steps 400] [--seeds 0 1 2] \
         [--options "--vectors 6 --lr 0.05 --batch-size 4"] [--results-suffix _stop]
 """
 
@@ -21,12 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import RESULTS_DIR, argument_parser, bundled_concept, command, print_and_write
+from .common import RESULTS_DIR, argument_parser, command, print_and_write
+from .concept_set import find_concept
 
 
 def main() -> None:
     parser = argument_parser(__doc__)
-    parser.add_argument("--concepts", nargs="+", default=["hidden-colour"])
+    parser.add_argument("--concepts", nargs="+", default=["hidden-colour"],
+                        help="bundled concepts or names from benchmarks/concept_set.py")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--options", default="--vectors 6 --lr 0.05 --batch-size 4",
@@ -44,7 +46,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for concept in args.concepts:
-            folder, spec = bundled_concept(concept)
+            folder, spec = find_concept(concept, Path(workdir) / "concept-set")
             train_options = ["--token", spec.token, "--init-token", spec.init_word, "--property", spec.property,
                              "--steps", str(args.steps), *shlex.split(args.options)]
             for seed in args.seeds:
@@ -61,24 +63,27 @@ def main() -> None:
                 steps_run = run["metadata"]["steps"]
                 pipe = load_pipeline("miniworld")
                 load_concepts(pipe, [output])
-                report = evaluate_concept(pipe, spec, output / "scores", args.num_images, conditions=("concept",),
-                                          edits=False)
-                rows.append((concept, seed, seconds, steps_run, report["fidelity"]))
+                report = evaluate_concept(pipe, spec, output / "scores", args.num_images, conditions=("concept",))
+                rows.append((concept, seed, seconds, steps_run, report["fidelity"], report["editability"]))
                 checks = " ".join(f"{step}:{share:.2f}" for step, share in run.get("learned_checks", []))
-                print(f"{concept} seed {seed}: {seconds:.1f} s, {steps_run} steps, fidelity {report['fidelity']:.2f}"
+                print(f"{concept} seed {seed}: {seconds:.1f} s, {steps_run} steps, fidelity {report['fidelity']:.2f}, "
+                      f"editability {report['editability']:.2f}"
                       + (f"; --stop-when-learned checks (step:share) {checks}" if checks else ""), flush=True)
 
-    shown = shlex.join(["textual-inversion", "train", "--images", "examples/concepts/<concept>", "--token", "<its token>",
+    shown = shlex.join(["textual-inversion", "train", "--images", "<concept folder>", "--token", "<its token>",
                         "--init-token", "<its word>", "--property", "<its kind>", "--steps", str(args.steps),
                         *shlex.split(args.options)])
     lines = [f"# Images to learned concept, end to end ({', '.join(args.concepts)}; {os.cpu_count()} CPU cores)", "",
              f"Produced by `{command()}`. Each row is one "
-             f"`{shown} --seed N`, timed from launch to exit; then its embedding is scored (fidelity >= "
-             f"{args.target} on the fidelity prompts, {args.num_images} images each).", "",
-             "| concept | seed | seconds, launch to exit | steps run | fidelity | target met |", "|---|---|---|---|---|---|"]
-    lines += [f"| {concept} | {seed} | {seconds:.1f} | {steps_run} | {fidelity:.2f} | "
-              f"{'yes' if fidelity >= args.target else 'no'} |" for concept, seed, seconds, steps_run, fidelity in rows]
-    met = [row for row in rows if row[-1] >= args.target]
+             f"`{shown} --seed N`, timed from launch to exit; then what it learned is scored (target: fidelity >= "
+             f"{args.target} on the fidelity prompts, {args.num_images} images each; editability, the edit prompts "
+             "honoured with the concept kept, is shown beside it).", "",
+             "| concept | seed | seconds, launch to exit | steps run | fidelity | editability | target met |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {concept} | {seed} | {seconds:.1f} | {steps_run} | {fidelity:.2f} | {editability:.2f} | "
+              f"{'yes' if fidelity >= args.target else 'no'} |"
+              for concept, seed, seconds, steps_run, fidelity, editability in rows]
+    met = [row for row in rows if row[4] >= args.target]
     lines += ["", f"Target met on {len(met)} of {len(rows)} runs; median seconds "
                   f"{statistics.median(row[2] for row in rows):.1f}, slowest {max(row[2] for row in rows):.1f}."]
     lines += ["", f"Load average (1 min) before: {load_before:.1f}, after: {os.getloadavg()[0]:.1f}, on "

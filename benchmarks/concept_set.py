@@ -19,7 +19,7 @@ from pathlib import Path
 from textual_inversion.miniworld.concepts import Concept, ConceptSpec, write_concept
 from textual_inversion.miniworld.world import BASE_SHAPES, NAMED_COLOURS
 
-from .common import argument_parser
+from .common import argument_parser, bundled_concept
 
 OBJECT_FREE = ("background", "size", "position")
 STYLE_FREE = ("shape", "colour", "background", "size", "position")
@@ -72,6 +72,13 @@ def write_concept_set(output: Path) -> dict[str, tuple[str, Path, ConceptSpec]]:
             write_concept(concept, folder)
         found[concept.name] = (kind, folder, ConceptSpec.from_toml(folder / "concept.toml"))
     return found
+
+
+def find_concept(name: str, workdir: Path) -> tuple[Path, ConceptSpec]:
+    """(folder, spec) of a bundled concept (examples/concepts/) or of one in this set (rendered into `workdir`)."""
+    if name in {concept.name for _, concept in CONCEPT_SET}:
+        return write_concept_set(workdir)[name][1:]
+    return bundled_concept(name)
 
 
 def main() -> None:

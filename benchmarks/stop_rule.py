@@ -8,6 +8,9 @@ with the evaluation's fidelity there. Written to benchmarks/results/stop_rule.md
 
     python -m benchmarks.stop_rule [--concepts hidden-colour dotted-style my-toy] [--seeds 0 1 2] [--steps 300] \
         [--lr 0.2] [--results-suffix _lr0.1]
+
+--concepts takes the bundled concepts (examples/concepts/) and those of the new concept set
+(benchmarks/concept_set.py), on which no rule was chosen.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import RESULTS_DIR, argument_parser, bundled_concept, command, machine, print_and_write
+from .common import RESULTS_DIR, argument_parser, command, machine, print_and_write
+from .concept_set import find_concept
 
 TRAINING = {"vectors": 6, "lr": 0.2, "batch_size": 4, "timesteps": "stratified"}
 RULES = [(check, share, in_a_row) for check in ("mixed-8", "requests-8", "mixed-16")
@@ -36,7 +40,8 @@ def candidate_checks(check, captions: list[list[str]]) -> dict:
 
 def main() -> None:
     parser = argument_parser(__doc__)
-    parser.add_argument("--concepts", nargs="+", default=["hidden-colour", "dotted-style", "my-toy"])
+    parser.add_argument("--concepts", nargs="+", default=["hidden-colour", "dotted-style", "my-toy"],
+                        help="bundled concepts or names from benchmarks/concept_set.py")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--every", type=int, default=25)
@@ -56,7 +61,7 @@ def main() -> None:
     check_seconds = {name: [] for name in ("mixed-8", "requests-8", "mixed-16")}
     with tempfile.TemporaryDirectory() as workdir:
         for concept in args.concepts:
-            folder, spec = bundled_concept(concept)
+            folder, spec = find_concept(concept, Path(workdir) / "concept-set")
             data = read_training_data(folder, spec.token, spec.property)
             for seed in args.seeds:
                 scores = scored_run(args, training, folder, spec, data, seed, Path(workdir) / f"{concept}-{seed}",
@@ -89,13 +94,13 @@ def main() -> None:
                        if all(scores[steps[j]][name] >= share for j in range(i - in_a_row + 1, i + 1))), None)
             if at is None:
                 missed += any(s["fidelity"] >= args.target for s in scores.values())
-                stops.append(f"{concept[:6]}/{seed}: -")
+                stops.append(f"{concept}/{seed}: -")
                 continue
             stopped += 1
             reached = scores[at]["fidelity"] >= args.target
             good += reached
             early += not reached
-            stops.append(f"{concept[:6]}/{seed}: {at} ({scores[at]['fidelity']:.2f})")
+            stops.append(f"{concept}/{seed}: {at} ({scores[at]['fidelity']:.2f})")
         lines.append(f"| {name} | {share} | {in_a_row} | {stopped} of {len(runs)} | {good} | {early} | {missed} | "
                      f"{'; '.join(stops)} |")
     lines += ["", f"Load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores."]
