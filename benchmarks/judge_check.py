@@ -138,6 +138,25 @@ def confidence(rows: list[dict]) -> list[str]:
         cut_at = statistics.median(miss)
         lines.append(f"| {attribute} | {min(agree):.3f}, {statistics.median(agree):.3f} | {min(miss):.3f}, {cut_at:.3f}, "
                      f"{max(miss):.3f} | {sum(c < cut_at for c in agree)} of {len(agree)} |")
+    return lines + ["", *with_unclear(rows, {k: v.softmax(1).max(1).values.tolist() for k, v in logits.items()})]
+
+
+UNCLEAR_BELOW = (0.9, 0.99, 0.999)
+
+
+def with_unclear(rows: list[dict], certainty: dict[str, list[float]]) -> list[str]:
+    """The judge's agreement with the hand readings if it answered "unclear" ("?") below a certainty threshold."""
+    lines = ["If the judge answered \"unclear\" (the hand reading's \"?\") below a certainty, its agreement with "
+             "the hand readings would be:", "",
+             "| answers \"unclear\" below | " + " | ".join(CHECKED) + " | all four right |",
+             "|---|" + "---|" * (len(CHECKED) + 1)]
+    for threshold in (None, *UNCLEAR_BELOW):
+        right = {attribute: [(row[f"judge_{attribute}"] if threshold is None or sure >= threshold else "?")
+                             == row[attribute].strip() for row, sure in zip(rows, certainty[attribute], strict=True)]
+                 for attribute in CHECKED}
+        every = sum(all(right[a][i] for a in CHECKED) for i in range(len(rows)))
+        lines.append(f"| {'never (as now)' if threshold is None else threshold} | "
+                     + " | ".join(f"{sum(v)} of {len(v)}" for v in right.values()) + f" | {every} of {len(rows)} |")
     return lines
 
 
