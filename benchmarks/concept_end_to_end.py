@@ -2,8 +2,8 @@
 
 The clock runs from launching the command to its exit (Python start, imports, model load, latent
 encoding, training, files written); what it learned (the embedding, and the LoRA of `--method pivotal`
-or `lora`) is then scored on the fidelity and edit prompts (not timed). Run it alone on the machine: it measures wall time. Written to
-benchmarks/results/time_to_concept_end_to_end<suffix>.md.
+or `lora`) is then scored on the fidelity and edit prompts (not timed). Run it alone on the machine: it
+measures wall time. Written to benchmarks/results/time_to_concept_end_to_end<suffix>.md.
 
     python -m benchmarks.concept_end_to_end [--concepts hidden-colour teal-square ...] [--steps 400] [--seeds 0 1 2] \
         [--options "--vectors 6 --lr 0.05 --batch-size 4"] [--results-suffix _stop]
