@@ -65,19 +65,22 @@ CONCEPT_SET: tuple[tuple[str, Concept], ...] = (
 def write_concept_set(output: Path) -> dict[str, tuple[str, Path, ConceptSpec]]:
     """Render every concept into `output/<name>/` (once; an existing folder is reused as it is deterministic);
     returns {name: (kind, folder, spec)}."""
-    found = {}
-    for kind, concept in CONCEPT_SET:
-        folder = Path(output) / concept.name
-        if not (folder / "concept.toml").is_file():
-            write_concept(concept, folder)
-        found[concept.name] = (kind, folder, ConceptSpec.from_toml(folder / "concept.toml"))
-    return found
+    return {concept.name: (kind, *rendered(concept, Path(output))) for kind, concept in CONCEPT_SET}
+
+
+def rendered(concept: Concept, output: Path) -> tuple[Path, ConceptSpec]:
+    """(folder, spec) of `concept` rendered into `output/<name>/`, rendering it only if it is not there yet."""
+    folder = output / concept.name
+    if not (folder / "concept.toml").is_file():
+        write_concept(concept, folder)
+    return folder, ConceptSpec.from_toml(folder / "concept.toml")
 
 
 def find_concept(name: str, workdir: Path) -> tuple[Path, ConceptSpec]:
     """(folder, spec) of a bundled concept (examples/concepts/) or of one in this set (rendered into `workdir`)."""
-    if name in {concept.name for _, concept in CONCEPT_SET}:
-        return write_concept_set(workdir)[name][1:]
+    for _, concept in CONCEPT_SET:
+        if concept.name == name:
+            return rendered(concept, Path(workdir))
     return bundled_concept(name)
 
 

@@ -125,20 +125,22 @@ def confidence(rows: list[dict]) -> list[str]:
     judge = load_judge()
     with torch.no_grad():
         logits = judge(to_batch(pictures))
+    certainty = {attribute: values.softmax(1).max(1).values.tolist() for attribute, values in logits.items()}
     lines = ["The judge's certainty (softmax probability of the name it gives) on the same pictures: a threshold "
              "that makes it answer \"unclear\" helps only if its misreads are less certain than its agreements.", "",
              "| attribute | certainty when it agrees: min, median | when it misreads: min, median, max | agreements "
              "below the misreads' median (lost with that threshold) |", "|---|---|---|---|"]
     for attribute in ("shape", "pattern"):
-        certainty = logits[attribute].softmax(1).max(1).values.tolist()
-        agree = [c for c, row in zip(certainty, rows, strict=True) if row[f"judge_{attribute}"] == row[attribute].strip()]
-        miss = [c for c, row in zip(certainty, rows, strict=True) if row[f"judge_{attribute}"] != row[attribute].strip()]
+        agree = [c for c, row in zip(certainty[attribute], rows, strict=True)
+                 if row[f"judge_{attribute}"] == row[attribute].strip()]
+        miss = [c for c, row in zip(certainty[attribute], rows, strict=True)
+                if row[f"judge_{attribute}"] != row[attribute].strip()]
         if not miss:
             continue
         cut_at = statistics.median(miss)
         lines.append(f"| {attribute} | {min(agree):.3f}, {statistics.median(agree):.3f} | {min(miss):.3f}, {cut_at:.3f}, "
                      f"{max(miss):.3f} | {sum(c < cut_at for c in agree)} of {len(agree)} |")
-    return lines + ["", *with_unclear(rows, {k: v.softmax(1).max(1).values.tolist() for k, v in logits.items()})]
+    return lines + ["", *with_unclear(rows, certainty)]
 
 
 UNCLEAR_BELOW = (0.9, 0.99, 0.999)

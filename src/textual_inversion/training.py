@@ -191,8 +191,7 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
                         for index, row in enumerate(state.get("validation", []))]
         learned_checks = [tuple(row) for row in state.get("learned_checks", [])]
         if moving_average is not None:  # a checkpoint written without --ema-decay: the average starts here
-            saved = state.get("ema") or [p.detach().clone() for p in method.trainable_parameters()]
-            moving_average = [tensor.to(p.device) for tensor, p in zip(saved, moving_average, strict=True)]
+            set_values(moving_average, state.get("ema") or method.trainable_parameters())
         logger.info("resuming from %s (step %d)", checkpoint, step)
 
     def draw(source: torch.Generator) -> Batch:
