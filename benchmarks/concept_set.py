@@ -19,8 +19,11 @@ from pathlib import Path
 from textual_inversion.miniworld.concepts import Concept, ConceptSpec, write_concept
 from textual_inversion.miniworld.world import BASE_SHAPES, NAMED_COLOURS
 
-from .common import argument_parser, bundled_concept
+from .common import RESULTS_DIR, argument_parser, bundled_concept
 
+# Every measurement on this set (concept_sweep's runs, conditioning_ceiling's rows), kept with the tables made from
+# it: run folders under runs/ are not committed and do not outlive the machine.
+SWEEP_RESULTS = RESULTS_DIR / "concept_sweep.jsonl"
 OBJECT_FREE = ("background", "size", "position")
 STYLE_FREE = ("shape", "colour", "background", "size", "position")
 

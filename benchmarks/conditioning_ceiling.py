@@ -8,7 +8,8 @@ ceiling is high and TI stays low, the text encoder is the bottleneck, not the UN
     python -m benchmarks.conditioning_ceiling [--concept hidden-colour] [--steps 400] [--start "a circle"]
     python -m benchmarks.conditioning_ceiling --concept-set [--seeds 0 1]
         every concept of benchmarks/concept_set.py, starting from "a <init word>", written with textual
-        inversion's best fidelity from benchmarks/concept_sweep.py's results beside it to
+        inversion's best fidelity from benchmarks/concept_sweep.py's results (both kept in
+        benchmarks/results/concept_sweep.jsonl) beside it to
         benchmarks/results/conditioning_ceiling.md
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 
 from .common import RESULTS_DIR, argument_parser, bundled_concept, command, print_and_write
+from .concept_set import SWEEP_RESULTS, write_concept_set
 
 
 def ceiling(pipe, judge, folder: Path, attributes: dict[str, str], start: str, steps: int, every: int, lr: float,
@@ -81,9 +83,7 @@ def best_textual_inversion(results: Path) -> dict[str, float]:
 
 def concept_set_table(args, pipe, judge) -> None:
     """Run the ceiling on every concept not yet in the sweep's results (seed by seed), then write the table."""
-    from .concept_set import write_concept_set
-
-    results = Path(args.workdir) / "results.jsonl"
+    results = Path(args.results)
     concepts = write_concept_set(Path(args.workdir) / "concepts")
     for name, (kind, folder, spec) in concepts.items():
         for seed in args.seeds:
@@ -146,7 +146,8 @@ def main() -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("--concept", default="hidden-colour")
     parser.add_argument("--concept-set", action="store_true", help="every concept of benchmarks/concept_set.py")
-    parser.add_argument("--workdir", default="runs/concept-sweep", help="with --concept-set: the concept sweep's folder")
+    parser.add_argument("--workdir", default="runs/concept-sweep", help="with --concept-set: where the concepts are rendered")
+    parser.add_argument("--results", default=str(SWEEP_RESULTS), help="with --concept-set: the concept sweep's rows")
     parser.add_argument("--start", default="a circle", help="prompt whose conditioning the optimisation starts from")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--every", type=int, default=100, help="judge the images every N steps")
@@ -158,9 +159,7 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="with --concept-set: write the table from the results")
     args = parser.parse_args()
     if args.concept_set and args.report:
-        from .concept_set import write_concept_set
-
-        write_table(args, write_concept_set(Path(args.workdir) / "concepts"), Path(args.workdir) / "results.jsonl")
+        write_table(args, write_concept_set(Path(args.workdir) / "concepts"), Path(args.results))
         return
 
     from textual_inversion.miniworld.judge import load_judge
