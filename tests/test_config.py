@@ -23,6 +23,7 @@ GOOD = TrainConfig(images="pics", token="<t>", options={"init_token": "dog"})
     ({"mixed_precision": "fp8"}, "--mixed-precision 'fp8'"),
     ({"validation_prompt": "a photo of a cat"}, "does not contain the token <t>"),
     ({"lr_warmup_steps": 10}, "--lr-warmup-steps 10 has no effect with --lr-scheduler constant"),
+    ({"validation_guidance": -1.0}, "--validation-guidance -1.0: cannot be negative"),
 ])
 def test_train_config_rejects(change, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):

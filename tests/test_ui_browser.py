@@ -120,7 +120,7 @@ def test_teach_generate_and_manage_a_concept_in_the_browser(served_page, browser
     page.get_by_label(f"{TOKEN} · textual-inversion · teal-thing").check()
     page.locator("#generate-prompt textarea").fill(f"a big {TOKEN} on a navy background")
     page.locator("#generate-steps input").fill("10")
-    page.locator("#generate-guidance input").fill("4")
+    page.locator("#generate-guidance textarea").fill("4")  # empty: the pipeline's default
     page.locator("#generate-num_images input").fill("2")
     page.locator("#generate-button").click()
     wait_for_images(page, "#generate-gallery", 2)

@@ -86,7 +86,8 @@ class TrainConfig:
     validation_every: int = option(100, "render previews every N steps (with --validation-prompt)")
     num_validation_images: int = option(4, "preview images per validation")
     validation_steps: int = option(25, "sampling steps for preview images")
-    validation_guidance: float = option(7.5, "classifier-free guidance scale for preview images")
+    validation_guidance: float | None = option(None, "classifier-free guidance scale for preview images (default: "
+                                               "the pipeline's own, as for generate)")
     checkpoint_every: int = option(100, "write a resumable checkpoint every N steps (0: only at the end)")
     keep_checkpoints: int = option(2, "how many of the newest checkpoints to keep (0: all)")
     resume: bool = option(False, "continue from the latest checkpoint in --output-dir")
@@ -180,6 +181,8 @@ class TrainConfig:
             raise UserError(f"--mask-weight {self.mask_weight}: must be between 0 (background not learned) and 1")
         if self.prior_loss_weight < 0:
             raise UserError(f"--prior-loss-weight {self.prior_loss_weight}: cannot be negative")
+        if self.validation_guidance is not None and self.validation_guidance < 0:
+            raise UserError(f"--validation-guidance {self.validation_guidance}: cannot be negative")
         if self.keep_checkpoints < 0:
             raise UserError(f"--keep-checkpoints {self.keep_checkpoints}: cannot be negative (0 keeps all)")
         if self.early_stop_window < 0 or not 0 < self.early_stop_threshold < 1:
@@ -221,7 +224,8 @@ class GenerateConfig:
     negative_prompt: str | None = option(None, "what to keep out of the images")
     num_images: int = option(4, "images to generate")
     steps: int = option(25, "sampling steps")
-    guidance: float = option(7.5, "classifier-free guidance scale")
+    guidance: float | None = option(None, "classifier-free guidance scale (default: the pipeline's own: 7.5 for SD "
+                                    "1.x/2.x, 5 for SDXL and Z-Image, 3.5 for Flux, 7 for SD3)")
     seed: int = option(0, "seed of the first image; image i uses seed + i")
     scheduler: str | None = option(None, "sampler: ddim, ddpm, pndm, euler, euler-a, dpm++, lms (default: the model's)")
     width: int | None = option(None, "image width in pixels (default: the model's native size)")
@@ -243,7 +247,7 @@ class GenerateConfig:
             value = getattr(self, name)
             if value is not None and (value < 8 or value % 8):
                 raise UserError(f"--{name} {value}: must be a positive multiple of 8")
-        if self.guidance < 0:
+        if self.guidance is not None and self.guidance < 0:
             raise UserError(f"--guidance {self.guidance}: cannot be negative")
         check_choices(self)
 

@@ -72,6 +72,7 @@ def generate(config: GenerateConfig, pipe=None) -> list[Path]:
 
     from .concepts import load_concepts, pipeline_of, read_concept, undefined_tokens
     from .models import (
+        default_guidance,
         default_resolution,
         is_transformer_family,
         load_pipeline,
@@ -118,15 +119,16 @@ def generate(config: GenerateConfig, pipe=None) -> list[Path]:
     output_dir.mkdir(parents=True, exist_ok=True)
     width = config.width or default_resolution(pipe)
     height = config.height or default_resolution(pipe)
+    guidance = config.guidance if config.guidance is not None else default_guidance(pipe)
 
     indices = list(range(config.num_images))
     with processes.split_between_processes(indices) as my_indices:
         for index in tqdm(my_indices, desc="generating", unit="image", disable=not processes.is_main_process):
             seed = config.seed + index
             image = pipe(**text_arguments, num_inference_steps=config.steps,
-                         guidance_scale=config.guidance, width=width, height=height,
+                         guidance_scale=guidance, width=width, height=height,
                          generator=torch.Generator().manual_seed(seed)).images[0]
-            parameters = a1111_parameters(config, seed, width, height, type(pipe.scheduler).__name__)
+            parameters = a1111_parameters(config, seed, width, height, guidance, type(pipe.scheduler).__name__)
             save_png(image, output_dir / f"{seed:06d}.png", parameters)
     processes.wait_for_everyone()
     paths = [output_dir / f"{config.seed + index:06d}.png" for index in indices]
@@ -153,13 +155,13 @@ def new_output_folder(outputs_dir: str | Path) -> Path:
     return folder
 
 
-def a1111_parameters(config: GenerateConfig, seed: int, width: int, height: int, sampler: str) -> str:
+def a1111_parameters(config: GenerateConfig, seed: int, width: int, height: int, guidance: float, sampler: str) -> str:
     """The `parameters` PNG text chunk as AUTOMATIC1111 writes it, so its PNG-info tab reads ours."""
     lines = [config.prompt]
     if config.negative_prompt:
         lines.append(f"Negative prompt: {config.negative_prompt}")
     concepts = ", ".join(Path(str(c)).name for c in config.concept)
-    lines.append(f"Steps: {config.steps}, Sampler: {sampler}, CFG scale: {config.guidance}, Seed: {seed}, "
+    lines.append(f"Steps: {config.steps}, Sampler: {sampler}, CFG scale: {guidance}, Seed: {seed}, "
                  f"Size: {width}x{height}, Model: {config.model}" + (f", Concepts: {concepts}" if concepts else ""))
     return "\n".join(lines)
 

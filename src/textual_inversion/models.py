@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import inspect
 import json
 import logging
 import os
@@ -131,6 +132,12 @@ def default_resolution(pipe) -> int:
         return pipe.unet.config.sample_size * pipe.vae_scale_factor
     sample_size = getattr(pipe, "default_sample_size", None)
     return sample_size * pipe.vae_scale_factor if sample_size else 1024
+
+
+def default_guidance(pipe) -> float:
+    """The classifier-free guidance scale the pipeline's own `__call__` defaults to (7.5 for SD 1.x/2.x, 5 for SDXL,
+    3.5 for Flux, 7 for SD3): each family's authors chose theirs, and SD's 7.5 burns a Flux-dev picture."""
+    return inspect.signature(type(pipe).__call__).parameters["guidance_scale"].default
 
 
 def load_pipeline(model: str, model_config: str | None = None, dtype: torch.dtype = torch.float32,
