@@ -41,12 +41,16 @@ METHODS = {
     "time-stages": {**TEXTUAL_INVERSION, "time_stages": 4},
     "context-0.1": {**TEXTUAL_INVERSION, "context_weight": 0.1},
     "context-1": {**TEXTUAL_INVERSION, "context_weight": 1.0},
+    # The rate decays to 0 over the run, so only the largest budget is a run of its own (sweep it alone).
+    "ti-cosine": {**TEXTUAL_INVERSION, "lr_scheduler": "cosine"},
     "lora": {"method": "lora", **MINIWORLD_SETTINGS["lora"]},
     "pivotal": {"method": "pivotal", **MINIWORLD_SETTINGS["pivotal"], **TEXTUAL_INVERSION},
     "dreambooth": {"method": "dreambooth", **MINIWORLD_SETTINGS["dreambooth"], "class_prompt": "a {init}"},
     # 4x the rate, for what only the UNet can learn (a new shape; patterns the conditioning ceiling cannot draw).
     "dreambooth-2e-4": {"method": "dreambooth", **MINIWORLD_SETTINGS["dreambooth"], "class_prompt": "a {init}",
                         "lr": 2e-4},
+    "dreambooth-text-encoder": {"method": "dreambooth", **MINIWORLD_SETTINGS["dreambooth"], "class_prompt": "a {init}",
+                                "train_text_encoder": True},
 }
 
 
@@ -105,15 +109,16 @@ def sweep(names: list[str], seeds: list[int], budgets: list[int], num_images: in
     concepts = write_concept_set(workdir / "concepts")
     for name in names:
         kind, folder, spec = concepts[name]
-        if not any(r["concept"] == name and r["condition"] == "baselines" for r in done(results)):
+        own = [r for r in done(results) if r.get("concept") == name]  # "timing" records name no concept
+        if not any(r["condition"] == "baselines" for r in own):
             report = evaluate_concept(load_pipeline("miniworld"), spec, workdir / name / "baselines", num_images,
                                       conditions=("init_word", "words"))
             for condition, scores in report["baselines"].items():
                 record(results, {"concept": name, "kind": kind, "condition": "baselines", "baseline": condition,
                                  **scores})
         for seed in seeds:
-            wanted = [b for b in budgets if not any(r["concept"] == name and r["condition"] == method
-                                                    and r["seed"] == seed and r["passes"] == b for r in done(results))]
+            wanted = [b for b in budgets if not any(r["condition"] == method and r["seed"] == seed and r["passes"] == b
+                                                    for r in own)]
             if wanted:
                 run = workdir / name / (f"ti-seed{seed}" if method == "textual-inversion" else f"{method}-seed{seed}")
                 for row in train_and_score(method, name, kind, folder, spec, seed, budgets, wanted, num_images, run,
@@ -248,6 +253,9 @@ def main() -> None:
     budgets = sorted(args.passes)
     if any(b % BATCH for b in budgets):
         parser.error(f"--passes: each budget must be a multiple of {BATCH} (a step's UNet passes)")
+    if METHODS[args.method].get("lr_scheduler", "constant") != "constant" and len(budgets) > 1 and not args.report:
+        parser.error(f"--passes: {args.method}'s learning rate decays over the run, so only its last budget is a run "
+                     "of its own; pass one budget")
     results = Path(args.results)
     if not args.report:
         sweep(args.concepts, args.seeds, budgets, args.num_images, Path(args.workdir), results, args.threads,
