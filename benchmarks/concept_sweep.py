@@ -130,14 +130,17 @@ def methods_in(rows: list[dict]) -> list[str]:
     return [method for method in METHODS if any(r["condition"] == method for r in rows)]
 
 
-def tables(rows: list[dict], budgets: list[int]) -> list[str]:
-    """One row per concept and method: fidelity / editability at each budget, the concept's baselines on its first."""
+def tables(rows: list[dict], budgets: list[int], seeds: list[int]) -> list[str]:
+    """One row per concept and method: fidelity / editability at each budget, the concept's baselines on its first.
+    A cell holding fewer seeds than `seeds` names the seed of each entry."""
     names = list(dict.fromkeys(r["concept"] for r in rows))
     lines = ["| kind | concept | init word | plain words | conditioning ceiling | method | "
              + " | ".join(f"{b} passes" for b in budgets) + " |", "|---|---|---|---|---|---|" + "---|" * len(budgets)]
 
     def cell(scores: list[dict]) -> str:
-        return ", ".join(f"{r['fidelity']:.2f} / {r['editability']:.2f}" for r in sorted(scores, key=lambda r: r["seed"])) or "-"
+        named = len(scores) < len(seeds)
+        return ", ".join(("seed " + str(r["seed"]) + ": " if named else "") + f"{r['fidelity']:.2f} / {r['editability']:.2f}"
+                         for r in sorted(scores, key=lambda r: r["seed"])) or "-"
 
     for name in names:
         own = [r for r in rows if r["concept"] == name]
@@ -273,12 +276,13 @@ def main() -> None:
              "time-stages with --time-stages 4, context-W with --context-weight W; lora (rank 8, lr 1e-3), pivotal (6 vectors, lr 0.05, LoRA rank 8 at "
              "1e-3, embeddings for the first half) and dreambooth (lr 5e-5, prior preservation with 20 pictures of "
              "'a <init word>', batch 2 + 2) as benchmarks/methods.py sets them for miniworld. Each cell is fidelity / "
-             f"editability as the judge reads {args.num_images} images per prompt, one entry per seed in seed order. "
+             f"editability as the judge reads {args.num_images} images per prompt, one entry per seed in seed order (named "
+             "where a cell lacks a seed). "
              "Baselines: the base model given the init word or the plain words instead of the token. Conditioning "
              "ceiling: the fidelity of pictures drawn from the whole conditioning optimised on the concept's "
              "pictures, with no text encoder (benchmarks/conditioning_ceiling.py --concept-set, 400 steps; what the "
              "UNet can draw at all).", "",
-             *tables(rows, budgets), "", "Runs reaching the demo's targets (fidelity >= 0.8 and editability >= 0.7):",
+             *tables(rows, budgets, args.seeds), "", "Runs reaching the demo's targets (fidelity >= 0.8 and editability >= 0.7):",
              "", *summary(rows, budgets), "", *paired(rows, 3200 if 3200 in budgets else budgets[-1]), "",
              f"Training time at each method's largest budget and file size (load average {min(loads):.1f}-"
              f"{max(loads):.1f} on 2 cores while they ran; dreambooth's includes making its 20 class pictures):", "",

@@ -136,7 +136,7 @@ def default_resolution(pipe) -> int:
 
 def default_guidance(pipe) -> float:
     """The classifier-free guidance scale the pipeline's own `__call__` defaults to (7.5 for SD 1.x/2.x, 5 for SDXL,
-    3.5 for Flux, 7 for SD3): each family's authors chose theirs, and SD's 7.5 burns a Flux-dev picture."""
+    3.5 for Flux, 7 for SD3): each family's authors chose theirs for it, so SD's 7.5 is not carried over to the others."""
     return inspect.signature(type(pipe).__call__).parameters["guidance_scale"].default
 
 
