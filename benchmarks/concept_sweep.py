@@ -30,6 +30,7 @@ from .methods import human_size, output_bytes, run_settings
 
 BATCH = 4
 TEXTUAL_INVERSION = {"vectors": 6, "lr": 0.05}  # the README's by-hand command
+DREAMBOOTH = {"method": "dreambooth", **MINIWORLD_SETTINGS["dreambooth"], "class_prompt": "a {init}"}
 # --method's choices: the name each is recorded under and its training settings. LoRA, pivotal tuning and
 # DreamBooth take benchmarks/methods.py's settings for miniworld (chosen on the bundled concepts, not on this
 # set); pivotal tuning's embeddings learn as textual inversion does here, and DreamBooth's class prompt is in
@@ -45,12 +46,10 @@ METHODS = {
     "ti-cosine": {**TEXTUAL_INVERSION, "lr_scheduler": "cosine"},
     "lora": {"method": "lora", **MINIWORLD_SETTINGS["lora"]},
     "pivotal": {"method": "pivotal", **MINIWORLD_SETTINGS["pivotal"], **TEXTUAL_INVERSION},
-    "dreambooth": {"method": "dreambooth", **MINIWORLD_SETTINGS["dreambooth"], "class_prompt": "a {init}"},
+    "dreambooth": DREAMBOOTH,
     # 4x the rate, for what only the UNet can learn (a new shape; patterns the conditioning ceiling cannot draw).
-    "dreambooth-2e-4": {"method": "dreambooth", **MINIWORLD_SETTINGS["dreambooth"], "class_prompt": "a {init}",
-                        "lr": 2e-4},
-    "dreambooth-text-encoder": {"method": "dreambooth", **MINIWORLD_SETTINGS["dreambooth"], "class_prompt": "a {init}",
-                                "train_text_encoder": True},
+    "dreambooth-2e-4": {**DREAMBOOTH, "lr": 2e-4},
+    "dreambooth-text-encoder": {**DREAMBOOTH, "train_text_encoder": True},
 }
 
 
@@ -139,7 +138,7 @@ def tables(rows: list[dict], budgets: list[int], seeds: list[int]) -> list[str]:
 
     def cell(scores: list[dict]) -> str:
         named = len(scores) < len(seeds)
-        return ", ".join(("seed " + str(r["seed"]) + ": " if named else "") + f"{r['fidelity']:.2f} / {r['editability']:.2f}"
+        return ", ".join((f"seed {r['seed']}: " if named else "") + f"{r['fidelity']:.2f} / {r['editability']:.2f}"
                          for r in sorted(scores, key=lambda r: r["seed"])) or "-"
 
     for name in names:
@@ -275,7 +274,9 @@ def main() -> None:
              "0.05, batch 4, the concepts' caption files), more-vectors with 16, per-layer with --per-layer, "
              "time-stages with --time-stages 4, context-W with --context-weight W; lora (rank 8, lr 1e-3), pivotal (6 vectors, lr 0.05, LoRA rank 8 at "
              "1e-3, embeddings for the first half) and dreambooth (lr 5e-5, prior preservation with 20 pictures of "
-             "'a <init word>', batch 2 + 2) as benchmarks/methods.py sets them for miniworld. Each cell is fidelity / "
+             "'a <init word>', batch 2 + 2) as benchmarks/methods.py sets them for miniworld; ti-cosine is textual "
+             "inversion with --lr-scheduler cosine, dreambooth-2e-4 DreamBooth at lr 2e-4, dreambooth-text-encoder with "
+             "--train-text-encoder. Each cell is fidelity / "
              f"editability as the judge reads {args.num_images} images per prompt, one entry per seed in seed order (named "
              "where a cell lacks a seed). "
              "Baselines: the base model given the init word or the plain words instead of the token. Conditioning "
