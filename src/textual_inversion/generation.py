@@ -72,8 +72,8 @@ def generate(config: GenerateConfig, pipe=None) -> list[Path]:
 
     from .concepts import load_concepts, pipeline_of, read_concept, undefined_tokens
     from .models import (
-        default_guidance,
         default_resolution,
+        guidance_scale,
         is_transformer_family,
         load_pipeline,
         model_family,
@@ -119,7 +119,7 @@ def generate(config: GenerateConfig, pipe=None) -> list[Path]:
     output_dir.mkdir(parents=True, exist_ok=True)
     width = config.width or default_resolution(pipe)
     height = config.height or default_resolution(pipe)
-    guidance = config.guidance if config.guidance is not None else default_guidance(pipe)
+    guidance = guidance_scale(pipe, config.guidance)
 
     indices = list(range(config.num_images))
     with processes.split_between_processes(indices) as my_indices:

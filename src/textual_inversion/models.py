@@ -134,10 +134,10 @@ def default_resolution(pipe) -> int:
     return sample_size * pipe.vae_scale_factor if sample_size else 1024
 
 
-def default_guidance(pipe) -> float:
-    """The classifier-free guidance scale the pipeline's own `__call__` defaults to (7.5 for SD 1.x/2.x, 5 for SDXL,
-    3.5 for Flux, 7 for SD3): each family's authors chose theirs for it, so SD's 7.5 is not carried over to the others."""
-    return inspect.signature(type(pipe).__call__).parameters["guidance_scale"].default
+def guidance_scale(pipe, chosen: float | None) -> float:
+    """`chosen`, or where none was the scale the pipeline's own `__call__` defaults to (7.5 for SD 1.x/2.x, 5 for
+    SDXL, 3.5 for Flux, 7 for SD3): each family's authors chose theirs for it, so SD's 7.5 is not carried over."""
+    return chosen if chosen is not None else inspect.signature(type(pipe).__call__).parameters["guidance_scale"].default
 
 
 def load_pipeline(model: str, model_config: str | None = None, dtype: torch.dtype = torch.float32,

@@ -36,9 +36,9 @@ from .generation import save_grid
 from .learned_check import PASSES_TO_STOP, learned_check, learned_share, should_stop
 from .methods import Method, get_method
 from .models import (
-    default_guidance,
     default_resolution,
     denoiser,
+    guidance_scale,
     is_transformer_family,
     load_pipeline,
     model_family,
@@ -448,10 +448,6 @@ def class_latents(pipe, config: TrainConfig, folder: Path, accelerator: Accelera
                           accelerator.device, torch.float32)[0] for size in sizes]
 
 
-def preview_guidance(pipe, config: TrainConfig) -> float:
-    return config.validation_guidance if config.validation_guidance is not None else default_guidance(pipe)
-
-
 @torch.no_grad()
 def ensure_class_images(pipe, config: TrainConfig, folder: Path) -> list:
     """`num_class_images` pictures of `class_prompt` by the frozen model, made once and kept in `folder`."""
@@ -463,7 +459,7 @@ def ensure_class_images(pipe, config: TrainConfig, folder: Path) -> list:
     missing = [i for i in range(config.num_class_images) if not (folder / f"{i:04d}.png").is_file()]
     for index in tqdm(missing, desc="class images", unit="image", disable=not missing):
         image = pipe(config.class_prompt, num_inference_steps=config.validation_steps,
-                     guidance_scale=preview_guidance(pipe, config),
+                     guidance_scale=guidance_scale(pipe, config.validation_guidance),
                      generator=torch.Generator().manual_seed(config.seed + index)).images[0]
         save_png(image, folder / f"{index:04d}.png", f"{config.class_prompt}\nSeed: {config.seed + index}")
     return [Image.open(folder / f"{i:04d}.png").convert("RGB") for i in range(config.num_class_images)]
@@ -477,6 +473,6 @@ def render_previews(pipe, config: TrainConfig, path: Path, resolution: int) -> N
     generator = torch.Generator().manual_seed(config.seed)
     size = {"height": resolution, "width": resolution} if is_transformer_family(pipe) else {}
     images = pipe(**prompt_arguments(pipe, config.validation_prompt), **size, num_inference_steps=config.validation_steps,
-                  guidance_scale=preview_guidance(pipe, config),
+                  guidance_scale=guidance_scale(pipe, config.validation_guidance),
                   num_images_per_prompt=config.num_validation_images, generator=generator).images
     save_grid(images, path)
