@@ -44,6 +44,11 @@ METHODS = {
     "context-1": {**TEXTUAL_INVERSION, "context_weight": 1.0},
     # The rate decays to 0 over the run, so only the largest budget is a run of its own (sweep it alone).
     "ti-cosine": {**TEXTUAL_INVERSION, "lr_scheduler": "cosine"},
+    # --init-token as the concept's plain words ("blue striped square") instead of one word: with the tool's rule
+    # every vector starts from the words' mean (ti-words), or each word starts its share of the vectors in order
+    # (ti-words-spread: blue blue striped striped square square, given as an --init-embedding file).
+    "ti-words": {**TEXTUAL_INVERSION, "init_token": "{words}"},
+    "ti-words-spread": {**TEXTUAL_INVERSION, "init_token": "{words}", "spread_words": True},
     "lora": {"method": "lora", **MINIWORLD_SETTINGS["lora"]},
     "pivotal": {"method": "pivotal", **MINIWORLD_SETTINGS["pivotal"], **TEXTUAL_INVERSION},
     "dreambooth": DREAMBOOTH,
@@ -67,7 +72,7 @@ def train_and_score(method: str, name: str, kind: str, folder: Path, spec, seed:
                     wanted: list[int], num_images: int, run: Path, threads: int) -> list[dict]:
     """Train `method` to the largest budget, scoring the live pipeline at each wanted budget; the result rows."""
     from textual_inversion import TrainConfig, train
-    from textual_inversion.evaluate import evaluate_concept
+    from textual_inversion.evaluate import evaluate_concept, stand_in
     from textual_inversion.models import load_pipeline
 
     settings, passes_per_step = run_settings(METHODS[method], spec)
@@ -75,6 +80,11 @@ def train_and_score(method: str, name: str, kind: str, folder: Path, spec, seed:
         raise SystemExit(f"--passes: {method} makes {passes_per_step} UNet passes a step; each budget must be a "
                          "multiple of that")
     pipe = load_pipeline("miniworld")
+    settings["init_token"] = settings.get("init_token", "{init}").format(init=spec.init_word,
+                                                                         words=stand_in(spec, "words"))
+    if settings.pop("spread_words", False):
+        settings["init_embedding"] = str(write_spread_init(pipe, spec.token, settings.pop("init_token"),
+                                                           settings["vectors"], run.with_name(run.name + "-init.safetensors")))
     scored, started, evaluating = [], time.monotonic(), 0.0
 
     def score(step: int, _loss: float) -> None:
@@ -93,11 +103,31 @@ def train_and_score(method: str, name: str, kind: str, folder: Path, spec, seed:
                        "train_seconds": trained, "load": os.getloadavg()[0]})
 
     result = train(TrainConfig.from_values(dict(
-        model="miniworld", images=str(folder), token=spec.token, init_token=spec.init_word, property=spec.property,
-        steps=max(budgets) // passes_per_step, seed=seed, checkpoint_every=0, overwrite=True, output_dir=str(run),
+        model="miniworld", images=str(folder), token=spec.token, property=spec.property, steps=max(budgets) // passes_per_step, seed=seed, checkpoint_every=0, overwrite=True, output_dir=str(run),
         threads=threads, **settings), lenient=True), pipe, on_step=score)
     size = output_bytes(result.outputs.values())
     return [{**row, "file_bytes": size} for row in scored]
+
+
+def spread_words(tokenizer, embedding, words: str, num_vectors: int):
+    """Starting vectors [num_vectors, dim] with the words' tokens in order, each repeated for its share:
+    3 tokens over 6 vectors give t0 t0 t1 t1 t2 t2 (with more tokens than vectors, the tool's mean rule)."""
+    from textual_inversion.tokens import initializer_embeddings
+
+    ids = tokenizer.encode(words, add_special_tokens=False)
+    if len(ids) >= num_vectors:
+        return initializer_embeddings(tokenizer, embedding, words, num_vectors)
+    return embedding.weight.detach().float()[[ids[i * len(ids) // num_vectors] for i in range(num_vectors)]].clone()
+
+
+def write_spread_init(pipe, token: str, words: str, num_vectors: int, path: Path) -> Path:
+    """`spread_words` written as an embedding file for --init-embedding."""
+    from textual_inversion.embedding import Embedding
+    from textual_inversion.formats import SINGLE_ENCODER, write_embedding
+
+    vectors = spread_words(pipe.tokenizer, pipe.text_encoder.get_input_embeddings(), words, num_vectors)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_embedding(Embedding(token, {SINGLE_ENCODER: vectors}, {"init_words": words}), path)
 
 
 def sweep(names: list[str], seeds: list[int], budgets: list[int], num_images: int, workdir: Path, results: Path,
@@ -144,8 +174,8 @@ def tables(rows: list[dict], budgets: list[int], seeds: list[int]) -> list[str]:
     for name in names:
         own = [r for r in rows if r["concept"] == name]
         base = {r["baseline"]: r for r in own if r["condition"] == "baselines"}
-        ceiling = ", ".join(f"{r['fidelity']:.2f}" for r in sorted((r for r in own if r["condition"] == "ceiling"),
-                                                                   key=lambda r: r["seed"])) or "-"
+        ceiling = ", ".join(f"{r['fidelity']:.2f}" for r in sorted(
+            (r for r in own if r["condition"] == "ceiling" and "start" not in r), key=lambda r: r["seed"])) or "-"
         first = [own[0]["kind"], name] + [f"{base[c]['fidelity']:.2f} / {base[c]['editability']:.2f}" if c in base
                                           else "-" for c in ("init_word", "words")] + [ceiling]
         for index, method in enumerate(m for m in methods_in(rows) if any(r["condition"] == m for r in own)):

@@ -6,8 +6,9 @@ images with the same diffusion loss, then lets the judge read what the UNet draw
 ceiling is high and TI stays low, the text encoder is the bottleneck, not the UNet.
 
     python -m benchmarks.conditioning_ceiling [--concept hidden-colour] [--steps 400] [--start "a circle"]
-    python -m benchmarks.conditioning_ceiling --concept-set [--seeds 0 1]
-        every concept of benchmarks/concept_set.py, starting from "a <init word>", written with textual
+    python -m benchmarks.conditioning_ceiling --concept-set [--seeds 0 1] [--start-from words]
+        every concept of benchmarks/concept_set.py, starting from "a <init word>" (or from its plain words,
+        "a blue striped square", recorded as a column of its own), written with textual
         inversion's best fidelity from benchmarks/concept_sweep.py's results (both kept in
         benchmarks/results/concept_sweep.jsonl) beside it to
         benchmarks/results/conditioning_ceiling.md
@@ -70,39 +71,49 @@ def ceiling(pipe, judge, folder: Path, attributes: dict[str, str], start: str, s
     return checks
 
 
-def best_textual_inversion(results: Path) -> dict[str, float]:
-    """{concept: the best fidelity any textual-inversion run of the concept sweep reached (any budget, any seed)}."""
-    best: dict[str, float] = {}
+def best_textual_inversion(results: Path) -> dict[str, tuple[float, str]]:
+    """{concept: (the best fidelity any textual-inversion run of the concept sweep reached, any variant, budget or
+    seed; the variant)}. The variants are concept_sweep's methods that train only the token (no "method" key)."""
+    from .concept_sweep import METHODS
+
+    variants = {name for name, settings in METHODS.items() if "method" not in settings}
+    best: dict[str, tuple[float, str]] = {}
     if results.is_file():
         for line in results.read_text().splitlines():
             row = json.loads(line)
-            if row["condition"] == "textual-inversion":
-                best[row["concept"]] = max(best.get(row["concept"], 0.0), row["fidelity"])
+            if row["condition"] in variants and row["fidelity"] > best.get(row["concept"], (-1.0, ""))[0]:
+                best[row["concept"]] = (row["fidelity"], row["condition"])
     return best
 
 
 def concept_set_table(args, pipe, judge) -> None:
-    """Run the ceiling on every concept not yet in the sweep's results (seed by seed), then write the table."""
+    """Run the ceiling on every concept (or --concepts) not yet in the sweep's results for this start, seed by seed,
+    then write the table."""
     results = Path(args.results)
     concepts = write_concept_set(Path(args.workdir) / "concepts")
     for name, (kind, folder, spec) in concepts.items():
+        if args.concepts and name not in args.concepts:
+            continue
+        start = f"a {spec.init_word}" if args.start_from == "init-word" else spec.words
         for seed in args.seeds:
-            if any(row["concept"] == name and row["seed"] == seed for row in ceiling_rows(results)):
+            if any(row["concept"] == name and row["seed"] == seed for row in ceiling_rows(results, args.start_from)):
                 continue
-            checks = ceiling(pipe, judge, folder, spec.attributes, f"a {spec.init_word}", args.steps, args.every,
+            checks = ceiling(pipe, judge, folder, spec.attributes, start, args.steps, args.every,
                              args.lr, args.batch_size, args.num_images, seed)
             print(name, seed, checks, flush=True)
+            row = {"concept": name, "kind": kind, "condition": "ceiling", "seed": seed, "fidelity": checks[-1][2],
+                   "peak": max(c[2] for c in checks), "steps": args.steps}
             with results.open("a") as handle:  # the concept sweep's table shows it too
-                handle.write(json.dumps({"concept": name, "kind": kind, "condition": "ceiling", "seed": seed,
-                                         "fidelity": checks[-1][2], "peak": max(c[2] for c in checks),
-                                         "steps": args.steps}) + "\n")
+                handle.write(json.dumps(row if args.start_from == "init-word" else {**row, "start": start}) + "\n")
     write_table(args, concepts, results)
 
 
-def ceiling_rows(results: Path) -> list[dict]:
+def ceiling_rows(results: Path, start_from: str = "init-word") -> list[dict]:
+    """The ceiling rows that started from the init word (rows without a "start"), or from the plain words."""
     if not results.is_file():
         return []
-    return [row for row in map(json.loads, results.read_text().splitlines()) if row["condition"] == "ceiling"]
+    return [row for row in map(json.loads, results.read_text().splitlines())
+            if row["condition"] == "ceiling" and ("start" in row) == (start_from == "words")]
 
 
 def verdict(peak: float, ti: float | None) -> str:
@@ -119,26 +130,32 @@ def verdict(peak: float, ti: float | None) -> str:
 
 def write_table(args, concepts: dict, results: Path) -> None:
     ti_best = best_textual_inversion(results)
-    rows = ceiling_rows(results)
+    starts = {"init-word": ceiling_rows(results, "init-word"), "words": ceiling_rows(results, "words")}
     lines = [f"# The conditioning ceiling on the new concept set ({args.steps} steps, lr {args.lr}, batch "
              f"{args.batch_size}, {args.num_images} images judged per check)", "",
-             f"Produced by `{command()}` (the ceiling rows by `python -m benchmarks.conditioning_ceiling --concept-set`, "
-             "recorded in the concept sweep's results). The whole 77-token conditioning is optimised on the concept's pictures, "
-             "starting from \"a <init word>\"; the judge reads pictures drawn from it every 100 steps (share showing "
+             f"Produced by `{command()}` (the ceiling rows by `python -m benchmarks.conditioning_ceiling --concept-set "
+             "[--start-from words]`, recorded in the concept sweep's results). The whole 77-token conditioning is "
+             "optimised on the concept's pictures, starting from \"a <init word>\" or from the concept's plain words "
+             "(\"a blue striped square\"); the judge reads pictures drawn from it every 100 steps (share showing "
              "every defining attribute). Textual inversion's best: the highest fidelity of any run in "
-             "benchmarks/results/concept_sweep.md (any budget, any seed). The ceiling is one optimisation from one "
-             "start: where textual inversion gets further, it is no upper bound.", "",
-             "| kind | concept | ceiling (per seed, last check) | best check | TI's best | which side fails |",
-             "|---|---|---|---|---|---|"]
+             "benchmarks/results/concept_sweep.md that learns only the token (any variant, budget or seed; the variant "
+             "in brackets). The ceiling is one optimisation from one "
+             "start: where textual inversion gets further, it is no upper bound. The verdict takes the best check "
+             "from either start.", "",
+             "| kind | concept | from the init word: per seed, last check | best check | from the plain words: per "
+             "seed, last check | best check | TI's best | which side fails |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, (kind, _, _) in concepts.items():
-        own = sorted((row for row in rows if row["concept"] == name), key=lambda row: row["seed"])
-        if not own:
+        cells, peaks = [], []
+        for rows in starts.values():
+            own = sorted((row for row in rows if row["concept"] == name), key=lambda row: row["seed"])
+            cells += [", ".join(f"{row[key]:.2f}" for row in own) or "-" for key in ("fidelity", "peak")]
+            peaks += [row["peak"] for row in own]
+        if not peaks:
             continue
-        peak, ti = max(row["peak"] for row in own), ti_best.get(name)
-        finals = ", ".join(f"{row['fidelity']:.2f}" for row in own)
-        peaks = ", ".join(f"{row['peak']:.2f}" for row in own)
-        best = "-" if ti is None else f"{ti:.2f}"
-        lines.append(f"| {kind} | {name} | {finals} | {peaks} | {best} | {verdict(peak, ti)} |")
+        ti, variant = ti_best.get(name, (None, ""))
+        best = "-" if ti is None else f"{ti:.2f} ({variant})"
+        lines.append(f"| {kind} | {name} | {' | '.join(cells)} | {best} | {verdict(max(peaks), ti)} |")
     print_and_write(lines, RESULTS_DIR / "conditioning_ceiling.md")
 
 
@@ -149,6 +166,11 @@ def main() -> None:
     parser.add_argument("--workdir", default="runs/concept-sweep", help="with --concept-set: where the concepts are rendered")
     parser.add_argument("--results", default=str(SWEEP_RESULTS), help="with --concept-set: the concept sweep's rows")
     parser.add_argument("--start", default="a circle", help="prompt whose conditioning the optimisation starts from")
+    parser.add_argument("--start-from", choices=("init-word", "words"), default="init-word",
+                        help="with --concept-set: start from \"a <init word>\" or from the concept's plain words")
+    parser.add_argument("--concepts", nargs="*", help="with --concept-set: only these concepts")
+    parser.add_argument("--model", default="miniworld", help="the base model (another miniworld build's folder: "
+                        "give its own --results file)")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--every", type=int, default=100, help="judge the images every N steps")
     parser.add_argument("--lr", type=float, default=0.02)
@@ -166,7 +188,7 @@ def main() -> None:
     from textual_inversion.models import load_pipeline
 
     torch.set_num_threads(args.threads)
-    pipe = load_pipeline("miniworld")
+    pipe = load_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
     pipe.unet.requires_grad_(False)
     judge = load_judge()

@@ -64,11 +64,12 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--no-write", action="store_true", help="print only")
+    p.add_argument("--model", help="another miniworld pipeline folder (e.g. a build's --output), printed only")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    pipe = StableDiffusionPipeline.from_pretrained(model_path())
+    pipe = StableDiffusionPipeline.from_pretrained(args.model or model_path())
     pipe.set_progress_bar_config(disable=True)
     prompts = prompt_set(args.prompts, args.seed)
     images, expected = [], []
@@ -97,6 +98,7 @@ def main(argv=None) -> None:
         f"{len(prompts)} prompts x {args.per_prompt} images, {args.steps} DDIM steps, guidance {args.guidance}, "
         f"seed {args.seed}; generation took {seconds:.0f} s on {platform.machine()} CPU "
         f"({torch.get_num_threads()} threads). Scored by the miniworld judge. "
+        + (f"Model: {args.model}. " if args.model else "") +
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
         "",
         "| attribute | match rate | target |",
@@ -113,7 +115,7 @@ def main(argv=None) -> None:
     lines += ["", f"Command: `{command()}`"]
     text = "\n".join(lines) + "\n"
     print(text)
-    if not args.no_write:
+    if not args.no_write and not args.model:
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         (RESULTS_DIR / "miniworld_quality.md").write_text(text)
         grid(images[: 16 * 8]).save(RESULTS_DIR / "miniworld_quality.png")

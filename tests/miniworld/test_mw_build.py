@@ -4,6 +4,7 @@ The shipped model takes ~90 CPU minutes to rebuild, so the check runs the same c
 latent cache, UNet + text encoder, decoder refinement, export) for a handful of steps, twice.
 """
 
+import json
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,19 @@ def test_same_seed_builds_identical_weights(tmp_path):
         assert a[name].keys() == b[name].keys()
         assert all(a[name][k].equal(b[name][k]) for k in a[name]), f"{name} differs between two builds with seed 0"
     assert any(not a[name][k].equal(c[name][k]) for name in a for k in a[name]), "seed 1 built the same weights"
+
+
+@pytest.mark.slow  # a build, then a continuation of it
+def test_continue_from_trains_the_unet_further_and_keeps_the_vae(tmp_path):
+    build([*TINY_BUILD, "--output", str(tmp_path / "a" / "model")])
+    build(["--threads", "1", "--cache-size", "8", "--unet-steps", "2", "--batch-size", "4", "--warmup", "1",
+           "--seed", "1", "--continue-from", str(tmp_path / "a" / "model"), "--output", str(tmp_path / "b" / "model")])
+    a, b = (weight_files(tmp_path / name / "model") for name in "ab")
+    assert a.keys() == b.keys()
+    vae = "vae/diffusion_pytorch_model.safetensors"
+    assert all(a[vae][k].equal(b[vae][k]) for k in a[vae]), "the continuation changed the VAE"
+    unet = "unet/diffusion_pytorch_model.safetensors"
+    assert any(not a[unet][k].equal(b[unet][k]) for k in a[unet]), "the continuation left the UNet as it was"
+    scale = [json.loads((tmp_path / name / "model" / "vae" / "config.json").read_text())["scaling_factor"]
+             for name in "ab"]
+    assert scale[0] == scale[1]

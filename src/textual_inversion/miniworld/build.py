@@ -10,6 +10,10 @@ Stages:
 4. Refine the VAE decoder with the encoder frozen (sharper edges and patterns;
    the latent space the UNet learned does not change).
 
+``--continue-from DIR`` trains an existing pipeline's UNet and text encoder further
+instead (stage 3 only, on freshly rendered scenes, with its VAE and latent scale kept):
+a longer build in two parts.
+
 The pipeline is exported (fp16 safetensors) every ``--save-every`` steps, so a
 usable model exists even if the run is stopped early. Default step counts keep
 the whole build under two hours on two CPU cores.
@@ -181,15 +185,20 @@ def export(out: Path, vae, text_encoder, tokenizer, unet, tok_files: Path) -> No
     tmp.rename(out)
 
 
-def train_unet(args, vae, scenes, means, stds, out: Path, rng: random.Random) -> None:
-    """Stage 3: UNet + text encoder with v-prediction, min-SNR weighting, CFG dropout and EMA."""
+def train_unet(args, vae, scenes, means, stds, out: Path, rng: random.Random, start=None) -> None:
+    """Stage 3: UNet + text encoder with v-prediction, min-SNR weighting, CFG dropout and EMA.
+
+    `start`: (text encoder, UNet) to train further, in the latent scale `vae` records; None: new ones."""
     from transformers import CLIPTokenizer
 
     tok_dir = out.with_name(out.name + ".tokenizer")
     save_tokenizer(tok_dir)
     tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))
-    text_encoder = make_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
-    unet = make_unet()
+    if start is None:
+        text_encoder = make_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
+        unet = make_unet()
+    else:
+        text_encoder, unet = start
     log.info(
         "params: unet %.2fM text %.2fM vae %.2fM",
         n_params(unet) / 1e6,
@@ -203,10 +212,10 @@ def train_unet(args, vae, scenes, means, stds, out: Path, rng: random.Random) ->
     sched = make_train_scheduler()
     alphas = sched.alphas_cumprod
     snr = alphas / (1 - alphas).clamp(min=1e-8)
-    # Latent scale: unit variance for the diffusion model (stored in the VAE config).
-    sample = means[:2048] + stds[:2048] * torch.randn_like(means[:2048])
-    scale = float(1.0 / sample.std())
-    vae.register_to_config(scaling_factor=scale)
+    if start is None:  # latent scale: unit variance for the diffusion model (stored in the VAE config)
+        sample = means[:2048] + stds[:2048] * torch.randn_like(means[:2048])
+        vae.register_to_config(scaling_factor=float(1.0 / sample.std()))
+    scale = vae.config.scaling_factor
     log.info("latent scaling factor %.4f", scale)
 
     params = list(unet.parameters()) + list(text_encoder.parameters())
@@ -215,7 +224,7 @@ def train_unet(args, vae, scenes, means, stds, out: Path, rng: random.Random) ->
     bar = tqdm(range(args.unet_steps), desc="unet", mininterval=10)
     for step in bar:
         for grp in opt.param_groups:
-            grp["lr"] = lr_at(step, args.unet_steps, args.lr, 200)
+            grp["lr"] = lr_at(step, args.unet_steps, args.lr, args.warmup)
         idx = torch.randint(0, len(scenes), (args.batch_size,), generator=g)
         z0 = (means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=g)) * scale
         texts = ["" if rng.random() < args.caption_dropout else caption(scenes[i], rng) for i in idx.tolist()]
@@ -248,6 +257,27 @@ def train_unet(args, vae, scenes, means, stds, out: Path, rng: random.Random) ->
     shutil.rmtree(tok_dir, ignore_errors=True)
 
 
+def continue_build(args, out: Path, rng: random.Random) -> None:
+    """Train --continue-from's UNet and text encoder for --unet-steps more steps on scenes rendered with this seed,
+    and export them with its VAE; the EMA starts from the weights it loads."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    source = Path(args.continue_from)
+    t0 = time.time()
+    vae = AutoencoderKL.from_pretrained(str(source), subfolder="vae", torch_dtype=torch.float32).eval()
+    vae.requires_grad_(False)
+    text_encoder = CLIPTextModel.from_pretrained(str(source), subfolder="text_encoder", torch_dtype=torch.float32)
+    unet = UNet2DConditionModel.from_pretrained(str(source), subfolder="unet", torch_dtype=torch.float32)
+    scenes, means, stds = cache_latents(vae, args.cache_size, rng)
+    t1 = time.time()
+    log.info("stage latents: %.1f s", t1 - t0)
+    train_unet(args, vae, scenes, means, stds, out, rng, start=(text_encoder.train(), unet.train()))
+    t2 = time.time()
+    log.info("stage unet+text: %.1f s; total %.1f s", t2 - t1, t2 - t0)
+    print(f"wrote {out} in {(t2 - t0) / 60:.1f} min")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output", default=str(MODEL_DIR), help="pipeline folder to write")
@@ -259,6 +289,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--unet-steps", type=int, default=5500)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=6e-4)
+    p.add_argument("--warmup", type=int, default=200, help="UNet steps of linear learning-rate warm-up")
+    p.add_argument("--continue-from", help="a miniworld pipeline folder whose UNet and text encoder train further "
+                   "(stage 3 alone, --unet-steps more steps on new scenes; its VAE is kept)")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--caption-dropout", type=float, default=0.1)
     p.add_argument("--save-every", type=int, default=1000)
@@ -287,6 +320,9 @@ def main(argv=None) -> None:
         log.info("stage decoder: %.1f s", time.time() - t0)
         return
 
+    if args.continue_from:
+        continue_build(args, out, rng)
+        return
     t0 = time.time()
     vae = train_vae(args.vae_steps, args.vae_batch, rng)
     t1 = time.time()
