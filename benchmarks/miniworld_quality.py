@@ -55,6 +55,35 @@ def grid(images: list[Image.Image], cols: int = 16) -> Image.Image:
     return g
 
 
+# The table's rows: measure()'s keys and how they read.
+ROWS = {"colour": "colour", "shape": "shape", "background": "background", "size": "size",
+        "pattern": "pattern (prompts naming a pattern)",
+        "every": "every named attribute at once (all prompts)",
+        "every_patterned": "every named attribute at once (prompts naming a pattern: 5 attributes)"}
+
+
+def measure(pipe, prompts: list[tuple[str, dict[str, str]]], per_prompt: int, steps: int, guidance: float,
+            seed: int) -> tuple[list[Image.Image], dict[str, float], float]:
+    """Sample every prompt `per_prompt` times and let the judge read them: (images, match rate per ROWS key,
+    seconds of generation)."""
+    images, expected = [], []
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.time()
+    for i in range(0, len(prompts), 16):
+        chunk = prompts[i : i + 16]
+        out = pipe([t for t, _ in chunk], num_inference_steps=steps, guidance_scale=guidance,
+                   num_images_per_prompt=per_prompt, generator=gen)
+        images += out.images
+        expected += [e for _, e in chunk for _ in range(per_prompt)]
+    seconds = time.time() - t0
+    rates = score(images, expected)
+    # A composite subject is all of its attributes at once; an image counts only if the judge reads every one.
+    every = [all(p[k] == v for k, v in e.items()) for p, e in zip(predict(images, load_judge()), expected, strict=True)]
+    patterned = [hit for hit, e in zip(every, expected, strict=True) if "pattern" in e]
+    rates = {**rates, "every": sum(every) / len(every), "every_patterned": sum(patterned) / max(len(patterned), 1)}
+    return images, rates, seconds
+
+
 def main(argv=None) -> None:
     p = argument_parser(__doc__)
     p.add_argument("--prompts", type=int, default=144)
@@ -70,32 +99,13 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
 
     pipe = StableDiffusionPipeline.from_pretrained(args.model or model_path())
-    pipe.set_progress_bar_config(disable=True)
-    prompts = prompt_set(args.prompts, args.seed)
-    images, expected = [], []
-    gen = torch.Generator().manual_seed(args.seed)
-    t0 = time.time()
-    for i in range(0, len(prompts), 16):
-        chunk = prompts[i : i + 16]
-        out = pipe(
-            [t for t, _ in chunk],
-            num_inference_steps=args.steps,
-            guidance_scale=args.guidance,
-            num_images_per_prompt=args.per_prompt,
-            generator=gen,
-        )
-        images += out.images
-        expected += [e for _, e in chunk for _ in range(args.per_prompt)]
-    seconds = time.time() - t0
-    rates = score(images, expected)
-    judge = load_judge()
-    every = [all(p[k] == v for k, v in e.items()) for p, e in zip(predict(images, judge), expected, strict=True)]
-    patterned = [hit for hit, e in zip(every, expected, strict=True) if "pattern" in e]
+    images, rates, seconds = measure(pipe, prompt_set(args.prompts, args.seed), args.per_prompt, args.steps,
+                                     args.guidance, args.seed)
 
     lines = [
         "# miniworld quality",
         "",
-        f"{len(prompts)} prompts x {args.per_prompt} images, {args.steps} DDIM steps, guidance {args.guidance}, "
+        f"{args.prompts} prompts x {args.per_prompt} images, {args.steps} DDIM steps, guidance {args.guidance}, "
         f"seed {args.seed}; generation took {seconds:.0f} s on {platform.machine()} CPU "
         f"({torch.get_num_threads()} threads). Scored by the miniworld judge. "
         + (f"Model: {args.model}. " if args.model else "") +
@@ -104,14 +114,9 @@ def main(argv=None) -> None:
         "| attribute | match rate | target |",
         "|---|---|---|",
     ]
-    for k in ("colour", "shape", "background", "size", "pattern"):
+    for k, label in ROWS.items():
         target = f"{100 * TARGETS[k]:.0f} %" if k in TARGETS else "-"
-        note = " (prompts naming a pattern)" if k == "pattern" else ""
-        lines.append(f"| {k}{note} | {100 * rates[k]:.1f} % | {target} |")
-    # A composite subject is all of its attributes at once; an image counts only if the judge reads every one.
-    lines += [f"| every named attribute at once (all prompts) | {100 * sum(every) / len(every):.1f} % | - |",
-              f"| every named attribute at once (prompts naming a pattern: 5 attributes) | "
-              f"{100 * sum(patterned) / max(len(patterned), 1):.1f} % | - |"]
+        lines.append(f"| {label} | {100 * rates[k]:.1f} % | {target} |")
     lines += ["", f"Command: `{command()}`"]
     text = "\n".join(lines) + "\n"
     print(text)

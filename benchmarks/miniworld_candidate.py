@@ -1,0 +1,95 @@
+"""A candidate miniworld (a build's --output, e.g. `build --continue-from`) against the shipped one, side by side.
+
+    python -m benchmarks.miniworld_candidate --candidate runs/miniworld-continued/model [--concepts ...] [--seeds 0]
+
+Two measurements for each model: the base-quality rates of benchmarks/miniworld_quality.py (its prompt set,
+generated in this run for both), and the conditioning ceiling of benchmarks/conditioning_ceiling.py (from
+"a <init word>", 400 steps) on concepts of the new set. The shipped model's ceilings are read from the
+concept sweep's results where that seed was measured (the same function, deterministic), else computed.
+Writes benchmarks/results/miniworld_candidate.md.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .common import RESULTS_DIR, argument_parser, command, print_and_write
+from .concept_set import SWEEP_RESULTS, write_concept_set
+from .conditioning_ceiling import ceiling, ceiling_rows
+from .miniworld_quality import ROWS, TARGETS, measure, prompt_set
+
+CEILING = {"steps": 400, "every": 100, "lr": 0.02, "batch_size": 8, "num_images": 16}  # conditioning_ceiling's
+
+
+def ceilings(pipe, judge, concepts: dict, names: list[str], seeds: list[int], known: list[dict]) -> dict:
+    """{(concept, seed): (last check, best check)}: from `known` rows where present, else optimised here."""
+    found = {}
+    for name in names:
+        _, folder, spec = concepts[name]
+        for seed in seeds:
+            row = next((r for r in known if r["concept"] == name and r["seed"] == seed), None)
+            if row is None:
+                checks = ceiling(pipe, judge, folder, spec.attributes, f"a {spec.init_word}", seed=seed, **CEILING)
+                print(name, seed, checks, flush=True)
+                found[name, seed] = (checks[-1][2], max(c[2] for c in checks))
+            else:
+                found[name, seed] = (row["fidelity"], row["peak"])
+    return found
+
+
+def main() -> None:
+    from textual_inversion.miniworld import model_path
+    from textual_inversion.miniworld.judge import load_judge
+    from textual_inversion.models import load_pipeline
+
+    parser = argument_parser(__doc__)
+    parser.add_argument("--candidate", required=True, help="the candidate's pipeline folder")
+    parser.add_argument("--concepts", nargs="+", help="concepts of benchmarks/concept_set.py (default: all)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--prompts", type=int, default=144, help="base-quality prompts (2 images each)")
+    parser.add_argument("--workdir", default="runs/concept-sweep", help="where the concepts are rendered")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    if not (Path(args.candidate) / "model_index.json").is_file():
+        parser.error(f"--candidate {args.candidate}: no model_index.json there; give a build's --output folder")
+    torch.set_num_threads(args.threads)
+    concepts = write_concept_set(Path(args.workdir) / "concepts")
+    names = args.concepts or list(concepts)
+    judge = load_judge()
+    models = {"shipped": str(model_path()), "candidate": args.candidate}
+    quality, ceiling_of = {}, {}
+    for label, path in models.items():
+        pipe = load_pipeline(path)
+        pipe.set_progress_bar_config(disable=True)
+        pipe.unet.requires_grad_(False)
+        _, quality[label], _ = measure(pipe, prompt_set(args.prompts), 2, 25, 4.0, 0)
+        known = ceiling_rows(SWEEP_RESULTS) if label == "shipped" else []
+        ceiling_of[label] = ceilings(pipe, judge, concepts, names, args.seeds, known)
+
+    lines = [f"# A candidate miniworld against the shipped one ({args.candidate})", "",
+             f"Produced by `{command()}`. Base quality: benchmarks/miniworld_quality.py's {args.prompts} prompts x 2 "
+             "images, 25 DDIM steps, guidance 4, read by the judge. Ceiling: the whole conditioning optimised on the "
+             "concept's pictures from \"a <init word>\" (benchmarks/conditioning_ceiling.py, 400 steps), judged on 16 "
+             "pictures every 100 steps: last check / best check, per seed.", "",
+             "| base quality | shipped | candidate | target |", "|---|---|---|---|"]
+    for key, label in ROWS.items():
+        target = f"{100 * TARGETS[key]:.0f} %" if key in TARGETS else "-"
+        lines.append(f"| {label} | {100 * quality['shipped'][key]:.1f} % | {100 * quality['candidate'][key]:.1f} % "
+                     f"| {target} |")
+    lines += ["", "| concept | kind | ceiling, shipped | ceiling, candidate |", "|---|---|---|---|"]
+    for name in names:
+        cells = [", ".join(f"{ceiling_of[label][name, seed][0]:.2f} / {ceiling_of[label][name, seed][1]:.2f}"
+                           for seed in args.seeds) for label in models]
+        lines.append(f"| {name} | {concepts[name][0]} | {' | '.join(cells)} |")
+    print_and_write(lines, RESULTS_DIR / "miniworld_candidate.md")
+    (RESULTS_DIR / "miniworld_candidate.json").write_text(json.dumps(
+        {"candidate": args.candidate, "quality": quality,
+         "ceiling": {label: {f"{n}/{s}": v for (n, s), v in found.items()} for label, found in ceiling_of.items()}},
+        indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
