@@ -83,8 +83,9 @@ def train_and_score(method: str, name: str, kind: str, folder: Path, spec, seed:
     settings["init_token"] = settings.get("init_token", "{init}").format(init=spec.init_word,
                                                                          words=stand_in(spec, "words"))
     if settings.pop("spread_words", False):
+        init_file = run.with_name(run.name + "-init.safetensors")  # beside the run folder, which --overwrite empties
         settings["init_embedding"] = str(write_spread_init(pipe, spec.token, settings.pop("init_token"),
-                                                           settings["vectors"], run.with_name(run.name + "-init.safetensors")))
+                                                           settings["vectors"], init_file))
     scored, started, evaluating = [], time.monotonic(), 0.0
 
     def score(step: int, _loss: float) -> None:
@@ -103,7 +104,8 @@ def train_and_score(method: str, name: str, kind: str, folder: Path, spec, seed:
                        "train_seconds": trained, "load": os.getloadavg()[0]})
 
     result = train(TrainConfig.from_values(dict(
-        model="miniworld", images=str(folder), token=spec.token, property=spec.property, steps=max(budgets) // passes_per_step, seed=seed, checkpoint_every=0, overwrite=True, output_dir=str(run),
+        model="miniworld", images=str(folder), token=spec.token, property=spec.property,
+        steps=max(budgets) // passes_per_step, seed=seed, checkpoint_every=0, overwrite=True, output_dir=str(run),
         threads=threads, **settings), lenient=True), pipe, on_step=score)
     size = output_bytes(result.outputs.values())
     return [{**row, "file_bytes": size} for row in scored]

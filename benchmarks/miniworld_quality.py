@@ -99,6 +99,7 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
 
     pipe = StableDiffusionPipeline.from_pretrained(args.model or model_path())
+    pipe.set_progress_bar_config(disable=True)
     images, rates, seconds = measure(pipe, prompt_set(args.prompts, args.seed), args.per_prompt, args.steps,
                                      args.guidance, args.seed)
 
