@@ -58,3 +58,8 @@ def test_continue_from_trains_the_unet_further_and_keeps_the_vae(tmp_path):
     scale = [json.loads((tmp_path / name / "model" / "vae" / "config.json").read_text())["scaling_factor"]
              for name in "ab"]
     assert scale[0] == scale[1]
+
+
+def test_continue_from_a_folder_without_a_pipeline_says_so(tmp_path):
+    with pytest.raises(SystemExit, match="--continue-from .*no unet/ and text_encoder/ there"):
+        build(["--continue-from", str(tmp_path), "--output", str(tmp_path / "out")])

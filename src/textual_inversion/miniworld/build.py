@@ -264,6 +264,8 @@ def continue_build(args, out: Path, rng: random.Random) -> None:
     from transformers import CLIPTextModel
 
     source = Path(args.continue_from)
+    if not (source / "unet").is_dir() or not (source / "text_encoder").is_dir():
+        raise SystemExit(f"--continue-from {source}: no unet/ and text_encoder/ there; give a miniworld pipeline folder")
     t0 = time.time()
     vae = AutoencoderKL.from_pretrained(str(source), subfolder="vae", torch_dtype=torch.float32).eval()
     vae.requires_grad_(False)
