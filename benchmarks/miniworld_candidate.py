@@ -5,8 +5,9 @@
 Two measurements for each model: the base-quality rates of benchmarks/miniworld_quality.py (its prompt set,
 generated in this run for both), and the conditioning ceiling of benchmarks/conditioning_ceiling.py (from
 "a <init word>", 400 steps) on concepts of the new set. The shipped model's ceilings are read from the
-concept sweep's results where that seed was measured (the same function, deterministic), else computed.
-Writes benchmarks/results/miniworld_candidate.md.
+concept sweep's results where that seed was measured (the same function, deterministic), the candidate's
+from benchmarks/results/miniworld_candidate.jsonl (rows named by the candidate's folder, appended as they
+are made), else computed. Writes benchmarks/results/miniworld_candidate.md.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from .conditioning_ceiling import ceiling, ceiling_rows
 from .miniworld_quality import ROWS, TARGETS, measure, prompt_set
 
 CEILING = {"steps": 400, "every": 100, "lr": 0.02, "batch_size": 8, "num_images": 16}  # conditioning_ceiling's
+CANDIDATE_RESULTS = RESULTS_DIR / "miniworld_candidate.jsonl"
 
 
-def ceilings(pipe, judge, concepts: dict, names: list[str], seeds: list[int], known: list[dict]) -> dict:
-    """{(concept, seed): (last check, best check)}: from `known` rows where present, else optimised here."""
+def ceilings(pipe, judge, concepts: dict, names: list[str], seeds: list[int], known: list[dict], record: Path,
+             labels: dict) -> dict:
+    """{(concept, seed): (last check, best check)}: from `known` rows where present, else optimised here and
+    appended to `record` as a row with `labels`."""
     found = {}
     for name in names:
         _, folder, spec = concepts[name]
@@ -35,6 +39,10 @@ def ceilings(pipe, judge, concepts: dict, names: list[str], seeds: list[int], kn
                 checks = ceiling(pipe, judge, folder, spec.attributes, f"a {spec.init_word}", seed=seed, **CEILING)
                 print(name, seed, checks, flush=True)
                 found[name, seed] = (checks[-1][2], max(c[2] for c in checks))
+                with record.open("a") as handle:
+                    handle.write(json.dumps({"concept": name, "kind": concepts[name][0], **labels, "seed": seed,
+                                             "fidelity": found[name, seed][0], "peak": found[name, seed][1],
+                                             "steps": CEILING["steps"]}) + "\n")
             else:
                 found[name, seed] = (row["fidelity"], row["peak"])
     return found
@@ -66,8 +74,14 @@ def main() -> None:
         pipe.set_progress_bar_config(disable=True)
         pipe.unet.requires_grad_(False)
         _, quality[label], _ = measure(pipe, prompt_set(args.prompts), 2, 25, 4.0, 0)
-        known = ceiling_rows(SWEEP_RESULTS) if label == "shipped" else []
-        ceiling_of[label] = ceilings(pipe, judge, concepts, names, args.seeds, known)
+        if label == "shipped":  # recorded as conditioning_ceiling.py records it
+            ceiling_of[label] = ceilings(pipe, judge, concepts, names, args.seeds, ceiling_rows(SWEEP_RESULTS),
+                                         SWEEP_RESULTS, {"condition": "ceiling"})
+        else:
+            rows = [json.loads(line) for line in CANDIDATE_RESULTS.read_text().splitlines()] \
+                if CANDIDATE_RESULTS.is_file() else []
+            ceiling_of[label] = ceilings(pipe, judge, concepts, names, args.seeds,
+                                         [r for r in rows if r["model"] == path], CANDIDATE_RESULTS, {"model": path})
 
     lines = [f"# A candidate miniworld against the shipped one ({args.candidate})", "",
              f"Produced by `{command()}`. Base quality: benchmarks/miniworld_quality.py's {args.prompts} prompts x 2 "
@@ -85,10 +99,6 @@ def main() -> None:
                            for seed in args.seeds) for label in models]
         lines.append(f"| {name} | {concepts[name][0]} | {' | '.join(cells)} |")
     print_and_write(lines, RESULTS_DIR / "miniworld_candidate.md")
-    (RESULTS_DIR / "miniworld_candidate.json").write_text(json.dumps(
-        {"candidate": args.candidate, "quality": quality,
-         "ceiling": {label: {f"{n}/{s}": v for (n, s), v in found.items()} for label, found in ceiling_of.items()}},
-        indent=2) + "\n")
 
 
 if __name__ == "__main__":
