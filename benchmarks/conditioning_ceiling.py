@@ -17,13 +17,16 @@ ceiling is high and TI stays low, the text encoder is the bottleneck, not the UN
 from __future__ import annotations
 
 import collections
-import json
 from pathlib import Path
 
 import torch
 
 from .common import RESULTS_DIR, argument_parser, bundled_concept, command, print_and_write
 from .concept_set import SWEEP_RESULTS, write_concept_set
+from .concept_sweep import METHODS, done, record
+
+# The optimisation and its checks, as --steps, --every, --lr, --batch-size and --num-images default to.
+SETTINGS = {"steps": 400, "every": 100, "lr": 0.02, "batch_size": 8, "num_images": 16}
 
 
 def ceiling(pipe, judge, folder: Path, attributes: dict[str, str], start: str, steps: int, every: int, lr: float,
@@ -74,15 +77,11 @@ def ceiling(pipe, judge, folder: Path, attributes: dict[str, str], start: str, s
 def best_textual_inversion(results: Path) -> dict[str, tuple[float, str]]:
     """{concept: (the best fidelity any textual-inversion run of the concept sweep reached, any variant, budget or
     seed; the variant)}. The variants are concept_sweep's methods that train only the token (no "method" key)."""
-    from .concept_sweep import METHODS
-
     variants = {name for name, settings in METHODS.items() if "method" not in settings}
     best: dict[str, tuple[float, str]] = {}
-    if results.is_file():
-        for line in results.read_text().splitlines():
-            row = json.loads(line)
-            if row["condition"] in variants and row["fidelity"] > best.get(row["concept"], (-1.0, ""))[0]:
-                best[row["concept"]] = (row["fidelity"], row["condition"])
+    for row in done(results):
+        if row["condition"] in variants and row["fidelity"] > best.get(row["concept"], (-1.0, ""))[0]:
+            best[row["concept"]] = (row["fidelity"], row["condition"])
     return best
 
 
@@ -103,17 +102,13 @@ def concept_set_table(args, pipe, judge) -> None:
             print(name, seed, checks, flush=True)
             row = {"concept": name, "kind": kind, "condition": "ceiling", "seed": seed, "fidelity": checks[-1][2],
                    "peak": max(c[2] for c in checks), "steps": args.steps}
-            with results.open("a") as handle:  # the concept sweep's table shows it too
-                handle.write(json.dumps(row if args.start_from == "init-word" else {**row, "start": start}) + "\n")
+            record(results, row if args.start_from == "init-word" else {**row, "start": start})  # the sweep's table shows it too
     write_table(args, concepts, results)
 
 
 def ceiling_rows(results: Path, start_from: str = "init-word") -> list[dict]:
     """The ceiling rows that started from the init word (rows without a "start"), or from the plain words."""
-    if not results.is_file():
-        return []
-    return [row for row in map(json.loads, results.read_text().splitlines())
-            if row["condition"] == "ceiling" and ("start" in row) == (start_from == "words")]
+    return [row for row in done(results) if row["condition"] == "ceiling" and ("start" in row) == (start_from == "words")]
 
 
 def verdict(peak: float, ti: float | None) -> str:
@@ -171,11 +166,11 @@ def main() -> None:
     parser.add_argument("--concepts", nargs="*", help="with --concept-set: only these concepts")
     parser.add_argument("--model", default="miniworld", help="the base model (another miniworld build's folder: "
                         "give its own --results file)")
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--every", type=int, default=100, help="judge the images every N steps")
-    parser.add_argument("--lr", type=float, default=0.02)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--num-images", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=SETTINGS["steps"])
+    parser.add_argument("--every", type=int, default=SETTINGS["every"], help="judge the images every N steps")
+    parser.add_argument("--lr", type=float, default=SETTINGS["lr"])
+    parser.add_argument("--batch-size", type=int, default=SETTINGS["batch_size"])
+    parser.add_argument("--num-images", type=int, default=SETTINGS["num_images"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--report", action="store_true", help="with --concept-set: write the table from the results")

@@ -12,37 +12,35 @@ are made), else computed. Writes benchmarks/results/miniworld_candidate.md.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from .common import RESULTS_DIR, argument_parser, command, print_and_write
 from .concept_set import SWEEP_RESULTS, write_concept_set
-from .conditioning_ceiling import ceiling, ceiling_rows
+from .concept_sweep import done, record
+from .conditioning_ceiling import SETTINGS, ceiling, ceiling_rows
 from .miniworld_quality import ROWS, TARGETS, measure, prompt_set
 
-CEILING = {"steps": 400, "every": 100, "lr": 0.02, "batch_size": 8, "num_images": 16}  # conditioning_ceiling's
 CANDIDATE_RESULTS = RESULTS_DIR / "miniworld_candidate.jsonl"
 
 
-def ceilings(pipe, judge, concepts: dict, names: list[str], seeds: list[int], known: list[dict], record: Path,
+def ceilings(pipe, judge, concepts: dict, names: list[str], seeds: list[int], known: list[dict], results: Path,
              labels: dict) -> dict:
     """{(concept, seed): (last check, best check)}: from `known` rows where present, else optimised here and
-    appended to `record` as a row with `labels`."""
+    appended to `results` as a row with `labels`."""
     found = {}
     for name in names:
         _, folder, spec = concepts[name]
         for seed in seeds:
             row = next((r for r in known if r["concept"] == name and r["seed"] == seed), None)
             if row is None:
-                checks = ceiling(pipe, judge, folder, spec.attributes, f"a {spec.init_word}", seed=seed, **CEILING)
+                checks = ceiling(pipe, judge, folder, spec.attributes, f"a {spec.init_word}", seed=seed, **SETTINGS)
                 print(name, seed, checks, flush=True)
                 found[name, seed] = (checks[-1][2], max(c[2] for c in checks))
-                with record.open("a") as handle:
-                    handle.write(json.dumps({"concept": name, "kind": concepts[name][0], **labels, "seed": seed,
-                                             "fidelity": found[name, seed][0], "peak": found[name, seed][1],
-                                             "steps": CEILING["steps"]}) + "\n")
+                record(results, {"concept": name, "kind": concepts[name][0], **labels, "seed": seed,
+                                 "fidelity": found[name, seed][0], "peak": found[name, seed][1],
+                                 "steps": SETTINGS["steps"]})
             else:
                 found[name, seed] = (row["fidelity"], row["peak"])
     return found
@@ -73,15 +71,14 @@ def main() -> None:
         pipe = load_pipeline(path)
         pipe.set_progress_bar_config(disable=True)
         pipe.unet.requires_grad_(False)
-        _, quality[label], _ = measure(pipe, prompt_set(args.prompts), 2, 25, 4.0, 0)
+        _, quality[label], _ = measure(pipe, judge, prompt_set(args.prompts), 2, 25, 4.0, 0)
         if label == "shipped":  # recorded as conditioning_ceiling.py records it
             ceiling_of[label] = ceilings(pipe, judge, concepts, names, args.seeds, ceiling_rows(SWEEP_RESULTS),
                                          SWEEP_RESULTS, {"condition": "ceiling"})
         else:
-            rows = [json.loads(line) for line in CANDIDATE_RESULTS.read_text().splitlines()] \
-                if CANDIDATE_RESULTS.is_file() else []
             ceiling_of[label] = ceilings(pipe, judge, concepts, names, args.seeds,
-                                         [r for r in rows if r["model"] == path], CANDIDATE_RESULTS, {"model": path})
+                                         [r for r in done(CANDIDATE_RESULTS) if r["model"] == path],
+                                         CANDIDATE_RESULTS, {"model": path})
 
     lines = [f"# A candidate miniworld against the shipped one ({args.candidate})", "",
              f"Produced by `{command()}`. Base quality: benchmarks/miniworld_quality.py's {args.prompts} prompts x 2 "

@@ -21,7 +21,7 @@ from diffusers import StableDiffusionPipeline
 from PIL import Image
 
 from textual_inversion.miniworld import model_path
-from textual_inversion.miniworld.judge import load_judge, predict, score
+from textual_inversion.miniworld.judge import load_judge, match_rates, predict
 from textual_inversion.miniworld.world import BACKGROUNDS, BASE_SHAPES, NAMED_COLOURS, PATTERNS, SIZES
 
 from .common import RESULTS_DIR, argument_parser, command
@@ -62,9 +62,9 @@ ROWS = {"colour": "colour", "shape": "shape", "background": "background", "size"
         "every_patterned": "every named attribute at once (prompts naming a pattern: 5 attributes)"}
 
 
-def measure(pipe, prompts: list[tuple[str, dict[str, str]]], per_prompt: int, steps: int, guidance: float,
+def measure(pipe, judge, prompts: list[tuple[str, dict[str, str]]], per_prompt: int, steps: int, guidance: float,
             seed: int) -> tuple[list[Image.Image], dict[str, float], float]:
-    """Sample every prompt `per_prompt` times and let the judge read them: (images, match rate per ROWS key,
+    """Sample every prompt `per_prompt` times and let `judge` read them: (images, match rate per ROWS key,
     seconds of generation)."""
     images, expected = [], []
     gen = torch.Generator().manual_seed(seed)
@@ -76,9 +76,10 @@ def measure(pipe, prompts: list[tuple[str, dict[str, str]]], per_prompt: int, st
         images += out.images
         expected += [e for _, e in chunk for _ in range(per_prompt)]
     seconds = time.time() - t0
-    rates = score(images, expected)
+    predictions = predict(images, judge)
+    rates = match_rates(predictions, expected)
     # A composite subject is all of its attributes at once; an image counts only if the judge reads every one.
-    every = [all(p[k] == v for k, v in e.items()) for p, e in zip(predict(images, load_judge()), expected, strict=True)]
+    every = [all(p[k] == v for k, v in e.items()) for p, e in zip(predictions, expected, strict=True)]
     patterned = [hit for hit, e in zip(every, expected, strict=True) if "pattern" in e]
     rates = {**rates, "every": sum(every) / len(every), "every_patterned": sum(patterned) / max(len(patterned), 1)}
     return images, rates, seconds
@@ -100,8 +101,8 @@ def main(argv=None) -> None:
 
     pipe = StableDiffusionPipeline.from_pretrained(args.model or model_path())
     pipe.set_progress_bar_config(disable=True)
-    images, rates, seconds = measure(pipe, prompt_set(args.prompts, args.seed), args.per_prompt, args.steps,
-                                     args.guidance, args.seed)
+    images, rates, seconds = measure(pipe, load_judge(), prompt_set(args.prompts, args.seed), args.per_prompt,
+                                     args.steps, args.guidance, args.seed)
 
     lines = [
         "# miniworld quality",

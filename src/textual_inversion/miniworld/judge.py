@@ -170,9 +170,13 @@ def score(
     exp = [expected] * len(images) if isinstance(expected, dict) else list(expected)
     if len(exp) != len(images):
         raise ValueError(f"{len(images)} images but {len(exp)} expectations")
-    preds = predict(images, judge)
+    return match_rates(predict(images, judge), exp)
+
+
+def match_rates(predictions: list[dict[str, str]], expected: list[dict[str, str]]) -> dict[str, float]:
+    """Per attribute, the fraction of `predictions` that match their `expected` (only the attributes it names)."""
     hits: dict[str, list[bool]] = {}
-    for p, e in zip(preds, exp, strict=True):
+    for p, e in zip(predictions, expected, strict=True):
         for k, v in e.items():
             if k in ATTRIBUTES:
                 hits.setdefault(k, []).append(p[k] == v)
