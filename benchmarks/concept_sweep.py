@@ -69,8 +69,9 @@ def record(results: Path, row: dict) -> None:
 
 
 def train_and_score(method: str, name: str, kind: str, folder: Path, spec, seed: int, budgets: list[int],
-                    wanted: list[int], num_images: int, run: Path, threads: int) -> list[dict]:
-    """Train `method` to the largest budget, scoring the live pipeline at each wanted budget; the result rows."""
+                    wanted: list[int], num_images: int, run: Path, threads: int, model: str = "miniworld") -> list[dict]:
+    """Train `method` on `model` to the largest budget, scoring the live pipeline at each wanted budget; the result
+    rows."""
     from textual_inversion import TrainConfig, train
     from textual_inversion.evaluate import evaluate_concept, stand_in
     from textual_inversion.models import load_pipeline
@@ -79,7 +80,7 @@ def train_and_score(method: str, name: str, kind: str, folder: Path, spec, seed:
     if any(b % passes_per_step for b in budgets):
         raise SystemExit(f"--passes: {method} makes {passes_per_step} UNet passes a step; each budget must be a "
                          "multiple of that")
-    pipe = load_pipeline("miniworld")
+    pipe = load_pipeline(model)
     settings["init_token"] = settings.get("init_token", "{init}").format(init=spec.init_word,
                                                                          words=stand_in(spec, "words"))
     if settings.pop("spread_words", False):
@@ -101,14 +102,38 @@ def train_and_score(method: str, name: str, kind: str, folder: Path, spec, seed:
         evaluating += time.monotonic() - began
         scored.append({"concept": name, "kind": kind, "condition": method, "seed": seed, "passes": budget,
                        "fidelity": report["fidelity"], "editability": report["editability"],
-                       "train_seconds": trained, "load": os.getloadavg()[0]})
+                       "fidelity_reads": fidelity_reads(report), "train_seconds": trained,
+                       "load": os.getloadavg()[0]})
 
     result = train(TrainConfig.from_values(dict(
-        model="miniworld", images=str(folder), token=spec.token, property=spec.property,
+        model=model, images=str(folder), token=spec.token, property=spec.property,
         steps=max(budgets) // passes_per_step, seed=seed, checkpoint_every=0, overwrite=True, output_dir=str(run),
         threads=threads, **settings), lenient=True), pipe, on_step=score)
     size = output_bytes(result.outputs.values())
     return [{**row, "file_bytes": size} for row in scored]
+
+
+def fidelity_reads(report: dict) -> dict[str, dict[str, int]]:
+    """What the judge read on the fidelity prompts' images, for each defining attribute: {attribute: {value: images}}
+    ({"pattern": {"striped": 11, "checkered": 5}}: which part of a concept a run misses, and as what)."""
+    reads: dict[str, dict[str, int]] = {}
+    for prompt in report["prompts"]:
+        if prompt["condition"] == "concept" and prompt["kind"] == "fidelity":
+            for predicted in prompt["predicted"]:
+                for attribute in prompt["expected"]:
+                    counts = reads.setdefault(attribute, {})
+                    counts[predicted[attribute]] = counts.get(predicted[attribute], 0) + 1
+    return reads
+
+
+def misreads(reads: dict[str, dict[str, int]], attributes: dict[str, str]) -> str:
+    """The wrong values among `fidelity_reads`, most frequent first: "pattern: striped 11; shape: circle 4"."""
+    parts = []
+    for attribute, counts in reads.items():
+        wrong = sorted(((n, value) for value, n in counts.items() if value != attributes[attribute]), reverse=True)
+        if wrong:
+            parts.append(f"{attribute}: " + ", ".join(f"{value} {n}" for n, value in wrong))
+    return "; ".join(parts) or "none"
 
 
 def spread_words(tokenizer, embedding, words: str, num_vectors: int):
@@ -186,6 +211,11 @@ def tables(rows: list[dict], budgets: list[int], seeds: list[int]) -> list[str]:
     return lines
 
 
+def at_target(row: dict) -> bool:
+    """The demo's targets: fidelity >= 0.8 with editability >= 0.7."""
+    return row["fidelity"] >= 0.8 and row["editability"] >= 0.7
+
+
 def summary(rows: list[dict], budgets: list[int]) -> list[str]:
     """Per method, kind and budget: how many runs reach the demo's targets (fidelity >= 0.8, editability >= 0.7)."""
     lines = ["| method | kind | " + " | ".join(f"{b} passes: runs at target, mean fidelity" for b in budgets) + " |",
@@ -195,7 +225,7 @@ def summary(rows: list[dict], budgets: list[int]) -> list[str]:
             cells = []
             for budget in budgets:
                 runs = [r for r in rows if r["kind"] == kind and r["condition"] == method and r["passes"] == budget]
-                hit = sum(r["fidelity"] >= 0.8 and r["editability"] >= 0.7 for r in runs)
+                hit = sum(map(at_target, runs))
                 mean = sum(r["fidelity"] for r in runs) / len(runs) if runs else float("nan")
                 cells.append(f"{hit} of {len(runs)}, {mean:.2f}" if runs else "-")
             if any(c != "-" for c in cells):
@@ -219,7 +249,7 @@ def paired(rows: list[dict], budget: int) -> list[str]:
                     f"{sum(r['editability'] for r in runs) / len(runs):.2f}")
 
         def hits(runs: list[dict]) -> int:
-            return sum(r["fidelity"] >= 0.8 and r["editability"] >= 0.7 for r in runs)
+            return sum(map(at_target, runs))
 
         lines.append(f"| {method} | {len(own)} | {means(own)} | {means(base)} | {hits(own)} / {hits(base)} |")
     return lines

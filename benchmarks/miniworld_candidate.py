@@ -1,13 +1,15 @@
 """A candidate miniworld (a build's --output, e.g. `build --continue-from`) against the shipped one, side by side.
 
     python -m benchmarks.miniworld_candidate --candidate runs/miniworld-continued/model [--concepts ...] [--seeds 0]
+        [--methods textual-inversion pivotal] [--passes 3200]
 
-Two measurements for each model: the base-quality rates of benchmarks/miniworld_quality.py (its prompt set,
-generated in this run for both), and the conditioning ceiling of benchmarks/conditioning_ceiling.py (from
-"a <init word>", 400 steps) on concepts of the new set. The shipped model's ceilings are read from the
-concept sweep's results where that seed was measured (the same function, deterministic), the candidate's
-from benchmarks/results/miniworld_candidate.jsonl (rows named by the candidate's folder, appended as they
-are made), else computed. Writes benchmarks/results/miniworld_candidate.md.
+For each model: the base-quality rates of benchmarks/miniworld_quality.py (its prompt set), the conditioning
+ceiling of benchmarks/conditioning_ceiling.py (from "a <init word>", 400 steps) on concepts of the new set,
+and with --methods each method trained as benchmarks/concept_sweep.py trains it, scored at --passes. The
+shipped model's ceilings and methods are read from the concept sweep's results where they were measured
+(deterministic on this machine), the base-quality rates and the candidate's rows from
+benchmarks/results/miniworld_candidate.jsonl (named by the candidate's folder, or "shipped"), appended as
+they are made; what is missing is computed and appended. Writes benchmarks/results/miniworld_candidate.md.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 
 from .common import RESULTS_DIR, argument_parser, command, print_and_write
 from .concept_set import SWEEP_RESULTS, write_concept_set
-from .concept_sweep import done, record
+from .concept_sweep import METHODS, at_target, done, misreads, record, train_and_score
 from .conditioning_ceiling import SETTINGS, ceiling, ceiling_rows
 from .miniworld_quality import ROWS, TARGETS, measure, prompt_set
 
@@ -46,6 +48,25 @@ def ceilings(pipe, judge, concepts: dict, names: list[str], seeds: list[int], kn
     return found
 
 
+def method_scores(method: str, passes: int, concepts: dict, names: list[str], seeds: list[int], known: list[dict],
+                  results: Path, labels: dict, model: str, workdir: Path, threads: int) -> dict:
+    """{(concept, seed): its row} of `method` at `passes` on `model`: from `known` rows where present, else trained
+    here (concept_sweep's run) and appended to `results` with `labels`."""
+    found = {}
+    for name in names:
+        kind, folder, spec = concepts[name]
+        for seed in seeds:
+            row = next((r for r in known if r["condition"] == method and r["concept"] == name and r["seed"] == seed
+                        and r["passes"] == passes), None)
+            if row is None:
+                run = workdir / "candidate" / name / f"{method}-seed{seed}"
+                (row,) = train_and_score(method, name, kind, folder, spec, seed, [passes], [passes], 4, run, threads,
+                                         model)
+                record(results, {**row, **labels})
+            found[name, seed] = row
+    return found
+
+
 def main() -> None:
     from textual_inversion.miniworld import model_path
     from textual_inversion.miniworld.judge import load_judge
@@ -57,6 +78,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--prompts", type=int, default=144, help="base-quality prompts (2 images each)")
     parser.add_argument("--workdir", default="runs/concept-sweep", help="where the concepts are rendered")
+    parser.add_argument("--methods", nargs="+", default=[], choices=list(METHODS),
+                        help="methods of benchmarks/concept_sweep.py to train on each model and concept")
+    parser.add_argument("--passes", type=int, default=3200, help="the methods' training budget in UNet passes")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     if not (Path(args.candidate) / "model_index.json").is_file():
@@ -66,19 +90,34 @@ def main() -> None:
     names = args.concepts or list(concepts)
     judge = load_judge()
     models = {"shipped": str(model_path()), "candidate": args.candidate}
-    quality, ceiling_of = {}, {}
+    quality, ceiling_of, scores = {}, {}, {}
     for label, path in models.items():
         pipe = load_pipeline(path)
         pipe.set_progress_bar_config(disable=True)
         pipe.unet.requires_grad_(False)
-        _, quality[label], _ = measure(pipe, judge, prompt_set(args.prompts), 2, 25, 4.0, 0)
+        key = {"model": "shipped" if label == "shipped" else path, "condition": "quality", "prompts": args.prompts}
+        known = next((r for r in done(CANDIDATE_RESULTS) if all(r.get(k) == v for k, v in key.items())), None)
+        if known is None:
+            _, rates, _ = measure(pipe, judge, prompt_set(args.prompts), 2, 25, 4.0, 0)
+            known = {**key, "rates": rates}
+            record(CANDIDATE_RESULTS, known)
+        quality[label] = known["rates"]
         if label == "shipped":  # recorded as conditioning_ceiling.py records it
             ceiling_of[label] = ceilings(pipe, judge, concepts, names, args.seeds, ceiling_rows(SWEEP_RESULTS),
                                          SWEEP_RESULTS, {"condition": "ceiling"})
         else:
             ceiling_of[label] = ceilings(pipe, judge, concepts, names, args.seeds,
-                                         [r for r in done(CANDIDATE_RESULTS) if r["model"] == path],
-                                         CANDIDATE_RESULTS, {"model": path})
+                                         [r for r in done(CANDIDATE_RESULTS) if r["model"] == path
+                                          and r["condition"] == "ceiling"],
+                                         CANDIDATE_RESULTS, {"model": path, "condition": "ceiling"})
+        for method in args.methods:
+            if label == "shipped":
+                known, results, labels = done(SWEEP_RESULTS), SWEEP_RESULTS, {}
+            else:
+                known, results = [r for r in done(CANDIDATE_RESULTS) if r["model"] == path], CANDIDATE_RESULTS
+                labels = {"model": path}
+            scores[label, method] = method_scores(method, args.passes, concepts, names, args.seeds, known, results,
+                                                  labels, path, Path(args.workdir), args.threads)
 
     lines = [f"# A candidate miniworld against the shipped one ({args.candidate})", "",
              f"Produced by `{command()}`. Base quality: benchmarks/miniworld_quality.py's {args.prompts} prompts x 2 "
@@ -95,6 +134,24 @@ def main() -> None:
         cells = [", ".join(f"{ceiling_of[label][name, seed][0]:.2f} / {ceiling_of[label][name, seed][1]:.2f}"
                            for seed in args.seeds) for label in models]
         lines.append(f"| {name} | {concepts[name][0]} | {' | '.join(cells)} |")
+    for method in args.methods:
+        lines += ["", f"{method} at {args.passes} passes (benchmarks/concept_sweep.py's settings), fidelity / "
+                  "editability per seed, at the targets (>= 0.8 / >= 0.7) marked *; and what the judge read instead of "
+                  "the concept's attributes on the candidate's fidelity images (16 per run), per seed:", "",
+                  f"| concept | kind | {method}, shipped | {method}, candidate | candidate's misreads |",
+                  "|---|---|---|---|---|"]
+        for name in names:
+            runs = {label: [scores[label, method][name, seed] for seed in args.seeds] for label in models}
+            cells = [", ".join(f"{r['fidelity']:.2f} / {r['editability']:.2f}" + ("*" if at_target(r) else "")
+                               for r in runs[label]) for label in models]
+            reads = " / ".join(misreads(r["fidelity_reads"], concepts[name][2].attributes) if "fidelity_reads" in r
+                               else "-" for r in runs["candidate"])
+            lines.append(f"| {name} | {concepts[name][0]} | {' | '.join(cells)} | {reads} |")
+        for label in models:
+            values = list(scores[label, method].values())
+            lines.append(f"\n{label}: {sum(map(at_target, values))} of {len(values)} runs at the targets, mean "
+                         f"{sum(r['fidelity'] for r in values) / len(values):.2f} / "
+                         f"{sum(r['editability'] for r in values) / len(values):.2f}")
     print_and_write(lines, RESULTS_DIR / "miniworld_candidate.md")
 
 

@@ -44,11 +44,16 @@ def test_same_seed_builds_identical_weights(tmp_path):
     assert any(not a[name][k].equal(c[name][k]) for name in a for k in a[name]), "seed 1 built the same weights"
 
 
-@pytest.mark.slow  # a build, then a continuation of it
+@pytest.mark.slow  # a build, then two continuations of it
 def test_continue_from_trains_the_unet_further_and_keeps_the_vae(tmp_path):
     build([*TINY_BUILD, "--output", str(tmp_path / "a" / "model")])
-    build(["--threads", "1", "--cache-size", "8", "--unet-steps", "2", "--batch-size", "4", "--warmup", "1",
-           "--seed", "1", "--continue-from", str(tmp_path / "a" / "model"), "--output", str(tmp_path / "b" / "model")])
+    continuation = ["--threads", "1", "--cache-size", "8", "--unet-steps", "2", "--batch-size", "4", "--warmup", "1",
+                    "--seed", "1", "--continue-from", str(tmp_path / "a" / "model")]
+    build([*continuation, "--output", str(tmp_path / "b" / "model")])
+    build([*continuation, "--full-resolution-attention", "--output", str(tmp_path / "c" / "model")])
+    unet_config = json.loads((tmp_path / "c" / "model" / "unet" / "config.json").read_text())
+    assert unet_config["down_block_types"][0] == "CrossAttnDownBlock2D"
+    assert unet_config["up_block_types"][-1] == "CrossAttnUpBlock2D"
     a, b = (weight_files(tmp_path / name / "model") for name in "ab")
     assert a.keys() == b.keys()
     vae = "vae/diffusion_pytorch_model.safetensors"

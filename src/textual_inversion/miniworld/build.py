@@ -12,7 +12,8 @@ Stages:
 
 ``--continue-from DIR`` trains an existing pipeline's UNet and text encoder further
 instead (stage 3 only, on freshly rendered scenes, with its VAE and latent scale kept):
-a longer build in two parts.
+a longer build in two parts. ``--full-resolution-attention`` gives the UNet cross-attention
+in its 16x16 blocks too (added to a loaded UNet as a no-op that training then moves).
 
 The pipeline is exported (fp16 safetensors) every ``--save-every`` steps, so a
 usable model exists even if the run is stopped early. Default step counts keep
@@ -44,6 +45,7 @@ from .architecture import (
     make_unet,
     make_vae,
     n_params,
+    with_full_resolution_attention,
 )
 from .captions import caption
 from .tokenizer import save_tokenizer
@@ -196,7 +198,7 @@ def train_unet(args, vae, scenes, means, stds, out: Path, rng: random.Random, st
     tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))
     if start is None:
         text_encoder = make_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
-        unet = make_unet()
+        unet = make_unet(args.full_resolution_attention)
     else:
         text_encoder, unet = start
     log.info(
@@ -271,6 +273,8 @@ def continue_build(args, out: Path, rng: random.Random) -> None:
     vae.requires_grad_(False)
     text_encoder = CLIPTextModel.from_pretrained(str(source), subfolder="text_encoder", torch_dtype=torch.float32)
     unet = UNet2DConditionModel.from_pretrained(str(source), subfolder="unet", torch_dtype=torch.float32)
+    if args.full_resolution_attention and unet.config.down_block_types[0] != "CrossAttnDownBlock2D":
+        unet = with_full_resolution_attention(unet)
     scenes, means, stds = cache_latents(vae, args.cache_size, rng)
     t1 = time.time()
     log.info("stage latents: %.1f s", t1 - t0)
@@ -294,6 +298,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=200, help="UNet steps of linear learning-rate warm-up")
     p.add_argument("--continue-from", help="a miniworld pipeline folder whose UNet and text encoder train further "
                    "(stage 3 alone, --unet-steps more steps on new scenes; its VAE is kept)")
+    p.add_argument("--full-resolution-attention", action="store_true",
+                   help="cross-attention in the UNet's 16x16 blocks too (with --continue-from: added to the loaded "
+                   "UNet, starting as a no-op)")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--caption-dropout", type=float, default=0.1)
     p.add_argument("--save-every", type=int, default=1000)
