@@ -9,7 +9,8 @@ and with --methods each method trained as benchmarks/concept_sweep.py trains it,
 shipped model's ceilings and methods are read from the concept sweep's results where they were measured
 (deterministic on this machine), the base-quality rates and the candidate's rows from
 benchmarks/results/miniworld_candidate.jsonl (named by the candidate's folder, or "shipped"), appended as
-they are made; what is missing is computed and appended. Writes benchmarks/results/miniworld_candidate.md.
+they are made; what is missing is computed and appended. Writes benchmarks/results/miniworld_candidate.md
+(or --report).
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def main() -> None:
                         help="methods of benchmarks/concept_sweep.py to train on each model and concept")
     parser.add_argument("--passes", type=int, default=3200, help="the methods' training budget in UNet passes")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--report", default=str(RESULTS_DIR / "miniworld_candidate.md"), help="the table to write")
     args = parser.parse_args()
     if not (Path(args.candidate) / "model_index.json").is_file():
         parser.error(f"--candidate {args.candidate}: no model_index.json there; give a build's --output folder")
@@ -152,7 +154,7 @@ def main() -> None:
             lines.append(f"\n{label}: {sum(map(at_target, values))} of {len(values)} runs at the targets, mean "
                          f"{sum(r['fidelity'] for r in values) / len(values):.2f} / "
                          f"{sum(r['editability'] for r in values) / len(values):.2f}")
-    print_and_write(lines, RESULTS_DIR / "miniworld_candidate.md")
+    print_and_write(lines, Path(args.report))
 
 
 if __name__ == "__main__":
