@@ -35,8 +35,8 @@ def test_grown_attention_learns():
     assert grown.down_blocks[0].attentions[0].proj_out.weight.grad.abs().sum() > 0
 
 
-def test_a_unet_of_another_layout_is_refused():
+def test_a_unet_whose_weights_do_not_fit_its_config_is_refused():
     unet = make_unet()
     unet.register_to_config(block_out_channels=(32, 64, 96))
-    with pytest.raises(ValueError, match="not a UNet in miniworld's layout"):
+    with pytest.raises(ValueError, match="its weights do not fit its config: size mismatch for conv_in.weight"):
         with_full_resolution_attention(unet)

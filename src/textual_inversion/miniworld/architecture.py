@@ -88,20 +88,22 @@ def make_unet(full_resolution_attention: bool = False) -> UNet2DConditionModel:
 
 
 def with_full_resolution_attention(unet: UNet2DConditionModel) -> UNet2DConditionModel:
-    """`unet` with cross-attention added to its 16x16 blocks: every weight it had kept, and the new attentions'
-    output projections zero, so that it computes exactly what `unet` did until training moves them."""
-    down_block_types, up_block_types = BLOCKS[True]
-    grown = UNet2DConditionModel.from_config({**unet.config, "down_block_types": down_block_types,
-                                              "up_block_types": up_block_types})
+    """`unet` with cross-attention added to its full-resolution blocks (the first down, the last up): every weight
+    it had kept, and the new attentions' output projections zero, so that it computes exactly what `unet` did until
+    training moves them."""
+    config = unet.config
+    grown = UNet2DConditionModel.from_config({
+        **config, "down_block_types": ("CrossAttnDownBlock2D", *config.down_block_types[1:]),
+        "up_block_types": (*config.up_block_types[:-1], "CrossAttnUpBlock2D")})
     try:
         missing, unexpected = grown.load_state_dict(unet.state_dict(), strict=False)
     except RuntimeError as error:  # a weight of another shape
-        raise ValueError(f"not a UNet in miniworld's layout: {str(error).splitlines()[1].strip()}") from None
+        raise ValueError(f"its weights do not fit its config: {str(error).splitlines()[1].strip()}") from None
     new_blocks = {"down_blocks.0": grown.down_blocks[0], f"up_blocks.{len(grown.up_blocks) - 1}": grown.up_blocks[-1]}
     new_keys = {f"{prefix}.{key}" for prefix, block in new_blocks.items() for key in block.state_dict()
                 if key.startswith("attentions.")}
     if unexpected or set(missing) != new_keys:
-        raise ValueError("not a UNet in miniworld's layout: its weights do not fit the grown one "
+        raise ValueError("its weights do not fit the grown UNet "
                          f"({sorted(unexpected)[:3]}, {sorted(set(missing) ^ new_keys)[:3]})")
     for block in new_blocks.values():
         for attention in block.attentions:
