@@ -22,14 +22,13 @@ SIZES = ("small", "big")
 
 def round_trip(vae, images: list) -> list:
     """The images encoded to the latent mean and decoded again, as PIL images."""
-    from PIL import Image
+    from diffusers.image_processor import VaeImageProcessor
 
     from textual_inversion.images import to_tensor
 
     with torch.no_grad():
-        decoded = vae.decode(vae.encode(to_tensor(images)).latent_dist.mean).sample.clamp(-1, 1)
-    pixels = ((decoded.permute(0, 2, 3, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    return [Image.fromarray(array) for array in pixels]
+        decoded = vae.decode(vae.encode(to_tensor(images)).latent_dist.mean).sample
+    return VaeImageProcessor().postprocess(decoded, output_type="pil")
 
 
 def main() -> None:
