@@ -4,14 +4,24 @@ The shipped model takes ~90 CPU minutes to rebuild, so the check runs the same c
 latent cache, UNet + text encoder, decoder refinement, export) for a handful of steps, twice.
 """
 
+import dataclasses
 import json
+import random
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from textual_inversion.miniworld.build import (
+    TWIN_PATTERNS,
+    TWIN_TIMESTEPS,
+    draw_batch,
+    twin_caption,
+    twin_index,
+)
 from textual_inversion.miniworld.build import main as build
+from textual_inversion.miniworld.world import Scene, random_scene
 
 TINY_BUILD = ["--threads", "1", "--vae-steps", "3", "--vae-batch", "2", "--cache-size", "16", "--unet-steps", "3",
               "--batch-size", "4", "--decoder-steps", "2", "--save-every", "2"]
@@ -44,12 +54,12 @@ def test_same_seed_builds_identical_weights(tmp_path):
     assert any(not a[name][k].equal(c[name][k]) for name in a for k in a[name]), "seed 1 built the same weights"
 
 
-@pytest.mark.slow  # a build, then two continuations of it
+@pytest.mark.slow  # a build, then two continuations of it (one with pattern twins, one with 16x16 attention)
 def test_continue_from_trains_the_unet_further_and_keeps_the_vae(tmp_path):
     build([*TINY_BUILD, "--output", str(tmp_path / "a" / "model")])
     continuation = ["--threads", "1", "--cache-size", "8", "--unet-steps", "2", "--batch-size", "4", "--warmup", "1",
                     "--seed", "1", "--continue-from", str(tmp_path / "a" / "model")]
-    build([*continuation, "--output", str(tmp_path / "b" / "model")])
+    build([*continuation, "--pattern-twins", "0.5", "--output", str(tmp_path / "b" / "model")])
     build([*continuation, "--full-resolution-attention", "--output", str(tmp_path / "c" / "model")])
     unet_config = json.loads((tmp_path / "c" / "model" / "unet" / "config.json").read_text())
     assert unet_config["down_block_types"][0] == "CrossAttnDownBlock2D"
@@ -68,3 +78,29 @@ def test_continue_from_trains_the_unet_further_and_keeps_the_vae(tmp_path):
 def test_continue_from_a_folder_without_a_pipeline_says_so(tmp_path):
     with pytest.raises(SystemExit, match="--continue-from .*no unet/ and text_encoder/ there"):
         build(["--continue-from", str(tmp_path), "--output", str(tmp_path / "out")])
+
+
+def test_pattern_twins_share_noise_timestep_and_words_but_the_pattern():
+    """build --pattern-twins: each pair is one scene striped and checkered, denoised from the same noise at the
+    same high timestep, captioned alike but for the pattern word; the rest of the batch is drawn as usual."""
+    rng = random.Random(0)
+    scenes = [random_scene(rng, pattern_weights=(0.0, 1.0, 0.0, 1.0)) for _ in range(20)]
+    scenes += [dataclasses.replace(s, pattern=TWIN_PATTERNS[s.pattern]) for s in scenes]
+    latents = torch.randn(len(scenes), 4, 16, 16)
+    twin = twin_index(scenes)
+    assert twin[:20].tolist() == list(range(20, 40)) and twin[20:].tolist() == list(range(20))
+    z0, texts, t, noise = draw_batch(scenes, latents, torch.zeros_like(latents), 1.0, 8, 0.0, 1000,
+                                     torch.Generator().manual_seed(0), random.Random(1), pairs=3, twin=twin)
+    for k in range(3):
+        a, b = 2 * k, 2 * k + 1
+        assert t[a] == t[b] and t[a] >= TWIN_TIMESTEPS[0] and noise[a].equal(noise[b]) and not z0[a].equal(z0[b])
+        words_a, words_b = texts[a].split(), texts[b].split()
+        differ = [(x, y) for x, y in zip(words_a, words_b, strict=True) if x != y]
+        assert differ in ([("striped", "checkered")], [("checkered", "striped")], []), (texts[a], texts[b])
+    assert t[6] != t[7] or not noise[6].equal(noise[7])
+
+
+def test_twin_caption_swaps_only_the_pattern_word():
+    scene = Scene("heart", "red", "navy", "big", "striped", 30.0, 30.0, 19.0)
+    assert twin_caption("a big red heart with a striped pattern on navy", scene) == \
+        "a big red heart with a checkered pattern on navy"

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import logging
 import math
 import random
+import re
 import shutil
 import time
 from pathlib import Path
@@ -49,7 +51,7 @@ from .architecture import (
 )
 from .captions import caption
 from .tokenizer import save_tokenizer
-from .world import SHAPES, random_scene, render
+from .world import PATTERN_WEIGHTS, PATTERNS, SHAPES, random_scene, render
 
 log = logging.getLogger(__name__)
 
@@ -139,16 +141,66 @@ def refine_decoder(model_dir: Path, steps: int, batch: int, seed: int, lr: float
     tmp.rename(model_dir / "vae")
 
 
+# Patterns the UNet must tell apart by the word alone: both are a 50 % two-tone texture at the latent's
+# finest scale, so their blurred pictures are the same and, on the shipped model, the noise picks one.
+TWIN_PATTERNS = {"striped": "checkered", "checkered": "striped"}
+# Where twins train: the noisiest tenth of the timesteps. Below it the shipped UNet reads the pattern off the
+# noisy latent (its x0 prediction is a quarter of the way to the true pattern at t = 900, half at 700), so the
+# word has nothing to add there; above it min-SNR weighting gives the loss almost no weight (zero at t = 999).
+TWIN_TIMESTEPS = (900, 1000)
+
+
 @torch.no_grad()
-def cache_latents(vae, n: int, rng: random.Random, batch: int = 256):
-    """Stage 2: render ``n`` base-training scenes; keep their latent means/stds and scenes."""
-    scenes = [random_scene(rng) for _ in range(n)]
+def cache_latents(vae, n: int, rng: random.Random, batch: int = 256, pattern_weights=PATTERN_WEIGHTS,
+                  twins: bool = False):
+    """Stage 2: render ``n`` base-training scenes; keep their latent means/stds and scenes.
+
+    `twins`: also render every striped or checkered scene with the other pattern, appended after the ``n``."""
+    scenes = [random_scene(rng, pattern_weights=pattern_weights) for _ in range(n)]
+    if twins:
+        scenes += [dataclasses.replace(s, pattern=TWIN_PATTERNS[s.pattern]) for s in scenes if s.pattern in TWIN_PATTERNS]
     means, stds = [], []
-    for i in tqdm(range(0, n, batch), desc="latents", mininterval=10):
+    for i in tqdm(range(0, len(scenes), batch), desc="latents", mininterval=10):
         post = vae.encode(to_tensor([render(s) for s in scenes[i : i + batch]])).latent_dist
         means.append(post.mean)
         stds.append(post.std)
     return scenes, torch.cat(means), torch.cat(stds)
+
+
+def twin_index(scenes) -> torch.Tensor:
+    """For each scene, the index of its twin (the same scene with the other of TWIN_PATTERNS), or -1."""
+    where = {dataclasses.astuple(s): i for i, s in enumerate(scenes)}
+    twin = [where.get(dataclasses.astuple(dataclasses.replace(s, pattern=TWIN_PATTERNS[s.pattern])), -1)
+            if s.pattern in TWIN_PATTERNS else -1 for s in scenes]
+    return torch.tensor(twin)
+
+
+def twin_caption(text: str, scene) -> str:
+    """The caption of `scene`'s twin: the same words with the other pattern."""
+    return re.sub(rf"\b{scene.pattern}\b", TWIN_PATTERNS[scene.pattern], text)
+
+
+def draw_batch(scenes, means, stds, scale: float, batch_size: int, caption_dropout: float, timesteps: int,
+               g: torch.Generator, rng: random.Random, pairs: int = 0, twin: torch.Tensor | None = None):
+    """One UNet batch: (latents z0 [B, 4, 16, 16], captions, timesteps [B], noise [B, 4, 16, 16]).
+
+    `pairs` > 0: the first 2 * pairs places hold twins (`twin`: twin_index(scenes)), with the same noise,
+    timestep (in TWIN_TIMESTEPS) and words but the pattern word, so that only the word tells their targets apart."""
+    idx = torch.randint(0, len(scenes), (batch_size,), generator=g)
+    if pairs:
+        twinned = torch.nonzero(twin >= 0).flatten()
+        firsts = twinned[torch.randint(0, len(twinned), (pairs,), generator=g)]
+        idx[0 : 2 * pairs : 2], idx[1 : 2 * pairs : 2] = firsts, twin[firsts]
+    z0 = (means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=g)) * scale
+    texts = ["" if rng.random() < caption_dropout else caption(scenes[i], rng) for i in idx.tolist()]
+    for k in range(pairs):
+        texts[2 * k + 1] = twin_caption(texts[2 * k], scenes[idx[2 * k]])
+    t = torch.randint(0, timesteps, (batch_size,), generator=g)
+    noise = torch.randn(z0.shape, generator=g)
+    if pairs:
+        t[0 : 2 * pairs : 2] = torch.randint(*TWIN_TIMESTEPS, (pairs,), generator=g)
+        t[1 : 2 * pairs : 2], noise[1 : 2 * pairs : 2] = t[0 : 2 * pairs : 2], noise[0 : 2 * pairs : 2]
+    return z0, texts, t, noise
 
 
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
@@ -223,13 +275,20 @@ def train_unet(args, vae, scenes, means, stds, out: Path, rng: random.Random, st
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     g = torch.Generator().manual_seed(args.seed)
+    pairs = int(args.batch_size * args.pattern_twins) // 2
+    twin = twin_index(scenes) if pairs else None
+    if pairs and not (twin >= 0).any():
+        raise SystemExit(f"--pattern-twins {args.pattern_twins}: no striped or checkered scene among the "
+                         f"{len(scenes)} rendered; raise --cache-size")
+    if pairs:
+        log.info("%d of %d scenes have a pattern twin; %d twin pairs per batch", int((twin >= 0).sum()), len(scenes),
+                 pairs)
     bar = tqdm(range(args.unet_steps), desc="unet", mininterval=10)
     for step in bar:
         for grp in opt.param_groups:
             grp["lr"] = lr_at(step, args.unet_steps, args.lr, args.warmup)
-        idx = torch.randint(0, len(scenes), (args.batch_size,), generator=g)
-        z0 = (means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=g)) * scale
-        texts = ["" if rng.random() < args.caption_dropout else caption(scenes[i], rng) for i in idx.tolist()]
+        z0, texts, t, noise = draw_batch(scenes, means, stds, scale, args.batch_size, args.caption_dropout,
+                                         sched.config.num_train_timesteps, g, rng, pairs, twin)
         ids = tokenizer(
             texts,
             padding="max_length",
@@ -237,13 +296,14 @@ def train_unet(args, vae, scenes, means, stds, out: Path, rng: random.Random, st
             truncation=True,
             return_tensors="pt",
         ).input_ids
-        t = torch.randint(0, sched.config.num_train_timesteps, (args.batch_size,), generator=g)
-        noise = torch.randn(z0.shape, generator=g)
         zt = sched.add_noise(z0, noise, t)
         target = sched.get_velocity(z0, noise, t)
         pred = unet(zt, t, text_encoder(ids)[0]).sample
-        # Min-SNR-5 weighting (v-prediction form) speeds up convergence a lot at small step counts.
-        w = (snr[t].clamp(max=5.0) / (snr[t] + 1)).view(-1, 1, 1, 1)
+        # Min-SNR-5 weighting (v-prediction form) speeds up convergence a lot at small step counts. Twins weigh
+        # their x0 error by 1 instead of by their tiny SNR: at t = 999 the word is all the UNet has to go on.
+        w = snr[t].clamp(max=5.0) / (snr[t] + 1)
+        w[: 2 * pairs] = 1 / (snr[t[: 2 * pairs]] + 1)
+        w = w.view(-1, 1, 1, 1)
         loss = (w * (pred - target) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -275,7 +335,8 @@ def continue_build(args, out: Path, rng: random.Random) -> None:
     unet = UNet2DConditionModel.from_pretrained(str(source), subfolder="unet", torch_dtype=torch.float32)
     if args.full_resolution_attention and unet.config.down_block_types[0] != "CrossAttnDownBlock2D":
         unet = with_full_resolution_attention(unet)
-    scenes, means, stds = cache_latents(vae, args.cache_size, rng)
+    scenes, means, stds = cache_latents(vae, args.cache_size, rng, pattern_weights=args.pattern_weights,
+                                        twins=args.pattern_twins > 0)
     t1 = time.time()
     log.info("stage latents: %.1f s", t1 - t0)
     train_unet(args, vae, scenes, means, stds, out, rng, start=(text_encoder.train(), unet.train()))
@@ -293,6 +354,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vae-batch", type=int, default=16)
     p.add_argument("--cache-size", type=int, default=20000, help="pre-rendered base-training images")
     p.add_argument("--unet-steps", type=int, default=5500)
+    p.add_argument("--pattern-weights", type=float, nargs=len(PATTERNS), default=PATTERN_WEIGHTS,
+                   metavar="W", help=f"how often the base-training scenes are {', '.join(PATTERNS)}")
+    p.add_argument("--pattern-twins", type=float, default=0.0,
+                   help="share of each UNet batch given to pairs of scenes alike but for striped / checkered, "
+                        "with the same noise and a timestep among the noisiest tenth, so that only the word tells "
+                        "their targets apart")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=6e-4)
     p.add_argument("--warmup", type=int, default=200, help="UNet steps of linear learning-rate warm-up")
@@ -336,7 +403,8 @@ def main(argv=None) -> None:
     vae = train_vae(args.vae_steps, args.vae_batch, rng)
     t1 = time.time()
     log.info("stage vae: %.1f s", t1 - t0)
-    scenes, means, stds = cache_latents(vae, args.cache_size, rng)
+    scenes, means, stds = cache_latents(vae, args.cache_size, rng, pattern_weights=args.pattern_weights,
+                                        twins=args.pattern_twins > 0)
     t2 = time.time()
     log.info("stage latents: %.1f s", t2 - t1)
     train_unet(args, vae, scenes, means, stds, out, rng)
