@@ -6,10 +6,14 @@ ever named it, so no prompt can ask for it. Five pictures and a few minutes on a
 
 from __future__ import annotations
 
+import json
 import logging
+import multiprocessing
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import write_text_atomic
 from .config import DemoConfig, TrainConfig
 from .errors import UserError
 
@@ -24,6 +28,8 @@ DEMO_TRAINING = {"lr": 0.05, "vectors": 6, "batch_size": 4}
 DEMO_OUTPUTS = {"validation_every": 200, "num_validation_images": 4, "checkpoint_every": 100}
 # The evaluation keeps the model's DDIM at 25 steps: with DPM++ at 15 steps (0.64x the time) seeds 1 and 2
 # scored 0.75 / 0.62 and 0.75 / 0.83 against 0.81 / 0.71 and 0.81 / 0.92 (benchmarks/results/demo.md).
+EVALUATION = {"num_images": 4, "steps": 25, "guidance": 4.0}
+BASELINES = ("init_word", "words")  # what the token is compared with: evaluate.CONDITIONS but the concept
 
 
 @dataclass
@@ -47,8 +53,10 @@ def write_concept_images(folder: Path):
 
 def run_demo(config: DemoConfig) -> DemoResult:
     """Render the images, train the token, evaluate it; everything under `config.output_dir`."""
+    from tqdm.auto import tqdm
+
     from .concepts import load_concepts
-    from .evaluate import evaluate_concept
+    from .evaluate import CONDITIONS, judge_report, judged_cases, score_condition
     from .models import load_pipeline, pick_device
     from .training import train
 
@@ -57,12 +65,54 @@ def run_demo(config: DemoConfig) -> DemoResult:
     if (output_dir / "run").exists() and not config.overwrite:
         raise UserError(f"--output-dir {output_dir}: holds an earlier demo; pass --overwrite or another folder")
     spec = write_concept_images(output_dir / "images")
-    result = train(TrainConfig.from_values(dict(
-        model="miniworld", images=str(output_dir / "images"), token=spec.token, init_token=spec.init_word,
-        steps=config.steps, seed=config.seed, validation_prompt=f"a {spec.token} on a sand background",
-        output_dir=str(output_dir / "run"), overwrite=config.overwrite, device=config.device, threads=config.threads,
-        **DEMO_TRAINING, **DEMO_OUTPUTS)))
-    pipe = load_pipeline("miniworld").to(pick_device(config.device))
-    load_concepts(pipe, [result.output_dir])
-    evaluation = evaluate_concept(pipe, spec, output_dir / "evaluation", seed=config.seed)
+    evaluation_dir = output_dir / "evaluation"
+    with baselines_beside_training(spec, evaluation_dir, config) as baselines:
+        result = train(TrainConfig.from_values(dict(
+            model="miniworld", images=str(output_dir / "images"), token=spec.token, init_token=spec.init_word,
+            steps=config.steps, seed=config.seed, validation_prompt=f"a {spec.token} on a sand background",
+            output_dir=str(output_dir / "run"), overwrite=config.overwrite, device=config.device,
+            threads=config.threads, **DEMO_TRAINING, **DEMO_OUTPUTS)))
+        pipe = load_pipeline("miniworld").to(pick_device(config.device))
+        load_concepts(pipe, [result.output_dir])
+        with tqdm(total=len(judged_cases(spec)), desc="evaluating", unit="prompt") as progress:
+            scored = {"concept": score_condition(pipe, spec, "concept", evaluation_dir, seed=config.seed,
+                                                 on_prompt=progress.update, **EVALUATION)}
+        scored.update(baselines())
+    evaluation = judge_report(spec, {c: scored[c] for c in CONDITIONS}, seed=config.seed,
+                              scheduler=type(pipe.scheduler).__name__, **EVALUATION)
+    write_text_atomic(evaluation_dir / "evaluation.json", json.dumps(evaluation, indent=2))
     return DemoResult(output_dir, result.embedding_path, evaluation, result.seconds, result.steps)
+
+
+def score_baselines(spec, evaluation_dir: Path, seed: int, device: str, threads: int | None) -> dict:
+    """The base model with the init word, and with the best plain words, in the token's place: score_condition's
+    result for each. They do not depend on the training, so the demo scores them while it trains."""
+    from .evaluate import score_condition
+    from .models import load_pipeline, pick_device, use_threads
+
+    use_threads(threads)
+    pipe = load_pipeline("miniworld").to(pick_device(device))
+    return {condition: score_condition(pipe, spec, condition, evaluation_dir, seed=seed, **EVALUATION)
+            for condition in BASELINES}
+
+
+@contextmanager
+def baselines_beside_training(spec, evaluation_dir: Path, config: DemoConfig):
+    """Yields a function that returns score_baselines' result. On a CPU with a core to spare beyond the threads the
+    training computes with, a second process scores the baselines meanwhile (the evaluation's slowest part, two
+    thirds of its images); elsewhere they are scored when asked for, after the training."""
+    from .models import default_threads, pick_device, usable_cpus
+
+    threads = config.threads or default_threads()
+    if pick_device(config.device).type != "cpu" or usable_cpus() < 2 * threads:
+        yield lambda: score_baselines(spec, evaluation_dir, config.seed, config.device, config.threads)
+        return
+    pool = multiprocessing.get_context("spawn").Pool(1)
+    try:
+        yield pool.apply_async(score_baselines, (spec, evaluation_dir, config.seed, "cpu", threads)).get
+        pool.close()
+    except BaseException:  # the training failed or was interrupted: the baselines are not wanted
+        pool.terminate()
+        raise
+    finally:
+        pool.join()

@@ -94,44 +94,67 @@ def evaluate_concept(pipe, spec: ConceptSpec, output_dir: Path, num_images: int 
     images are those of one prompt at a time up to the last bits of the batched arithmetic.
     `scheduler` (a generation.SCHEDULERS name; None: the pipeline's own) samples for this evaluation only.
     """
-    from .generation import save_grid, using_sampler
+    from tqdm.auto import tqdm
+
+    from .generation import using_sampler
+
+    with using_sampler(pipe, scheduler):
+        progress = tqdm(total=len(judged_cases(spec, edits)) * len(conditions), desc="evaluating", unit="prompt")
+        scored = {condition: score_condition(pipe, spec, condition, output_dir, num_images, steps, guidance, seed,
+                                             edits, prompts_per_call, progress.update) for condition in conditions}
+        progress.close()
+        report = judge_report(spec, scored, num_images, steps, guidance, seed, type(pipe.scheduler).__name__)
+    write_text_atomic(output_dir / "evaluation.json", json.dumps(report, indent=2))
+    return report
+
+
+def judged_cases(spec: ConceptSpec, edits: bool = True) -> list[PromptCase]:
+    return [case for case in prompt_cases(spec) if edits or case.kind == "fidelity"]
+
+
+def score_condition(pipe, spec: ConceptSpec, condition: str, output_dir: Path, num_images: int = 4, steps: int = 25,
+                    guidance: float = 4.0, seed: int = 0, edits: bool = True, prompts_per_call: int = PROMPTS_PER_CALL,
+                    on_prompt=None) -> tuple[dict[str, float], list[dict]]:
+    """One condition (a CONDITIONS name) over the prompt set: ({fidelity, editability}, a record per prompt).
+
+    Writes each prompt's grid under `output_dir`/grids/`condition`; calls `on_prompt()` after each prompt.
+    The images of a prompt have the same seeds in every condition (prompt_generators)."""
+    from .generation import save_grid
     from .miniworld.judge import load_judge, predict
 
     judge = load_judge()
     pipe.set_progress_bar_config(disable=True)
-    cases = [case for case in prompt_cases(spec) if edits or case.kind == "fidelity"]
-    results: dict[str, dict] = {}
+    hits: dict[str, list[bool]] = {"fidelity": [], "edit": []}
     records = []
-    from tqdm.auto import tqdm
+    numbered = list(enumerate(judged_cases(spec, edits)))  # a case's number picks its images' seeds
+    for first in range(0, len(numbered), prompts_per_call):
+        chunk = numbered[first:first + prompts_per_call]
+        prompts = [fill(case.template, stand_in(spec, condition)) for _, case in chunk]
+        generators = [g for case_index, _ in chunk for g in prompt_generators(seed, case_index, num_images)]
+        images = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance,
+                      num_images_per_prompt=num_images, generator=generators).images
+        for position, ((_, case), prompt) in enumerate(zip(chunk, prompts, strict=True)):
+            own = images[position * num_images:(position + 1) * num_images]
+            predictions = predict(own, judge)
+            matches = [all(p[k] == v for k, v in case.expected.items()) for p in predictions]
+            hits["fidelity" if case.kind == "fidelity" else "edit"].extend(matches)
+            save_grid(own, output_dir / "grids" / condition / grid_file_name(case.template, "{c}", spec.token))
+            records.append({"condition": condition, "prompt": prompt, "kind": case.kind, "expected": case.expected,
+                            "predicted": predictions, "hit_rate": sum(matches) / len(matches)})
+            if on_prompt is not None:
+                on_prompt()
+    return {"fidelity": mean(hits["fidelity"]), "editability": mean(hits["edit"])}, records
 
-    with using_sampler(pipe, scheduler):
-        progress = tqdm(total=len(cases) * len(conditions), desc="evaluating", unit="prompt")
-        for condition in conditions:
-            hits = {"fidelity": [], "edit": []}
-            numbered = list(enumerate(cases))  # a case's number picks its images' seeds
-            for first in range(0, len(numbered), prompts_per_call):
-                chunk = numbered[first:first + prompts_per_call]
-                prompts = [fill(case.template, stand_in(spec, condition)) for _, case in chunk]
-                generators = [g for case_index, _ in chunk for g in prompt_generators(seed, case_index, num_images)]
-                images = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance,
-                              num_images_per_prompt=num_images, generator=generators).images
-                for position, ((_, case), prompt) in enumerate(zip(chunk, prompts, strict=True)):
-                    own = images[position * num_images:(position + 1) * num_images]
-                    predictions = predict(own, judge)
-                    matches = [all(p[k] == v for k, v in case.expected.items()) for p in predictions]
-                    hits["fidelity" if case.kind == "fidelity" else "edit"].extend(matches)
-                    save_grid(own, output_dir / "grids" / condition / grid_file_name(case.template, "{c}", spec.token))
-                    records.append({"condition": condition, "prompt": prompt, "kind": case.kind, "expected": case.expected,
-                                    "predicted": predictions, "hit_rate": sum(matches) / len(matches)})
-                    progress.update(1)
-            results[condition] = {"fidelity": mean(hits["fidelity"]), "editability": mean(hits["edit"])}
-        progress.close()
-        report = {**results.get("concept", {}), "baselines": {c: results[c] for c in conditions if c != "concept"},
-                  "token": spec.token, "num_images": num_images, "steps": steps, "guidance": guidance, "seed": seed,
-                  "scheduler": type(pipe.scheduler).__name__,
-                  "prompts": records}
-    write_text_atomic(output_dir / "evaluation.json", json.dumps(report, indent=2))
-    return report
+
+def judge_report(spec: ConceptSpec, scored: dict[str, tuple[dict, list]], num_images: int, steps: int,
+                 guidance: float, seed: int, scheduler: str) -> dict:
+    """evaluation.json's content from score_condition's results per condition: the concept's scores at the top,
+    the other conditions under "baselines", every prompt's record in CONDITIONS order."""
+    ordered = [c for c in CONDITIONS if c in scored]
+    return {**(scored["concept"][0] if "concept" in scored else {}),
+            "baselines": {c: scored[c][0] for c in ordered if c != "concept"},
+            "token": spec.token, "num_images": num_images, "steps": steps, "guidance": guidance, "seed": seed,
+            "scheduler": scheduler, "prompts": [record for c in ordered for record in scored[c][1]]}
 
 
 def prompt_generators(seed: int, prompt_index: int, num_images: int) -> list[torch.Generator]:

@@ -1,0 +1,77 @@
+"""`textual-inversion demo` from launch to exit, with its baselines scored beside the training and after it.
+
+    python -m benchmarks.demo_speed [--rounds 2] [--seed 0]
+
+On a CPU with a core to spare the demo scores the baselines (the base model with the init word and with plain
+words: two thirds of the evaluation's images) in a second process while the token trains. "after" runs the same
+command as on a machine with one usable CPU, where they wait for the training. The two alternate, each a fresh
+process timed from launch to exit; the scores must be the same (the same images, seeds and thread count).
+Writes benchmarks/results/demo_speed.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .common import RESULTS_DIR, argument_parser, command, print_and_write
+
+# "after": the demo as on one usable CPU (models.usable_cpus decides), everything else as installed.
+AFTER = ("import sys, textual_inversion.models as models; models.usable_cpus = lambda: 1; "
+         "from textual_inversion.cli import main; sys.exit(main(sys.argv[1:]))")
+VARIANTS = {"beside": [sys.executable, "-m", "textual_inversion.cli"], "after": [sys.executable, "-c", AFTER]}
+
+
+def run_demo(variant: str, seed: int, folder: Path) -> dict:
+    """One demo in a fresh process: launch-to-exit seconds, training seconds and the judge's scores."""
+    started = time.perf_counter()
+    done = subprocess.run([*VARIANTS[variant], "demo", "--seed", str(seed), "--output-dir", str(folder), "--overwrite"],
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    seconds = time.perf_counter() - started
+    if done.returncode:
+        raise SystemExit(f"{variant}: the demo failed: {done.stderr[-2000:]}")
+    report = json.loads((folder / "evaluation" / "evaluation.json").read_text())
+    trained = re.search(r"trained in (\d+) s", done.stdout)
+    return {"variant": variant, "seconds": seconds, "train_s": float(trained.group(1)) if trained else float("nan"),
+            "scores": (report["fidelity"], report["editability"],
+                       *(report["baselines"][b][m] for b in ("init_word", "words") for m in ("fidelity", "editability")))}
+
+
+def main() -> None:
+    parser = argument_parser(__doc__)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    runs = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for round_index in range(args.rounds):
+            order = list(VARIANTS) if round_index % 2 == 0 else list(reversed(VARIANTS))
+            for variant in order:
+                runs.append({"round": round_index + 1, **run_demo(variant, args.seed, Path(workdir) / variant)})
+                print(f"round {round_index + 1} {variant}: {runs[-1]['seconds']:.0f} s", flush=True)
+    ratios = [beside["seconds"] / after["seconds"] for beside, after in
+              zip([r for r in runs if r["variant"] == "beside"], [r for r in runs if r["variant"] == "after"], strict=True)]
+    same = len({r["scores"] for r in runs}) == 1
+    lines = [f"# The demo from launch to exit, baselines beside the training against after it (seed {args.seed})", "",
+             f"Produced by `{command()}`, {os.cpu_count()} CPUs; each run a fresh `textual-inversion demo` process, "
+             "the variants alternating.", "",
+             "| round | baselines | launch to exit | training | fidelity / editability | init word | plain words |",
+             "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        s = r["scores"]
+        lines.append(f"| {r['round']} | {r['variant']} | {r['seconds']:.0f} s | {r['train_s']:.0f} s | "
+                     f"{s[0]:.2f} / {s[1]:.2f} | {s[2]:.2f} / {s[3]:.2f} | {s[4]:.2f} / {s[5]:.2f} |")
+    lines += ["", f"beside / after, per round: {', '.join(f'{x:.2f}' for x in ratios)} (median "
+                  f"{statistics.median(ratios):.2f}). Scores the same in every run: {'yes' if same else 'NO'}."]
+    print_and_write(lines, RESULTS_DIR / "demo_speed.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""The demo scores its baselines in a second process while the token trains, and gets what scoring them after gives."""
+
+import dataclasses
+import multiprocessing
+
+import pytest
+
+from textual_inversion import demo
+from textual_inversion.config import DemoConfig
+
+
+@pytest.fixture
+def fidelity_only_spec(tmp_path):
+    """The demo's concept with its edit prompts left out (16 images per condition instead of 40)."""
+    return dataclasses.replace(demo.write_concept_images(tmp_path / "images"), free=[])
+
+
+@pytest.mark.slow  # the baselines twice, 64 miniworld images in all
+def test_baselines_scored_beside_the_training_match_those_scored_after_it(tmp_path, fidelity_only_spec, monkeypatch):
+    monkeypatch.setattr("textual_inversion.models.usable_cpus", lambda: 2)  # a core to spare, on any machine
+    config = DemoConfig(output_dir=str(tmp_path), threads=1, device="cpu")
+    with demo.baselines_beside_training(fidelity_only_spec, tmp_path / "beside", config) as baselines:
+        assert len(multiprocessing.active_children()) == 1
+        beside = baselines()
+    assert not multiprocessing.active_children()
+    after = demo.score_baselines(fidelity_only_spec, tmp_path / "after", 0, "cpu", 1)
+    assert set(beside) == set(demo.BASELINES)
+    assert beside == after
+    assert sorted(p.name for p in (tmp_path / "beside" / "grids").iterdir()) == sorted(demo.BASELINES)
+
+
+def test_a_failed_training_stops_the_baselines(tmp_path, fidelity_only_spec, monkeypatch):
+    monkeypatch.setattr("textual_inversion.models.usable_cpus", lambda: 2)
+    config = DemoConfig(output_dir=str(tmp_path), threads=1, device="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        with demo.baselines_beside_training(fidelity_only_spec, tmp_path / "beside", config):
+            assert len(multiprocessing.active_children()) == 1
+            raise KeyboardInterrupt
+    assert not multiprocessing.active_children()
+
+
+def test_without_a_core_to_spare_the_baselines_wait_for_the_training(tmp_path, fidelity_only_spec, monkeypatch):
+    monkeypatch.setattr("textual_inversion.models.usable_cpus", lambda: 1)
+    scored = []
+    monkeypatch.setattr(demo, "score_baselines", lambda *args: scored.append(args) or {"init_word": "scored"})
+    config = DemoConfig(output_dir=str(tmp_path), threads=1, device="cpu")
+    with demo.baselines_beside_training(fidelity_only_spec, tmp_path, config) as baselines:
+        assert not multiprocessing.active_children() and not scored
+        assert baselines() == {"init_word": "scored"}
