@@ -50,7 +50,7 @@ from .architecture import (
 )
 from .captions import caption
 from .tokenizer import save_tokenizer
-from .world import PATTERN_WEIGHTS, PATTERNS, SHAPES, random_scene, render
+from .world import PATTERNS, SHAPES, random_scene, render
 
 log = logging.getLogger(__name__)
 
@@ -149,12 +149,11 @@ TWIN_TIMESTEPS = (900, 1000)
 
 
 @torch.no_grad()
-def cache_latents(vae, n: int, rng: random.Random, batch: int = 256, pattern_weights=PATTERN_WEIGHTS,
-                  twins: int = 0):
+def cache_latents(vae, n: int, rng: random.Random, batch: int = 256, twins: int = 0):
     """Stage 2: render ``n`` base-training scenes; keep their latent means/stds and scenes.
 
     `twins`: also render the first `twins` scenes with another pattern each, appended after the ``n``."""
-    scenes = [random_scene(rng, pattern_weights=pattern_weights) for _ in range(n)]
+    scenes = [random_scene(rng) for _ in range(n)]
     scenes += [dataclasses.replace(s, pattern=rng.choice([p for p in PATTERNS if p != s.pattern]))
                for s in scenes[:twins]]
     means, stds = [], []
@@ -338,8 +337,7 @@ def continue_build(args, out: Path, rng: random.Random) -> None:
     unet = UNet2DConditionModel.from_pretrained(str(source), subfolder="unet", torch_dtype=torch.float32)
     if args.full_resolution_attention and unet.config.down_block_types[0] != "CrossAttnDownBlock2D":
         unet = with_full_resolution_attention(unet)
-    scenes, means, stds = cache_latents(vae, args.cache_size, rng, pattern_weights=args.pattern_weights,
-                                        twins=args.cache_size // 2 if args.pattern_twins else 0)
+    scenes, means, stds = cache_latents(vae, args.cache_size, rng, twins=args.cache_size // 2 if args.pattern_twins else 0)
     t1 = time.time()
     log.info("stage latents: %.1f s", t1 - t0)
     train_unet(args, vae, scenes, means, stds, out, rng, start=(text_encoder.train(), unet.train()))
@@ -357,8 +355,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vae-batch", type=int, default=16)
     p.add_argument("--cache-size", type=int, default=20000, help="pre-rendered base-training images")
     p.add_argument("--unet-steps", type=int, default=5500)
-    p.add_argument("--pattern-weights", type=float, nargs=len(PATTERNS), default=PATTERN_WEIGHTS,
-                   metavar="W", help=f"how often the base-training scenes are {', '.join(PATTERNS)}")
     p.add_argument("--pattern-twins", type=float, default=0.0,
                    help="share of each UNet batch given to pairs of scenes alike but for the pattern, with the "
                         "same noise and a timestep among the noisiest tenth, so that only the words tell their "
@@ -406,8 +402,7 @@ def main(argv=None) -> None:
     vae = train_vae(args.vae_steps, args.vae_batch, rng)
     t1 = time.time()
     log.info("stage vae: %.1f s", t1 - t0)
-    scenes, means, stds = cache_latents(vae, args.cache_size, rng, pattern_weights=args.pattern_weights,
-                                        twins=args.cache_size // 2 if args.pattern_twins else 0)
+    scenes, means, stds = cache_latents(vae, args.cache_size, rng, twins=args.cache_size // 2 if args.pattern_twins else 0)
     t2 = time.time()
     log.info("stage latents: %.1f s", t2 - t1)
     train_unet(args, vae, scenes, means, stds, out, rng)

@@ -96,11 +96,8 @@ def random_scene(
     sizes: tuple[str, ...] = SIZES,
     patterns: tuple[str, ...] = PATTERNS,
     hidden_colour_prob: float = HIDDEN_COLOUR_PROB,
-    pattern_weights: tuple[float, ...] = PATTERN_WEIGHTS,
 ) -> Scene:
-    """Sample a scene. Defaults describe the base-training distribution (no star).
-
-    `pattern_weights` weigh PATTERNS when `patterns` is all of them; a subset is drawn uniformly."""
+    """Sample a scene. Defaults describe the base-training distribution (no star)."""
     shape = rng.choice(shapes)
     named = [c for c in colours if c != HIDDEN_COLOUR]
     if HIDDEN_COLOUR in colours and (not named or rng.random() < hidden_colour_prob):
@@ -110,7 +107,7 @@ def random_scene(
     background = rng.choice(backgrounds)
     size = rng.choice(sizes)
     if tuple(patterns) == PATTERNS:
-        pattern = rng.choices(PATTERNS, weights=pattern_weights)[0]
+        pattern = rng.choices(PATTERNS, weights=PATTERN_WEIGHTS)[0]
     else:
         pattern = rng.choice(patterns)
     lo, hi = SIZE_RADIUS[size]
