@@ -29,7 +29,7 @@ AFTER = ("import sys, textual_inversion.models as models; models.usable_cpus = l
 VARIANTS = {"beside": [sys.executable, "-m", "textual_inversion.cli"], "after": [sys.executable, "-c", AFTER]}
 
 
-def run_demo(variant: str, seed: int, folder: Path) -> dict:
+def timed_demo(variant: str, seed: int, folder: Path) -> dict:
     """One demo in a fresh process: launch-to-exit seconds, training seconds and the judge's scores."""
     started = time.perf_counter()
     done = subprocess.run([*VARIANTS[variant], "demo", "--seed", str(seed), "--output-dir", str(folder), "--overwrite"],
@@ -54,7 +54,7 @@ def main() -> None:
         for round_index in range(args.rounds):
             order = list(VARIANTS) if round_index % 2 == 0 else list(reversed(VARIANTS))
             for variant in order:
-                runs.append({"round": round_index + 1, **run_demo(variant, args.seed, Path(workdir) / variant)})
+                runs.append({"round": round_index + 1, **timed_demo(variant, args.seed, Path(workdir) / variant)})
                 print(f"round {round_index + 1} {variant}: {runs[-1]['seconds']:.0f} s", flush=True)
     ratios = [beside["seconds"] / after["seconds"] for beside, after in
               zip([r for r in runs if r["variant"] == "beside"], [r for r in runs if r["variant"] == "after"], strict=True)]

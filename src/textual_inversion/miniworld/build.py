@@ -149,13 +149,14 @@ TWIN_TIMESTEPS = (900, 1000)
 
 
 @torch.no_grad()
-def cache_latents(vae, n: int, rng: random.Random, batch: int = 256, twins: int = 0):
+def cache_latents(vae, n: int, rng: random.Random, batch: int = 256, twins: bool = False):
     """Stage 2: render ``n`` base-training scenes; keep their latent means/stds and scenes.
 
-    `twins`: also render the first `twins` scenes with another pattern each, appended after the ``n``."""
+    `twins`: also render the first half of them with another pattern each, appended after the ``n``."""
     scenes = [random_scene(rng) for _ in range(n)]
-    scenes += [dataclasses.replace(s, pattern=rng.choice([p for p in PATTERNS if p != s.pattern]))
-               for s in scenes[:twins]]
+    if twins:
+        scenes += [dataclasses.replace(s, pattern=rng.choice([p for p in PATTERNS if p != s.pattern]))
+                   for s in scenes[: n // 2]]
     means, stds = [], []
     for i in tqdm(range(0, len(scenes), batch), desc="latents", mininterval=10):
         post = vae.encode(to_tensor([render(s) for s in scenes[i : i + batch]])).latent_dist
@@ -279,10 +280,10 @@ def train_unet(args, vae, scenes, means, stds, out: Path, rng: random.Random, st
     g = torch.Generator().manual_seed(args.seed)
     pairs = int(args.batch_size * args.pattern_twins) // 2
     twin = twin_index(scenes) if pairs else None
-    if pairs and not (twin >= 0).any():
-        raise SystemExit(f"--pattern-twins {args.pattern_twins}: no scene has a twin among the {len(scenes)} "
-                         "rendered; raise --cache-size")
     if pairs:
+        if not (twin >= 0).any():
+            raise SystemExit(f"--pattern-twins {args.pattern_twins}: no scene has a twin among the {len(scenes)} "
+                             "rendered; raise --cache-size")
         log.info("%d of %d scenes have a pattern twin; %d twin pairs per batch", int((twin >= 0).sum()), len(scenes),
                  pairs)
     bar = tqdm(range(args.unet_steps), desc="unet", mininterval=10)
@@ -337,7 +338,7 @@ def continue_build(args, out: Path, rng: random.Random) -> None:
     unet = UNet2DConditionModel.from_pretrained(str(source), subfolder="unet", torch_dtype=torch.float32)
     if args.full_resolution_attention and unet.config.down_block_types[0] != "CrossAttnDownBlock2D":
         unet = with_full_resolution_attention(unet)
-    scenes, means, stds = cache_latents(vae, args.cache_size, rng, twins=args.cache_size // 2 if args.pattern_twins else 0)
+    scenes, means, stds = cache_latents(vae, args.cache_size, rng, twins=args.pattern_twins > 0)
     t1 = time.time()
     log.info("stage latents: %.1f s", t1 - t0)
     train_unet(args, vae, scenes, means, stds, out, rng, start=(text_encoder.train(), unet.train()))
@@ -402,7 +403,7 @@ def main(argv=None) -> None:
     vae = train_vae(args.vae_steps, args.vae_batch, rng)
     t1 = time.time()
     log.info("stage vae: %.1f s", t1 - t0)
-    scenes, means, stds = cache_latents(vae, args.cache_size, rng, twins=args.cache_size // 2 if args.pattern_twins else 0)
+    scenes, means, stds = cache_latents(vae, args.cache_size, rng, twins=args.pattern_twins > 0)
     t2 = time.time()
     log.info("stage latents: %.1f s", t2 - t1)
     train_unet(args, vae, scenes, means, stds, out, rng)
