@@ -24,6 +24,11 @@ GOOD = TrainConfig(images="pics", token="<t>", options={"init_token": "dog"})
     ({"validation_prompt": "a photo of a cat"}, "does not contain the token <t>"),
     ({"lr_warmup_steps": 10}, "--lr-warmup-steps 10 has no effect with --lr-scheduler constant"),
     ({"validation_guidance": -1.0}, "--validation-guidance -1.0: cannot be negative"),
+    ({"timestep_bias": "later"}, "--timestep-bias later with --timestep-bias-multiplier 1.0 has no effect"),
+    ({"timestep_bias": "later", "timestep_bias_multiplier": 9.0, "timestep_bias_portion": 1.0},
+     "--timestep-bias-portion 1.0: must be between 0 and 1"),
+    ({"timestep_bias": "range", "timestep_bias_multiplier": 9.0, "timestep_bias_begin": 900,
+      "timestep_bias_end": 900}, "--timestep-bias-begin 900 and --timestep-bias-end 900: need 0 <= begin < end"),
 ])
 def test_train_config_rejects(change, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -153,4 +153,46 @@ def test_uniform_timesteps_are_drawn_as_before_the_stratified_option():
     assert [draw_batch(data, 4, None, generator, 1000, 1.0, 0, 1).timesteps.tolist() for _ in range(2)] == RECORDED
 
 
+def test_timestep_bias_favours_its_span_by_the_multiplier():
+    import torch
+
+    from textual_inversion.data import timestep_bias
+
+    later = timestep_bias(1000, "later", 0.1, 9.0)
+    assert later.sum().item() == pytest.approx(1.0)
+    assert later[900:].sum().item() == pytest.approx(0.5)  # 100 timesteps x 9 against 900 x 1
+    assert later[899].item() * 9 == pytest.approx(later[900].item())
+    earlier = timestep_bias(1000, "earlier", 0.25, 0.5)  # below 1: the cleanest quarter avoided
+    assert earlier[:250].sum().item() == pytest.approx(250 * 0.5 / (250 * 0.5 + 750))
+    in_range = timestep_bias(1000, "range", 0.5, 4.0, begin=200, end=300)
+    assert torch.equal(in_range > in_range.min(), torch.arange(1000).ge(200) & torch.arange(1000).lt(300))
+
+
+def test_biased_timesteps_follow_their_chances_and_a_stratified_batch_splits_them_exactly():
+    import torch
+
+    from textual_inversion.data import draw_biased_timesteps, timestep_bias
+
+    chances = timestep_bias(1000, "later", 0.1, 9.0)  # half of the chance on t >= 900
+    generator = torch.Generator().manual_seed(0)
+    drawn = torch.cat([draw_biased_timesteps(4, chances, generator) for _ in range(2000)])
+    assert drawn.min() >= 0 and drawn.max() <= 999
+    assert 0.47 < (drawn >= 900).double().mean().item() < 0.53  # 8000 draws: 3 standard deviations is 0.017
+    assert len(set(drawn[drawn < 900].tolist())) > 800  # the rest still spread over the whole schedule
+    for _ in range(100):  # one draw from each quarter of the chance: exactly two noisiest-tenth timesteps
+        assert int((draw_biased_timesteps(4, chances, generator, stratified=True) >= 900).sum()) == 2
+
+
+def test_a_biased_batch_draws_its_subject_and_class_rows_with_the_chances():
+    import torch
+
+    from textual_inversion.data import TrainingData, draw_batch, timestep_bias
+
+    data = TrainingData([], [], [["p"]] * 3, [None] * 3, caches=[cache_of(3)], class_caches=[cache_of(5)])
+    only_the_last = timestep_bias(1000, "later", 0.001, 1e12)  # every chance but a rounding error on t = 999
+    batch = draw_batch(data, 4, "a dog", torch.Generator().manual_seed(0), 1000, 1.0, 0, 1,
+                       timestep_chances=only_the_last)
+    assert batch.timesteps.tolist() == [999] * 8
+
+
 RECORDED = [[722, 753, 212, 405], [453, 166, 446, 14]]  # from main at 36563c3, before the option

@@ -122,6 +122,8 @@ CASES = {
     "--context-weight with --per-layer": (lambda t, m: train(t, m, "--per-layer", "--context-weight", "0.5"), "--context-weight 0.5 compares the token with --init-token's word in one text encoding; leave it out with --per-layer"),
     "--context-weight on a Flux model": (on_flux(lambda t, m: train(t, m, "--context-weight", "1")), "--context-weight 1.0: for the UNet families (CLIP text encoders); leave it out"),
     "--per-layer with pivotal tuning": (lambda t, m: train(t, m, "--method", "pivotal", "--per-layer"), "--per-layer is an option of --method textual-inversion"),
+    "--timestep-bias on Flux": (on_flux(lambda t, m: train(t, m, "--timestep-bias", "later", "--timestep-bias-multiplier", "9")), "--timestep-bias works on UNet models (SD 1.x/2.x, SDXL, miniworld); flux draws"),
+    "--timestep-bias-end past the schedule": (lambda t, m: train(t, m, "--timestep-bias", "range", "--timestep-bias-multiplier", "9", "--timestep-bias-end", "5000"), "--timestep-bias-end 5000: this model's schedule has 1000 timesteps"),
     "dreambooth on a transformer-family model": (on_flux(lambda t, m: train_weights(t, m, "dreambooth")), "--method dreambooth: not available for flux models"),
     "--kohya-copy on Flux": (on_flux(lambda t, m: train_weights(t, m, "lora", "--kohya-copy")), "--kohya-copy: the kohya layout is written for SD 1.x, 2.x and XL only, not flux"),
     "--bundle on Flux": (on_flux(lambda t, m: train(t, m, "--method", "pivotal", "--bundle")), "--bundle: AUTOMATIC1111's bundle layout is for SD 1.x, 2.x and XL, not flux"),

@@ -181,6 +181,22 @@ def test_stratified_timesteps_reach_the_steps(train_config, monkeypatch):
     assert drawn and all(flag and quarters == [0, 1, 2, 3] for flag, quarters in drawn), drawn
 
 
+def test_timestep_bias_reaches_every_batch(train_config, monkeypatch):
+    """--timestep-bias later: the training steps and the fixed batch draw with the biased chances."""
+    from textual_inversion import training
+
+    drawn = []
+
+    def recording_draw(*args, **kwargs):
+        drawn.append(kwargs["timestep_chances"])
+        return draw_batch(*args, **kwargs)
+
+    monkeypatch.setattr(training, "draw_batch", recording_draw)
+    train(dataclasses.replace(train_config, steps=2, batch_size=2, checkpoint_every=0, timestep_bias="later",
+                              timestep_bias_portion=0.1, timestep_bias_multiplier=9.0))
+    assert drawn and all(chances is not None and chances[-1] == 9 * chances[0] for chances in drawn)
+
+
 def test_fp16_without_a_gpu_is_refused(train_config):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")

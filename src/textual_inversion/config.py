@@ -61,6 +61,15 @@ class TrainConfig:
     timesteps: str = option("uniform", "how a batch draws its noise levels: uniform (each on its own) or stratified "
                                        "(one from each of batch-size equal ranges: a less noisy gradient)",
                             ("uniform", "stratified"))
+    timestep_bias: str = option("none", "favour part of the noise schedule, as diffusers' --timestep_bias_strategy: "
+                                        "later (the noisiest timesteps, where layout and coarse texture are decided), "
+                                        "earlier (the cleanest: fine detail), range (--timestep-bias-begin "
+                                        "to --timestep-bias-end) or none", ("none", "later", "earlier", "range"))
+    timestep_bias_portion: float = option(0.25, "later/earlier: the share of the schedule favoured, e.g. 0.1")
+    timestep_bias_multiplier: float = option(1.0, "how many times likelier a favoured timestep is drawn (9 with "
+                                                  "portion 0.1: half the draws in that tenth)")
+    timestep_bias_begin: int = option(0, "range: the first favoured timestep")
+    timestep_bias_end: int = option(1000, "range: the favoured timesteps end before this one")
     grad_accum: int = option(1, "micro-batches accumulated per optimizer step")
     resolution: int | None = option(None, "training resolution in pixels (default: the model's native size)")
     bucket: bool = option(True, "aspect-ratio bucketing: each picture trains at the bucket size (about resolution² "
@@ -199,6 +208,17 @@ class TrainConfig:
         if self.lr_warmup_steps and self.lr_scheduler == "constant":  # diffusers' constant schedule ignores warm-up
             raise UserError(f"--lr-warmup-steps {self.lr_warmup_steps} has no effect with --lr-scheduler constant: "
                             "pass --lr-scheduler constant_with_warmup (or another schedule)")
+        if self.timestep_bias != "none":
+            if self.timestep_bias_multiplier <= 0 or self.timestep_bias_multiplier == 1:
+                raise UserError(f"--timestep-bias {self.timestep_bias} with --timestep-bias-multiplier "
+                                f"{self.timestep_bias_multiplier} has no effect or none that can work: pass a "
+                                "multiplier above 0 and not 1, e.g. 9 (above 1 favours, below 1 avoids)")
+            if not 0 < self.timestep_bias_portion < 1:
+                raise UserError(f"--timestep-bias-portion {self.timestep_bias_portion}: must be between 0 and 1, "
+                                "e.g. 0.1 for a tenth of the schedule")
+            if not 0 <= self.timestep_bias_begin < self.timestep_bias_end:
+                raise UserError(f"--timestep-bias-begin {self.timestep_bias_begin} and --timestep-bias-end "
+                                f"{self.timestep_bias_end}: need 0 <= begin < end")
         if self.resolution is not None and (self.resolution < 32 or self.resolution % 8):
             raise UserError(f"--resolution {self.resolution}: must be a multiple of 8 and at least 32")
         if self.validation_prompt is not None and self.token not in self.validation_prompt:

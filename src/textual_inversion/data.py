@@ -271,12 +271,14 @@ class Batch:
 
 def draw_batch(data: TrainingData, batch_size: int, class_prompt: str | None, source: torch.Generator,
                num_train_timesteps: int, scaling_factor: float, process: int, processes: int,
-               shift_factor: float = 0.0, stratified: bool = False) -> Batch:
+               shift_factor: float = 0.0, stratified: bool = False,
+               timestep_chances: torch.Tensor | None = None) -> Batch:
     """The global batch drawn from `source` (subject pictures, then class images); the rows of `process`.
 
     Every process draws the same global batch from the shared generator and trains on its share;
     averaged gradients then equal those of the global batch on one process. A batch comes from one bucket,
-    picked with a chance proportional to how many entries it holds. `stratified`: see `draw_timesteps`.
+    picked with a chance proportional to how many entries it holds. `stratified`: see `draw_timesteps`;
+    `timestep_chances` [num_train_timesteps] (from `timestep_bias`): each timestep's chance, None for uniform.
     """
     bucket = 0
     if len(data.caches) > 1:  # with one bucket no draw, so square-cropped runs draw what they always did
@@ -297,7 +299,10 @@ def draw_batch(data: TrainingData, batch_size: int, class_prompt: str | None, so
         if masks is not None:  # the class images count everywhere
             masks = torch.cat([masks, torch.ones_like(masks)])
     noise = torch.randn(latents.shape, generator=source)
-    if stratified:  # the subject's rows and the class images' rows each cover the whole schedule
+    if timestep_chances is not None:
+        timesteps = torch.cat([draw_biased_timesteps(batch_size, timestep_chances, source, stratified)
+                               for _ in range(len(latents) // batch_size)])
+    elif stratified:  # the subject's rows and the class images' rows each cover the whole schedule
         timesteps = torch.cat([draw_timesteps(batch_size, num_train_timesteps, source)
                                for _ in range(len(latents) // batch_size)])
     else:
@@ -319,6 +324,35 @@ def draw_timesteps(count: int, num_train_timesteps: int, source: torch.Generator
     """
     strata = torch.randperm(count, generator=source)
     return (strata * num_train_timesteps + torch.randint(0, num_train_timesteps, (count,), generator=source)) // count
+
+
+def timestep_bias(num_train_timesteps: int, strategy: str, portion: float, multiplier: float, begin: int = 0,
+                  end: int | None = None) -> torch.Tensor:
+    """Each timestep's chance of being drawn [num_train_timesteps] (float64, summing to 1): the favoured ones
+    `multiplier` times likelier than the rest, as diffusers' SDXL training scripts weight them
+    (--timestep_bias_strategy). later: the noisiest `portion` of the schedule, where a picture's layout and
+    coarse texture are decided; earlier: the cleanest `portion`, fine detail; range: begin..end-1.
+    """
+    chances = torch.ones(num_train_timesteps, dtype=torch.float64)
+    favoured = max(1, round(portion * num_train_timesteps))
+    span = {"later": slice(num_train_timesteps - favoured, None), "earlier": slice(0, favoured),
+            "range": slice(begin, end)}[strategy]
+    chances[span] *= multiplier
+    return chances / chances.sum()
+
+
+def draw_biased_timesteps(count: int, chances: torch.Tensor, source: torch.Generator,
+                          stratified: bool = False) -> torch.Tensor:
+    """`count` timesteps [count] drawn with `chances` [num_train_timesteps] by inverse-transform sampling:
+    u in [0, 1) picks the first timestep whose cumulative chance passes u. `stratified`: one u from each of
+    `count` equal ranges of [0, 1), in random order (each batch then spans the favoured and the other timesteps
+    in proportion, as `draw_timesteps` spans the schedule)."""
+    if stratified:
+        uniform = (torch.randperm(count, generator=source) + torch.rand(count, generator=source, dtype=torch.float64)) / count
+    else:
+        uniform = torch.rand(count, generator=source, dtype=torch.float64)
+    cumulative = torch.cumsum(chances, 0)
+    return torch.searchsorted(cumulative, uniform, right=True).clamp(max=len(chances) - 1)
 
 
 def pick(options: list[str], generator: torch.Generator) -> str:

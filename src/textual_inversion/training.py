@@ -30,7 +30,15 @@ from . import __version__
 from .buckets import picture_sizes, size_step
 from .checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .data import Batch, LatentCache, TrainingData, draw_batch, encode_images, read_training_data
+from .data import (
+    Batch,
+    LatentCache,
+    TrainingData,
+    draw_batch,
+    encode_images,
+    read_training_data,
+    timestep_bias,
+)
 from .errors import UserError
 from .generation import save_grid
 from .learned_check import PASSES_TO_STOP, learned_check, learned_share, should_stop
@@ -115,6 +123,12 @@ def train(config: TrainConfig, pipe=None, stop: threading.Event | None = None,
     if is_transformer_family(pipe) and not method_class.transformer_families:
         raise UserError(f"--method {config.method}: not available for {model_family(pipe)} models; use "
                         "textual-inversion, lora or pivotal")
+    if is_transformer_family(pipe) and config.timestep_bias != "none":  # their indices run from noise to clean
+        raise UserError(f"--timestep-bias works on UNet models (SD 1.x/2.x, SDXL, miniworld); {model_family(pipe)} "
+                        "draws its noise levels from its own density: leave the option out")
+    if config.timestep_bias == "range" and config.timestep_bias_end > pipe.scheduler.config.num_train_timesteps:
+        raise UserError(f"--timestep-bias-end {config.timestep_bias_end}: this model's schedule has "
+                        f"{pipe.scheduler.config.num_train_timesteps} timesteps")
     for module in [encoder for _, _, encoder in text_encoders(pipe)] + [denoiser(pipe), pipe.vae]:
         module.requires_grad_(False).eval()
 
@@ -195,12 +209,16 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
             set_values(moving_average, state.get("ema") or method.trainable_parameters())
         logger.info("resuming from %s (step %d)", checkpoint, step)
 
+    timestep_chances = None if config.timestep_bias == "none" else timestep_bias(
+        noise_scheduler.config.num_train_timesteps, config.timestep_bias, config.timestep_bias_portion, config.timestep_bias_multiplier,
+        config.timestep_bias_begin, config.timestep_bias_end)
+
     def draw(source: torch.Generator) -> Batch:
         return draw_batch(data, config.batch_size, config.class_prompt, source,
                           noise_scheduler.config.num_train_timesteps, pipe.vae.config.scaling_factor,
                           accelerator.process_index, accelerator.num_processes,
                           getattr(pipe.vae.config, "shift_factor", None) or 0.0,
-                          stratified=config.timesteps == "stratified")
+                          stratified=config.timesteps == "stratified", timestep_chances=timestep_chances)
 
     def averaged(value: float) -> float:
         """`value` averaged over the processes (each computed it on its share of the batch)."""
