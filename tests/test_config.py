@@ -25,6 +25,7 @@ GOOD = TrainConfig(images="pics", token="<t>", options={"init_token": "dog"})
     ({"lr_warmup_steps": 10}, "--lr-warmup-steps 10 has no effect with --lr-scheduler constant"),
     ({"validation_guidance": -1.0}, "--validation-guidance -1.0: cannot be negative"),
     ({"timestep_bias": "later"}, "--timestep-bias later with --timestep-bias-multiplier 1.0 has no effect"),
+    ({"timestep_bias": "later", "timestep_bias_multiplier": -2.0}, "--timestep-bias-multiplier -2.0: must be above 0"),
     ({"timestep_bias": "later", "timestep_bias_multiplier": 9.0, "timestep_bias_portion": 1.0},
      "--timestep-bias-portion 1.0: must be between 0 and 1"),
     ({"timestep_bias": "range", "timestep_bias_multiplier": 9.0, "timestep_bias_begin": 900,

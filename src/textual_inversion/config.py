@@ -209,10 +209,11 @@ class TrainConfig:
             raise UserError(f"--lr-warmup-steps {self.lr_warmup_steps} has no effect with --lr-scheduler constant: "
                             "pass --lr-scheduler constant_with_warmup (or another schedule)")
         if self.timestep_bias != "none":
-            if self.timestep_bias_multiplier <= 0 or self.timestep_bias_multiplier == 1:
-                raise UserError(f"--timestep-bias {self.timestep_bias} with --timestep-bias-multiplier "
-                                f"{self.timestep_bias_multiplier} has no effect or none that can work: pass a "
-                                "multiplier above 0 and not 1, e.g. 9 (above 1 favours, below 1 avoids)")
+            if self.timestep_bias_multiplier == 1:  # diffusers' default, which makes its strategy a no-op
+                raise UserError(f"--timestep-bias {self.timestep_bias} with --timestep-bias-multiplier 1.0 has no "
+                                "effect: pass a multiplier, e.g. 9 (above 1 favours the span, below 1 avoids it)")
+            if self.timestep_bias_multiplier <= 0:
+                raise UserError(f"--timestep-bias-multiplier {self.timestep_bias_multiplier}: must be above 0")
             if not 0 < self.timestep_bias_portion < 1:
                 raise UserError(f"--timestep-bias-portion {self.timestep_bias_portion}: must be between 0 and 1, "
                                 "e.g. 0.1 for a tenth of the schedule")

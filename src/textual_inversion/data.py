@@ -348,7 +348,8 @@ def draw_biased_timesteps(count: int, chances: torch.Tensor, source: torch.Gener
     `count` equal ranges of [0, 1), in random order (each batch then spans the favoured and the other timesteps
     in proportion, as `draw_timesteps` spans the schedule)."""
     if stratified:
-        uniform = (torch.randperm(count, generator=source) + torch.rand(count, generator=source, dtype=torch.float64)) / count
+        strata = torch.randperm(count, generator=source)
+        uniform = (strata + torch.rand(count, generator=source, dtype=torch.float64)) / count
     else:
         uniform = torch.rand(count, generator=source, dtype=torch.float64)
     cumulative = torch.cumsum(chances, 0)

@@ -209,9 +209,11 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
             set_values(moving_average, state.get("ema") or method.trainable_parameters())
         logger.info("resuming from %s (step %d)", checkpoint, step)
 
-    timestep_chances = None if config.timestep_bias == "none" else timestep_bias(
-        noise_scheduler.config.num_train_timesteps, config.timestep_bias, config.timestep_bias_portion, config.timestep_bias_multiplier,
-        config.timestep_bias_begin, config.timestep_bias_end)
+    timestep_chances = None
+    if config.timestep_bias != "none":
+        timestep_chances = timestep_bias(noise_scheduler.config.num_train_timesteps, config.timestep_bias,
+                                         config.timestep_bias_portion, config.timestep_bias_multiplier,
+                                         config.timestep_bias_begin, config.timestep_bias_end)
 
     def draw(source: torch.Generator) -> Batch:
         return draw_batch(data, config.batch_size, config.class_prompt, source,
