@@ -114,3 +114,12 @@ def test_a_method_cannot_redefine_another_methods_option():
 
     with pytest.raises(ValueError, match="method lora: the name is taken by LoRA"):
         register(Impostor)
+
+
+def test_an_option_given_no_value_keeps_its_default():
+    """None (an empty form field; the fuzz test found it crashing validate) for an option that cannot be None."""
+    config = TrainConfig.from_values({"images": "pics", "token": "<t>", "vectors": None, "steps": None,
+                                      "init_token": "dog"})
+    assert config.options.vectors == TrainConfig.from_values({"images": "pics", "token": "<t>"}).options.vectors
+    assert config.steps == TrainConfig(images="pics", token="<t>").steps  # optional: None means the method's own
+    config.validate()

@@ -101,8 +101,12 @@ def convert(kind: type, value: Any) -> Any:
 def coerce(config_class: type, values: dict[str, Any], source: str, **ready: Any) -> Any:
     """Build `config_class` from `values`, converting TOML/CLI types and naming a bad one; `ready` as given."""
     kinds = field_kinds(config_class)
+    optional = {name for name, hint in typing.get_type_hints(config_class).items()
+                if type(None) in typing.get_args(hint)}
     converted = {}
     for name, value in values.items():
+        if value is None and name not in optional:  # no value given (an empty form field): the default stands
+            continue
         try:
             converted[name] = convert(kinds[name], value)
         except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
