@@ -27,15 +27,21 @@ from .concept_sweep import METHODS, done, record
 
 # The optimisation and its checks, as --steps, --every, --lr, --batch-size and --num-images default to.
 SETTINGS = {"steps": 400, "every": 100, "lr": 0.02, "batch_size": 8, "num_images": 16}
+# --timestep-bias later: half the timesteps from the noisiest tenth, as concept_sweep's ti-cosine-later trains the
+# token, so that a ceiling can be compared with a token trained where miniworld chooses the pattern.
+LATER_BIAS = {"strategy": "later", "portion": 0.1, "multiplier": 9.0}
 
 
 def ceiling(pipe, judge, folder: Path, attributes: dict[str, str], start: str, steps: int, every: int, lr: float,
-            batch_size: int, num_images: int, seed: int) -> list[tuple[int, float, float, dict]]:
+            batch_size: int, num_images: int, seed: int, timestep_bias: dict | None = None
+            ) -> list[tuple[int, float, float, dict]]:
     """Optimise the conditioning [1, 77, D] from `start`'s on the pictures in `folder`; every `every` steps the
-    judge reads `num_images` pictures drawn from it: [(step, loss, share showing `attributes`, colours seen)]."""
+    judge reads `num_images` pictures drawn from it: [(step, loss, share showing `attributes`, colours seen)].
+    `timestep_bias`: data.timestep_bias's strategy, portion and multiplier (e.g. LATER_BIAS); None: uniform."""
     from diffusers import DDPMScheduler
 
-    from textual_inversion.data import list_images, load_rgb
+    from textual_inversion.data import draw_biased_timesteps, list_images, load_rgb
+    from textual_inversion.data import timestep_bias as bias_chances
     from textual_inversion.images import to_tensor
     from textual_inversion.miniworld.judge import predict
 
@@ -48,11 +54,16 @@ def ceiling(pipe, judge, folder: Path, attributes: dict[str, str], start: str, s
         initial = pipe.encode_prompt(start, "cpu", 1, False)[0]
     conditioning = initial.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([conditioning], lr=lr)
+    num_train_timesteps = noise_scheduler.config.num_train_timesteps
+    chances = None if timestep_bias is None else bias_chances(num_train_timesteps, **timestep_bias)
     checks = []
     for step in range(1, steps + 1):
         rows = torch.randint(len(latents), (batch_size,))
         clean, noise = latents[rows], torch.randn_like(latents[rows])
-        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch_size,))
+        if chances is None:
+            timesteps = torch.randint(0, num_train_timesteps, (batch_size,))
+        else:
+            timesteps = draw_biased_timesteps(batch_size, chances, torch.default_generator)
         noisy = noise_scheduler.add_noise(clean, noise, timesteps)
         if noise_scheduler.config.prediction_type == "v_prediction":
             target = noise_scheduler.get_velocity(clean, noise, timesteps)

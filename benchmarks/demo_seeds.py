@@ -4,7 +4,7 @@ One seed says little: whether the new vectors find the hidden colour depends on 
 timesteps. Each seed is a full demo (render, train, evaluate with both baselines); the table lists
 each and the spread. Written to benchmarks/results/demo.md.
 
-    python -m benchmarks.demo_seeds [--seeds 0 1 2 3] [--threads 2]
+    python -m benchmarks.demo_seeds [--seeds 0 1 2 3] [--threads N]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from .common import RESULTS_DIR, argument_parser, command, device_suffix, machin
 def main() -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, help="the demo's --threads (default: the demo's own default)")
     parser.add_argument("--device", default="cpu", help="cpu (the target's machine) or cuda")
     args = parser.parse_args()
 
@@ -28,13 +28,16 @@ def main() -> None:
 
     from textual_inversion.config import DemoConfig
     from textual_inversion.demo import DEMO_TRAINING, run_demo
+    from textual_inversion.models import default_threads
 
-    torch.set_num_threads(args.threads)
+    threads = args.threads or default_threads()
+    torch.set_num_threads(threads)
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for seed in args.seeds:
             started = time.perf_counter()
-            result = run_demo(DemoConfig(output_dir=f"{workdir}/seed-{seed}", seed=seed, device=args.device))
+            result = run_demo(DemoConfig(output_dir=f"{workdir}/seed-{seed}", seed=seed, device=args.device,
+                                         threads=args.threads))
             total = time.perf_counter() - started
             report = result.evaluation
             rows.append({"seed": seed, "fidelity": report["fidelity"], "editability": report["editability"],
@@ -45,7 +48,7 @@ def main() -> None:
 
     steps = DemoConfig().steps
     lines = [f"# `textual-inversion demo` over {len(rows)} seeds (concept (a), the hidden colour; "
-             f"{machine(args.device, args.threads)})", "",
+             f"{machine(args.device, threads)})", "",
              f"Produced by `{command()}`. Training: {steps} steps, "
              + ", ".join(f"{k} {v}" for k, v in DEMO_TRAINING.items())
              + ". Targets (issue #3): fidelity >= 0.8, init-word fidelity <= 0.2, editability >= 0.7.", "",

@@ -22,23 +22,24 @@ import torch
 from .common import RESULTS_DIR, argument_parser, command, print_and_write
 from .concept_set import SWEEP_RESULTS, write_concept_set
 from .concept_sweep import METHODS, at_target, done, misreads, record, train_and_score
-from .conditioning_ceiling import SETTINGS, ceiling, ceiling_rows
+from .conditioning_ceiling import LATER_BIAS, SETTINGS, ceiling, ceiling_rows
 from .miniworld_quality import ROWS, TARGETS, measure, prompt_set
 
 CANDIDATE_RESULTS = RESULTS_DIR / "miniworld_candidate.jsonl"
 
 
 def ceilings(pipe, judge, concepts: dict, names: list[str], seeds: list[int], known: list[dict], results: Path,
-             labels: dict) -> dict:
-    """{(concept, seed): (last check, best check)}: from `known` rows where present, else optimised here and
-    appended to `results` as a row with `labels`."""
+             labels: dict, timestep_bias: dict | None = None) -> dict:
+    """{(concept, seed): (last check, best check)}: from `known` rows where present, else optimised here (with
+    `timestep_bias`, see conditioning_ceiling.ceiling) and appended to `results` as a row with `labels`."""
     found = {}
     for name in names:
         _, folder, spec = concepts[name]
         for seed in seeds:
             row = next((r for r in known if r["concept"] == name and r["seed"] == seed), None)
             if row is None:
-                checks = ceiling(pipe, judge, folder, spec.attributes, f"a {spec.init_word}", seed=seed, **SETTINGS)
+                checks = ceiling(pipe, judge, folder, spec.attributes, f"a {spec.init_word}", seed=seed,
+                                 timestep_bias=timestep_bias, **SETTINGS)
                 print(name, seed, checks, flush=True)
                 found[name, seed] = (checks[-1][2], max(c[2] for c in checks))
                 record(results, {"concept": name, "kind": concepts[name][0], **labels, "seed": seed,
@@ -82,6 +83,9 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=[], choices=list(METHODS),
                         help="methods of benchmarks/concept_sweep.py to train on each model and concept")
     parser.add_argument("--passes", type=int, default=3200, help="the methods' training budget in UNet passes")
+    parser.add_argument("--ceiling-timesteps", choices=("uniform", "later"), default="uniform",
+                        help="the ceilings' timesteps: uniform, or later (half from the noisiest tenth, as the "
+                             "ti-cosine-later method trains the token)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--report", default=str(RESULTS_DIR / "miniworld_candidate.md"), help="the table to write")
     args = parser.parse_args()
@@ -104,14 +108,17 @@ def main() -> None:
             known = {**key, "rates": rates}
             record(CANDIDATE_RESULTS, known)
         quality[label] = known["rates"]
-        if label == "shipped":  # recorded as conditioning_ceiling.py records it
+        if label == "shipped" and args.ceiling_timesteps == "uniform":  # as conditioning_ceiling.py records it
             ceiling_of[label] = ceilings(pipe, judge, concepts, names, args.seeds, ceiling_rows(SWEEP_RESULTS),
                                          SWEEP_RESULTS, {"condition": "ceiling"})
         else:
+            biased = args.ceiling_timesteps == "later"
+            labels = {"model": key["model"], "condition": "ceiling", **({"timestep_bias": "later"} if biased else {})}
             ceiling_of[label] = ceilings(pipe, judge, concepts, names, args.seeds,
-                                         [r for r in done(CANDIDATE_RESULTS) if r["model"] == path
-                                          and r["condition"] == "ceiling"],
-                                         CANDIDATE_RESULTS, {"model": path, "condition": "ceiling"})
+                                         [r for r in done(CANDIDATE_RESULTS) if r["model"] == key["model"]
+                                          and r["condition"] == "ceiling"
+                                          and r.get("timestep_bias") == labels.get("timestep_bias")],
+                                         CANDIDATE_RESULTS, labels, LATER_BIAS if biased else None)
         for method in args.methods:
             if label == "shipped":
                 known, results, labels = done(SWEEP_RESULTS), SWEEP_RESULTS, {}
@@ -124,8 +131,9 @@ def main() -> None:
     lines = [f"# A candidate miniworld against the shipped one ({args.candidate})", "",
              f"Produced by `{command()}`. Base quality: benchmarks/miniworld_quality.py's {args.prompts} prompts x 2 "
              "images, 25 DDIM steps, guidance 4, read by the judge. Ceiling: the whole conditioning optimised on the "
-             "concept's pictures from \"a <init word>\" (benchmarks/conditioning_ceiling.py, 400 steps), judged on 16 "
-             "pictures every 100 steps: last check / best check, per seed.", "",
+             "concept's pictures from \"a <init word>\" (benchmarks/conditioning_ceiling.py, 400 steps"
+             + (", half the timesteps from t >= 900 as ti-cosine-later trains" if args.ceiling_timesteps == "later"
+                else "") + "), judged on 16 pictures every 100 steps: last check / best check, per seed.", "",
              "| base quality | shipped | candidate | target |", "|---|---|---|---|"]
     for key, label in ROWS.items():
         target = f"{100 * TARGETS[key]:.0f} %" if key in TARGETS else "-"

@@ -57,7 +57,7 @@ def test_continue_from_trains_the_unet_further_and_keeps_the_vae(tmp_path):
     build([*TINY_BUILD, "--output", str(tmp_path / "a" / "model")])
     continuation = ["--threads", "1", "--cache-size", "8", "--unet-steps", "2", "--batch-size", "4", "--warmup", "1",
                     "--seed", "1", "--continue-from", str(tmp_path / "a" / "model")]
-    build([*continuation, "--pattern-twins", "0.5", "--output", str(tmp_path / "b" / "model")])
+    build([*continuation, "--pattern-twins", "0.5", "--twin-weight", "0.3", "--output", str(tmp_path / "b" / "model")])
     build([*continuation, "--full-resolution-attention", "--output", str(tmp_path / "c" / "model")])
     unet_config = json.loads((tmp_path / "c" / "model" / "unet" / "config.json").read_text())
     assert unet_config["down_block_types"][0] == "CrossAttnDownBlock2D"
@@ -71,6 +71,16 @@ def test_continue_from_trains_the_unet_further_and_keeps_the_vae(tmp_path):
     scale = [json.loads((tmp_path / name / "model" / "vae" / "config.json").read_text())["scaling_factor"]
              for name in "ab"]
     assert scale[0] == scale[1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--pattern-twins", "0.25", "--twin-weight", "0"], "--twin-weight 0.0: give a weight above 0"),
+    (["--twin-weight", "0.5"], "--twin-weight only scales pattern twins' loss; give --pattern-twins too"),
+])
+def test_twin_weight_that_cannot_work_says_so(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        build(argv)
+    assert message in capsys.readouterr().err
 
 
 def test_continue_from_a_folder_without_a_pipeline_says_so(tmp_path):

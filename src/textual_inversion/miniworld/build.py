@@ -286,6 +286,7 @@ def train_unet(args, vae, scenes, means, stds, out: Path, rng: random.Random, st
                              "rendered; raise --cache-size")
         log.info("%d of %d scenes have a pattern twin; %d twin pairs per batch", int((twin >= 0).sum()), len(scenes),
                  pairs)
+    twin_loss_sum = loss_sum = 0.0
     bar = tqdm(range(args.unet_steps), desc="unet", mininterval=10)
     for step in bar:
         for grp in opt.param_groups:
@@ -305,9 +306,14 @@ def train_unet(args, vae, scenes, means, stds, out: Path, rng: random.Random, st
         # Min-SNR-5 weighting (v-prediction form) speeds up convergence a lot at small step counts. Twins weigh
         # their x0 error by 1 instead of by their tiny SNR: at t = 999 the word is all the UNet has to go on.
         w = snr[t].clamp(max=5.0) / (snr[t] + 1)
-        w[: 2 * pairs] = 1 / (snr[t[: 2 * pairs]] + 1)
+        w[: 2 * pairs] = args.twin_weight / (snr[t[: 2 * pairs]] + 1)
         w = w.view(-1, 1, 1, 1)
         loss = (w * (pred - target) ** 2).mean()
+        if pairs:
+            with torch.no_grad():
+                per_image = (w * (pred - target) ** 2).mean(dim=(1, 2, 3))
+                twin_loss_sum += float(per_image[: 2 * pairs].sum())
+                loss_sum += float(per_image.sum())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -319,6 +325,10 @@ def train_unet(args, vae, scenes, means, stds, out: Path, rng: random.Random, st
         if (step + 1) % args.save_every == 0 or step + 1 == args.unet_steps:
             export(out, vae, ema_text, tokenizer, ema_unet, tok_dir)
             log.info("exported step %d to %s", step + 1, out)
+            if pairs:  # how much of the loss (and so of the clipped gradient) the twins take, over this span
+                log.info("twins: %.0f %% of the batch, %.0f %% of the weighted loss since the last export",
+                         100 * 2 * pairs / args.batch_size, 100 * twin_loss_sum / max(loss_sum, 1e-12))
+                twin_loss_sum = loss_sum = 0.0
     shutil.rmtree(tok_dir, ignore_errors=True)
 
 
@@ -360,6 +370,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="share of each UNet batch given to pairs of scenes alike but for the pattern, with the "
                         "same noise and a timestep among the noisiest tenth, so that only the words tell their "
                         "targets apart (half of --cache-size is rendered a second time, with another pattern)")
+    p.add_argument("--twin-weight", type=float, default=1.0,
+                   help="scale on the twins' loss (x0 error weighted 1 at weight 1): below 1 the twins take a "
+                        "smaller part of each step's clipped gradient, leaving more to colours and shapes")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=6e-4)
     p.add_argument("--warmup", type=int, default=200, help="UNet steps of linear learning-rate warm-up")
@@ -377,7 +390,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="run stage 4 alone on an existing --output folder (e.g. alongside UNet training on a copy)",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.twin_weight <= 0:
+        p.error(f"--twin-weight {args.twin_weight}: give a weight above 0 (1 keeps the twins' x0 error as it is)")
+    if args.twin_weight != 1 and not args.pattern_twins:
+        p.error("--twin-weight only scales pattern twins' loss; give --pattern-twins too (e.g. 0.25)")
+    return args
 
 
 def main(argv=None) -> None:
