@@ -325,7 +325,7 @@ def train_unet(args, vae, scenes, means, stds, out: Path, rng: random.Random, st
         if (step + 1) % args.save_every == 0 or step + 1 == args.unet_steps:
             export(out, vae, ema_text, tokenizer, ema_unet, tok_dir)
             log.info("exported step %d to %s", step + 1, out)
-            if pairs:  # how much of the loss (and so of the clipped gradient) the twins take, over this span
+            if pairs:  # the twins' part of the weighted loss: a rough gauge of their part of the clipped gradient
                 log.info("twins: %.0f %% of the batch, %.0f %% of the weighted loss since the last export",
                          100 * 2 * pairs / args.batch_size, 100 * twin_loss_sum / max(loss_sum, 1e-12))
                 twin_loss_sum = loss_sum = 0.0
