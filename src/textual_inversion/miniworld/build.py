@@ -308,12 +308,12 @@ def train_unet(args, vae, scenes, means, stds, out: Path, rng: random.Random, st
         w = snr[t].clamp(max=5.0) / (snr[t] + 1)
         w[: 2 * pairs] = args.twin_weight / (snr[t[: 2 * pairs]] + 1)
         w = w.view(-1, 1, 1, 1)
-        loss = (w * (pred - target) ** 2).mean()
+        weighted_error = w * (pred - target) ** 2
+        loss = weighted_error.mean()
         if pairs:
-            with torch.no_grad():
-                per_image = (w * (pred - target) ** 2).mean(dim=(1, 2, 3))
-                twin_loss_sum += float(per_image[: 2 * pairs].sum())
-                loss_sum += float(per_image.sum())
+            per_image = weighted_error.detach().mean(dim=(1, 2, 3))
+            twin_loss_sum += float(per_image[: 2 * pairs].sum())
+            loss_sum += float(per_image.sum())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
