@@ -86,6 +86,9 @@ def main() -> None:
     parser.add_argument("--ceiling-timesteps", choices=("uniform", "later"), default="uniform",
                         help="the ceilings' timesteps: uniform, or later (half from the noisiest tenth, as the "
                              "ti-cosine-later method trains the token)")
+    parser.add_argument("--no-ceilings", action="store_true",
+                        help="leave the ceilings out (they take about as long as a method's runs): to compare the "
+                             "methods on two models")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--report", default=str(RESULTS_DIR / "miniworld_candidate.md"), help="the table to write")
     args = parser.parse_args()
@@ -108,17 +111,18 @@ def main() -> None:
             known = {**key, "rates": rates}
             record(CANDIDATE_RESULTS, known)
         quality[label] = known["rates"]
-        if label == "shipped" and args.ceiling_timesteps == "uniform":  # as conditioning_ceiling.py records it
-            ceiling_of[label] = ceilings(pipe, judge, concepts, names, args.seeds, ceiling_rows(SWEEP_RESULTS),
-                                         SWEEP_RESULTS, {"condition": "ceiling"})
-        else:
-            biased = args.ceiling_timesteps == "later"
-            labels = {"model": key["model"], "condition": "ceiling", **({"timestep_bias": "later"} if biased else {})}
-            ceiling_of[label] = ceilings(pipe, judge, concepts, names, args.seeds,
-                                         [r for r in done(CANDIDATE_RESULTS) if r["model"] == key["model"]
-                                          and r["condition"] == "ceiling"
-                                          and r.get("timestep_bias") == labels.get("timestep_bias")],
-                                         CANDIDATE_RESULTS, labels, LATER_BIAS if biased else None)
+        if not args.no_ceilings:
+            if label == "shipped" and args.ceiling_timesteps == "uniform":  # as conditioning_ceiling.py records it
+                ceiling_of[label] = ceilings(pipe, judge, concepts, names, args.seeds, ceiling_rows(SWEEP_RESULTS),
+                                             SWEEP_RESULTS, {"condition": "ceiling"})
+            else:
+                biased = args.ceiling_timesteps == "later"
+                labels = {"model": key["model"], "condition": "ceiling", **({"timestep_bias": "later"} if biased else {})}
+                ceiling_of[label] = ceilings(pipe, judge, concepts, names, args.seeds,
+                                             [r for r in done(CANDIDATE_RESULTS) if r["model"] == key["model"]
+                                              and r["condition"] == "ceiling"
+                                              and r.get("timestep_bias") == labels.get("timestep_bias")],
+                                             CANDIDATE_RESULTS, labels, LATER_BIAS if biased else None)
         for method in args.methods:
             if label == "shipped":
                 known, results, labels = done(SWEEP_RESULTS), SWEEP_RESULTS, {}
@@ -133,17 +137,19 @@ def main() -> None:
              "images, 25 DDIM steps, guidance 4, read by the judge. Ceiling: the whole conditioning optimised on the "
              "concept's pictures from \"a <init word>\" (benchmarks/conditioning_ceiling.py, 400 steps"
              + (", half the timesteps from t >= 900 as ti-cosine-later trains" if args.ceiling_timesteps == "later"
-                else "") + "), judged on 16 pictures every 100 steps: last check / best check, per seed.", "",
+                else "") + "), judged on 16 pictures every 100 steps: last check / best check, per seed"
+             + (" (left out of this run: --no-ceilings)." if args.no_ceilings else "."), "",
              "| base quality | shipped | candidate | target |", "|---|---|---|---|"]
     for key, label in ROWS.items():
         target = f"{100 * TARGETS[key]:.0f} %" if key in TARGETS else "-"
         lines.append(f"| {label} | {100 * quality['shipped'][key]:.1f} % | {100 * quality['candidate'][key]:.1f} % "
                      f"| {target} |")
-    lines += ["", "| concept | kind | ceiling, shipped | ceiling, candidate |", "|---|---|---|---|"]
-    for name in names:
-        cells = [", ".join(f"{ceiling_of[label][name, seed][0]:.2f} / {ceiling_of[label][name, seed][1]:.2f}"
-                           for seed in args.seeds) for label in models]
-        lines.append(f"| {name} | {concepts[name][0]} | {' | '.join(cells)} |")
+    if not args.no_ceilings:
+        lines += ["", "| concept | kind | ceiling, shipped | ceiling, candidate |", "|---|---|---|---|"]
+        for name in names:
+            cells = [", ".join(f"{ceiling_of[label][name, seed][0]:.2f} / {ceiling_of[label][name, seed][1]:.2f}"
+                               for seed in args.seeds) for label in models]
+            lines.append(f"| {name} | {concepts[name][0]} | {' | '.join(cells)} |")
     for method in args.methods:
         lines += ["", f"{method} at {args.passes} passes (benchmarks/concept_sweep.py's settings), fidelity / "
                   "editability per seed, at the targets (>= 0.8 / >= 0.7) marked *; and what the judge read instead of "

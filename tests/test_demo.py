@@ -48,3 +48,21 @@ def test_without_a_core_to_spare_the_baselines_wait_for_the_training(tmp_path, f
     with demo.baselines_beside_training(fidelity_only_spec, tmp_path, config) as baselines:
         assert not multiprocessing.active_children() and not scored
         assert baselines() == {"init_word": "scored"}
+
+
+def test_other_training_settings_reach_the_training_in_place_of_the_demos(tmp_path, monkeypatch):
+    monkeypatch.setattr("textual_inversion.models.usable_cpus", lambda: 1)  # no second process
+    trained = []
+
+    def train(config):
+        trained.append(config)
+        raise InterruptedError  # the settings are what is tested; nothing trains
+
+    monkeypatch.setattr("textual_inversion.training.train", train)
+    config = DemoConfig(output_dir=str(tmp_path), steps=250, threads=1, device="cpu")
+    for settings in (None, {**demo.DEMO_TRAINING, "lr": 0.1, "lr_scheduler": "cosine"}):
+        with pytest.raises(InterruptedError):
+            demo.run_demo(dataclasses.replace(config, overwrite=True), settings)
+    shipped, other = trained
+    assert (shipped.lr, shipped.lr_scheduler, other.lr, other.lr_scheduler) == (0.05, "constant", 0.1, "cosine")
+    assert shipped.steps == other.steps == 250 and other.options.vectors == demo.DEMO_TRAINING["vectors"]

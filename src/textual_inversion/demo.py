@@ -51,8 +51,9 @@ def write_concept_images(folder: Path):
     return ConceptSpec.from_toml(folder / "concept.toml")
 
 
-def run_demo(config: DemoConfig) -> DemoResult:
-    """Render the images, train the token, evaluate it; everything under `config.output_dir`."""
+def run_demo(config: DemoConfig, training: dict | None = None) -> DemoResult:
+    """Render the images, train the token, evaluate it; everything under `config.output_dir`. `training`
+    replaces DEMO_TRAINING (train's options by name), for benchmarks that try other settings."""
     from tqdm.auto import tqdm
 
     from .concepts import load_concepts
@@ -71,7 +72,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
             model="miniworld", images=str(output_dir / "images"), token=spec.token, init_token=spec.init_word,
             steps=config.steps, seed=config.seed, validation_prompt=f"a {spec.token} on a sand background",
             output_dir=str(output_dir / "run"), overwrite=config.overwrite, device=config.device,
-            threads=config.threads, **DEMO_TRAINING, **DEMO_OUTPUTS)))
+            threads=config.threads, **(DEMO_TRAINING if training is None else training), **DEMO_OUTPUTS)))
         pipe = load_pipeline("miniworld").to(pick_device(config.device))
         load_concepts(pipe, [result.output_dir])
         with tqdm(total=len(judged_cases(spec)), desc="evaluating", unit="prompt") as progress:
