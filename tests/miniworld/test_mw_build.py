@@ -7,6 +7,7 @@ latent cache, UNet + text encoder, decoder refinement, export) for a handful of 
 import dataclasses
 import json
 import random
+import stat
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,12 @@ def test_same_seed_builds_identical_weights(tmp_path):
         assert a[name].keys() == b[name].keys()
         assert all(a[name][k].equal(b[name][k]) for k in a[name]), f"{name} differs between two builds with seed 0"
     assert any(not a[name][k].equal(c[name][k]) for name in a for k in a[name]), "seed 1 built the same weights"
+    probe = tmp_path / "probe"
+    probe.touch()  # a new file's mode under this process's umask
+    modes = {str(p.relative_to(tmp_path / "a")): stat.S_IMODE(p.stat().st_mode)
+             for p in (tmp_path / "a").rglob("*") if p.is_file()}
+    assert set(modes.values()) == {stat.S_IMODE(probe.stat().st_mode)}, modes  # safetensors' own files are 0600
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["model"]  # no staging folder left beside it
 
 
 @pytest.mark.slow  # a build, then two continuations of it (one with pattern twins, one with 16x16 attention)

@@ -23,6 +23,7 @@ the whole build under two hours on two CPU cores.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import json
@@ -37,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..atomic import apply_umask, replace_folder, staging_folder
 from ..images import to_tensor
 from . import MODEL_DIR
 from .architecture import (
@@ -130,14 +132,12 @@ def refine_decoder(model_dir: Path, steps: int, batch: int, seed: int, lr: float
         bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
     vae.eval().requires_grad_(False)
     log.info("decoder refinement: PSNR after %.2f dB", vae_psnr(vae, random.Random(seed + 2)))
-    tmp = model_dir / "vae.tmp"
-    vae.half().save_pretrained(str(tmp), safe_serialization=True)
-    cfg_path = tmp / "config.json"  # drop the local load path diffusers records
-    cfg = json.loads(cfg_path.read_text())
-    cfg.pop("_name_or_path", None)
-    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-    shutil.rmtree(model_dir / "vae")
-    tmp.rename(model_dir / "vae")
+    with folder_replaced(model_dir / "vae") as staging:
+        vae.half().save_pretrained(str(staging), safe_serialization=True)
+        cfg_path = staging / "config.json"  # drop the local load path diffusers records
+        cfg = json.loads(cfg_path.read_text())
+        cfg.pop("_name_or_path", None)
+        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
 # Where pattern twins train: the noisiest tenth of the timesteps. Below it the shipped UNet reads the pattern off
@@ -226,20 +226,31 @@ def export(out: Path, vae, text_encoder, tokenizer, unet, tok_files: Path) -> No
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    tmp = out.with_name(out.name + ".tmp")
-    pipe.save_pretrained(str(tmp), safe_serialization=True)
-    # Weights are fp16 on disk, but plain `from_pretrained` should give fp32 modules on CPU;
-    # transformers honours the config's dtype, so record float32 there.
-    cfg_path = tmp / "text_encoder" / "config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["dtype"] = "float32"
-    cfg_path.write_text(json.dumps(cfg, indent=2))
-    # Keep the classic slow-tokenizer files too (older transformers need them).
-    for name in ("vocab.json", "merges.txt"):
-        shutil.copy(tok_files / name, tmp / "tokenizer" / name)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with folder_replaced(out) as staging:
+        pipe.save_pretrained(str(staging), safe_serialization=True)
+        # Weights are fp16 on disk, but plain `from_pretrained` should give fp32 modules on CPU;
+        # transformers honours the config's dtype, so record float32 there.
+        cfg_path = staging / "text_encoder" / "config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg["dtype"] = "float32"
+        cfg_path.write_text(json.dumps(cfg, indent=2))
+        # Keep the classic slow-tokenizer files too (older transformers need them).
+        for name in ("vocab.json", "merges.txt"):
+            shutil.copy(tok_files / name, staging / "tokenizer" / name)
+
+
+@contextlib.contextmanager
+def folder_replaced(out: Path):
+    """Yields an empty folder beside `out` to write into; once the block ends, it replaces `out` whole, its files
+    under the user's umask (safetensors writes them private otherwise). Killed midway, the old `out` stays."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = staging_folder(out.parent, f".{out.name}.build-")
+    try:
+        yield staging
+        apply_umask(staging)
+        replace_folder(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def train_unet(args, vae, scenes, means, stds, out: Path, rng: random.Random, start=None) -> None:
