@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from textual_inversion.atomic import atomic_path, write_text_atomic
+from textual_inversion.atomic import atomic_path, replaced_folder, write_text_atomic
 from textual_inversion.formats import Embedding, write_embedding
 
 
@@ -49,6 +49,23 @@ def test_replacing_a_file_keeps_its_mode(tmp_path):
         write_text_atomic(read_only, "new")  # the mode is applied after the write, so it cannot block it
     assert (mode(private), private.read_text()) == (0o600, "new")
     assert (mode(read_only), read_only.read_text()) == (0o444, "new")
+
+
+def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path):
+    final = tmp_path / "pipeline"
+    final.mkdir()
+    (final / "old.json").write_text("old")
+    with umask(0o022), replaced_folder(final) as staging:
+        (staging / "unet").mkdir()
+        (staging / "unet" / "weights.bin").write_bytes(b"new")
+        os.chmod(staging / "unet" / "weights.bin", 0o600)  # as safetensors writes its files
+    assert sorted(p.relative_to(final).as_posix() for p in final.rglob("*")) == ["unet", "unet/weights.bin"]
+    assert (mode(final / "unet"), mode(final / "unet" / "weights.bin")) == (0o755, 0o644)
+    with pytest.raises(RuntimeError), replaced_folder(final) as staging:
+        (staging / "half-written.bin").write_bytes(b"")
+        raise RuntimeError("killed midway")
+    assert (final / "unet" / "weights.bin").read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["pipeline"], "a staging or old folder was left behind"
 
 
 @pytest.mark.parametrize("method", ["pivotal", "dreambooth"])

@@ -87,6 +87,25 @@ def apply_umask(staging: Path) -> None:
 
 
 @contextlib.contextmanager
+def replaced_folder(final: Path) -> Iterator[Path]:
+    """Yield an empty folder beside `final` to write into; when the block ends, its files (under the user's
+    umask, fsynced) take `final`'s place whole. An error or a kill inside the block leaves the old `final` as it was."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = staging_folder(final.parent, f".{final.name}.")  # beside it: the rename stays on one disk
+    try:
+        yield staging
+        apply_umask(staging)
+        for written in staging.rglob("*"):
+            if written.is_file() and not written.is_symlink():
+                with open(written, "rb") as handle:
+                    os.fsync(handle.fileno())
+        replace_folder(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is fsynced and renamed onto `path`."""
     path = Path(path)

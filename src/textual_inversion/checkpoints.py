@@ -8,7 +8,6 @@ the previous checkpoint intact; resume picks the newest complete one.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .atomic import apply_umask, replace_folder, staging_folder
+from .atomic import replaced_folder
 from .errors import UserError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -26,20 +25,12 @@ STEP_PATTERN = re.compile(r"step-(\d+)")
 
 def save_checkpoint(output_dir: Path, step: int, weights: dict[str, torch.Tensor], state: dict, keep: int = 2) -> Path:
     """Write checkpoint `step` atomically and keep only the newest `keep` ones (0: all)."""
-    root = Path(output_dir) / CHECKPOINT_DIR
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:06d}"
-    staging = staging_folder(root, f".step-{step:06d}.")
+    final = Path(output_dir) / CHECKPOINT_DIR / f"step-{step:06d}"
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(staging / "weights.safetensors"))
-        torch.save(state, staging / "state.pt")
-        apply_umask(staging)
-        for written in staging.iterdir():
-            with open(written, "rb") as handle:
-                os.fsync(handle.fileno())
-        replace_folder(staging, final)
+        with replaced_folder(final) as staging:
+            save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(staging / "weights.safetensors"))
+            torch.save(state, staging / "state.pt")
     except (OSError, SafetensorError) as error:
-        shutil.rmtree(staging, ignore_errors=True)
         if isinstance(error, SafetensorError) and "I/O error" not in str(error):
             raise
         previous = latest_checkpoint(output_dir)

@@ -19,7 +19,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import apply_umask, replace_folder, staging_folder
+from .atomic import replaced_folder
 from .concepts import CONCEPT_LIBRARY_FILES, run_outputs
 from .errors import UserError
 from .formats import read_embedding, write_embedding
@@ -120,14 +120,8 @@ def export_concept(run_dir: str | Path, output_dir: str | Path, overwrite: bool 
     check_destination(Path(run_dir), output_dir, overwrite)
     run = read_shared_run(run_dir)
     try:
-        output_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = staging_folder(output_dir.parent, f".{output_dir.name}.export-")  # beside it: the rename stays on one disk
-        try:
+        with replaced_folder(output_dir) as staging:
             files = write_concept_folder(run, staging, license, push_to_hub)
-            apply_umask(staging)
-            replace_folder(staging, output_dir)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     except OSError as error:
         raise UserError(f"{output_dir}: could not write it ({error.strerror or error}); "
                         "free disk space or choose another folder") from None

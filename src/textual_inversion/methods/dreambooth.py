@@ -57,14 +57,11 @@ class DreamBooth(Method):
 
     def save(self, folder: Path, metadata: dict[str, str]) -> dict[str, Path]:
         """`save_pretrained` into a staging folder, then swap it in as `pipeline/`."""
-        from ..atomic import apply_umask, replace_folder, staging_folder
+        from ..atomic import replaced_folder
 
-        output_dir = Path(folder)
-        final = output_dir / OUTPUT_FILES[PIPELINE]
-        staging = staging_folder(output_dir, ".pipeline.")
-        self.pipe.save_pretrained(staging, safe_serialization=True)
-        apply_umask(staging)
-        replace_folder(staging, final)
+        final = Path(folder) / OUTPUT_FILES[PIPELINE]
+        with replaced_folder(final) as staging:
+            self.pipe.save_pretrained(staging, safe_serialization=True)
         return {PIPELINE: final}
 
     def release(self) -> None:

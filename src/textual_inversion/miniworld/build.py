@@ -23,7 +23,6 @@ the whole build under two hours on two CPU cores.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import dataclasses
 import json
@@ -38,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..atomic import apply_umask, replace_folder, staging_folder
+from ..atomic import replaced_folder
 from ..images import to_tensor
 from . import MODEL_DIR
 from .architecture import (
@@ -132,7 +131,7 @@ def refine_decoder(model_dir: Path, steps: int, batch: int, seed: int, lr: float
         bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
     vae.eval().requires_grad_(False)
     log.info("decoder refinement: PSNR after %.2f dB", vae_psnr(vae, random.Random(seed + 2)))
-    with folder_replaced(model_dir / "vae") as staging:
+    with replaced_folder(model_dir / "vae") as staging:
         vae.half().save_pretrained(str(staging), safe_serialization=True)
         cfg_path = staging / "config.json"  # drop the local load path diffusers records
         cfg = json.loads(cfg_path.read_text())
@@ -226,7 +225,7 @@ def export(out: Path, vae, text_encoder, tokenizer, unet, tok_files: Path) -> No
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    with folder_replaced(out) as staging:
+    with replaced_folder(out) as staging:
         pipe.save_pretrained(str(staging), safe_serialization=True)
         # Weights are fp16 on disk, but plain `from_pretrained` should give fp32 modules on CPU;
         # transformers honours the config's dtype, so record float32 there.
@@ -237,20 +236,6 @@ def export(out: Path, vae, text_encoder, tokenizer, unet, tok_files: Path) -> No
         # Keep the classic slow-tokenizer files too (older transformers need them).
         for name in ("vocab.json", "merges.txt"):
             shutil.copy(tok_files / name, staging / "tokenizer" / name)
-
-
-@contextlib.contextmanager
-def folder_replaced(out: Path):
-    """Yields an empty folder beside `out` to write into; once the block ends, it replaces `out` whole, its files
-    under the user's umask (safetensors writes them private otherwise). Killed midway, the old `out` stays."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = staging_folder(out.parent, f".{out.name}.build-")
-    try:
-        yield staging
-        apply_umask(staging)
-        replace_folder(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def train_unet(args, vae, scenes, means, stds, out: Path, rng: random.Random, start=None) -> None:
