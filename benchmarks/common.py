@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import shlex
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,3 +48,10 @@ def print_and_write(lines: list[str], path: Path) -> str:
     print(table)
     Path(path).write_text(table, encoding="utf-8")
     return table
+
+
+def in_fresh_process(function, *args):
+    """`function(*args)` in a new spawned process, as a user's launch is: its imports, memory peak and
+    caches are its own. The child sees os.environ as it is at the call."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()

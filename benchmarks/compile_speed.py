@@ -12,39 +12,38 @@ short run less its steps). Variants alternate within each round.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
-from .common import CONCEPTS_DIR, RESULTS_DIR, argument_parser, command, machine, print_and_write
+from .common import (
+    CONCEPTS_DIR,
+    RESULTS_DIR,
+    argument_parser,
+    command,
+    in_fresh_process,
+    machine,
+    print_and_write,
+)
 
-# One training in a child process; prints its seconds (train's own clock) as JSON on the last line.
-CHILD = """
-import json, sys
-from textual_inversion import TrainConfig, train
-from textual_inversion.demo import DEMO_TRAINING
-steps, compile_unet, threads, output_dir, images = json.loads(sys.argv[1])
-result = train(TrainConfig.from_values(dict(model="miniworld", images=images, token="<c>", init_token="circle",
-    steps=steps, seed=0, threads=threads, compile=compile_unet, output_dir=output_dir, **DEMO_TRAINING)))
-print(json.dumps({"train_s": result.seconds, "steps": result.steps}))
-"""
+
+def train_seconds(steps: int, compile_unet: bool, threads: int, output_dir: str) -> dict:
+    """One training of the bundled hidden-colour concept; train's own seconds and its steps."""
+    from textual_inversion import TrainConfig, train
+    from textual_inversion.demo import DEMO_TRAINING
+
+    result = train(TrainConfig.from_values(dict(
+        model="miniworld", images=str(CONCEPTS_DIR / "hidden-colour"), token="<c>", init_token="circle",
+        steps=steps, seed=0, threads=threads, compile=compile_unet, output_dir=output_dir, **DEMO_TRAINING)))
+    return {"train_s": result.seconds, "steps": result.steps}
 
 
 def run_once(steps: int, compile_unet: bool, threads: int, workdir: str) -> dict:
-    """One training in a fresh process, with inductor's cache in `workdir`; train's seconds and the wall time."""
+    """One training in a fresh process (inductor's cache in `workdir`, set by main); with the wall time."""
     output_dir = f"{workdir}/{'compiled' if compile_unet else 'eager'}-{steps}-{time.monotonic_ns()}"
     started = time.perf_counter()
-    finished = subprocess.run([sys.executable, "-c", CHILD, json.dumps([steps, compile_unet, threads, output_dir,
-                                                                         str(CONCEPTS_DIR / "hidden-colour")])],
-                              capture_output=True, text=True,
-                              env={**os.environ, "HF_HUB_OFFLINE": "1", "TORCHINDUCTOR_CACHE_DIR": f"{workdir}/inductor"})
-    if finished.returncode:
-        sys.exit(f"the {'compiled' if compile_unet else 'eager'} run failed:\n{finished.stderr[-3000:]}")
-    row = json.loads(finished.stdout.strip().splitlines()[-1])
+    row = in_fresh_process(train_seconds, steps, compile_unet, threads, output_dir)
     return {**row, "wall_s": time.perf_counter() - started}
 
 
@@ -57,6 +56,8 @@ def main() -> None:
     short, long = args.steps
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
+        # The children inherit these at spawn: an empty inductor cache of this run's own, no hub access.
+        os.environ.update(HF_HUB_OFFLINE="1", TORCHINDUCTOR_CACHE_DIR=f"{workdir}/inductor")
         cold = run_once(short, True, args.threads, workdir)
         print({"cold_compiled_wall_s": cold["wall_s"]}, flush=True)
         for round_index in range(args.rounds):

@@ -27,18 +27,25 @@ from __future__ import annotations
 
 import contextlib
 import json
-import multiprocessing
 import os
 import random
 import statistics
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 
-from .common import RESULTS_DIR, ROOT, argument_parser, command, device_suffix, machine, print_and_write
+from .common import (
+    RESULTS_DIR,
+    ROOT,
+    argument_parser,
+    command,
+    device_suffix,
+    in_fresh_process,
+    machine,
+    print_and_write,
+)
 
 CONFIGS_DIR = ROOT / "benchmarks" / "real_scale_configs"
 REAL_MODELS = ("sd15", "sd21", "sdxl")
@@ -385,12 +392,6 @@ def peak_memory(job: dict, kind: str) -> dict:
     else:
         in_steps = read_status("VmHWM") if resettable else None
     return {"peak": max(set_up_peak, in_steps or 0), "in_steps": in_steps, "before_steps": before}
-
-
-def in_fresh_process(function, *args):
-    """`function(*args)` in a new spawned process, so that its memory peak is its own."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(function, *args).result()
 
 
 def native_resolution(name: str) -> int:
