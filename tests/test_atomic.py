@@ -3,12 +3,14 @@
 import contextlib
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 import torch
 from PIL import Image
 
-from textual_inversion.atomic import atomic_path, replaced_folder, write_text_atomic
+from textual_inversion.atomic import _host, atomic_path, replaced_folder, write_text_atomic
 from textual_inversion.formats import Embedding, write_embedding
 
 
@@ -66,6 +68,24 @@ def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path):
         raise RuntimeError("killed midway")
     assert (final / "unet" / "weights.bin").read_bytes() == b"new"
     assert [p.name for p in tmp_path.iterdir()] == ["pipeline"], "a staging or old folder was left behind"
+
+
+def test_a_killed_writers_staging_folder_is_removed_by_the_next_one(tmp_path):
+    """A build or export killed midway leaves its staging folder; the next write of the same folder removes
+    it, and keeps those of writers still running (this process) or on another machine."""
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(finished.stdout)  # its process has exited
+    killed = tmp_path / f".model.{_host()}-{dead_pid}-0123abcd"
+    running = tmp_path / f".model.{_host()}-{os.getpid()}-4567abcd"
+    elsewhere = tmp_path / f".model.{_host()}x-{dead_pid}-89abcdef"
+    other_folder = tmp_path / f".vae.{_host()}-{dead_pid}-0123abcd"
+    for folder in (killed, running, elsewhere, other_folder):
+        folder.mkdir()
+        (folder / "half-written.bin").write_bytes(b"")
+    with replaced_folder(tmp_path / "model") as staging:
+        (staging / "config.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model", running.name, elsewhere.name,
+                                                                  other_folder.name])
 
 
 @pytest.mark.parametrize("method", ["pivotal", "dreambooth"])

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import shutil
+import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,13 +88,44 @@ def apply_umask(staging: Path) -> None:
             os.chmod(path, folder_mode if path.is_dir() else folder_mode & 0o666)
 
 
+def _host() -> str:
+    """This machine's name, letters and digits only. A staging folder's name carries it and the writer's pid:
+    a later writer can then tell a folder whose writer was killed from one still being written, even on a
+    disk that other machines share."""
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname()) or "host"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: no signal, only the check that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_abandoned_staging(final: Path) -> None:
+    """Remove the staging folders beside `final` that a killed writer on this machine left (a build or an
+    export killed midway): only those whose process is gone. Not on Windows, where os.kill ends a process."""
+    if os.name == "nt":
+        return
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.{_host()}-(\d+)-[0-9a-f]{{8}}")
+    for sibling in final.parent.iterdir():
+        found = pattern.fullmatch(sibling.name)
+        if found and sibling.is_dir() and not _running(int(found.group(1))):
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def replaced_folder(final: Path) -> Iterator[Path]:
     """Yield an empty folder beside `final` to write into; when the block ends, its files (under the user's
-    umask, fsynced) take `final`'s place whole. An error or a kill inside the block leaves the old `final` as it was."""
+    umask, fsynced) take `final`'s place whole. An error or a kill inside the block leaves the old `final` as it
+    was; a kill leaves the staging folder too, which the next replaced_folder of `final` removes."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = staging_folder(final.parent, f".{final.name}.")  # beside it: the rename stays on one disk
+    remove_abandoned_staging(final)
+    staging = staging_folder(final.parent, f".{final.name}.{_host()}-{os.getpid()}-")  # beside it: the rename stays on one disk
     try:
         yield staging
         apply_umask(staging)
