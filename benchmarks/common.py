@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import multiprocessing
 import shlex
 import sys
@@ -55,3 +56,15 @@ def in_fresh_process(function, *args):
     caches are its own. The child sees os.environ as it is at the call."""
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(function, *args).result()
+
+
+def weights_fingerprint(pipeline_folder: Path) -> str:
+    """A short hash of a pipeline folder's weight files: results recorded against a model name it, so that a
+    model rebuilt in the same folder (CPU builds differ run to run) is not taken for the one measured before."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(pipeline_folder).glob("*/*.safetensors")):
+        digest.update(path.relative_to(pipeline_folder).as_posix().encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]

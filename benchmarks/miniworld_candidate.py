@@ -8,8 +8,9 @@ ceiling of benchmarks/conditioning_ceiling.py (from "a <init word>", 400 steps) 
 and with --methods each method trained as benchmarks/concept_sweep.py trains it, scored at --passes. The
 shipped model's ceilings and methods are read from the concept sweep's results where they were measured
 (deterministic on this machine), the base-quality rates and the candidate's rows from
-benchmarks/results/miniworld_candidate.jsonl (named by the candidate's folder, or "shipped"), appended as
-they are made; what is missing is computed and appended. Writes benchmarks/results/miniworld_candidate.md
+benchmarks/results/miniworld_candidate.jsonl (named by the candidate's folder, or "shipped", and by a hash of
+the weights, so that a model rebuilt in the same folder is measured afresh), appended as they are made; what is
+missing is computed and appended. The concept sweep's rows name no weights: rerun it after shipping a new model. Writes benchmarks/results/miniworld_candidate.md
 (or --report).
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .common import RESULTS_DIR, argument_parser, command, print_and_write
+from .common import RESULTS_DIR, argument_parser, command, print_and_write, weights_fingerprint
 from .concept_set import SWEEP_RESULTS, write_concept_set
 from .concept_sweep import METHODS, at_target, done, misreads, record, train_and_score
 from .conditioning_ceiling import LATER_BIAS, SETTINGS, ceiling, ceiling_rows
@@ -69,6 +70,11 @@ def method_scores(method: str, passes: int, concepts: dict, names: list[str], se
     return found
 
 
+def same_model(row: dict, key: dict) -> bool:
+    """Whether a results row has every value of `key` (its model, weights and whatever else the key names)."""
+    return all(row.get(name) == value for name, value in key.items())
+
+
 def main() -> None:
     from textual_inversion.miniworld import model_path
     from textual_inversion.miniworld.judge import load_judge
@@ -104,8 +110,9 @@ def main() -> None:
         pipe = load_pipeline(path)
         pipe.set_progress_bar_config(disable=True)
         pipe.unet.requires_grad_(False)
-        key = {"model": "shipped" if label == "shipped" else path, "condition": "quality", "prompts": args.prompts}
-        known = next((r for r in done(CANDIDATE_RESULTS) if all(r.get(k) == v for k, v in key.items())), None)
+        model = {"model": "shipped" if label == "shipped" else path, "weights": weights_fingerprint(Path(path))}
+        key = {**model, "condition": "quality", "prompts": args.prompts}
+        known = next((r for r in done(CANDIDATE_RESULTS) if same_model(r, key)), None)
         if known is None:
             _, rates, _ = measure(pipe, judge, prompt_set(args.prompts), 2, 25, 4.0, 0)
             known = {**key, "rates": rates}
@@ -117,9 +124,9 @@ def main() -> None:
                                              SWEEP_RESULTS, {"condition": "ceiling"})
             else:
                 biased = args.ceiling_timesteps == "later"
-                labels = {"model": key["model"], "condition": "ceiling", **({"timestep_bias": "later"} if biased else {})}
+                labels = {**model, "condition": "ceiling", **({"timestep_bias": "later"} if biased else {})}
                 ceiling_of[label] = ceilings(pipe, judge, concepts, names, args.seeds,
-                                             [r for r in done(CANDIDATE_RESULTS) if r["model"] == key["model"]
+                                             [r for r in done(CANDIDATE_RESULTS) if same_model(r, model)
                                               and r["condition"] == "ceiling"
                                               and r.get("timestep_bias") == labels.get("timestep_bias")],
                                              CANDIDATE_RESULTS, labels, LATER_BIAS if biased else None)
@@ -127,8 +134,8 @@ def main() -> None:
             if label == "shipped":
                 known, results, labels = done(SWEEP_RESULTS), SWEEP_RESULTS, {}
             else:
-                known, results = [r for r in done(CANDIDATE_RESULTS) if r["model"] == path], CANDIDATE_RESULTS
-                labels = {"model": path}
+                known, results = [r for r in done(CANDIDATE_RESULTS) if same_model(r, model)], CANDIDATE_RESULTS
+                labels = model
             scores[label, method] = method_scores(method, args.passes, concepts, names, args.seeds, known, results,
                                                   labels, path, Path(args.workdir), args.threads)
 
