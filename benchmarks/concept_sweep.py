@@ -51,6 +51,9 @@ METHODS = {
     # --init-token as the concept's plain words ("blue striped square") instead of one word: with the tool's rule
     # every vector starts from the words' mean (ti-words), or each word starts its share of the vectors in order
     # (ti-words-spread: blue blue striped striped square square, given as an --init-embedding file).
+    # The saved vectors are their moving average over about the last 100 steps (decay 0.99), which only the
+    # last step's result has: one budget per run. First tried on the demo's seeds 4-7 (demo_ema099_seeds4-7.md).
+    "ti-average": {**TEXTUAL_INVERSION, "ema_decay": 0.99},
     "ti-words": {**TEXTUAL_INVERSION, "init_token": "{words}"},
     "ti-words-spread": {**TEXTUAL_INVERSION, "init_token": "{words}", "spread_words": True},
     "lora": {"method": "lora", **MINIWORLD_SETTINGS["lora"]},
@@ -94,11 +97,11 @@ def train_and_score(method: str, name: str, kind: str, folder: Path, spec, seed:
         init_file = run.with_name(run.name + "-init.safetensors")  # beside the run folder, which --overwrite empties
         settings["init_embedding"] = str(write_spread_init(pipe, spec.token, settings.pop("init_token"),
                                                            settings["vectors"], init_file))
+    # With a moving average the run's result (left in the pipeline by train) exists only after its last step.
+    averaged = bool(settings.get("ema_decay"))
     scored, started, evaluating = [], time.monotonic(), 0.0
 
-    def score(step: int, _loss: float) -> None:
-        # With a constant learning rate the first N steps of a long run are a run of N steps, so the pipeline
-        # (which holds what is learned so far) is scored as that budget's run.
+    def score(step: int) -> None:
         nonlocal evaluating
         budget = step * passes_per_step
         if budget not in wanted:
@@ -112,10 +115,18 @@ def train_and_score(method: str, name: str, kind: str, folder: Path, spec, seed:
                        "fidelity_reads": fidelity_reads(report), "train_seconds": trained,
                        "load": os.getloadavg()[0]})
 
+    def score_during_training(step: int, _loss: float) -> None:
+        # With a constant learning rate the first N steps of a long run are a run of N steps, so the pipeline
+        # (which holds what is learned so far) is scored as that budget's run.
+        if not averaged:
+            score(step)
+
     result = train(TrainConfig.from_values(dict(
         model=model, images=str(folder), token=spec.token, property=spec.property,
         steps=max(budgets) // passes_per_step, seed=seed, checkpoint_every=0, overwrite=True, output_dir=str(run),
-        threads=threads, **settings), lenient=True), pipe, on_step=score)
+        threads=threads, **settings), lenient=True), pipe, on_step=score_during_training)
+    if averaged:
+        score(result.steps)
     size = output_bytes(result.outputs.values())
     return [{**row, "file_bytes": size} for row in scored]
 
@@ -327,9 +338,11 @@ def main() -> None:
     budgets = sorted(args.passes)
     if any(b % BATCH for b in budgets):
         parser.error(f"--passes: each budget must be a multiple of {BATCH} (a step's UNet passes)")
-    if METHODS[args.method].get("lr_scheduler", "constant") != "constant" and len(budgets) > 1 and not args.report:
-        parser.error(f"--passes: {args.method}'s learning rate decays over the run, so only its last budget is a run "
-                     "of its own; pass one budget")
+    settings = METHODS[args.method]
+    if (settings.get("lr_scheduler", "constant") != "constant" or settings.get("ema_decay")) and len(budgets) > 1 \
+            and not args.report:
+        parser.error(f"--passes: {args.method}'s learning rate decays over the run or its result is an average, so "
+                     "only its last budget is a run of its own; pass one budget")
     results = Path(args.results)
     if not args.report:
         sweep(args.concepts, args.seeds, budgets, args.num_images, Path(args.workdir), results, args.threads,
@@ -349,6 +362,7 @@ def main() -> None:
              "'a <init word>', batch 2 + 2) as benchmarks/methods.py sets them for miniworld; ti-cosine is textual "
              "inversion with --lr-scheduler cosine, ti-cosine-later the same with --timestep-bias later "
              "--timestep-bias-portion 0.1 --timestep-bias-multiplier 9 (half the timesteps from t >= 900), "
+             "ti-average textual inversion with --ema-decay 0.99 (the saved vectors their moving average), "
              "dreambooth-2e-4 DreamBooth at lr 2e-4, dreambooth-text-encoder with "
              "--train-text-encoder; ti-words starts textual inversion from the concept's plain words (--init-token 'blue "
              "striped square', every vector from the words' mean) and ti-words-spread gives each word its share of the 6 "

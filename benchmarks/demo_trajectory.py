@@ -1,0 +1,102 @@
+"""The demo's training seen from inside: the evaluation's fidelity at every checkpoint, under several
+evaluation seeds.
+
+A demo seed that misses the fidelity target may have learned the concept and lost it again (the vectors
+wander at a constant rate), never learned it, or learned it while its evaluation drew unlucky pictures
+(16 of them: one picture is 0.06 of fidelity). Scoring each checkpoint's vectors with the evaluation's own
+seed and with others tells these apart. Training as `textual-inversion demo` trains (its settings, or
+--set); the evaluation's fidelity prompts as the demo scores them (4 pictures each, DDIM 25, guidance 4).
+
+    python -m benchmarks.demo_trajectory [--seeds 4 7] [--eval-seeds 1000 1001] [--every 100] [--set k=v]
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+from .common import RESULTS_DIR, argument_parser, command, machine, print_and_write
+from .demo_seeds import parse_setting
+
+
+def fidelity_of(vectors: dict, spec, seed: int, workdir: Path) -> float:
+    """The evaluation's fidelity of `vectors` (a checkpoint's weights) on a fresh miniworld, images seeded by `seed`."""
+    from textual_inversion.concepts import load_concepts
+    from textual_inversion.demo import EVALUATION
+    from textual_inversion.embedding import Embedding
+    from textual_inversion.evaluate import score_condition
+    from textual_inversion.models import load_pipeline
+
+    pipe = load_pipeline("miniworld")
+    load_concepts(pipe, [Embedding(spec.token, vectors)])
+    scores, _ = score_condition(pipe, spec, "concept", workdir, seed=seed, edits=False, **EVALUATION)
+    return scores["fidelity"]
+
+
+def main() -> None:
+    parser = argument_parser(__doc__)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[4, 7], help="training seeds")
+    parser.add_argument("--eval-seeds", nargs="+", type=int, default=[1000, 1001],
+                        help="evaluation seeds besides the training seed (which the demo's evaluation uses)")
+    parser.add_argument("--every", type=int, default=100, help="steps between scored checkpoints")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", nargs="+", default=[], metavar="OPTION=VALUE", help="as benchmarks.demo_seeds")
+    parser.add_argument("--results-suffix", default="")
+    args = parser.parse_args()
+    overrides = dict(parse_setting(text, parser) for text in args.set)
+
+    import torch
+
+    from textual_inversion import TrainConfig, train
+    from textual_inversion.checkpoints import list_checkpoints, load_checkpoint
+    from textual_inversion.config import DemoConfig
+    from textual_inversion.demo import DEMO_OUTPUTS, DEMO_TRAINING, write_concept_images
+
+    torch.set_num_threads(args.threads)
+    training = {**DEMO_TRAINING, **overrides}
+    steps = DemoConfig().steps
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for seed in args.seeds:
+            run = Path(workdir) / f"seed-{seed}"
+            spec = write_concept_images(run / "images")
+            train(TrainConfig.from_values(dict(
+                model="miniworld", images=str(run / "images"), token=spec.token, init_token=spec.init_word,
+                steps=steps, seed=seed, validation_prompt=f"a {spec.token} on a sand background",
+                output_dir=str(run / "run"), threads=args.threads, **training,
+                **{**DEMO_OUTPUTS, "checkpoint_every": args.every}, keep_checkpoints=0)))
+            for checkpoint in list_checkpoints(run / "run"):
+                weights, state = load_checkpoint(checkpoint)
+                # With --ema-decay the moving average too (what the run saves). The last checkpoint is written
+                # after the average replaced the vectors as trained, so it holds the average only.
+                averaged = bool(state.get("ema"))
+                variants = {} if averaged and state["step"] == steps else {"as trained": weights["text_encoder"]}
+                if averaged:
+                    variants["moving average"] = state["ema"][0]
+                for variant, vectors in variants.items():
+                    scores = [fidelity_of({"text_encoder": vectors}, spec, eval_seed, run / "evaluation")
+                              for eval_seed in [seed, *args.eval_seeds]]
+                    rows.append({"seed": seed, "step": state["step"], "vectors": variant, "scores": scores})
+                    print(rows[-1], flush=True)
+
+    eval_names = ["the demo's (= training seed)", *map(str, args.eval_seeds)]
+    lines = [f"# The demo's fidelity at every checkpoint ({machine('cpu', args.threads)})", "",
+             f"Produced by `{command()}`. Training: {steps} steps, "
+             + ", ".join(f"{k} {v}" for k, v in training.items())
+             + f"; every {args.every} steps its vectors are scored on the evaluation's fidelity prompts (16 pictures), "
+               "with the demo's evaluation seed (the training seed) and others. The last row of each seed is "
+               "the demo's result; with --set ema_decay=D both the vectors as trained and their moving average "
+               "(what the run saves) are scored, at the last step the average only (the run keeps no other).", "",
+             "| seed | step | vectors | " + " | ".join(f"fidelity, eval seed {name}" for name in eval_names)
+             + " | mean |", "|---|---|---|" + "---|" * (len(eval_names) + 1)]
+    for row in rows:
+        lines.append(f"| {row['seed']} | {row['step']} | {row['vectors']} | " + " | ".join(f"{s:.2f}" for s in row["scores"])
+                     + f" | {statistics.mean(row['scores']):.2f} |")
+    lines += ["", f"Load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores."]
+    print_and_write(lines, RESULTS_DIR / f"demo_trajectory{args.results_suffix}.md")
+
+
+if __name__ == "__main__":
+    main()
