@@ -28,14 +28,15 @@ from .common import (
 )
 
 
-def train_seconds(steps: int, compile_unet: bool, threads: int, output_dir: str) -> dict:
-    """One training of the bundled hidden-colour concept; train's own seconds and its steps."""
+def train_seconds(steps: int, threads: int, output_dir: str, options: dict) -> dict:
+    """One training of the bundled hidden-colour concept with the demo's settings and `options` over them; train's
+    own seconds and its steps."""
     from textual_inversion import TrainConfig, train
     from textual_inversion.demo import DEMO_TRAINING
 
     result = train(TrainConfig.from_values(dict(
         model="miniworld", images=str(CONCEPTS_DIR / "hidden-colour"), token="<c>", init_token="circle",
-        steps=steps, seed=0, threads=threads, compile=compile_unet, output_dir=output_dir, **DEMO_TRAINING)))
+        steps=steps, seed=0, threads=threads, output_dir=output_dir, **{**DEMO_TRAINING, **options})))
     return {"train_s": result.seconds, "steps": result.steps}
 
 
@@ -43,7 +44,7 @@ def run_once(steps: int, compile_unet: bool, threads: int, workdir: str) -> dict
     """One training in a fresh process (inductor's cache in `workdir`, set by main); with the wall time."""
     output_dir = f"{workdir}/{'compiled' if compile_unet else 'eager'}-{steps}-{time.monotonic_ns()}"
     started = time.perf_counter()
-    row = in_fresh_process(train_seconds, steps, compile_unet, threads, output_dir)
+    row = in_fresh_process(train_seconds, steps, threads, output_dir, {"compile": compile_unet})
     return {**row, "wall_s": time.perf_counter() - started}
 
 

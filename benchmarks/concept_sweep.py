@@ -12,8 +12,9 @@ where it was; the tables and the plot are written from everything there.
 
     python -m benchmarks.concept_sweep [--method lora] [--seeds 0 1] [--passes 200 800 3200] [--concepts ...]
 
-Textual inversion runs with the README's by-hand settings (--vectors 6 --lr 0.05 --batch-size 4, captions as
-written); METHODS below has every method's.
+Textual inversion runs with the demo's settings until 2026-12-02, which the README's by-hand command had then
+(--vectors 6 --lr 0.05 --batch-size 4, captions as written); ti-average with the demo's since (--lr 0.1
+--ema-decay 0.99); METHODS below has every method's.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .methods import METHODS as MINIWORLD_SETTINGS
 from .methods import human_size, output_bytes, run_settings
 
 BATCH = 4
-TEXTUAL_INVERSION = {"vectors": 6, "lr": 0.05}  # the README's by-hand command
+TEXTUAL_INVERSION = {"vectors": 6, "lr": 0.05}  # the demo's settings until 2026-12-02 (the README's by-hand command)
 DREAMBOOTH = {"method": "dreambooth", **MINIWORLD_SETTINGS["dreambooth"], "class_prompt": "a {init}"}
 # --method's choices: the name each is recorded under and its training settings. LoRA, pivotal tuning and
 # DreamBooth take benchmarks/methods.py's settings for miniworld (chosen on the bundled concepts, not on this
@@ -53,7 +54,7 @@ METHODS = {
     # (ti-words-spread: blue blue striped striped square square, given as an --init-embedding file).
     # The saved vectors are their moving average over about the last 100 steps (decay 0.99), which only the
     # last step's result has: one budget per run. At twice the rate, which the average steadies; chosen on the
-    # demo's seeds 0-7 (demo_lr01_ema099*.md).
+    # demo's seeds 0-7 (demo.md, demo_seeds4-7.md; they are the demo's settings since).
     "ti-average": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99},
     "ti-words": {**TEXTUAL_INVERSION, "init_token": "{words}"},
     "ti-words-spread": {**TEXTUAL_INVERSION, "init_token": "{words}", "spread_words": True},
@@ -329,7 +330,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--report", action="store_true", help="write the tables from the results so far, train nothing")
     parser.add_argument("--method", choices=list(METHODS), default="textual-inversion",
-                        help="textual inversion as the README's by-hand command, with --vectors 16 (more-vectors), "
+                        help="textual inversion as the demo's settings until 2026-12-02 (lr 0.05), with --vectors 16 (more-vectors), "
                         "--per-layer (P+), --time-stages 4 or --context-weight 0.1 or 1; lora, pivotal and dreambooth with benchmarks/methods.py's "
                         "settings")
     args = parser.parse_args()
@@ -356,7 +357,7 @@ def main() -> None:
     loads = [r["load"] for r in rows if "load" in r] + [x for r in timings.values() for x in r["load"]]
     lines = [f"# Methods on the new concept set ({len(args.concepts)} concepts, seeds "
              f"{', '.join(map(str, args.seeds))}, CPU)", "",
-             f"Produced by `{command()}`. Settings: textual inversion as the README's by-hand command (6 vectors, lr "
+             f"Produced by `{command()}`. Settings: textual inversion as the demo and the README's by-hand command had it until 2026-12-02 (6 vectors, lr "
              "0.05, batch 4, the concepts' caption files), more-vectors with 16, per-layer with --per-layer, "
              "time-stages with --time-stages 4, context-W with --context-weight W; lora (rank 8, lr 1e-3), pivotal (6 vectors, lr 0.05, LoRA rank 8 at "
              "1e-3, embeddings for the first half) and dreambooth (lr 5e-5, prior preservation with 20 pictures of "

@@ -60,9 +60,10 @@ def test_other_training_settings_reach_the_training_in_place_of_the_demos(tmp_pa
 
     monkeypatch.setattr("textual_inversion.training.train", train)
     config = DemoConfig(output_dir=str(tmp_path), steps=250, threads=1, device="cpu")
-    for settings in (None, {**demo.DEMO_TRAINING, "lr": 0.1, "lr_scheduler": "cosine"}):
+    for settings in (None, {**demo.DEMO_TRAINING, "lr": 0.2, "lr_scheduler": "cosine"}):
         with pytest.raises(InterruptedError):
             demo.run_demo(dataclasses.replace(config, overwrite=True), settings)
     shipped, other = trained
-    assert (shipped.lr, shipped.lr_scheduler, other.lr, other.lr_scheduler) == (0.05, "constant", 0.1, "cosine")
+    assert (shipped.lr, shipped.lr_scheduler, shipped.ema_decay) == (0.1, "constant", 0.99)
+    assert (other.lr, other.lr_scheduler) == (0.2, "cosine")
     assert shipped.steps == other.steps == 250 and other.options.vectors == demo.DEMO_TRAINING["vectors"]

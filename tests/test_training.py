@@ -337,6 +337,22 @@ def test_the_moving_average_is_what_the_run_gives_and_it_resumes(train_config, t
     assert torch.equal(averaged_vectors, load_file(resumed.embedding_path)["<blob>"])
 
 
+def test_the_fixed_batch_curve_follows_the_moving_average(train_config, tmp_path, monkeypatch):
+    """With --ema-decay, loss_fixed_batch.csv scores the average (what the run would save), not the vectors as
+    trained: an average held where it started gives a flat curve while the vectors themselves move."""
+    import textual_inversion.training as training
+
+    monkeypatch.setattr(training, "fixed_batch_every", lambda steps: 2)
+    monkeypatch.setattr(training, "update_average", lambda *args: None)  # the average stays at the init vectors
+    config = dataclasses.replace(train_config, device="cpu", checkpoint_every=0, ema_decay=0.9)
+    held = train(dataclasses.replace(config, output_dir=str(tmp_path / "held")))
+    moving = train(dataclasses.replace(config, ema_decay=0.0, output_dir=str(tmp_path / "moving")))
+    curves = [[float(line.split(",")[1]) for line in (run.output_dir / "loss_fixed_batch.csv").read_text().splitlines()[1:]]
+              for run in (held, moving)]
+    assert len(set(curves[0])) == 1 and len(curves[0]) > 2, curves[0]
+    assert curves[1][0] == curves[0][0] and len(set(curves[1])) > 1, curves[1]
+
+
 def test_ema_decay_must_be_below_one(train_config):
     for decay in (1.0, -0.1):
         with pytest.raises(UserError, match=f"--ema-decay {decay}: must be at least 0"):

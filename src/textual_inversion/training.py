@@ -247,7 +247,8 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
     fixed_every = 1 if config.early_stop_window else fixed_batch_every(config.steps)
 
     def fixed_batch_loss() -> float:
-        with torch.no_grad(), accelerator.autocast():
+        # With --ema-decay, of the average: the curve follows what the run would save at that step.
+        with parameters_set_to(method.trainable_parameters(), moving_average), torch.no_grad(), accelerator.autocast():
             model_alone = accelerator.unwrap_model(model)
             return averaged(batch_loss(model_alone, fixed_batch, config.prior_loss_weight).item())
 

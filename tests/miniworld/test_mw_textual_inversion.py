@@ -27,7 +27,7 @@ def learn(folder: Path, output: Path, steps: int, **settings):
 
 @pytest.fixture(scope="module")
 def learned(tmp_path_factory):
-    """The demo's own settings (several vectors, high learning rate, stop when learned) and step count."""
+    """The demo's own settings (several vectors, a high learning rate, a moving average) and step count."""
     return learn(CONCEPT, tmp_path_factory.mktemp("mw") / "run", DemoConfig().steps, **DEMO_TRAINING)
 
 
