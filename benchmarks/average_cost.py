@@ -15,18 +15,14 @@ import statistics
 import tempfile
 import time
 
-from .common import RESULTS_DIR, argument_parser, command, in_fresh_process, machine, print_and_write
-from .compile_speed import train_seconds
+from .common import RESULTS_DIR, command, in_fresh_process, machine, print_and_write
+from .compile_speed import train_seconds, two_length_parser
 
 VARIANTS = {"with the average (the demo's)": {}, "without it": {"ema_decay": 0.0}}
 
 
 def main() -> None:
-    parser = argument_parser(__doc__)
-    parser.add_argument("--steps", nargs=2, type=int, default=[50, 250], metavar=("SHORT", "LONG"))
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of each training (the demo's: 1)")
-    args = parser.parse_args()
+    args = two_length_parser(__doc__).parse_args()
     short, long = args.steps
     os.environ["HF_HUB_OFFLINE"] = "1"  # the children inherit it
     per_step = {name: [] for name in VARIANTS}

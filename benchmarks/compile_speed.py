@@ -48,12 +48,17 @@ def run_once(steps: int, compile_unet: bool, threads: int, workdir: str) -> dict
     return {**row, "wall_s": time.perf_counter() - started}
 
 
-def main() -> None:
-    parser = argument_parser(__doc__)
+def two_length_parser(description: str):
+    """The options of a benchmark that times each variant's training at two lengths, in alternating rounds."""
+    parser = argument_parser(description)
     parser.add_argument("--steps", nargs=2, type=int, default=[50, 250], metavar=("SHORT", "LONG"))
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each training (the demo's: 1)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = two_length_parser(__doc__).parse_args()
     short, long = args.steps
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
