@@ -96,6 +96,7 @@ def _host() -> str:
 
 
 def _running(pid: int) -> bool:
+    """Whether process `pid` exists on this machine."""
     try:
         os.kill(pid, 0)  # signal 0: no signal, only the check that the process exists
     except ProcessLookupError:
