@@ -13,10 +13,9 @@ from __future__ import annotations
 import os
 import statistics
 import tempfile
-import time
 
-from .common import RESULTS_DIR, command, in_fresh_process, machine, print_and_write
-from .compile_speed import train_seconds, two_length_parser
+from .common import RESULTS_DIR, command, machine, print_and_write
+from .compile_speed import run_once, two_length_parser
 
 VARIANTS = {"with the average (the demo's)": {}, "without it": {"ema_decay": 0.0}}
 
@@ -30,8 +29,7 @@ def main() -> None:
         for round_index in range(args.rounds):
             names = list(VARIANTS) if round_index % 2 == 0 else list(reversed(VARIANTS))
             for name in names:
-                seconds = {steps: in_fresh_process(train_seconds, steps, args.threads,
-                                                   f"{workdir}/{time.monotonic_ns()}", VARIANTS[name])["train_s"]
+                seconds = {steps: run_once(steps, args.threads, workdir, VARIANTS[name])["train_s"]
                            for steps in (short, long)}
                 per_step[name].append(1000 * (seconds[long] - seconds[short]) / (long - short))
                 print(name, f"{per_step[name][-1]:.1f} ms per step", flush=True)

@@ -40,11 +40,10 @@ def train_seconds(steps: int, threads: int, output_dir: str, options: dict) -> d
     return {"train_s": result.seconds, "steps": result.steps}
 
 
-def run_once(steps: int, compile_unet: bool, threads: int, workdir: str) -> dict:
-    """One training in a fresh process (inductor's cache in `workdir`, set by main); with the wall time."""
-    output_dir = f"{workdir}/{'compiled' if compile_unet else 'eager'}-{steps}-{time.monotonic_ns()}"
+def run_once(steps: int, threads: int, workdir: str, options: dict) -> dict:
+    """train_seconds in a fresh process, its run folder in `workdir`; with the wall time from launch to exit."""
     started = time.perf_counter()
-    row = in_fresh_process(train_seconds, steps, threads, output_dir, {"compile": compile_unet})
+    row = in_fresh_process(train_seconds, steps, threads, f"{workdir}/run-{time.monotonic_ns()}", options)
     return {**row, "wall_s": time.perf_counter() - started}
 
 
@@ -64,12 +63,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         # The children inherit these at spawn: an empty inductor cache of this run's own, no hub access.
         os.environ.update(HF_HUB_OFFLINE="1", TORCHINDUCTOR_CACHE_DIR=f"{workdir}/inductor")
-        cold = run_once(short, True, args.threads, workdir)
+        cold = run_once(short, args.threads, workdir, {"compile": True})
         print({"cold_compiled_wall_s": cold["wall_s"]}, flush=True)
         for round_index in range(args.rounds):
             order = [False, True] if round_index % 2 == 0 else [True, False]
             for compile_unet in order:
-                runs = {steps: run_once(steps, compile_unet, args.threads, workdir) for steps in (short, long)}
+                runs = {steps: run_once(steps, args.threads, workdir, {"compile": compile_unet}) for steps in (short, long)}
                 per_step = (runs[long]["train_s"] - runs[short]["train_s"]) / (long - short)
                 rows.append({"round": round_index + 1, "compile": compile_unet, "per_step_ms": 1000 * per_step,
                              "fixed_s": runs[short]["train_s"] - short * per_step,

@@ -21,8 +21,9 @@ from .common import RESULTS_DIR, argument_parser, command, machine, print_and_wr
 from .demo_seeds import parse_setting
 
 
-def fidelity_of(vectors: dict, spec, seed: int, workdir: Path) -> float:
-    """The evaluation's fidelity of `vectors` (a checkpoint's weights) on a fresh miniworld, images seeded by `seed`."""
+def fidelities(vectors: dict, spec, seeds: list[int], workdir: Path) -> list[float]:
+    """The evaluation's fidelity of `vectors` (a checkpoint's weights) on a fresh miniworld, images seeded by each
+    of `seeds` in turn."""
     from textual_inversion.concepts import load_concepts
     from textual_inversion.demo import EVALUATION
     from textual_inversion.embedding import Embedding
@@ -31,8 +32,8 @@ def fidelity_of(vectors: dict, spec, seed: int, workdir: Path) -> float:
 
     pipe = load_pipeline("miniworld")
     load_concepts(pipe, [Embedding(spec.token, vectors)])
-    scores, _ = score_condition(pipe, spec, "concept", workdir, seed=seed, edits=False, **EVALUATION)
-    return scores["fidelity"]
+    return [score_condition(pipe, spec, "concept", workdir, seed=seed, edits=False, **EVALUATION)[0]["fidelity"]
+            for seed in seeds]
 
 
 def main() -> None:
@@ -49,10 +50,10 @@ def main() -> None:
 
     import torch
 
-    from textual_inversion import TrainConfig, train
+    from textual_inversion import train
     from textual_inversion.checkpoints import list_checkpoints, load_checkpoint
     from textual_inversion.config import DemoConfig
-    from textual_inversion.demo import DEMO_OUTPUTS, DEMO_TRAINING, write_concept_images
+    from textual_inversion.demo import DEMO_TRAINING, demo_train_config, write_concept_images
 
     torch.set_num_threads(args.threads)
     training = {**DEMO_TRAINING, **overrides}
@@ -62,11 +63,8 @@ def main() -> None:
         for seed in args.seeds:
             run = Path(workdir) / f"seed-{seed}"
             spec = write_concept_images(run / "images")
-            train(TrainConfig.from_values(dict(
-                model="miniworld", images=str(run / "images"), token=spec.token, init_token=spec.init_word,
-                steps=steps, seed=seed, validation_prompt=f"a {spec.token} on a sand background",
-                output_dir=str(run / "run"), threads=args.threads, **training,
-                **{**DEMO_OUTPUTS, "checkpoint_every": args.every}, keep_checkpoints=0)))
+            demo = DemoConfig(output_dir=str(run), seed=seed, threads=args.threads)
+            train(demo_train_config(demo, spec, training).replaced(checkpoint_every=args.every, keep_checkpoints=0))
             for checkpoint in list_checkpoints(run / "run"):
                 weights, state = load_checkpoint(checkpoint)
                 # With --ema-decay the moving average too (what the run saves). The last checkpoint is written
@@ -76,8 +74,7 @@ def main() -> None:
                 if averaged:
                     variants["moving average"] = state["ema"][0]
                 for variant, vectors in variants.items():
-                    scores = [fidelity_of({"text_encoder": vectors}, spec, eval_seed, run / "evaluation")
-                              for eval_seed in [seed, *args.eval_seeds]]
+                    scores = fidelities({"text_encoder": vectors}, spec, [seed, *args.eval_seeds], run / "evaluation")
                     rows.append({"seed": seed, "step": state["step"], "vectors": variant, "scores": scores})
                     print(rows[-1], flush=True)
 

@@ -10,8 +10,8 @@ shipped model's ceilings and methods are read from the concept sweep's results w
 (deterministic on this machine), the base-quality rates and the candidate's rows from
 benchmarks/results/miniworld_candidate.jsonl (named by the candidate's folder, or "shipped", and by a hash of
 the weights, so that a model rebuilt in the same folder is measured afresh), appended as they are made; what is
-missing is computed and appended. The concept sweep's rows name no weights: rerun it after shipping a new model. Writes benchmarks/results/miniworld_candidate.md
-(or --report).
+missing is computed and appended. The concept sweep's rows name no weights: rerun it after shipping a new model.
+Writes benchmarks/results/miniworld_candidate.md (or --report).
 """
 
 from __future__ import annotations

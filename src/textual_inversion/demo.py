@@ -54,6 +54,17 @@ def write_concept_images(folder: Path):
     return ConceptSpec.from_toml(folder / "concept.toml")
 
 
+def demo_train_config(config: DemoConfig, spec, training: dict | None = None) -> TrainConfig:
+    """The demo's training: `spec`'s pictures (in `config.output_dir`/images) into `config.output_dir`/run, with
+    DEMO_TRAINING or `training` in its place."""
+    output_dir = Path(config.output_dir)
+    return TrainConfig.from_values(dict(
+        model="miniworld", images=str(output_dir / "images"), token=spec.token, init_token=spec.init_word,
+        steps=config.steps, seed=config.seed, validation_prompt=f"a {spec.token} on a sand background",
+        output_dir=str(output_dir / "run"), overwrite=config.overwrite, device=config.device,
+        threads=config.threads, **(DEMO_TRAINING if training is None else training), **DEMO_OUTPUTS))
+
+
 def run_demo(config: DemoConfig, training: dict | None = None) -> DemoResult:
     """Render the images, train the token, evaluate it; everything under `config.output_dir`. `training`
     replaces DEMO_TRAINING (train's options by name), for benchmarks that try other settings."""
@@ -71,11 +82,7 @@ def run_demo(config: DemoConfig, training: dict | None = None) -> DemoResult:
     spec = write_concept_images(output_dir / "images")
     evaluation_dir = output_dir / "evaluation"
     with baselines_beside_training(spec, evaluation_dir, config) as baselines:
-        result = train(TrainConfig.from_values(dict(
-            model="miniworld", images=str(output_dir / "images"), token=spec.token, init_token=spec.init_word,
-            steps=config.steps, seed=config.seed, validation_prompt=f"a {spec.token} on a sand background",
-            output_dir=str(output_dir / "run"), overwrite=config.overwrite, device=config.device,
-            threads=config.threads, **(DEMO_TRAINING if training is None else training), **DEMO_OUTPUTS)))
+        result = train(demo_train_config(config, spec, training))
         pipe = load_pipeline("miniworld").to(pick_device(config.device))
         load_concepts(pipe, [result.output_dir])
         with tqdm(total=len(judged_cases(spec)), desc="evaluating", unit="prompt") as progress:
