@@ -8,6 +8,7 @@ seed and with others tells these apart. Training as `textual-inversion demo` tra
 --set); the evaluation's fidelity prompts as the demo scores them (4 pictures each, DDIM 25, guidance 4).
 
     python -m benchmarks.demo_trajectory [--seeds 4 7] [--eval-seeds 1000 1001] [--every 100] [--set k=v]
+                                         [--average-only]
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=100, help="steps between scored checkpoints")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", nargs="+", default=[], metavar="OPTION=VALUE", help="as benchmarks.demo_seeds")
+    parser.add_argument("--average-only", action="store_true",
+                        help="with a moving average, score only it (what the run would save if it ended there)")
     parser.add_argument("--results-suffix", default="")
     args = parser.parse_args()
     overrides = dict(parse_setting(text, parser) for text in args.set)
@@ -70,7 +73,8 @@ def main() -> None:
                 # With --ema-decay the moving average too (what the run saves). The last checkpoint is written
                 # after the average replaced the vectors as trained, so it holds the average only.
                 averaged = bool(state.get("ema"))
-                variants = {} if averaged and state["step"] == steps else {"as trained": weights["text_encoder"]}
+                last_or_unwanted = state["step"] == steps or args.average_only
+                variants = {} if averaged and last_or_unwanted else {"as trained": weights["text_encoder"]}
                 if averaged:
                     variants["moving average"] = state["ema"][0]
                 for variant, vectors in variants.items():
@@ -84,8 +88,10 @@ def main() -> None:
              + ", ".join(f"{k} {v}" for k, v in training.items())
              + f"; every {args.every} steps its vectors are scored on the evaluation's fidelity prompts (16 pictures), "
                "with the demo's evaluation seed (the training seed) and others. The last row of each seed is "
-               "the demo's result; with --set ema_decay=D both the vectors as trained and their moving average "
-               "(what the run saves) are scored, at the last step the average only (the run keeps no other).", "",
+               "the demo's result; "
+             + ("only the moving average of the vectors (what the run saves) is scored." if args.average_only else
+                "with an ema_decay both the vectors as trained and their moving average (what the run saves) are "
+                "scored, at the last step the average only (the run keeps no other)."), "",
              "| seed | step | vectors | " + " | ".join(f"fidelity, eval seed {name}" for name in eval_names)
              + " | mean |", "|---|---|---|" + "---|" * (len(eval_names) + 1)]
     for row in rows:
