@@ -1,12 +1,17 @@
-"""`textual-inversion demo` from launch to exit, with its baselines scored beside the training and after it.
+"""`textual-inversion demo` from launch to exit, two ways side by side.
 
-    python -m benchmarks.demo_speed [--rounds 2] [--seed 0]
+    python -m benchmarks.demo_speed [--compare baselines|evaluation-threads] [--rounds 2] [--seed 0]
+
+--compare baselines (the default; writes demo_speed.md):
 
 On a CPU with a core to spare the demo scores the baselines (the base model with the init word and with plain
 words: two thirds of the evaluation's images) in a second process while the token trains. "after" runs the same
 command as on a machine with one usable CPU, where they wait for the training. The two alternate, each a fresh
 process timed from launch to exit; the scores must be the same (the same images, seeds and thread count).
-Writes benchmarks/results/demo_speed.md.
+
+--compare evaluation-threads (writes demo_speed_evaluation_threads.md): the demo as installed, whose evaluation of
+the token takes the baselines' thread once their process is done, against "kept", where it keeps the training's.
+The scores may differ: other thread counts sum in another order.
 """
 
 from __future__ import annotations
@@ -26,7 +31,17 @@ from .common import RESULTS_DIR, argument_parser, command, print_and_write
 # "after": the demo as on one usable CPU (models.usable_cpus decides), everything else as installed.
 AFTER = ("import sys, textual_inversion.models as models; models.usable_cpus = lambda: 1; "
          "from textual_inversion.cli import main; sys.exit(main(sys.argv[1:]))")
-VARIANTS = {"beside": [sys.executable, "-m", "textual_inversion.cli"], "after": [sys.executable, "-c", AFTER]}
+# "kept": the token's evaluation computes with the training's threads only.
+KEPT = ("import sys, textual_inversion.demo as demo, textual_inversion.models as models; "
+        "demo.threads_after_training = lambda config, baselines: config.threads or models.default_threads(); "
+        "from textual_inversion.cli import main; sys.exit(main(sys.argv[1:]))")
+VARIANTS = {"beside": [sys.executable, "-m", "textual_inversion.cli"], "after": [sys.executable, "-c", AFTER],
+            "kept": [sys.executable, "-c", KEPT]}
+COMPARISONS = {  # name: (the demo as installed, the other way), the results file's title
+    "baselines": (("beside", "after"), "baselines beside the training against after it"),
+    "evaluation-threads": (("beside", "kept"), "the token's evaluation with the baselines' thread once they are "
+                                               "done, against the training's threads only"),
+}
 
 
 def timed_demo(variant: str, seed: int, folder: Path) -> dict:
@@ -46,31 +61,35 @@ def timed_demo(variant: str, seed: int, folder: Path) -> dict:
 
 def main() -> None:
     parser = argument_parser(__doc__)
+    parser.add_argument("--compare", choices=list(COMPARISONS), default="baselines")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    variants, title = COMPARISONS[args.compare]
     runs = []
     with tempfile.TemporaryDirectory() as workdir:
         for round_index in range(args.rounds):
-            order = list(VARIANTS) if round_index % 2 == 0 else list(reversed(VARIANTS))
+            order = list(variants) if round_index % 2 == 0 else list(reversed(variants))
             for variant in order:
                 runs.append({"round": round_index + 1, **timed_demo(variant, args.seed, Path(workdir) / variant)})
                 print(f"round {round_index + 1} {variant}: {runs[-1]['seconds']:.0f} s", flush=True)
-    ratios = [beside["seconds"] / after["seconds"] for beside, after in
-              zip([r for r in runs if r["variant"] == "beside"], [r for r in runs if r["variant"] == "after"], strict=True)]
+    installed, other = variants
+    ratios = [mine["seconds"] / theirs["seconds"] for mine, theirs in
+              zip([r for r in runs if r["variant"] == installed], [r for r in runs if r["variant"] == other], strict=True)]
     same = len({r["scores"] for r in runs}) == 1
-    lines = [f"# The demo from launch to exit, baselines beside the training against after it (seed {args.seed})", "",
+    lines = [f"# The demo from launch to exit, {title} (seed {args.seed})", "",
              f"Produced by `{command()}`, {os.cpu_count()} CPUs; each run a fresh `textual-inversion demo` process, "
              "the variants alternating.", "",
-             "| round | baselines | launch to exit | training | fidelity / editability | init word | plain words |",
+             "| round | variant | launch to exit | training | fidelity / editability | init word | plain words |",
              "|---|---|---|---|---|---|---|"]
     for r in runs:
         s = r["scores"]
         lines.append(f"| {r['round']} | {r['variant']} | {r['seconds']:.0f} s | {r['train_s']:.0f} s | "
                      f"{s[0]:.2f} / {s[1]:.2f} | {s[2]:.2f} / {s[3]:.2f} | {s[4]:.2f} / {s[5]:.2f} |")
-    lines += ["", f"beside / after, per round: {', '.join(f'{x:.2f}' for x in ratios)} (median "
+    lines += ["", f"{installed} / {other}, per round: {', '.join(f'{x:.2f}' for x in ratios)} (median "
                   f"{statistics.median(ratios):.2f}). Scores the same in every run: {'yes' if same else 'NO'}."]
-    print_and_write(lines, RESULTS_DIR / "demo_speed.md")
+    suffix = "" if args.compare == "baselines" else "_" + args.compare.replace("-", "_")
+    print_and_write(lines, RESULTS_DIR / f"demo_speed{suffix}.md")
 
 
 if __name__ == "__main__":

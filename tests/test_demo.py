@@ -22,7 +22,8 @@ def test_baselines_scored_beside_the_training_match_those_scored_after_it(tmp_pa
     config = DemoConfig(output_dir=str(tmp_path), threads=1, device="cpu")
     with demo.baselines_beside_training(fidelity_only_spec, tmp_path / "beside", config) as baselines:
         assert len(multiprocessing.active_children()) == 1
-        beside = baselines()
+        beside = baselines.result()
+        assert baselines.threads_freed() == 1  # done: its thread is the evaluation's now
     assert not multiprocessing.active_children()
     after = demo.score_baselines(fidelity_only_spec, tmp_path / "after", 0, "cpu", 1)
     assert set(beside) == set(demo.BASELINES)
@@ -47,7 +48,19 @@ def test_without_a_core_to_spare_the_baselines_wait_for_the_training(tmp_path, f
     config = DemoConfig(output_dir=str(tmp_path), threads=1, device="cpu")
     with demo.baselines_beside_training(fidelity_only_spec, tmp_path, config) as baselines:
         assert not multiprocessing.active_children() and not scored
-        assert baselines() == {"init_word": "scored"}
+        assert baselines.threads_freed() == 0
+        assert baselines.result() == {"init_word": "scored"}
+
+
+def test_the_evaluation_takes_the_threads_of_the_finished_baselines_and_no_more(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("textual_inversion.models.usable_cpus", lambda: 4)
+    pending = demo.PendingBaselines(result=dict, threads_freed=lambda: 0)
+    finished = demo.PendingBaselines(result=dict, threads_freed=lambda: 2)
+    assert demo.threads_after_training(DemoConfig(), pending) == 2  # still scoring: the training's half
+    assert demo.threads_after_training(DemoConfig(), finished) == 4
+    one_each = demo.PendingBaselines(result=dict, threads_freed=lambda: 1)
+    assert demo.threads_after_training(DemoConfig(threads=1), one_each) == 2
 
 
 def test_other_training_settings_reach_the_training_in_place_of_the_demos(tmp_path, monkeypatch):

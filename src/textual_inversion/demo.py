@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +73,7 @@ def run_demo(config: DemoConfig, training: dict | None = None) -> DemoResult:
 
     from .concepts import load_concepts
     from .evaluate import CONDITIONS, judge_report, judged_cases, score_condition
-    from .models import load_pipeline, pick_device
+    from .models import load_pipeline, pick_device, use_threads
     from .training import train
 
     config.validate()
@@ -83,12 +84,13 @@ def run_demo(config: DemoConfig, training: dict | None = None) -> DemoResult:
     evaluation_dir = output_dir / "evaluation"
     with baselines_beside_training(spec, evaluation_dir, config) as baselines:
         result = train(demo_train_config(config, spec, training))
+        use_threads(threads_after_training(config, baselines))
         pipe = load_pipeline("miniworld").to(pick_device(config.device))
         load_concepts(pipe, [result.output_dir])
         with tqdm(total=len(judged_cases(spec)), desc="evaluating", unit="prompt") as progress:
             scored = {"concept": score_condition(pipe, spec, "concept", evaluation_dir, seed=config.seed,
                                                  on_prompt=progress.update, **EVALUATION)}
-        scored.update(baselines())
+        scored.update(baselines.result())
     evaluation = judge_report(spec, {c: scored[c] for c in CONDITIONS}, seed=config.seed,
                               scheduler=type(pipe.scheduler).__name__, **EVALUATION)
     write_text_atomic(evaluation_dir / "evaluation.json", json.dumps(evaluation, indent=2))
@@ -107,20 +109,38 @@ def score_baselines(spec, evaluation_dir: Path, seed: int, device: str, threads:
             for condition in BASELINES}
 
 
+@dataclass
+class PendingBaselines:
+    """score_baselines' result for the demo, when asked for."""
+
+    result: Callable[[], dict]
+    threads_freed: Callable[[], int]  # the threads of a second process that scored them and is done (else 0)
+
+
+def threads_after_training(config: DemoConfig, baselines: PendingBaselines) -> int:
+    """The threads the token's evaluation computes with: the training's, and those of the baselines' process once it
+    is done (evaluating at one thread of two left the other core idle); the demo never holds more than it did."""
+    from .models import default_threads
+
+    return (config.threads or default_threads()) + baselines.threads_freed()
+
+
 @contextmanager
 def baselines_beside_training(spec, evaluation_dir: Path, config: DemoConfig):
-    """Yields a function that returns score_baselines' result. On a CPU with a core to spare beyond the threads the
+    """Yields the baselines as PendingBaselines. On a CPU with a core to spare beyond the threads the
     training computes with, a second process scores the baselines meanwhile (the evaluation's slowest part, two
     thirds of its images); elsewhere they are scored when asked for, after the training."""
     from .models import default_threads, pick_device, usable_cpus
 
     threads = config.threads or default_threads()
     if pick_device(config.device).type != "cpu" or usable_cpus() < 2 * threads:
-        yield lambda: score_baselines(spec, evaluation_dir, config.seed, config.device, config.threads)
+        yield PendingBaselines(lambda: score_baselines(spec, evaluation_dir, config.seed, config.device, config.threads),
+                               threads_freed=lambda: 0)
         return
     pool = multiprocessing.get_context("spawn").Pool(1)
     try:
-        yield pool.apply_async(score_baselines, (spec, evaluation_dir, config.seed, "cpu", threads)).get
+        scoring = pool.apply_async(score_baselines, (spec, evaluation_dir, config.seed, "cpu", threads))
+        yield PendingBaselines(scoring.get, threads_freed=lambda: threads if scoring.ready() else 0)
         pool.close()
     except BaseException:  # the training failed or was interrupted: the baselines are not wanted
         pool.terminate()
