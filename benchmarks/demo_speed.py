@@ -32,8 +32,8 @@ from .common import RESULTS_DIR, argument_parser, command, print_and_write
 AFTER = ("import sys, textual_inversion.models as models; models.usable_cpus = lambda: 1; "
          "from textual_inversion.cli import main; sys.exit(main(sys.argv[1:]))")
 # "kept": the token's evaluation computes with the training's threads only.
-KEPT = ("import sys, textual_inversion.demo as demo, textual_inversion.models as models; "
-        "demo.threads_after_training = lambda config, baselines: config.threads or models.default_threads(); "
+KEPT = ("import sys, textual_inversion.demo as demo; "
+        "demo.threads_after_training = lambda config, baselines: demo.training_threads(config); "
         "from textual_inversion.cli import main; sys.exit(main(sys.argv[1:]))")
 VARIANTS = {"beside": [sys.executable, "-m", "textual_inversion.cli"], "after": [sys.executable, "-c", AFTER],
             "kept": [sys.executable, "-c", KEPT]}

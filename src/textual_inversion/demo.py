@@ -117,12 +117,17 @@ class PendingBaselines:
     threads_freed: Callable[[], int]  # the threads of a second process that scored them and is done (else 0)
 
 
+def training_threads(config: DemoConfig) -> int:
+    """The threads the demo's training computes with (and the baselines' process, where there is one)."""
+    from .models import default_threads
+
+    return config.threads or default_threads()
+
+
 def threads_after_training(config: DemoConfig, baselines: PendingBaselines) -> int:
     """The threads the token's evaluation computes with: the training's, and those of the baselines' process once it
     is done (evaluating at one thread of two left the other core idle); the demo never holds more than it did."""
-    from .models import default_threads
-
-    return (config.threads or default_threads()) + baselines.threads_freed()
+    return training_threads(config) + baselines.threads_freed()
 
 
 @contextmanager
@@ -130,9 +135,9 @@ def baselines_beside_training(spec, evaluation_dir: Path, config: DemoConfig):
     """Yields the baselines as PendingBaselines. On a CPU with a core to spare beyond the threads the
     training computes with, a second process scores the baselines meanwhile (the evaluation's slowest part, two
     thirds of its images); elsewhere they are scored when asked for, after the training."""
-    from .models import default_threads, pick_device, usable_cpus
+    from .models import pick_device, usable_cpus
 
-    threads = config.threads or default_threads()
+    threads = training_threads(config)
     if pick_device(config.device).type != "cpu" or usable_cpus() < 2 * threads:
         yield PendingBaselines(lambda: score_baselines(spec, evaluation_dir, config.seed, config.device, config.threads),
                                threads_freed=lambda: 0)
