@@ -73,8 +73,8 @@ def main() -> None:
                 # With --ema-decay the moving average too (what the run saves). The last checkpoint is written
                 # after the average replaced the vectors as trained, so it holds the average only.
                 averaged = bool(state.get("ema"))
-                last_or_unwanted = state["step"] == steps or args.average_only
-                variants = {} if averaged and last_or_unwanted else {"as trained": weights["text_encoder"]}
+                average_alone = averaged and (state["step"] == steps or args.average_only)
+                variants = {} if average_alone else {"as trained": weights["text_encoder"]}
                 if averaged:
                     variants["moving average"] = state["ema"][0]
                 for variant, vectors in variants.items():
