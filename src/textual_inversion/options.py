@@ -28,10 +28,16 @@ def option(default: Any, help: str, choices: tuple | None = None, **kwargs) -> A
 
 
 @functools.cache
+def field_hints(config_class: type) -> dict[str, Any]:
+    """{field name: its type hint} for `config_class`, read once (the hints are strings until resolved)."""
+    return typing.get_type_hints(config_class)
+
+
+@functools.cache
 def field_kinds(config_class: type) -> dict[str, type]:
     """{field name: bool, int, float, str or list} for each option of `config_class` (`X | None` gives X)."""
     kinds = {}
-    for name, hint in typing.get_type_hints(config_class).items():
+    for name, hint in field_hints(config_class).items():
         if typing.get_origin(hint) in (typing.Union, types.UnionType):
             hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
         kinds[name] = typing.get_origin(hint) or hint
@@ -101,8 +107,7 @@ def convert(kind: type, value: Any) -> Any:
 def coerce(config_class: type, values: dict[str, Any], source: str, **ready: Any) -> Any:
     """Build `config_class` from `values`, converting TOML/CLI types and naming a bad one; `ready` as given."""
     kinds = field_kinds(config_class)
-    optional = {name for name, hint in typing.get_type_hints(config_class).items()
-                if type(None) in typing.get_args(hint)}
+    optional = {name for name, hint in field_hints(config_class).items() if type(None) in typing.get_args(hint)}
     converted = {}
     for name, value in values.items():
         if value is None and name not in optional:  # no value given (an empty form field): the default stands
