@@ -15,7 +15,7 @@ import statistics
 import tempfile
 
 from .common import RESULTS_DIR, command, machine, print_and_write
-from .compile_speed import run_once, two_length_parser
+from .step_time import alternating_rounds, two_length_parser
 
 VARIANTS = {"with the average (the demo's)": {}, "without it": {"ema_decay": 0.0}}
 
@@ -24,15 +24,9 @@ def main() -> None:
     args = two_length_parser(__doc__).parse_args()
     short, long = args.steps
     os.environ["HF_HUB_OFFLINE"] = "1"  # the children inherit it
-    per_step = {name: [] for name in VARIANTS}
     with tempfile.TemporaryDirectory() as workdir:
-        for round_index in range(args.rounds):
-            names = list(VARIANTS) if round_index % 2 == 0 else list(reversed(VARIANTS))
-            for name in names:
-                seconds = {steps: run_once(steps, args.threads, workdir, VARIANTS[name])["train_s"]
-                           for steps in (short, long)}
-                per_step[name].append(1000 * (seconds[long] - seconds[short]) / (long - short))
-                print(name, f"{per_step[name][-1]:.1f} ms per step", flush=True)
+        rows = alternating_rounds(VARIANTS, (short, long), args.rounds, args.threads, workdir)
+    per_step = {name: [row["per_step_ms"] for row in rows if row["variant"] == name] for name in VARIANTS}
     ratios = [a / b for a, b in zip(*per_step.values(), strict=True)]
     lines = [f"# The demo's moving average: cost per training step ({machine('cpu', args.threads)})", "",
              f"Produced by `{command()}`. Each run a fresh process training the hidden-colour concept with the demo's "
