@@ -63,6 +63,33 @@ def test_the_evaluation_takes_the_threads_of_the_finished_baselines_and_no_more(
     assert demo.threads_after_training(DemoConfig(threads=1), one_each) == 2
 
 
+def test_the_evaluation_takes_the_baselines_thread_when_their_process_finishes_during_it(tmp_path, fidelity_only_spec,
+                                                                                         monkeypatch):
+    import torch
+
+    monkeypatch.setattr("textual_inversion.models.usable_cpus", lambda: 2)
+    finished = []  # the baselines' process ends after the evaluation's first prompt
+    baselines = demo.PendingBaselines(result=dict, threads_freed=lambda: 1 if finished else 0)
+    threads_seen = []
+
+    def score_condition(pipe, spec, condition, output_dir, on_prompt, **settings):
+        for _ in range(3):
+            threads_seen.append(torch.get_num_threads())
+            on_prompt()
+            finished.append(True)
+        return {"fidelity": 1.0}, []
+
+    monkeypatch.setattr("textual_inversion.evaluate.score_condition", score_condition)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        config = DemoConfig(output_dir=str(tmp_path), threads=1, device="cpu")
+        assert demo.score_token(None, fidelity_only_spec, tmp_path, config, baselines)[0] == {"fidelity": 1.0}
+    finally:
+        torch.set_num_threads(before)
+    assert threads_seen == [1, 1, 2]  # the first prompt's check still finds it running
+
+
 def test_other_training_settings_reach_the_training_in_place_of_the_demos(tmp_path, monkeypatch):
     monkeypatch.setattr("textual_inversion.models.usable_cpus", lambda: 1)  # no second process
     trained = []

@@ -69,10 +69,8 @@ def demo_train_config(config: DemoConfig, spec, training: dict | None = None) ->
 def run_demo(config: DemoConfig, training: dict | None = None) -> DemoResult:
     """Render the images, train the token, evaluate it; everything under `config.output_dir`. `training`
     replaces DEMO_TRAINING (train's options by name), for benchmarks that try other settings."""
-    from tqdm.auto import tqdm
-
     from .concepts import load_concepts
-    from .evaluate import CONDITIONS, judge_report, judged_cases, score_condition
+    from .evaluate import CONDITIONS, judge_report
     from .models import load_pipeline, pick_device, use_threads
     from .training import train
 
@@ -87,14 +85,30 @@ def run_demo(config: DemoConfig, training: dict | None = None) -> DemoResult:
         use_threads(threads_after_training(config, baselines))
         pipe = load_pipeline("miniworld").to(pick_device(config.device))
         load_concepts(pipe, [result.output_dir])
-        with tqdm(total=len(judged_cases(spec)), desc="evaluating", unit="prompt") as progress:
-            scored = {"concept": score_condition(pipe, spec, "concept", evaluation_dir, seed=config.seed,
-                                                 on_prompt=progress.update, **EVALUATION)}
+        scored = {"concept": score_token(pipe, spec, evaluation_dir, config, baselines)}
         scored.update(baselines.result())
     evaluation = judge_report(spec, {c: scored[c] for c in CONDITIONS}, seed=config.seed,
                               scheduler=type(pipe.scheduler).__name__, **EVALUATION)
     write_text_atomic(evaluation_dir / "evaluation.json", json.dumps(evaluation, indent=2))
     return DemoResult(output_dir, result.embedding_path, evaluation, result.seconds, result.steps)
+
+
+def score_token(pipe, spec, evaluation_dir: Path, config: DemoConfig, baselines: PendingBaselines):
+    """score_condition's result for the learned token, with a progress bar. After each prompt the evaluation takes
+    the baselines' threads if their process has finished meanwhile (after a short training it is still running
+    when the evaluation begins)."""
+    from tqdm.auto import tqdm
+
+    from .evaluate import judged_cases, score_condition
+    from .models import use_threads
+
+    with tqdm(total=len(judged_cases(spec)), desc="evaluating", unit="prompt") as progress:
+        def prompt_done() -> None:
+            progress.update()
+            use_threads(threads_after_training(config, baselines))
+
+        return score_condition(pipe, spec, "concept", evaluation_dir, seed=config.seed, on_prompt=prompt_done,
+                               **EVALUATION)
 
 
 def score_baselines(spec, evaluation_dir: Path, seed: int, device: str, threads: int | None) -> dict:
