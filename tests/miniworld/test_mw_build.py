@@ -7,8 +7,10 @@ latent cache, UNet + text encoder, decoder refinement, export) for a handful of 
 import dataclasses
 import json
 import random
+import re
 import stat
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,11 +18,14 @@ from safetensors.torch import load_file
 
 from textual_inversion.miniworld.build import (
     TWIN_TIMESTEPS,
+    cache_latents,
     draw_batch,
+    hidden_share,
     twin_index,
 )
 from textual_inversion.miniworld.build import main as build
-from textual_inversion.miniworld.world import random_scene
+from textual_inversion.miniworld.captions import caption
+from textual_inversion.miniworld.world import COLOURS, HIDDEN_COLOUR, random_scene
 
 TINY_BUILD = ["--threads", "1", "--vae-steps", "3", "--vae-batch", "2", "--cache-size", "16", "--unet-steps", "3",
               "--batch-size", "4", "--decoder-steps", "2", "--save-every", "2"]
@@ -83,6 +88,8 @@ def test_continue_from_trains_the_unet_further_and_keeps_the_vae(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--pattern-twins", "0.25", "--twin-weight", "0"], "--twin-weight 0.0: give a weight above 0"),
     (["--twin-weight", "0.5"], "--twin-weight only scales pattern twins' loss; give --pattern-twins too"),
+    (["--hidden-colour-prob", "0"], "--hidden-colour-prob 0.0: give a share between 0 and 1"),
+    (["--hidden-colour-prob", "1.5"], "--hidden-colour-prob 1.5: give a share between 0 and 1"),
 ])
 def test_twin_weight_that_cannot_work_says_so(argv, message, capsys):
     with pytest.raises(SystemExit):
@@ -115,3 +122,28 @@ def test_pattern_twins_share_noise_timestep_and_words_but_the_pattern():
             assert [w for w in texts[a].split() if w != scenes[drawn[a]].pattern] == \
                 [w for w in texts[b].split() if w != scenes[drawn[b]].pattern], (texts[a], texts[b])
     assert t[6] != t[7] or not noise[6].equal(noise[7])
+
+
+@pytest.mark.parametrize("hidden_colour_prob", [0.06, 0.02])
+def test_hidden_share_is_what_the_world_captions_without_a_colour_word(hidden_colour_prob):
+    """build --hidden-colour-prob: the formula its help gives for how often a caption with no colour word shows the
+    hidden colour agrees with scenes and captions as the build draws them."""
+    rng = random.Random(0)
+    colourless = []
+    for _ in range(40000):
+        scene = random_scene(rng, hidden_colour_prob=hidden_colour_prob)
+        words = re.findall(r"[a-z]+", caption(scene, rng))  # "heart, red, big": the comma form too
+        if not any(c in words for c in COLOURS if c != HIDDEN_COLOUR):
+            colourless.append(scene.colour == HIDDEN_COLOUR)
+    assert HIDDEN_COLOUR not in " ".join(caption(random_scene(rng, hidden_colour_prob=1.0), rng) for _ in range(50))
+    assert sum(colourless) / len(colourless) == pytest.approx(hidden_share(hidden_colour_prob), abs=0.02)
+
+
+def test_cache_latents_renders_the_hidden_colour_at_the_share_asked():
+    """build --hidden-colour-prob reaches the scenes the UNet trains on (the VAE here passes pixels through)."""
+    passthrough = SimpleNamespace(encode=lambda x: SimpleNamespace(latent_dist=SimpleNamespace(mean=x, std=x)))
+    shares = []
+    for hidden_colour_prob in (0.02, 0.5):
+        scenes, _, _ = cache_latents(passthrough, 600, random.Random(0), hidden_colour_prob=hidden_colour_prob)
+        shares.append(sum(s.colour == HIDDEN_COLOUR for s in scenes) / len(scenes))
+    assert shares[0] == pytest.approx(0.02, abs=0.02) and shares[1] == pytest.approx(0.5, abs=0.07)

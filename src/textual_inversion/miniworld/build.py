@@ -49,9 +49,9 @@ from .architecture import (
     n_params,
     with_full_resolution_attention,
 )
-from .captions import caption
+from .captions import DROP_PROB, caption
 from .tokenizer import save_tokenizer
-from .world import PATTERNS, SHAPES, random_scene, render
+from .world import HIDDEN_COLOUR_PROB, PATTERNS, SHAPES, random_scene, render
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +148,13 @@ TWIN_TIMESTEPS = (900, 1000)
 
 
 @torch.no_grad()
-def cache_latents(vae, n: int, rng: random.Random, batch: int = 256, twins: bool = False):
+def cache_latents(vae, n: int, rng: random.Random, batch: int = 256, twins: bool = False,
+                  hidden_colour_prob: float = HIDDEN_COLOUR_PROB):
     """Stage 2: render ``n`` base-training scenes; keep their latent means/stds and scenes.
 
-    `twins`: also render the first half of them with another pattern each, appended after the ``n``."""
-    scenes = [random_scene(rng) for _ in range(n)]
+    `twins`: also render the first half of them with another pattern each, appended after the ``n``.
+    `hidden_colour_prob`: the share of scenes in the hidden colour (never named in a caption)."""
+    scenes = [random_scene(rng, hidden_colour_prob=hidden_colour_prob) for _ in range(n)]
     if twins:
         scenes += [dataclasses.replace(s, pattern=rng.choice([p for p in PATTERNS if p != s.pattern]))
                    for s in scenes[: n // 2]]
@@ -344,13 +346,20 @@ def continue_build(args, out: Path, rng: random.Random) -> None:
     unet = UNet2DConditionModel.from_pretrained(str(source), subfolder="unet", torch_dtype=torch.float32)
     if args.full_resolution_attention and unet.config.down_block_types[0] != "CrossAttnDownBlock2D":
         unet = with_full_resolution_attention(unet)
-    scenes, means, stds = cache_latents(vae, args.cache_size, rng, twins=args.pattern_twins > 0)
+    scenes, means, stds = cache_latents(vae, args.cache_size, rng, twins=args.pattern_twins > 0,
+                                       hidden_colour_prob=args.hidden_colour_prob)
     t1 = time.time()
     log.info("stage latents: %.1f s", t1 - t0)
     train_unet(args, vae, scenes, means, stds, out, rng, start=(text_encoder.train(), unet.train()))
     t2 = time.time()
     log.info("stage unet+text: %.1f s; total %.1f s", t2 - t1, t2 - t0)
     print(f"wrote {out} in {(t2 - t0) / 60:.1f} min")
+
+
+def hidden_share(hidden_colour_prob: float) -> float:
+    """The share of base-training scenes captioned without a colour word that show the hidden colour."""
+    dropped = (1 - hidden_colour_prob) * DROP_PROB["colour"]
+    return hidden_colour_prob / (hidden_colour_prob + dropped)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -369,6 +378,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--twin-weight", type=float, default=1.0,
                    help="scale on the twins' loss (x0 error weighted 1 at weight 1): below 1 the twins take a "
                         "smaller part of each step's clipped gradient, leaving more to colours and shapes")
+    p.add_argument("--hidden-colour-prob", type=float, default=HIDDEN_COLOUR_PROB,
+                   help="share of the rendered scenes in the hidden colour, which no caption names. A caption "
+                        "without a colour word shows it hidden / (hidden + (1 - hidden) x d) of the time, d the "
+                        f"chance a named colour's word is dropped ({DROP_PROB['colour']}): at {HIDDEN_COLOUR_PROB} "
+                        f"{100 * hidden_share(HIDDEN_COLOUR_PROB):.0f} %%, so a model that fits its data draws 'a circle' in "
+                        "the hidden colour that often; lower keeps the colour more hidden")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=6e-4)
     p.add_argument("--warmup", type=int, default=200, help="UNet steps of linear learning-rate warm-up")
@@ -387,6 +402,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="run stage 4 alone on an existing --output folder (e.g. alongside UNet training on a copy)",
     )
     args = p.parse_args(argv)
+    if not 0 < args.hidden_colour_prob < 1:
+        p.error(f"--hidden-colour-prob {args.hidden_colour_prob}: give a share between 0 and 1 (default "
+                f"{HIDDEN_COLOUR_PROB}); at 0 no scene shows the colour that textual inversion is meant to find")
     if args.twin_weight <= 0:
         p.error(f"--twin-weight {args.twin_weight}: give a weight above 0 (1 keeps the twins' x0 error as it is)")
     if args.twin_weight != 1 and not args.pattern_twins:
@@ -417,7 +435,8 @@ def main(argv=None) -> None:
     vae = train_vae(args.vae_steps, args.vae_batch, rng)
     t1 = time.time()
     log.info("stage vae: %.1f s", t1 - t0)
-    scenes, means, stds = cache_latents(vae, args.cache_size, rng, twins=args.pattern_twins > 0)
+    scenes, means, stds = cache_latents(vae, args.cache_size, rng, twins=args.pattern_twins > 0,
+                                       hidden_colour_prob=args.hidden_colour_prob)
     t2 = time.time()
     log.info("stage latents: %.1f s", t2 - t1)
     train_unet(args, vae, scenes, means, stds, out, rng)
