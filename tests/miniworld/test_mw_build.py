@@ -91,7 +91,7 @@ def test_continue_from_trains_the_unet_further_and_keeps_the_vae(tmp_path):
     (["--hidden-colour-prob", "0"], "--hidden-colour-prob 0.0: give a share between 0 and 1"),
     (["--hidden-colour-prob", "1.5"], "--hidden-colour-prob 1.5: give a share between 0 and 1"),
 ])
-def test_twin_weight_that_cannot_work_says_so(argv, message, capsys):
+def test_build_options_that_cannot_work_say_so(argv, message, capsys):
     with pytest.raises(SystemExit):
         build(argv)
     assert message in capsys.readouterr().err
