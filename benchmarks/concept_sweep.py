@@ -59,6 +59,8 @@ METHODS = {
     "ti-words": {**TEXTUAL_INVERSION, "init_token": "{words}"},
     "ti-words-spread": {**TEXTUAL_INVERSION, "init_token": "{words}", "spread_words": True},
     "lora": {"method": "lora", **MINIWORLD_SETTINGS["lora"]},
+    # Adapters on the ResNet convolutions too (kohya's LoCon), for a shape attention alone did not learn.
+    "lora-all": {"method": "lora", **MINIWORLD_SETTINGS["lora"], "lora_layers": "all"},
     "pivotal": {"method": "pivotal", **MINIWORLD_SETTINGS["pivotal"], **TEXTUAL_INVERSION},
     "dreambooth": DREAMBOOTH,
     # 4x the rate, for what only the UNet can learn (a new shape; patterns the conditioning ceiling cannot draw).
@@ -359,7 +361,7 @@ def main() -> None:
              f"{', '.join(map(str, args.seeds))}, CPU)", "",
              f"Produced by `{command()}`. Settings: textual inversion as the demo and the README's by-hand command had it until 2026-12-02 (6 vectors, lr "
              "0.05, batch 4, the concepts' caption files), more-vectors with 16, per-layer with --per-layer, "
-             "time-stages with --time-stages 4, context-W with --context-weight W; lora (rank 8, lr 1e-3), pivotal (6 vectors, lr 0.05, LoRA rank 8 at "
+             "time-stages with --time-stages 4, context-W with --context-weight W; lora (rank 8, lr 1e-3; lora-all the same with --lora-layers all), pivotal (6 vectors, lr 0.05, LoRA rank 8 at "
              "1e-3, embeddings for the first half) and dreambooth (lr 5e-5, prior preservation with 20 pictures of "
              "'a <init word>', batch 2 + 2) as benchmarks/methods.py sets them for miniworld; ti-cosine is textual "
              "inversion with --lr-scheduler cosine, ti-cosine-later the same with --timestep-bias later "

@@ -126,6 +126,7 @@ CASES = {
     "--timestep-bias-end past the schedule": (lambda t, m: train(t, m, "--timestep-bias", "range", "--timestep-bias-multiplier", "9", "--timestep-bias-end", "5000"), "--timestep-bias-end 5000: this model's schedule has 1000 timesteps"),
     "dreambooth on a transformer-family model": (on_flux(lambda t, m: train_weights(t, m, "dreambooth")), "--method dreambooth: not available for flux models"),
     "--kohya-copy on Flux": (on_flux(lambda t, m: train_weights(t, m, "lora", "--kohya-copy")), "--kohya-copy: the kohya layout is written for SD 1.x, 2.x and XL only, not flux"),
+    "--lora-layers on Flux": (on_flux(lambda t, m: train_weights(t, m, "lora", "--lora-layers", "all")), "--lora-layers all: flux is a transformer"),
     "--bundle on Flux": (on_flux(lambda t, m: train(t, m, "--method", "pivotal", "--bundle")), "--bundle: AUTOMATIC1111's bundle layout is for SD 1.x, 2.x and XL, not flux"),
     "--scheduler on Flux": (on_flux(lambda t, m: generate(t, m, "--prompt", "a cat", "--scheduler", "euler")), "--scheduler euler: flux samples with its own flow-matching scheduler"),
     "prompt weights on Flux": (on_flux(lambda t, m: generate(t, m, "--prompt", "a (cat:1.3)")), "weights like (word:1.3) work with SD 1.x, 2.x and XL, not flux"),

@@ -62,6 +62,31 @@ def test_lora_changes_only_adapters_and_diffusers_loads_the_same_weights(method_
     assert np.abs(from_kohya - mine).max() < 1e-4  # alpha is stored per layer there; same scale
 
 
+def test_lora_layers_all_adapts_the_resnet_convolutions_and_every_file_loads_them(method_config, tiny_sd1_path):
+    config = method_config.replaced(method="lora", lr=0.01, rank=2, lora_layers="all", kohya_copy=True)
+    result = train(config, pipe=load_pipeline(tiny_sd1_path))
+    lora = load_file(result.outputs["lora"])
+    downs = {k: v for k, v in lora.items() if "lora_A" in k}  # peft's names, which diffusers' loader reads whole
+    assert any(".resnets." in k and ".conv1." in k and v.dim() == 4 and v.shape[-1] == 3
+               for k, v in downs.items()), "no 3x3 adapter on a ResNet convolution"
+    assert any("ff.net.2" in k for k in downs) and any("proj_in" in k for k in downs)
+    kohya = load_file(result.outputs["lora-kohya"])
+    assert any("_resnets_" in k and k.endswith("conv1.lora_down.weight") for k in kohya)
+
+    prompt = dict(prompt="a photo of <blob>", num_inference_steps=2, output_type="np")
+    ours = load_pipeline(tiny_sd1_path)
+    assert load_concepts(ours, [result.output_dir]) == ["<blob>"]
+    mine = ours(**prompt, generator=torch.Generator().manual_seed(0)).images
+    base = load_pipeline(tiny_sd1_path)(**prompt, generator=torch.Generator().manual_seed(0)).images
+    assert not np.array_equal(mine, base), "the LoRA changed nothing"
+    for source in (result.output_dir, result.outputs["lora-kohya"]):  # diffusers' loader, on both layouts
+        pipe = load_pipeline(tiny_sd1_path)
+        pipe.load_lora_weights(str(source))
+        adapted = {name for name, module in pipe.unet.named_modules() if hasattr(module, "lora_A")}
+        assert len(adapted) == len(downs), f"{source}: {len(adapted)} layers adapted of {len(downs)}"
+        assert np.abs(pipe(**prompt, generator=torch.Generator().manual_seed(0)).images - mine).max() < 1e-4, source
+
+
 def test_lora_on_sdxl_with_text_encoder_adapters(tiny_sdxl_path, image_folder, tmp_path):
     config = TrainConfig(model=tiny_sdxl_path, images=str(image_folder), token="<blob>", method="lora", steps=2,
                          lr=0.01, options={"lora_text_encoder": True}, device="cpu", output_dir=str(tmp_path / "run"))

@@ -1,7 +1,9 @@
 """LoRA DreamBooth through peft: low-rank adapters on the attention projections learn; nothing else.
 
 Targets are the ones diffusers' own LoRA scripts use for SD, SDXL, SD3 and Flux (and the attention
-projections for Z-Image). The file written is diffusers' `pytorch_lora_weights.safetensors` (loaded by
+projections for Z-Image). For the UNet families `--lora-layers` widens them as kohya's scripts do:
+`transformer` (every linear layer of the transformer blocks, kohya's plain LoRA) or `all` (those and the
+ResNet and resampling convolutions, kohya's LoCon), for what attention alone cannot change, such as a shape. The file written is diffusers' `pytorch_lora_weights.safetensors` (loaded by
 `pipe.load_lora_weights(dir)`), plus on request, for the UNet families, the kohya layout that AUTOMATIC1111
 and ComfyUI read.
 """
@@ -19,6 +21,15 @@ from ..outputs import KOHYA_LORA, LORA, OUTPUT_FILES
 from .base import Method, MethodOptions
 
 UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+# peft matches each name as the end of a module's name; inside the UNet these are exactly the layers kohya's
+# networks/lora.py adapts in Transformer2DModel (plain LoRA) and, with conv_dim, in ResnetBlock2D,
+# Downsample2D and Upsample2D (LoCon; one rank for all here, where kohya has a second for 3x3 convolutions).
+UNET_LAYER_TARGETS = {
+    "attention": UNET_TARGETS,
+    "transformer": [*UNET_TARGETS, "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"],
+}
+UNET_LAYER_TARGETS["all"] = [*UNET_LAYER_TARGETS["transformer"], "conv1", "conv2", "conv_shortcut", "time_emb_proj",
+                             "downsamplers.0.conv", "upsamplers.0.conv"]
 TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]  # CLIP's attention
 # The transformers' targets as diffusers' train_dreambooth_lora_flux.py and _sd3.py set them (diffusers 0.42):
 # both streams' attention, and for Flux the feed-forward layers too.
@@ -34,6 +45,9 @@ class LoRAOptions(MethodOptions):
     lora_alpha: float | None = option(None, "LoRA alpha; the update is scaled by alpha / rank (default: the rank)")
     lora_text_encoder: bool = option(False, "also put LoRA adapters on the text encoder(s)")
     kohya_copy: bool = option(False, "also write the LoRA in kohya/AUTOMATIC1111 layout (lora_kohya.safetensors)")
+    lora_layers: str = option("attention", "the UNet's layers that get adapters: attention (as diffusers' scripts), "
+                              "transformer (every linear layer of its transformer blocks, kohya's LoRA) or all "
+                              "(those and the ResNet convolutions, kohya's LoCon)", choices=tuple(UNET_LAYER_TARGETS))
 
 
 class LoRA(Method):
@@ -81,13 +95,19 @@ class LoRA(Method):
             if self.options.kohya_copy:
                 raise UserError(f"--kohya-copy: the kohya layout is written for SD 1.x, 2.x and XL only, not {family}; "
                                 "leave it out (ComfyUI loads diffusers' file)")
+            if self.options.lora_layers != "attention":
+                raise UserError(f"--lora-layers {self.options.lora_layers}: {family} is a transformer, whose targets are "
+                                "set as diffusers' scripts set them; leave the option out")
             if self.options.lora_text_encoder and family == "z-image":
                 raise UserError("--lora-text-encoder: Z-Image's language-model encoder takes no LoRA here; leave it out")
             pipe.transformer.add_adapter(self.adapter_config(TRANSFORMER_TARGETS[family]))
             self.modules["transformer"] = pipe.transformer
             self.convert_to_diffusers = False  # as diffusers' Flux and SD3 scripts save them
         else:
-            pipe.unet.add_adapter(self.adapter_config(UNET_TARGETS))
+            pipe.unet.add_adapter(self.adapter_config(UNET_LAYER_TARGETS[self.options.lora_layers]))
+            # diffusers' converter renames only the attention's factors; a file mixing its names with peft's has
+            # the attention's adapters dropped by diffusers' own loader, so wider targets keep peft's names
+            self.convert_to_diffusers = self.options.lora_layers == "attention"
             self.modules["unet"] = pipe.unet
         if self.options.lora_text_encoder:  # the CLIP encoders (Flux's T5 takes none, as in diffusers' script)
             for attribute in ("text_encoder", "text_encoder_2"):
