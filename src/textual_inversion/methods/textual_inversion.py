@@ -45,7 +45,7 @@ class TextualInversion(Method):
     transformer_families = True
     advice = ("a token can only ask for what the model already draws; if the previews miss the subject, train the "
               "same pictures with --method pivotal (the token plus a LoRA) or lora, or for a shape the model never "
-              "drew --method dreambooth, for longer: they change the model itself")
+              "drew --method lora --lora-layers all, for longer: they change the model itself")
 
     def __init__(self, config):
         super().__init__(config)
