@@ -1,11 +1,11 @@
-"""LoRA DreamBooth through peft: low-rank adapters on the attention projections learn; nothing else.
+"""LoRA DreamBooth through peft: low-rank adapters on the denoiser's layers learn; nothing else.
 
-Targets are the ones diffusers' own LoRA scripts use for SD, SDXL, SD3 and Flux (and the attention
+Targets are by default the ones diffusers' own LoRA scripts use for SD, SDXL, SD3 and Flux (and the attention
 projections for Z-Image). For the UNet families `--lora-layers` widens them as kohya's scripts do:
 `transformer` (every linear layer of the transformer blocks, kohya's plain LoRA) or `all` (those and the
-ResNet and resampling convolutions, kohya's LoCon), for what attention alone cannot change, such as a shape. The file written is diffusers' `pytorch_lora_weights.safetensors` (loaded by
-`pipe.load_lora_weights(dir)`), plus on request, for the UNet families, the kohya layout that AUTOMATIC1111
-and ComfyUI read.
+ResNet and resampling convolutions, kohya's LoCon), for what attention alone cannot change, such as a shape.
+The file written is diffusers' `pytorch_lora_weights.safetensors` (loaded by `pipe.load_lora_weights(dir)`),
+plus on request, for the UNet families, the kohya layout that AUTOMATIC1111 and ComfyUI read.
 """
 
 from __future__ import annotations
