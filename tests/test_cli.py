@@ -126,7 +126,7 @@ def test_train_inspect_convert_generate_end_to_end(tiny_sd1_path, image_folder, 
                  "--init-token", "cat", "--steps", "3", "--output-dir", str(run))
     assert result.returncode == 0, result.stderr
     assert "learned" in result.stdout and (run / "learned_embeds.safetensors").is_file()
-    assert "if it falls short:" in result.stdout and "--method dreambooth" in result.stdout  # what to try next
+    assert "if it falls short:" in result.stdout and "--method lora --lora-layers all" in result.stdout  # what to try next
 
     shown = cli("inspect", str(run / "learned_embeds.safetensors"))
     assert shown.returncode == 0 and "token:    <blob>" in shown.stdout and "steps:    3" in shown.stdout
