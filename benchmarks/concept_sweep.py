@@ -61,6 +61,10 @@ METHODS = {
     "lora": {"method": "lora", **MINIWORLD_SETTINGS["lora"]},
     # Adapters on the ResNet convolutions too (kohya's LoCon), for a shape attention alone did not learn.
     "lora-all": {"method": "lora", **MINIWORLD_SETTINGS["lora"], "lora_layers": "all"},
+    # The same with DreamBooth's prior preservation (its class prompt, pictures and batch), for the editability
+    # that lora-all lost on the patterned concepts; and pivotal tuning with those adapters.
+    "lora-all-prior": {**DREAMBOOTH, "method": "lora", **MINIWORLD_SETTINGS["lora"], "lora_layers": "all"},
+    "pivotal-all": {"method": "pivotal", **MINIWORLD_SETTINGS["pivotal"], **TEXTUAL_INVERSION, "lora_layers": "all"},
     "pivotal": {"method": "pivotal", **MINIWORLD_SETTINGS["pivotal"], **TEXTUAL_INVERSION},
     "dreambooth": DREAMBOOTH,
     # 4x the rate, for what only the UNet can learn (a new shape; patterns the conditioning ceiling cannot draw).
@@ -361,8 +365,9 @@ def main() -> None:
              f"{', '.join(map(str, args.seeds))}, CPU)", "",
              f"Produced by `{command()}`. Settings: textual inversion as the demo and the README's by-hand command had it until 2026-12-02 (6 vectors, lr "
              "0.05, batch 4, the concepts' caption files), more-vectors with 16, per-layer with --per-layer, "
-             "time-stages with --time-stages 4, context-W with --context-weight W; lora (rank 8, lr 1e-3; lora-all the same with --lora-layers all), pivotal (6 vectors, lr 0.05, LoRA rank 8 at "
-             "1e-3, embeddings for the first half) and dreambooth (lr 5e-5, prior preservation with 20 pictures of "
+             "time-stages with --time-stages 4, context-W with --context-weight W; lora (rank 8, lr 1e-3; lora-all the same with --lora-layers all; lora-all-prior "
+             "that with dreambooth's prior preservation, class prompt and batch), pivotal (6 vectors, lr 0.05, LoRA rank 8 at "
+             "1e-3, embeddings for the first half; pivotal-all with --lora-layers all) and dreambooth (lr 5e-5, prior preservation with 20 pictures of "
              "'a <init word>', batch 2 + 2) as benchmarks/methods.py sets them for miniworld; ti-cosine is textual "
              "inversion with --lr-scheduler cosine, ti-cosine-later the same with --timestep-bias later "
              "--timestep-bias-portion 0.1 --timestep-bias-multiplier 9 (half the timesteps from t >= 900), "
