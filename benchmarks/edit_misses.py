@@ -5,8 +5,8 @@
 Reads each evaluation folder's evaluation.json (as `evaluate` and benchmarks/concept_sweep.py write it) and counts,
 over the learned token's edit prompts, the pictures the judge did not read as asked, and among them how many
 missed each attribute: the concept's own (its pattern, colour, shape) or the edited one (the background, size,
-colour or shape the prompt asked for). Editability low because the concept is lost under the edit points at the
-base model or the method; because the edit is ignored, at a token that overrides the prompt.
+colour or shape the prompt asked for). Misses of the concept's own attributes say the concept is lost once the
+prompt asks for more (the base model or the method); misses of the edit say the token overrides the prompt.
 """
 
 from __future__ import annotations
