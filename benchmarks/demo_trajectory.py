@@ -7,7 +7,7 @@ wander at a constant rate), never learned it, or learned it while its evaluation
 seed and with others tells these apart. Training as `textual-inversion demo` trains (its settings, or
 --set); the evaluation's fidelity prompts as the demo scores them (4 pictures each, DDIM 25, guidance 4).
 
-    python -m benchmarks.demo_trajectory [--seeds 4 7] [--eval-seeds 1000 1001] [--every 100] [--set k=v]
+    python -m benchmarks.demo_trajectory [--seeds 4 7] [--eval-seeds 1000 1001] [--every 100] [--steps 800] [--set k=v]
                                          [--average-only]
 """
 
@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--eval-seeds", nargs="+", type=int, default=[1000, 1001],
                         help="evaluation seeds besides the training seed (which the demo's evaluation uses)")
     parser.add_argument("--every", type=int, default=100, help="steps between scored checkpoints")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", nargs="+", default=[], metavar="OPTION=VALUE", help="as benchmarks.demo_seeds")
     parser.add_argument("--average-only", action="store_true",
@@ -60,13 +61,13 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     training = {**DEMO_TRAINING, **overrides}
-    steps = DemoConfig().steps
+    steps = args.steps or DemoConfig().steps
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for seed in args.seeds:
             run = Path(workdir) / f"seed-{seed}"
             spec = write_concept_images(run / "images")
-            demo = DemoConfig(output_dir=str(run), seed=seed, threads=args.threads)
+            demo = DemoConfig(output_dir=str(run), seed=seed, threads=args.threads, steps=steps)
             train(demo_train_config(demo, spec, training).replaced(checkpoint_every=args.every, keep_checkpoints=0))
             for checkpoint in list_checkpoints(run / "run"):
                 weights, state = load_checkpoint(checkpoint)
