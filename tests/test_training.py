@@ -198,6 +198,34 @@ def test_timestep_bias_reaches_every_batch(train_config, monkeypatch):
                          for chances in drawn)
 
 
+def test_snr_gamma_weights_every_sample_of_the_step(train_config, monkeypatch):
+    """--snr-gamma 5: each step's per-sample errors are multiplied by min-SNR weights at that batch's timesteps."""
+    from textual_inversion import objective
+
+    weighed, real_weights = [], objective.min_snr_weights
+
+    def recording_weights(noise_scheduler, timesteps, gamma):
+        weights = real_weights(noise_scheduler, timesteps, gamma)
+        weighed.append((gamma, timesteps.tolist(), weights))
+        return weights
+
+    monkeypatch.setattr(objective, "min_snr_weights", recording_weights)
+    train(dataclasses.replace(train_config, steps=2, batch_size=2, checkpoint_every=0, snr_gamma=5.0))
+    assert weighed and all(gamma == 5.0 and len(timesteps) == 2 and weights.shape == (2,) for gamma, timesteps, weights
+                           in weighed)
+    plain_calls = len(weighed)
+    train(dataclasses.replace(train_config, steps=2, batch_size=2, checkpoint_every=0,
+                              output_dir=train_config.output_dir + "-plain"))
+    assert len(weighed) == plain_calls  # off by default
+
+
+def test_snr_gamma_is_refused_for_flow_matching(tiny_flux_path, image_folder, tmp_path):
+    config = TrainConfig(model=tiny_flux_path, images=str(image_folder), token="<blob>", options={"init_token": "cat"},
+                         steps=1, lr=0.05, snr_gamma=5.0, output_dir=str(tmp_path / "run"))
+    with pytest.raises(UserError, match="--snr-gamma weights a UNet model's noise schedule"):
+        train(config)
+
+
 def test_fp16_without_a_gpu_is_refused(train_config):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")

@@ -70,6 +70,9 @@ class TrainConfig:
                                                   "portion 0.1: half the draws in that tenth)")
     timestep_bias_begin: int = option(0, "range: the first favoured timestep")
     timestep_bias_end: int = option(1000, "range: the favoured timesteps end before this one")
+    snr_gamma: float = option(0.0, "min-SNR loss weighting (Hang et al. 2023; diffusers' --snr_gamma, kohya's "
+                                   "--min_snr_gamma): the nearly clean timesteps count less; 5 is the paper's value "
+                                   "(0: off; UNet models only)")
     grad_accum: int = option(1, "micro-batches accumulated per optimizer step")
     resolution: int | None = option(None, "training resolution in pixels (default: the model's native size)")
     bucket: bool = option(True, "aspect-ratio bucketing: each picture trains at the bucket size (about resolution² "
@@ -188,6 +191,8 @@ class TrainConfig:
                             "--num-class-images of at least 1")
         if not 0 <= self.mask_weight <= 1:
             raise UserError(f"--mask-weight {self.mask_weight}: must be between 0 (background not learned) and 1")
+        if self.snr_gamma < 0:
+            raise UserError(f"--snr-gamma {self.snr_gamma}: cannot be negative (0 turns the weighting off; 5 is usual)")
         if self.prior_loss_weight < 0:
             raise UserError(f"--prior-loss-weight {self.prior_loss_weight}: cannot be negative")
         if self.validation_guidance is not None and self.validation_guidance < 0:

@@ -71,6 +71,27 @@ def weighted_mean_error(prediction: torch.Tensor, target: torch.Tensor, weights:
     return (errors * weights).sum(dim=(1, 2, 3)) / (weights.sum(dim=(1, 2, 3)) * errors.shape[1]).clamp(min=1e-8)
 
 
+def min_snr_weights(noise_scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Per-sample loss weights [B] of min-SNR-gamma (Hang et al. 2023) at `timesteps` [B], SNR = abar / (1 - abar).
+
+    Each prediction type's squared error is the x0 error times SNR (noise), SNR + 1 (velocity) or 1 (sample); the
+    weight makes it the x0 error times min(SNR, gamma), so the nearly clean timesteps, whose error is mostly the
+    noise's own, stop outweighing the rest. A zero-SNR timestep (a zero-terminal-SNR schedule's last) keeps weight 1
+    under noise prediction, where the formula is 0 / 0, as diffusers' training scripts do.
+    """
+    alphas = noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps].double()
+    snr = alphas / (1 - alphas).clamp(min=1e-20)
+    clipped = snr.clamp(max=gamma)
+    prediction_type = noise_scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        weights = torch.where(snr > 0, clipped / snr, torch.ones_like(snr))
+    elif prediction_type == "v_prediction":
+        weights = clipped / (snr + 1)
+    else:  # "sample": the error is already the x0 error
+        weights = clipped
+    return weights.float()
+
+
 class DenoisingLoss(torch.nn.Module):
     """The pipeline's text encoders and denoiser (UNet or transformer) as one module whose forward is the
     per-sample loss: the diffusion loss, or flow matching for the transformer families.
@@ -79,11 +100,11 @@ class DenoisingLoss(torch.nn.Module):
     gradients of whatever learns in a few bucketed all-reduces during the backward pass.
     """
 
-    def __init__(self, pipe, noise_scheduler, mask_weight: float = 0.0):
+    def __init__(self, pipe, noise_scheduler, mask_weight: float = 0.0, snr_gamma: float = 0.0):
         super().__init__()
         self.denoiser = denoiser(pipe)
         self.text_encoders = torch.nn.ModuleList(encoder for _, _, encoder in text_encoders(pipe))
-        self.pipe, self.noise_scheduler, self.mask_weight = pipe, noise_scheduler, mask_weight
+        self.pipe, self.noise_scheduler, self.mask_weight, self.snr_gamma = pipe, noise_scheduler, mask_weight, snr_gamma
 
     def forward(self, batch: Batch) -> torch.Tensor:
         device = self.denoiser.device
@@ -96,8 +117,11 @@ class DenoisingLoss(torch.nn.Module):
             prediction, target = flow_prediction(self.pipe, self.noise_scheduler, latents, noise, batch.timesteps,
                                                  conditioning)
             return weighted_mean_error(prediction, target, weights)
-        return diffusion_loss(self.denoiser, self.noise_scheduler, latents, noise, batch.timesteps.to(device),
-                              conditioning, weights)
+        timesteps = batch.timesteps.to(device)
+        errors = diffusion_loss(self.denoiser, self.noise_scheduler, latents, noise, timesteps, conditioning, weights)
+        if self.snr_gamma:
+            errors = errors * min_snr_weights(self.noise_scheduler, timesteps, self.snr_gamma)
+        return errors
 
 
 def batch_loss(model, batch: Batch, prior_loss_weight: float) -> torch.Tensor:

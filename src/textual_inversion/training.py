@@ -126,6 +126,9 @@ def train(config: TrainConfig, pipe=None, stop: threading.Event | None = None,
     if is_transformer_family(pipe) and config.timestep_bias != "none":  # their indices run from noise to clean
         raise UserError(f"--timestep-bias works on UNet models (SD 1.x/2.x, SDXL, miniworld); {model_family(pipe)} "
                         "draws its noise levels from its own density: leave the option out")
+    if is_transformer_family(pipe) and config.snr_gamma:
+        raise UserError(f"--snr-gamma weights a UNet model's noise schedule (SD 1.x/2.x, SDXL, miniworld); "
+                        f"{model_family(pipe)} trains by flow matching: leave the option out")
     if config.timestep_bias == "range" and config.timestep_bias_end > pipe.scheduler.config.num_train_timesteps:
         raise UserError(f"--timestep-bias-end {config.timestep_bias_end}: this model's schedule has "
                         f"{pipe.scheduler.config.num_train_timesteps} timesteps")
@@ -187,7 +190,8 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
                                        weight_decay=config.weight_decay)
     lr_schedule = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps,
                                 num_training_steps=config.steps)
-    model, optimizer = accelerator.prepare(DenoisingLoss(pipe, noise_scheduler, config.mask_weight), optimizer)
+    loss_module = DenoisingLoss(pipe, noise_scheduler, config.mask_weight, config.snr_gamma)
+    model, optimizer = accelerator.prepare(loss_module, optimizer)
     generator = torch.Generator().manual_seed(config.seed)
     step, history, fixed_losses = 0, [], []
     learned_checks = []  # --stop-when-learned: (step, share of the check's images that show the concept)
