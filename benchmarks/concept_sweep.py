@@ -60,6 +60,8 @@ METHODS = {
     # decided; set once (0.5, x3) on the demo's slowest seeds 4 and 7 (demo_trajectory_later50x3.md), not tuned here.
     "ti-average-later": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "timestep_bias": "later",
                          "timestep_bias_portion": 0.5, "timestep_bias_multiplier": 3.0},
+    # The same passes in half the steps, 8 pictures a step: a step costs about 1.55x (demo_trajectory_batch8.md).
+    "ti-average-batch8": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "batch_size": 8},
     "ti-words": {**TEXTUAL_INVERSION, "init_token": "{words}"},
     "ti-words-spread": {**TEXTUAL_INVERSION, "init_token": "{words}", "spread_words": True},
     "lora": {"method": "lora", **MINIWORLD_SETTINGS["lora"]},
@@ -77,7 +79,7 @@ METHODS = {
 }
 
 # The method each variant is compared with run for run (the rest: plain textual inversion).
-PAIRED_WITH = {"ti-cosine-later": "ti-cosine", "ti-average-later": "ti-average"}
+PAIRED_WITH = {"ti-cosine-later": "ti-cosine", "ti-average-later": "ti-average", "ti-average-batch8": "ti-average"}
 
 
 def done(results: Path) -> list[dict]:
@@ -377,7 +379,8 @@ def main() -> None:
              "--timestep-bias-portion 0.1 --timestep-bias-multiplier 9 (half the timesteps from t >= 900), "
              "ti-average textual inversion at lr 0.1 with --ema-decay 0.99 (the saved vectors their moving average), "
              "ti-average-later the same with --timestep-bias later --timestep-bias-portion 0.5 "
-             "--timestep-bias-multiplier 3 (three quarters of the timesteps from t >= 500), "
+             "--timestep-bias-multiplier 3 (three quarters of the timesteps from t >= 500), ti-average-batch8 ti-average "
+             "at batch 8 (the same passes in half the steps), "
              "dreambooth-2e-4 DreamBooth at lr 2e-4, dreambooth-text-encoder with "
              "--train-text-encoder; ti-words starts textual inversion from the concept's plain words (--init-token 'blue "
              "striped square', every vector from the words' mean) and ti-words-spread gives each word its share of the 6 "
