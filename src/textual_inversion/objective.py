@@ -76,8 +76,8 @@ def min_snr_weights(noise_scheduler, timesteps: torch.Tensor, gamma: float) -> t
 
     Each prediction type's squared error is the x0 error times SNR (noise), SNR + 1 (velocity) or 1 (sample); the
     weight makes it the x0 error times min(SNR, gamma), so the nearly clean timesteps, whose error is mostly the
-    noise's own, stop outweighing the rest. A zero-SNR timestep (a zero-terminal-SNR schedule's last) keeps weight 1
-    under noise prediction, where the formula is 0 / 0, as diffusers' training scripts do.
+    noise's own, stop outweighing the rest. A zero-SNR timestep (a zero-terminal-SNR schedule's last) gets weight 1
+    under noise prediction, where the formula reads 0 / 0: its limit as the SNR falls to 0.
     """
     alphas = noise_scheduler.alphas_cumprod.to(timesteps.device)[timesteps].double()
     snr = alphas / (1 - alphas).clamp(min=1e-20)
