@@ -89,7 +89,7 @@ def main() -> None:
              + ", ".join(f"{k} {v}" for k, v in training.items())
              + f"; every {args.every} steps its vectors are scored on the evaluation's fidelity prompts (16 pictures), "
                "with the demo's evaluation seed (the training seed) and others. The last row of each seed is "
-               "the demo's result; "
+               "what a demo of that many steps would save; "
              + ("only the moving average of the vectors (what the run saves) is scored." if args.average_only else
                 "with an ema_decay both the vectors as trained and their moving average (what the run saves) are "
                 "scored, at the last step the average only (the run keeps no other)."), "",
