@@ -56,11 +56,11 @@ METHODS = {
     # last step's result has: one budget per run. At twice the rate, which the average steadies; chosen on the
     # demo's seeds 0-7 (demo.md, demo_seeds4-7.md; they are the demo's settings since).
     "ti-average": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99},
-    # The same with three quarters of the timesteps from the noisier half of the schedule, where a flat colour is
-    # decided; set once (0.5, x3) on the demo's slowest seeds 4 and 7 (demo_trajectory_later50x3.md), not tuned here.
+    # The same with three quarters of the timesteps from the noisier half of the schedule, on the guess that a flat
+    # colour is chosen there; set once (0.5, x3), first run on the demo's slow seeds 4 and 7 (demo_trajectory_later50x3.md).
     "ti-average-later": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "timestep_bias": "later",
                          "timestep_bias_portion": 0.5, "timestep_bias_multiplier": 3.0},
-    # The same passes in half the steps, 8 pictures a step: a step costs about 1.55x (demo_trajectory_batch8.md).
+    # The same passes in half the steps, 8 pictures a step: a step took 1.55-1.8x (demo_trajectory_batch8.md).
     "ti-average-batch8": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "batch_size": 8},
     "ti-words": {**TEXTUAL_INVERSION, "init_token": "{words}"},
     "ti-words-spread": {**TEXTUAL_INVERSION, "init_token": "{words}", "spread_words": True},
