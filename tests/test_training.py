@@ -217,6 +217,11 @@ def test_snr_gamma_weights_every_sample_of_the_step(train_config, monkeypatch):
     train(dataclasses.replace(train_config, steps=2, batch_size=2, checkpoint_every=0,
                               output_dir=train_config.output_dir + "-plain"))
     assert len(weighed) == plain_calls  # off by default
+    # The weights multiply the loss itself: weighted by zero, every recorded loss is zero.
+    monkeypatch.setattr(objective, "min_snr_weights", lambda scheduler, timesteps, gamma: torch.zeros(len(timesteps)))
+    zeroed = train(dataclasses.replace(train_config, steps=2, batch_size=2, checkpoint_every=0, snr_gamma=5.0,
+                                       output_dir=train_config.output_dir + "-zeroed"))
+    assert zeroed.loss_history and all(loss == 0 for _, loss, _ in zeroed.loss_history)
 
 
 def test_snr_gamma_is_refused_for_flow_matching(tiny_flux_path, image_folder, tmp_path):
