@@ -10,6 +10,11 @@ samples keep the plain loss. Everything else is the concept sweep's ti-average (
 objective is patched into `train` in this process only; it is not an option of the tool.
 
     python -m benchmarks.guided_objective [--runs teal-heart:0 teal-cross:1 ...] [--from-t 750] [--guidance 4]
+                                          [--time-stages 4] [--plain]
+
+--time-stages N gives each of N equal stages of the schedule its own vectors (`train --time-stages`), so that the
+noisiest stage's may learn the smaller offset the guided loss asks for there; --plain keeps the plain loss (the
+control for --time-stages).
 """
 
 from __future__ import annotations
@@ -72,6 +77,8 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, metavar="CONCEPT:SEED")
     parser.add_argument("--from-t", type=int, default=750, help="the guided loss for samples with t >= this")
     parser.add_argument("--guidance", type=float, default=4.0, help="w of the guided prediction (the evaluation's)")
+    parser.add_argument("--time-stages", type=int, default=0, help="train --time-stages (0: one set of vectors)")
+    parser.add_argument("--plain", action="store_true", help="the plain loss everywhere (a control)")
     parser.add_argument("--workdir", default="runs/concept-sweep")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--results-suffix", default="")
@@ -81,9 +88,14 @@ def main() -> None:
     from textual_inversion.models import use_threads
 
     use_threads(args.threads)
-    training.DenoisingLoss = guided_loss_class(args.from_t, args.guidance)
+    if not args.plain:
+        training.DenoisingLoss = guided_loss_class(args.from_t, args.guidance)
     method = "ti-average-guided"
-    METHODS[method] = METHODS["ti-average"]
+    METHODS[method] = {**METHODS["ti-average"], **({"time_stages": args.time_stages} if args.time_stages else {})}
+    objective = ("the plain loss" if args.plain else f"the loss of every sample with t >= {args.from_t} taken on "
+                 f"uncond + {args.guidance:g} x (cond - uncond), the unconditional prediction from the empty prompt "
+                 "and held fixed")
+    stages = f", --time-stages {args.time_stages}" if args.time_stages else ""
     lines = []
     with tempfile.TemporaryDirectory() as scratch:
         for run in args.runs:
@@ -100,13 +112,12 @@ def main() -> None:
                          f"{before} | {row['train_seconds']:.0f} |")
             print(lines[-1], flush=True)
     print_and_write([
-        "# Textual inversion on the guided prediction at the noisiest steps (CPU)", "",
+        "# Textual inversion " + ("with the plain loss, the control for the guided objective" if args.plain else
+                                  "on the guided prediction at the noisiest steps") + " (CPU)", "",
         f"Produced by `{command()}`. ti-average (the demo's settings: 6 vectors, lr 0.1, --ema-decay 0.99, batch 4, "
-        f"3200 passes) with the loss of every sample with t >= {args.from_t} taken on uncond + {args.guidance:g} x "
-        "(cond - uncond), the unconditional prediction from the empty prompt and held fixed; scored as the concept "
-        "sweep scores (4 images per prompt). Beside it, the sweep's ti-average run of the same concept and seed "
+        f"3200 passes{stages}) with {objective}; scored as the concept sweep scores (4 images per prompt). Beside it, the sweep's ti-average run of the same concept and seed "
         "(benchmarks/results/concept_sweep.jsonl).", "",
-        "| concept | seed | guided objective: fidelity / editability | colours read (fidelity images) | "
+        "| concept | seed | this objective: fidelity / editability | colours read (fidelity images) | "
         "ti-average | training s |", "|---|---|---|---|---|---|", *lines, "",
         f"Load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores."],
         RESULTS_DIR / f"guided_objective{args.results_suffix}.md")
