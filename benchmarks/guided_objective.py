@@ -19,14 +19,13 @@ control for --time-stages).
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
 
 from .common import RESULTS_DIR, argument_parser, command, print_and_write
-from .concept_set import SWEEP_RESULTS, find_concept
-from .concept_sweep import METHODS, train_and_score
+from .concept_set import CONCEPT_SET, SWEEP_RESULTS, find_concept
+from .concept_sweep import METHODS, done, train_and_score
 
 # The two runs the demo's settings miss on the concepts the conditioning ceiling draws, then two they learn.
 DEFAULT_RUNS = ["teal-heart:0", "teal-cross:1", "teal-circle:0", "teal-triangle:0"]
@@ -64,12 +63,9 @@ def guided_loss_class(from_t: int, guidance: float):
 
 def sweep_row(concept: str, seed: int) -> dict | None:
     """The concept sweep's ti-average row for this run (3200 passes), to compare with."""
-    for line in SWEEP_RESULTS.read_text().splitlines():
-        row = json.loads(line)
-        if (row.get("concept"), row.get("condition"), row.get("seed"), row.get("passes")) == (concept, "ti-average",
-                                                                                               seed, 3200):
-            return row
-    return None
+    wanted = (concept, "ti-average", seed, 3200)
+    return next((r for r in done(SWEEP_RESULTS)
+                 if (r.get("concept"), r.get("condition"), r.get("seed"), r.get("passes")) == wanted), None)
 
 
 def main() -> None:
@@ -101,7 +97,7 @@ def main() -> None:
         for run in args.runs:
             concept, seed = run.split(":")
             folder, spec = find_concept(concept, Path(args.workdir) / "concepts")
-            kind = "hidden colour" if concept.startswith("teal-") else "other"
+            kind = dict((c.name, k) for k, c in CONCEPT_SET).get(concept, "bundled")
             [row] = train_and_score(method, concept, kind, folder, spec, int(seed), [3200], [3200], 4,
                                     Path(scratch) / f"{concept}-{seed}", args.threads)
             plain = sweep_row(concept, int(seed))

@@ -24,13 +24,18 @@ from pathlib import Path
 
 from .common import RESULTS_DIR, argument_parser, command, machine, print_and_write
 from .concept_set import SWEEP_RESULTS, find_concept
+from .concept_sweep import METHODS
 
 QUARTERS = ((0, 250), (250, 500), (500, 750), (750, 1000))
 HIDDEN_COLOURS = ("teal-circle", "teal-square", "teal-triangle", "teal-heart", "teal-cross", "teal-ring")
 
 
 def is_textual_inversion(condition: str) -> bool:
-    return condition == "textual-inversion" or condition.startswith("ti-")
+    """A run whose learned_embeds.safetensors is all it learned: not the per-layer or per-stage variants, whose
+    standard file holds only the mean of their sets."""
+    settings = METHODS.get(condition, {})
+    return ((condition == "textual-inversion" or condition.startswith("ti-"))
+            and not settings.get("per_layer") and not settings.get("time_stages"))
 
 
 def recorded_score(rows: list[dict], concept: str, condition: str, seed: int) -> dict | None:
@@ -77,21 +82,28 @@ def fixed_batch_losses(embedding: Path, folder: Path, spec, batches: int) -> tup
 
 
 def ranks(values: list[float]) -> list[float]:
+    """Each value's rank from 0, tied values sharing the mean of their ranks (fidelity comes in sixteenths)."""
     order = sorted(range(len(values)), key=values.__getitem__)
     result = [0.0] * len(values)
-    for rank, index in enumerate(order):
-        result[index] = float(rank)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for position in range(start, end + 1):
+            result[order[position]] = (start + end) / 2
+        start = end + 1
     return result
 
 
 def spearman(a: list[float], b: list[float]) -> float:
-    """Rank correlation (ties broken by position; n is small, so read it with n)."""
+    """Spearman's rank correlation: Pearson's of the ranks (n is small, so read it with n)."""
     ra, rb = ranks(a), ranks(b)
-    n = len(a)
-    mean = (n - 1) / 2
-    cov = sum((x - mean) * (y - mean) for x, y in zip(ra, rb, strict=True))
-    var = sum((x - mean) ** 2 for x in ra)
-    return cov / var if var else float("nan")
+    mean_a, mean_b = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - mean_a) * (y - mean_b) for x, y in zip(ra, rb, strict=True))
+    var_a = sum((x - mean_a) ** 2 for x in ra)
+    var_b = sum((y - mean_b) ** 2 for y in rb)
+    return cov / (var_a * var_b) ** 0.5 if var_a and var_b else float("nan")
 
 
 def guidance_rows(run: str, workdir: Path, scales: list[float]) -> list[str]:
