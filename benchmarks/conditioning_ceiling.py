@@ -44,6 +44,7 @@ def ceiling(pipe, judge, folder: Path, attributes: dict[str, str], start: str, s
     from textual_inversion.data import timestep_bias as bias_chances
     from textual_inversion.images import to_tensor
     from textual_inversion.miniworld.judge import predict
+    from textual_inversion.objective import noised_and_target
 
     torch.manual_seed(seed)
     pixels = to_tensor([load_rgb(p) for p in list_images(folder)])
@@ -64,11 +65,7 @@ def ceiling(pipe, judge, folder: Path, attributes: dict[str, str], start: str, s
             timesteps = torch.randint(0, num_train_timesteps, (batch_size,))
         else:
             timesteps = draw_biased_timesteps(batch_size, chances, torch.default_generator)
-        noisy = noise_scheduler.add_noise(clean, noise, timesteps)
-        if noise_scheduler.config.prediction_type == "v_prediction":
-            target = noise_scheduler.get_velocity(clean, noise, timesteps)
-        else:
-            target = noise
+        noisy, target = noised_and_target(noise_scheduler, clean, noise, timesteps)
         prediction = pipe.unet(noisy, timesteps, conditioning.expand(batch_size, -1, -1)).sample
         loss = torch.nn.functional.mse_loss(prediction, target)
         optimizer.zero_grad()

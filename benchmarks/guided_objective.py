@@ -35,7 +35,12 @@ def guided_loss_class(from_t: int, guidance: float):
     """DenoisingLoss whose samples with t >= `from_t` are scored on the guided prediction (UNet families)."""
     import torch
 
-    from textual_inversion.objective import DenoisingLoss, encode_conditioning, weighted_mean_error
+    from textual_inversion.objective import (
+        DenoisingLoss,
+        encode_conditioning,
+        noised_and_target,
+        weighted_mean_error,
+    )
 
     class GuidedDenoisingLoss(DenoisingLoss):
         def forward(self, batch):
@@ -43,11 +48,7 @@ def guided_loss_class(from_t: int, guidance: float):
             conditioning = encode_conditioning(self.pipe, batch.prompts, batch.sizes, device)
             latents, noise = batch.latents.to(device), batch.noise.to(device)
             timesteps = batch.timesteps.to(device)
-            noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-            if self.noise_scheduler.config.prediction_type == "v_prediction":
-                target = self.noise_scheduler.get_velocity(latents, noise, timesteps)
-            else:
-                target = noise
+            noisy, target = noised_and_target(self.noise_scheduler, latents, noise, timesteps)
             prediction = self.denoiser(noisy, timesteps, **conditioning).sample
             noisiest = (timesteps >= from_t).view(-1, 1, 1, 1)
             if noisiest.any():

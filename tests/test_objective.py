@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from textual_inversion.objective import min_snr_weights
+from textual_inversion.objective import min_snr_weights, noised_and_target
 
 
 def snr(scheduler: DDPMScheduler, timesteps: torch.Tensor) -> torch.Tensor:
@@ -47,3 +47,20 @@ def test_min_snr_weights_at_zero_terminal_snr():
         weights = min_snr_weights(scheduler, timesteps, 5.0)
         assert torch.isfinite(weights).all() and weights[0].item() == last
         assert 0 < weights[2].item() < 0.01  # nearly clean: SNR in the thousands, the weight gamma over it
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_noised_and_target_give_the_schedules_mix_and_what_a_perfect_model_predicts(prediction_type):
+    """noisy = sqrt(abar) x0 + sqrt(1 - abar) noise; the target is the noise, or the velocity
+    sqrt(abar) noise - sqrt(1 - abar) x0, from which x0 comes back exactly."""
+    scheduler = DDPMScheduler(prediction_type=prediction_type)
+    timesteps = torch.tensor([0, 250, 999])
+    x0 = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    noisy, target = noised_and_target(scheduler, x0, noise, timesteps)
+    alphas = scheduler.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+    assert torch.allclose(noisy, alphas.sqrt() * x0 + (1 - alphas).sqrt() * noise, atol=1e-5)
+    if prediction_type == "epsilon":
+        assert torch.equal(target, noise)
+    else:
+        assert torch.allclose(alphas.sqrt() * noisy - (1 - alphas).sqrt() * target, x0, atol=1e-5)

@@ -51,14 +51,20 @@ def diffusion_loss(unet, noise_scheduler, latents: torch.Tensor, noise: torch.Te
     weights' sum, so that a small subject still counts as much per step as a large one.
     The noisy latents go into the UNet in the precision of the conditioning, which the text encoder gave.
     """
-    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-    if noise_scheduler.config.prediction_type == "v_prediction":
-        target = noise_scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        target = noise
+    noisy, target = noised_and_target(noise_scheduler, latents, noise, timesteps)
     dtype = conditioning["encoder_hidden_states"].dtype
     prediction = unet(noisy.to(dtype), timesteps, **conditioning).sample
     return weighted_mean_error(prediction, target, weights)
+
+
+def noised_and_target(noise_scheduler, latents: torch.Tensor, noise: torch.Tensor,
+                      timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`latents` [B, C, h, w] noised with `noise` [B, C, h, w] at `timesteps` [B], and what the UNet should predict
+    from them: the noise, or the velocity for v-prediction models."""
+    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        return noisy, noise_scheduler.get_velocity(latents, noise, timesteps)
+    return noisy, noise
 
 
 def weighted_mean_error(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
