@@ -1,6 +1,6 @@
 """`textual-inversion demo` from launch to exit, two ways side by side.
 
-    python -m benchmarks.demo_speed [--compare baselines|evaluation-threads] [--rounds 2] [--seed 0]
+    python -m benchmarks.demo_speed [--compare baselines|evaluation-threads|training-threads] [--rounds 2] [--seed 0]
 
 --compare baselines (the default; writes demo_speed.md):
 
@@ -12,6 +12,10 @@ process timed from launch to exit; the scores must be the same (the same images,
 --compare evaluation-threads (writes demo_speed_evaluation_threads.md): the demo as installed, whose evaluation of
 the token takes the baselines' thread once their process is done, against "kept", where it keeps the training's.
 The scores may differ: other thread counts sum in another order.
+
+--compare training-threads (writes demo_speed_training_threads.md): the demo as installed, whose training computes
+with the baselines' thread too from demo.THREADS_HANDOFF_STEP on, against "training-kept", whose training keeps its
+own thread to the end. The scores may differ, for the same reason.
 """
 
 from __future__ import annotations
@@ -35,12 +39,17 @@ AFTER = ("import sys, textual_inversion.models as models; models.usable_cpus = l
 KEPT = ("import sys, textual_inversion.demo as demo; "
         "demo.threads_after_training = lambda config, baselines: demo.training_threads(config); "
         "from textual_inversion.cli import main; sys.exit(main(sys.argv[1:]))")
+# "one thread": the training keeps the threads it started with; no handoff at demo.THREADS_HANDOFF_STEP.
+TRAINING_KEPT = ("import sys, textual_inversion.demo as demo; demo.THREADS_HANDOFF_STEP = -1; "
+                 "from textual_inversion.cli import main; sys.exit(main(sys.argv[1:]))")
 VARIANTS = {"beside": [sys.executable, "-m", "textual_inversion.cli"], "after": [sys.executable, "-c", AFTER],
-            "kept": [sys.executable, "-c", KEPT]}
+            "kept": [sys.executable, "-c", KEPT], "training-kept": [sys.executable, "-c", TRAINING_KEPT]}
 COMPARISONS = {  # name: (the demo as installed, the other way), the results file's title
     "baselines": (("beside", "after"), "baselines beside the training against after it"),
     "evaluation-threads": (("beside", "kept"), "the token's evaluation with the baselines' thread once they are "
                                                "done, against the training's threads only"),
+    "training-threads": (("beside", "training-kept"), "the training with the baselines' thread from step "
+                                                      "THREADS_HANDOFF_STEP, against its own thread throughout"),
 }
 
 

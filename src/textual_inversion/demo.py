@@ -34,6 +34,11 @@ DEMO_OUTPUTS = {"validation_every": 200, "num_validation_images": 4, "checkpoint
 # scored 0.75 / 0.62 and 0.75 / 0.83 against 0.81 / 0.71 and 0.81 / 0.92 (benchmarks/results/demo_lr005.md).
 EVALUATION = {"num_images": 4, "steps": 25, "guidance": 4.0}
 BASELINES = ("init_word", "words")  # what the token is compared with: evaluate.CONDITIONS but the concept
+# From this step the training computes with the baselines' threads too, waiting for their process if it is still
+# scoring. A fixed step, not whenever the process ends: other thread counts sum in another order, so the vectors
+# would depend on the machine's pace. On the project's 2-core machine the baselines' process was done about 360
+# steps in (at step 250 the training waited 11 s for it), so the step leaves a margin for a slower machine.
+THREADS_HANDOFF_STEP = 400
 
 
 @dataclass
@@ -81,7 +86,7 @@ def run_demo(config: DemoConfig, training: dict | None = None) -> DemoResult:
     spec = write_concept_images(output_dir / "images")
     evaluation_dir = output_dir / "evaluation"
     with baselines_beside_training(spec, evaluation_dir, config) as baselines:
-        result = train(demo_train_config(config, spec, training))
+        result = train(demo_train_config(config, spec, training), on_step=hand_over_threads(config, baselines))
         use_threads(threads_after_training(config, baselines))
         pipe = load_pipeline("miniworld").to(pick_device(config.device))
         load_concepts(pipe, [result.output_dir])
@@ -91,6 +96,30 @@ def run_demo(config: DemoConfig, training: dict | None = None) -> DemoResult:
                               scheduler=type(pipe.scheduler).__name__, **EVALUATION)
     write_text_atomic(evaluation_dir / "evaluation.json", json.dumps(evaluation, indent=2))
     return DemoResult(output_dir, result.embedding_path, evaluation, result.seconds, result.steps)
+
+
+def hand_over_threads(config: DemoConfig, baselines: PendingBaselines) -> Callable[[int, float], None]:
+    """train's on_step: at THREADS_HANDOFF_STEP, wait for the baselines' process, where there is one, and compute with
+    its threads too. Logs the first step at which the process was seen done, to tell whether the training waited."""
+    import time
+
+    from .models import use_threads
+
+    done_by = []
+
+    def on_step(step: int, loss: float) -> None:
+        if not done_by and baselines.threads_freed():
+            done_by.append(step)
+        if step != THREADS_HANDOFF_STEP or baselines.wait is None:
+            return
+        waited = time.monotonic()
+        baselines.wait()
+        threads = use_threads(threads_after_training(config, baselines))
+        seen = f"done by step {done_by[0]}" if done_by else f"waited {time.monotonic() - waited:.1f} s for them"
+        logger.info("step %d: the baselines are scored (%s); the training computes with %d threads", step, seen,
+                    threads)
+
+    return on_step
 
 
 def score_token(pipe, spec, evaluation_dir: Path, config: DemoConfig, baselines: PendingBaselines):
@@ -129,6 +158,7 @@ class PendingBaselines:
 
     result: Callable[[], dict]
     threads_freed: Callable[[], int]  # the threads of a second process that scored them and is done (else 0)
+    wait: Callable[[], None] | None = None  # until the second process that scores them is done; None: there is none
 
 
 def training_threads(config: DemoConfig) -> int:
@@ -139,8 +169,9 @@ def training_threads(config: DemoConfig) -> int:
 
 
 def threads_after_training(config: DemoConfig, baselines: PendingBaselines) -> int:
-    """The threads the token's evaluation computes with: the training's, and those of the baselines' process once it
-    is done (evaluating at one thread of two left the other core idle); the demo never holds more than it did."""
+    """The threads the training computes with from THREADS_HANDOFF_STEP, and the token's evaluation: the training's,
+    and those of the baselines' process once it is done (at one thread of two the other core sat idle); the demo
+    never holds more than it did."""
     return training_threads(config) + baselines.threads_freed()
 
 
@@ -159,7 +190,7 @@ def baselines_beside_training(spec, evaluation_dir: Path, config: DemoConfig):
     pool = multiprocessing.get_context("spawn").Pool(1)
     try:
         scoring = pool.apply_async(score_baselines, (spec, evaluation_dir, config.seed, "cpu", threads))
-        yield PendingBaselines(scoring.get, threads_freed=lambda: threads if scoring.ready() else 0)
+        yield PendingBaselines(scoring.get, threads_freed=lambda: threads if scoring.ready() else 0, wait=scoring.wait)
         pool.close()
     except BaseException:  # the training failed or was interrupted: the baselines are not wanted
         pool.terminate()
