@@ -90,66 +90,53 @@ def test_the_evaluation_takes_the_baselines_thread_when_their_process_finishes_d
     assert threads_seen == [1, 1, 2]  # the first prompt's check still finds it running
 
 
-def test_the_training_takes_the_baselines_thread_at_the_handoff_step_waiting_for_them(monkeypatch, caplog):
+def threads_at_each_step(on_step, steps: int, before_step=lambda step: None) -> list[int]:
+    """The torch thread count after each of `steps` calls of `on_step`, starting from 1 thread (restored after)."""
     import torch
 
+    seen = []
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        for step in range(1, steps + 1):
+            before_step(step)
+            on_step(step, 0.1)
+            seen.append(torch.get_num_threads())
+    finally:
+        torch.set_num_threads(before)
+    return seen
+
+
+def test_the_training_takes_the_baselines_thread_at_the_handoff_step_waiting_for_them(monkeypatch, caplog):
     monkeypatch.setattr("textual_inversion.models.usable_cpus", lambda: 2)
     monkeypatch.setattr(demo, "THREADS_HANDOFF_STEP", 3)
     waited = []  # the process is still scoring until the training waits for it
     baselines = demo.PendingBaselines(result=dict, threads_freed=lambda: 1 if waited else 0,
                                       wait=lambda: waited.append(True))
-    on_step = demo.hand_over_threads(DemoConfig(threads=1, device="cpu"), baselines)
-    threads_seen = []
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        with caplog.at_level("INFO", logger="textual_inversion.demo"):
-            for step in range(1, 6):
-                on_step(step, 0.1)
-                threads_seen.append(torch.get_num_threads())
-    finally:
-        torch.set_num_threads(before)
-    assert threads_seen == [1, 1, 2, 2, 2] and waited == [True]  # at step 3, not when the process ends
+    with caplog.at_level("INFO", logger="textual_inversion.demo"):
+        seen = threads_at_each_step(demo.hand_over_threads(DemoConfig(threads=1, device="cpu"), baselines), 5)
+    assert seen == [1, 1, 2, 2, 2] and waited == [True]  # at step 3, not when the process ends
     assert "waited" in caplog.text and "2 threads" in caplog.text
 
 
 def test_a_process_done_early_hands_its_thread_over_at_the_handoff_step_only(monkeypatch, caplog):
-    import torch
-
     monkeypatch.setattr("textual_inversion.models.usable_cpus", lambda: 2)
     monkeypatch.setattr(demo, "THREADS_HANDOFF_STEP", 4)
-    steps_done = []  # the process ends after the training's first step
-    baselines = demo.PendingBaselines(result=dict, threads_freed=lambda: 1 if len(steps_done) >= 2 else 0,
+    steps_begun = []  # the process is done from the training's second step on
+    baselines = demo.PendingBaselines(result=dict, threads_freed=lambda: 1 if len(steps_begun) >= 2 else 0,
                                       wait=lambda: None)
-    on_step = demo.hand_over_threads(DemoConfig(threads=1, device="cpu"), baselines)
-    threads_seen = []
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        with caplog.at_level("INFO", logger="textual_inversion.demo"):
-            for step in range(1, 6):
-                steps_done.append(step)
-                on_step(step, 0.1)
-                threads_seen.append(torch.get_num_threads())
-    finally:
-        torch.set_num_threads(before)
-    assert threads_seen == [1, 1, 1, 2, 2]  # the same steps at each thread count however early it ends
+    with caplog.at_level("INFO", logger="textual_inversion.demo"):
+        seen = threads_at_each_step(demo.hand_over_threads(DemoConfig(threads=1, device="cpu"), baselines), 5,
+                                    before_step=steps_begun.append)
+    assert seen == [1, 1, 1, 2, 2]  # the same steps at each thread count however early it ends
     assert "done by step 2" in caplog.text
 
 
 def test_without_a_second_process_the_training_keeps_its_threads(monkeypatch):
-    import torch
-
     monkeypatch.setattr(demo, "THREADS_HANDOFF_STEP", 1)
     on_step = demo.hand_over_threads(DemoConfig(threads=1, device="cpu"),
                                      demo.PendingBaselines(result=dict, threads_freed=lambda: 0))
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        on_step(1, 0.1)
-        assert torch.get_num_threads() == 1
-    finally:
-        torch.set_num_threads(before)
+    assert threads_at_each_step(on_step, 2) == [1, 1]
 
 
 def test_other_training_settings_reach_the_training_in_place_of_the_demos(tmp_path, monkeypatch):
