@@ -39,7 +39,7 @@ AFTER = ("import sys, textual_inversion.models as models; models.usable_cpus = l
 KEPT = ("import sys, textual_inversion.demo as demo; "
         "demo.threads_after_training = lambda config, baselines: demo.training_threads(config); "
         "from textual_inversion.cli import main; sys.exit(main(sys.argv[1:]))")
-# "one thread": the training keeps the threads it started with; no handoff at demo.THREADS_HANDOFF_STEP.
+# "training-kept": the training keeps the threads it started with; no handoff at demo.THREADS_HANDOFF_STEP.
 TRAINING_KEPT = ("import sys, textual_inversion.demo as demo; demo.THREADS_HANDOFF_STEP = -1; "
                  "from textual_inversion.cli import main; sys.exit(main(sys.argv[1:]))")
 VARIANTS = {"beside": [sys.executable, "-m", "textual_inversion.cli"], "after": [sys.executable, "-c", AFTER],

@@ -36,8 +36,8 @@ EVALUATION = {"num_images": 4, "steps": 25, "guidance": 4.0}
 BASELINES = ("init_word", "words")  # what the token is compared with: evaluate.CONDITIONS but the concept
 # From this step the training computes with the baselines' threads too, waiting for their process if it is still
 # scoring. A fixed step, not whenever the process ends: other thread counts sum in another order, so the vectors
-# would depend on the machine's pace. On the project's 2-core machine the baselines' process was done about 360
-# steps in (at step 250 the training waited 11 s for it), so the step leaves a margin for a slower machine.
+# would depend on the machine's pace. On the project's 2-core machine the baselines' process was done 340-360 steps
+# in (at step 250 the training waited 11 s for it), so the step leaves a margin for a slower machine.
 THREADS_HANDOFF_STEP = 400
 
 

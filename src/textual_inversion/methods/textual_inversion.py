@@ -43,7 +43,8 @@ class TextualInversion(Method):
     default_lr = 5e-3  # diffusers' textual_inversion example
     adds_token = True
     transformer_families = True
-    # The shape's settings: benchmarks/results/concept_sweep.md (lora-all-cosine reached the targets on every star run).
+    # The shape's settings: lora-all-cosine in benchmarks/results/concept_sweep.md (the set's two stars at the targets
+    # on both seeds, against 2 of 4 at a constant rate; docs/subjects.md has the bundled star too).
     advice = ("a token can only ask for what the model already draws; if the previews miss the subject, train the "
               "same pictures with --method pivotal (the token plus a LoRA) or lora, or for a shape the model never "
               "drew --method lora --lora-layers all --lr-scheduler cosine, for longer: they change the model itself")
