@@ -79,6 +79,11 @@ def rendered(concept: Concept, output: Path) -> tuple[Path, ConceptSpec]:
     return folder, ConceptSpec.from_toml(folder / "concept.toml")
 
 
+def concept_kind(name: str) -> str:
+    """The kind this set lists a concept under; "bundled" for one of examples/concepts/."""
+    return next((kind for kind, concept in CONCEPT_SET if concept.name == name), "bundled")
+
+
 def find_concept(name: str, workdir: Path) -> tuple[Path, ConceptSpec]:
     """(folder, spec) of a bundled concept (examples/concepts/) or of one in this set (rendered into `workdir`)."""
     for _, concept in CONCEPT_SET:

@@ -24,8 +24,8 @@ import os
 import time
 from pathlib import Path
 
-from .common import RESULTS_DIR, argument_parser, bundled_concept, command, print_and_write
-from .concept_set import SWEEP_RESULTS, write_concept_set
+from .common import RESULTS_DIR, argument_parser, command, print_and_write
+from .concept_set import SWEEP_RESULTS, concept_kind, find_concept
 from .methods import METHODS as MINIWORLD_SETTINGS
 from .methods import human_size, output_bytes, run_settings
 
@@ -205,10 +205,10 @@ def sweep(names: list[str], seeds: list[int], budgets: list[int], num_images: in
     from textual_inversion.evaluate import evaluate_concept
     from textual_inversion.models import load_pipeline
 
-    concepts = write_concept_set(workdir / "concepts")
     for name in names:
         # A bundled concept (examples/concepts/) by its folder's name: a check on a concept outside the set.
-        kind, folder, spec = concepts[name] if name in concepts else ("bundled", *bundled_concept(name))
+        folder, spec = find_concept(name, workdir / "concepts")
+        kind = concept_kind(name)
         own = [r for r in done(results) if r.get("concept") == name]  # "timing" records name no concept
         if not any(r["condition"] == "baselines" for r in own):
             report = evaluate_concept(load_pipeline("miniworld"), spec, workdir / name / "baselines", num_images,

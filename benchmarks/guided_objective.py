@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from .common import RESULTS_DIR, argument_parser, command, print_and_write
-from .concept_set import CONCEPT_SET, SWEEP_RESULTS, find_concept
+from .concept_set import SWEEP_RESULTS, concept_kind, find_concept
 from .concept_sweep import METHODS, done, train_and_score
 
 # The two runs the demo's settings miss on the concepts the conditioning ceiling draws, then two they learn.
@@ -98,7 +98,7 @@ def main() -> None:
         for run in args.runs:
             concept, seed = run.split(":")
             folder, spec = find_concept(concept, Path(args.workdir) / "concepts")
-            kind = dict((c.name, k) for k, c in CONCEPT_SET).get(concept, "bundled")
+            kind = concept_kind(concept)
             [row] = train_and_score(method, concept, kind, folder, spec, int(seed), [3200], [3200], 4,
                                     Path(scratch) / f"{concept}-{seed}", args.threads)
             plain = sweep_row(concept, int(seed))
