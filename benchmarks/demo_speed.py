@@ -1,6 +1,7 @@
 """`textual-inversion demo` from launch to exit, two ways side by side.
 
-    python -m benchmarks.demo_speed [--compare baselines|evaluation-threads|training-threads] [--rounds 2] [--seed 0]
+    python -m benchmarks.demo_speed [--compare baselines|evaluation-threads|training-threads|settings] [--rounds 2]
+                                    [--seed 0]
 
 --compare baselines (the default; writes demo_speed.md):
 
@@ -16,6 +17,9 @@ The scores may differ: other thread counts sum in another order.
 --compare training-threads (writes demo_speed_training_threads.md): the demo as installed, whose training computes
 with the baselines' thread too from demo.THREADS_HANDOFF_STEP on, against "training-kept", whose training keeps its
 own thread to the end. The scores may differ, for the same reason.
+
+--compare settings (writes demo_speed_settings.md): the demo's training for 500 steps at lr 0.2 against 800 at
+lr 0.1 (both with the moving average, everything else as installed). The scores differ: other vectors.
 """
 
 from __future__ import annotations
@@ -42,14 +46,25 @@ KEPT = ("import sys, textual_inversion.demo as demo; "
 # "training-kept": the training keeps the threads it started with; no handoff at demo.THREADS_HANDOFF_STEP.
 TRAINING_KEPT = ("import sys, textual_inversion.demo as demo; demo.THREADS_HANDOFF_STEP = -1; "
                  "from textual_inversion.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+def demo_with(lr: float, steps: int) -> list[str]:
+    """The demo with another learning rate and step count, everything else as installed."""
+    return [sys.executable, "-c", f"import sys, textual_inversion.demo as demo; demo.DEMO_TRAINING['lr'] = {lr}; "
+            "from textual_inversion.cli import main; "
+            f"sys.exit(main(sys.argv[1:] + ['--steps', '{steps}']))"]
+
+
 VARIANTS = {"beside": [sys.executable, "-m", "textual_inversion.cli"], "after": [sys.executable, "-c", AFTER],
-            "kept": [sys.executable, "-c", KEPT], "training-kept": [sys.executable, "-c", TRAINING_KEPT]}
+            "kept": [sys.executable, "-c", KEPT], "training-kept": [sys.executable, "-c", TRAINING_KEPT],
+            "lr0.1-800-steps": demo_with(0.1, 800), "lr0.2-500-steps": demo_with(0.2, 500)}
 COMPARISONS = {  # name: (the demo as installed, the other way), the results file's title
     "baselines": (("beside", "after"), "baselines beside the training against after it"),
     "evaluation-threads": (("beside", "kept"), "the token's evaluation with the baselines' thread once they are "
                                                "done, against the training's threads only"),
     "training-threads": (("beside", "training-kept"), "the training with the baselines' thread from step "
                                                       "THREADS_HANDOFF_STEP, against its own thread throughout"),
+    "settings": (("lr0.2-500-steps", "lr0.1-800-steps"), "500 steps at lr 0.2 against 800 at lr 0.1"),
 }
 
 
