@@ -27,7 +27,8 @@ CONCEPT_NAME = "hidden-colour"
 # rate the vectors wander, and some seeds were still short of the colour after 800 steps at 0.05
 # (demo_trajectory_ema099.md): twice the rate gets there, and the saved vectors being their moving average
 # over about the last 100 steps steadies the result (seeds 0-7 at the targets: 7 of 8, against 4 of 8 at 0.05
-# without it). Faster ones (lr 0.2, stratified timesteps, --stop-when-learned) missed on some seeds.
+# without it). Faster ones (lr 0.2 with or without the average, stratified timesteps, --stop-when-learned) missed on
+# some seeds or scored lower (docs/demo.md).
 DEMO_TRAINING = {"lr": 0.1, "vectors": 6, "batch_size": 4, "ema_decay": 0.99}
 DEMO_OUTPUTS = {"validation_every": 200, "num_validation_images": 4, "checkpoint_every": 100}
 # The evaluation keeps the model's DDIM at 25 steps: with DPM++ at 15 steps (0.64x the time) seeds 1 and 2
