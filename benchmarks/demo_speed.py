@@ -62,8 +62,9 @@ COMPARISONS = {  # name: (the demo as installed, the other way), the results fil
     "baselines": (("beside", "after"), "baselines beside the training against after it"),
     "evaluation-threads": (("beside", "kept"), "the token's evaluation with the baselines' thread once they are "
                                                "done, against the training's threads only"),
-    "training-threads": (("beside", "training-kept"), "the training with the baselines' thread from step "
-                                                      "THREADS_HANDOFF_STEP, against its own thread throughout"),
+    "training-threads": (("beside", "training-kept"), "the training with the baselines' thread from the handoff "
+                                                      "step (demo.THREADS_HANDOFF_STEP), against its own thread "
+                                                      "throughout"),
     "settings": (("lr0.2-500-steps", "lr0.1-800-steps"), "500 steps at lr 0.2 against 800 at lr 0.1"),
 }
 
