@@ -36,28 +36,28 @@ from pathlib import Path
 
 from .common import RESULTS_DIR, argument_parser, command, print_and_write
 
-# "after": the demo as on one usable CPU (models.usable_cpus decides), everything else as installed.
-AFTER = ("import sys, textual_inversion.models as models; models.usable_cpus = lambda: 1; "
-         "from textual_inversion.cli import main; sys.exit(main(sys.argv[1:]))")
-# "kept": the token's evaluation computes with the training's threads only.
-KEPT = ("import sys, textual_inversion.demo as demo; "
-        "demo.threads_after_training = lambda config, baselines: demo.training_threads(config); "
-        "from textual_inversion.cli import main; sys.exit(main(sys.argv[1:]))")
-# "training-kept": the training keeps the threads it started with; no handoff at demo.THREADS_HANDOFF_STEP.
-TRAINING_KEPT = ("import sys, textual_inversion.demo as demo; demo.THREADS_HANDOFF_STEP = -1; "
-                 "from textual_inversion.cli import main; sys.exit(main(sys.argv[1:]))")
+
+def patched_cli(setup: str, *extra_args: str) -> list[str]:
+    """The CLI in a fresh interpreter once `setup` (Python) has run, `extra_args` after the command line's own."""
+    return [sys.executable, "-c", f"import sys; {setup}; from textual_inversion.cli import main; "
+            f"sys.exit(main(sys.argv[1:] + {list(extra_args)!r}))"]
 
 
-def demo_with(lr: float, steps: int) -> list[str]:
-    """The demo with another learning rate and step count, everything else as installed."""
-    return [sys.executable, "-c", f"import sys, textual_inversion.demo as demo; demo.DEMO_TRAINING['lr'] = {lr}; "
-            "from textual_inversion.cli import main; "
-            f"sys.exit(main(sys.argv[1:] + ['--steps', '{steps}']))"]
-
-
-VARIANTS = {"beside": [sys.executable, "-m", "textual_inversion.cli"], "after": [sys.executable, "-c", AFTER],
-            "kept": [sys.executable, "-c", KEPT], "training-kept": [sys.executable, "-c", TRAINING_KEPT],
-            "lr0.1-800-steps": demo_with(0.1, 800), "lr0.2-500-steps": demo_with(0.2, 500)}
+VARIANTS = {
+    "beside": [sys.executable, "-m", "textual_inversion.cli"],
+    # The demo as on one usable CPU (models.usable_cpus decides), everything else as installed.
+    "after": patched_cli("import textual_inversion.models as models; models.usable_cpus = lambda: 1"),
+    # The token's evaluation computes with the training's threads only.
+    "kept": patched_cli("import textual_inversion.demo as demo; "
+                        "demo.threads_after_training = lambda config, baselines: demo.training_threads(config)"),
+    # The training keeps the threads it started with; no handoff at demo.THREADS_HANDOFF_STEP.
+    "training-kept": patched_cli("import textual_inversion.demo as demo; demo.THREADS_HANDOFF_STEP = -1"),
+    # Another learning rate and step count, each pinned (not the installed defaults), everything else as installed.
+    "lr0.1-800-steps": patched_cli("import textual_inversion.demo as demo; demo.DEMO_TRAINING['lr'] = 0.1",
+                                   "--steps", "800"),
+    "lr0.2-500-steps": patched_cli("import textual_inversion.demo as demo; demo.DEMO_TRAINING['lr'] = 0.2",
+                                   "--steps", "500"),
+}
 COMPARISONS = {  # name: (the demo as installed, the other way), the results file's title
     "baselines": (("beside", "after"), "baselines beside the training against after it"),
     "evaluation-threads": (("beside", "kept"), "the token's evaluation with the baselines' thread once they are "
