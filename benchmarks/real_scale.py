@@ -205,7 +205,7 @@ class OurStep:
         from textual_inversion.methods.textual_inversion import TextualInversion
         from textual_inversion.models import text_encoders
         from textual_inversion.objective import DenoisingLoss
-        from textual_inversion.training import WEIGHT_DTYPES, encode_pictures
+        from textual_inversion.training import WEIGHT_DTYPES, adamw, encode_pictures
 
         config = TrainConfig(model="benchmark", images=str(images), token=TOKEN, options={"init_token": INIT_TOKEN},
                              batch_size=batch_size, lr=LR, mixed_precision=MIXED_PRECISION[precision],
@@ -225,8 +225,7 @@ class OurStep:
         for parameter in self.method.trainable_parameters():
             parameter.data = parameter.data.float()
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-        self.optimizer = torch.optim.AdamW(self.method.parameter_groups(config.learning_rate()),
-                                           weight_decay=config.weight_decay)
+        self.optimizer = adamw(self.method.parameter_groups(config.learning_rate()), weight_decay=config.weight_decay)
         self.lr_schedule = get_scheduler(config.lr_scheduler, self.optimizer, num_warmup_steps=config.lr_warmup_steps,
                                          num_training_steps=config.steps)
         self.model = DenoisingLoss(pipe, self.noise_scheduler, config.mask_weight)

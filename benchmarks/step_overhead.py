@@ -58,6 +58,7 @@ def measure(name: str, batch_size: int, steps: tuple[int, int], repeats: int, ro
     from textual_inversion.methods import TextualInversion
     from textual_inversion.models import load_pipeline
     from textual_inversion.objective import encode_conditioning
+    from textual_inversion.training import adamw
 
     model, images_dir = model_and_images(name, workdir)
     config = TrainConfig(model=model, images=str(images_dir), token="<bench>", options={"init_token": "circle"}, lr=0.01,
@@ -84,7 +85,7 @@ def measure(name: str, batch_size: int, steps: tuple[int, int], repeats: int, ro
     method = TextualInversion(config)
     method.prepare(pipe, data)
     scheduler = pipe.scheduler
-    optimizer = torch.optim.AdamW(method.trainable_parameters(), lr=0.01)
+    optimizer = adamw([{"params": method.trainable_parameters()}], lr=0.01)  # as train() builds it
     generator = torch.Generator().manual_seed(0)
 
     def draw():

@@ -98,6 +98,28 @@ def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(train_con
     assert torch.isfinite(load_file(checkpoint / "weights.safetensors")["text_encoder"]).all()
 
 
+def test_a_nan_loss_read_steps_later_still_names_its_step_and_writes_no_checkpoint(train_config, monkeypatch):
+    """Without checkpoints or an on_step callback the loop reads losses LOSS_READ_EVERY steps at a time."""
+    import textual_inversion.objective as objective
+    from textual_inversion.training import LOSS_READ_EVERY
+
+    real_loss = objective.diffusion_loss
+    calls = []
+
+    def loss_then_diverge(*args, **kwargs):
+        if torch.is_grad_enabled():
+            calls.append(1)
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(objective, "diffusion_loss", loss_then_diverge)
+    config = dataclasses.replace(train_config, steps=LOSS_READ_EVERY + 2, batch_size=1, checkpoint_every=0)
+    with pytest.raises(UserError, match=r"loss became nan at step 3; no checkpoint was written yet"):
+        train(config)
+    assert len(calls) == LOSS_READ_EVERY  # the run went on to the read, not further
+    assert latest_checkpoint(config.resolved_output_dir()) is None
+
+
 def test_two_runs_cannot_share_an_output_folder(train_config):
     output_dir = train_config.resolved_output_dir()
     output_dir.mkdir(parents=True)

@@ -268,6 +268,28 @@ def test_memory_and_speed_options_keep_the_result(train_config):
     assert difference.mean() <= 1e-3 * train_config.lr
 
 
+def test_adamw_is_fused_where_the_device_has_the_kernel_and_steps_as_the_default_does(train_config):
+    from textual_inversion.training import adamw, make_optimizer
+
+    assert make_optimizer(train_config) is adamw
+    start = torch.randn(6, 32, generator=torch.Generator().manual_seed(0))
+    ends = []
+    for build in (adamw, torch.optim.AdamW):
+        row = torch.nn.Parameter(start.clone())
+        optimizer = build([{"params": [row], "lr": 0.1}], weight_decay=0.01)
+        gradients = torch.Generator().manual_seed(1)
+        for _ in range(50):
+            row.grad = torch.randn(row.shape, generator=gradients) * 1e-3
+            optimizer.step()
+        ends.append(row.detach())
+    assert optimizer.defaults["fused"] is None  # PyTorch's own default: a loop over the tensors on the CPU
+    assert adamw([{"params": [torch.nn.Parameter(start)]}]).defaults["fused"] is True
+    # The same arithmetic in another order: the two agree to rounding, not to the bit.
+    assert torch.allclose(ends[0], ends[1], atol=1e-5) and not torch.equal(start, ends[0])
+    # A device without the kernel (here "meta") keeps PyTorch's default instead of failing at the first step.
+    assert adamw([{"params": [torch.nn.Parameter(torch.empty(2, device="meta"))]}]).defaults["fused"] is None
+
+
 def test_8bit_adam_needs_bitsandbytes(train_config):
     try:
         import bitsandbytes  # noqa: F401
