@@ -8,7 +8,12 @@ seed and with others tells these apart. Training as `textual-inversion demo` tra
 --set); the evaluation's fidelity prompts as the demo scores them (4 pictures each, DDIM 25, guidance 4).
 
     python -m benchmarks.demo_trajectory [--seeds 4 7] [--eval-seeds 1000 1001] [--every 100] [--steps 800] [--set k=v]
-                                         [--average-only]
+                                         [--average-only] [--prodigy]
+
+--prodigy trains with the Prodigy optimizer (Mishchenko & Defazio 2023, the `prodigyopt` package, which is not a
+dependency: pip install prodigyopt) in place of AdamW, at its authors' lr of 1.0 in every parameter group, with
+its bias correction: the learning-rate-free optimizer kohya's scripts and OneTrainer offer. Not an option of
+`train`; tried here on the demo (not adopted: benchmarks/results/demo_trajectory_prodigy.md).
 """
 
 from __future__ import annotations
@@ -37,6 +42,21 @@ def fidelities(vectors: dict, spec, seeds: list[int], workdir: Path) -> list[flo
             for seed in seeds]
 
 
+def use_prodigy() -> None:
+    """Make `train` build Prodigy where it would build AdamW (every group at lr 1.0: Prodigy finds the step size)."""
+    try:
+        from prodigyopt import Prodigy
+    except ImportError:
+        raise SystemExit("--prodigy needs the prodigyopt package: pip install prodigyopt") from None
+    from textual_inversion import training
+
+    def prodigy(parameter_groups: list[dict], weight_decay: float = 0.0) -> Prodigy:
+        return Prodigy([{**group, "lr": 1.0} for group in parameter_groups], weight_decay=weight_decay,
+                       use_bias_correction=True)
+
+    training.adamw = prodigy
+
+
 def main() -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("--seeds", nargs="+", type=int, default=[4, 7], help="training seeds")
@@ -48,6 +68,7 @@ def main() -> None:
     parser.add_argument("--set", nargs="+", default=[], metavar="OPTION=VALUE", help="as benchmarks.demo_seeds")
     parser.add_argument("--average-only", action="store_true",
                         help="with a moving average, score only it (what the run would save if it ended there)")
+    parser.add_argument("--prodigy", action="store_true", help="Prodigy instead of AdamW (see above)")
     parser.add_argument("--results-suffix", default="")
     args = parser.parse_args()
     overrides = dict(parse_setting(text, parser) for text in args.set)
@@ -60,6 +81,8 @@ def main() -> None:
     from textual_inversion.demo import DEMO_TRAINING, demo_train_config, write_concept_images
 
     torch.set_num_threads(args.threads)
+    if args.prodigy:
+        use_prodigy()
     training = {**DEMO_TRAINING, **overrides}
     steps = args.steps or DemoConfig().steps
     rows = []
@@ -86,6 +109,7 @@ def main() -> None:
     eval_names = ["the demo's (= training seed)", *map(str, args.eval_seeds)]
     lines = [f"# The demo's fidelity at every checkpoint ({machine('cpu', args.threads)})", "",
              f"Produced by `{command()}`. Training: {steps} steps, "
+             + ("Prodigy (lr 1.0, bias correction) in place of AdamW, " if args.prodigy else "")
              + ", ".join(f"{k} {v}" for k, v in training.items())
              + f"; every {args.every} steps its vectors are scored on the evaluation's fidelity prompts (16 pictures), "
                "with the demo's evaluation seed (the training seed) and others. The last row of each seed is "
