@@ -98,26 +98,44 @@ def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(train_con
     assert torch.isfinite(load_file(checkpoint / "weights.safetensors")["text_encoder"]).all()
 
 
-def test_a_nan_loss_read_steps_later_still_names_its_step_and_writes_no_checkpoint(train_config, monkeypatch):
-    """Without checkpoints or an on_step callback the loop reads losses LOSS_READ_EVERY steps at a time."""
+def loss_turning_nan_at_step(step: int, monkeypatch) -> list:
+    """Make the training loss of optimizer step `step` (batch 1, 1-based) non-finite; returns the steps' calls."""
     import textual_inversion.objective as objective
-    from textual_inversion.training import LOSS_READ_EVERY
 
     real_loss = objective.diffusion_loss
     calls = []
 
     def loss_then_diverge(*args, **kwargs):
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled():  # a training step's loss, not the fixed-batch measurement
             calls.append(1)
         loss = real_loss(*args, **kwargs)
-        return loss * float("nan") if len(calls) == 3 else loss
+        return loss * float("nan") if len(calls) == step else loss
 
     monkeypatch.setattr(objective, "diffusion_loss", loss_then_diverge)
+    return calls
+
+
+def test_a_nan_loss_read_steps_later_still_names_its_step_and_writes_no_checkpoint(train_config, monkeypatch):
+    """Without checkpoints, checks, previews or an on_step callback the loop reads losses LOSS_READ_EVERY steps
+    at a time."""
+    from textual_inversion.training import LOSS_READ_EVERY
+
+    calls = loss_turning_nan_at_step(3, monkeypatch)
     config = dataclasses.replace(train_config, steps=LOSS_READ_EVERY + 2, batch_size=1, checkpoint_every=0)
     with pytest.raises(UserError, match=r"loss became nan at step 3; no checkpoint was written yet"):
         train(config)
     assert len(calls) == LOSS_READ_EVERY  # the run went on to the read, not further
     assert latest_checkpoint(config.resolved_output_dir()) is None
+
+
+def test_previews_are_not_drawn_from_vectors_a_nan_loss_spoiled(train_config, monkeypatch):
+    calls = loss_turning_nan_at_step(3, monkeypatch)
+    config = dataclasses.replace(train_config, steps=8, batch_size=1, checkpoint_every=0, validation_every=2,
+                                 validation_prompt="a photo of <blob>", validation_steps=1, num_validation_images=1)
+    with pytest.raises(UserError, match=r"loss became nan at step 3"):
+        train(config)
+    assert len(calls) == 4  # read before step 4's previews
+    assert sorted(p.name for p in (config.resolved_output_dir() / "previews").iterdir()) == ["step-000002.png"]
 
 
 def test_two_runs_cannot_share_an_output_folder(train_config):

@@ -310,7 +310,11 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
             step += 1
             unread.append((step, averaged(loss), lr_schedule.get_last_lr()[0]))
             checkpoint_now = config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps
-            if on_step is not None or checkpoint_now or step % LOSS_READ_EVERY == 0:
+            check_now = check is not None and step % config.learned_every == 0 and step < config.steps
+            preview_now = main and config.validation_prompt and step % config.validation_every == 0
+            # Checkpoints, checks and previews wait for the device anyway; reading first also keeps them from
+            # saving or drawing vectors that a non-finite loss has spoiled.
+            if on_step is not None or checkpoint_now or check_now or preview_now or step % LOSS_READ_EVERY == 0:
                 read_losses()
             if on_step is not None:
                 on_step(step, history[-1][1])
@@ -322,7 +326,7 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
                 logger.info("early stop at step %d: the fixed-batch loss has settled", step)
                 stopped_early = True
                 break
-            if check is not None and step % config.learned_every == 0 and step < config.steps:
+            if check_now:
                 with parameters_set_to(method.trainable_parameters(), moving_average):
                     share = on_main_process(accelerator, learned_share, pipe, check)
                 learned_checks.append((step, share))
@@ -334,7 +338,7 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
             if history:
                 progress.set_postfix(loss=f"{sum(r[1] for r in history[-20:]) / len(history[-20:]):.4f}",
                                      **({"learned": f"{learned_checks[-1][1]:.2f}"} if learned_checks else {}))
-            if main and config.validation_prompt and step % config.validation_every == 0:
+            if preview_now:
                 with parameters_set_to(method.trainable_parameters(), moving_average):
                     render_previews(pipe, config, output_dir / PREVIEW_DIR / f"step-{step:06d}.png", resolution)
             if main and checkpoint_now:
@@ -447,8 +451,9 @@ def make_optimizer(config: TrainConfig) -> Callable[..., torch.optim.Optimizer]:
 
 
 # Reading a loss makes the host wait until the device has finished the step, so a GPU's queue runs dry before
-# the next step's kernels are sent; the loop reads them this many steps at a time (every step when `train` is
-# given `on_step`, which reports each loss). On the CPU a read costs nothing.
+# the next step's kernels are sent; the loop reads them this many steps at a time, and whenever it waits anyway
+# (a checkpoint, a check, previews; every step when `train` is given `on_step`, which reports each loss). On the
+# CPU a read costs nothing.
 LOSS_READ_EVERY = 10
 
 # PyTorch (>= 2.4, the version pyproject.toml asks for) has AdamW's fused kernel on these devices.
