@@ -34,8 +34,14 @@ def bundled_concept(name: str):
 
 
 def machine(device: str, threads: int) -> str:
-    """How a table names where it ran: "CPU, N threads" or the device."""
-    return f"CPU, {threads} threads" if device == "cpu" else device
+    """How a table names where it ran: "CPU, N threads", or the device and, for CUDA, the GPU's name."""
+    if device == "cpu":
+        return f"CPU, {threads} threads"
+    if device.startswith("cuda"):
+        import torch
+
+        return f"{device}: {torch.cuda.get_device_name(device)}"
+    return device
 
 
 def device_suffix(device: str) -> str:

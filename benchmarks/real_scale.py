@@ -25,7 +25,6 @@ peak RSS on the CPU (VmHWM), `torch.cuda.max_memory_allocated` on CUDA.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -90,9 +89,10 @@ def text_encoder_from(config: dict):
     return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(CLIPTextConfig(**values))
 
 
-def build_pipeline(name: str, workdir: Path, meta: bool = False):
+def build_pipeline(name: str, workdir: Path, meta: bool = False, device: str = "cpu"):
     """The pipeline `name` with random weights (seeded): a real-size one from its configs, or a tiny one.
-    With `meta`, a real-size one's models hold no weights (for counting them)."""
+    A real-size one's weights are made on `device` (random initialisation of billions of weights takes tens of
+    seconds on the CPU, a fraction of one on a GPU); with `meta` they are not made at all (for counting them)."""
     import diffusers
     from diffusers import (
         AutoencoderKL,
@@ -111,7 +111,7 @@ def build_pipeline(name: str, workdir: Path, meta: bool = False):
     parts = {"scheduler": getattr(diffusers, configs["scheduler"]["_class_name"]).from_config(configs["scheduler"]),
              "tokenizer": clip_sized_tokenizer(workdir / f"{name}-tokenizer")}
     torch.manual_seed(0)
-    with torch.device("meta") if meta else contextlib.nullcontext():
+    with torch.device("meta" if meta else device):
         parts.update(unet=UNet2DConditionModel.from_config(configs["unet"]),
                      vae=AutoencoderKL.from_config(configs["vae"]), text_encoder=text_encoder_from(configs["text_encoder"]))
         if "text_encoder_2" in configs:
@@ -289,7 +289,7 @@ def set_up(job: dict, kinds: tuple[str, ...]):
     torch.manual_seed(job["seed"])
     random.seed(job["seed"])
     device = torch.device(job["device"])
-    pipe = build_pipeline(job["model"], Path(job["workdir"]))
+    pipe = build_pipeline(job["model"], Path(job["workdir"]), device=job["device"])
     # Both start from a frozen model in eval mode (`train()` freezes it; `from_pretrained` gives eval mode and
     # their script freezes all but the embedding matrix, which is a module of its own here).
     for module in [pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)]:
