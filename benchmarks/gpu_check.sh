@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device check: the core test suite on a CUDA machine (fp16/bf16 training and CUDA generation for SD1, SDXL and
-# the tiny Flux, SD3 and Z-Image models: tests/test_training.py::test_mixed_precision_on_a_gpu; nf4 quantisation).
+# the tiny Flux, SD3 and Z-Image models: tests/test_training.py::test_mixed_precision_trains_and_draws_previews; nf4 quantisation).
 # On the lent GPU machine diffusers is not installed: carry its wheel in .whl/ (docs/gpu.md).
 set -o pipefail
 if ls .whl/*.whl >/dev/null 2>&1; then

@@ -21,12 +21,12 @@ measure() {  # a benchmark module and its options; says how long it took, and go
   python3 -m "$@" || echo "FAILED (rc $?): $*"
   echo "== $(( SECONDS - started )) s"
 }
-measure benchmarks.real_scale --models sd15 --resolution 0 --device cuda --precision bf16 --output "$out/real_scale_cuda_sd15.md"
-measure benchmarks.real_scale --models sdxl --resolution 0 --device cuda --precision bf16 --output "$out/real_scale_cuda_sdxl.md"
+measure benchmarks.real_scale --models sd15 --resolution 0 --device cuda --precision bf16 --threads "$(nproc)" --output "$out/real_scale_cuda_sd15.md"
+measure benchmarks.real_scale --models sdxl --resolution 0 --device cuda --precision bf16 --threads "$(nproc)" --output "$out/real_scale_cuda_sdxl.md"
 measure benchmarks.step_options --model sd15 --device cuda --precision bf16 --options classic-attention channels-last compile \
   --output "$out/step_options_sd15_bf16_cuda.md"
 measure benchmarks.step_options --model sd15 --device cuda --precision fp32 --options tf32 --output "$out/step_options_sd15_fp32_cuda.md"
-measure benchmarks.real_scale --models sd21 --resolution 0 --device cuda --precision bf16 --output "$out/real_scale_cuda_sd21.md"
-# The tests that only a GPU runs (fp16/bf16 training of each family, nf4), after the measurements
-python3 -m pytest tests/test_training.py tests/test_memory_options.py -k gpu -q -p no:cacheprovider -rs 2>&1 \
+measure benchmarks.real_scale --models sd21 --resolution 0 --device cuda --precision bf16 --threads "$(nproc)" --output "$out/real_scale_cuda_sd21.md"
+# The tests that only a GPU runs (fp16/bf16 training and previews of each family, nf4), after the measurements
+python3 -m pytest tests/test_training.py tests/test_memory_options.py -k "gpu or mixed_precision" -q -p no:cacheprovider -rs 2>&1 \
   | tee "$out/pytest-gpu.log"

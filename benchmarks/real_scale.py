@@ -15,8 +15,9 @@ Theirs: benchmarks/diffusers_example_step.py, a re-implementation of the example
 Time: both steps on one pipeline in one process, in alternating rounds after warm-up; median seconds per step.
 Breakdown: the same steps split at the text encoders' and UNet's forward hooks and around backward and the
 optimizer (on CUDA, separate steps after the rounds, since each split waits for the GPU).
-Memory: a fresh process per (model, step kind) builds the model, sets the step up and runs a few steps: its
-peak RSS on the CPU (VmHWM), `torch.cuda.max_memory_allocated` on CUDA.
+Memory: a fresh process per (model, step kind) builds the model in the CPU's memory (where loading one puts
+it), sets the step up (which moves it to the device) and runs a few steps: its peak RSS on the CPU (VmHWM),
+`torch.cuda.max_memory_allocated` on CUDA. The timing process builds the model on the device it runs on.
 
     python -m benchmarks.real_scale [--models sd15 sd21 sdxl] [--resolution 256] [--batch-size 1] [--rounds 5]
         [--threads 2] [--device cpu] [--precision fp32] [--output PATH]
@@ -205,21 +206,21 @@ class OurStep:
         from textual_inversion.methods.textual_inversion import TextualInversion
         from textual_inversion.models import text_encoders
         from textual_inversion.objective import DenoisingLoss
-        from textual_inversion.training import WEIGHT_DTYPES, adamw, encode_pictures
+        from textual_inversion.training import WEIGHT_DTYPES, adamw, encode_pictures, move_to_device
 
         config = TrainConfig(model="benchmark", images=str(images), token=TOKEN, options={"init_token": INIT_TOKEN},
                              batch_size=batch_size, lr=LR, mixed_precision=MIXED_PRECISION[precision],
                              device=str(device))
         self.config, self.pipe, self.device = config, pipe, device
         # As `train()` sets the pipeline up, then `run_training`.
+        self.weight_dtype = WEIGHT_DTYPES[config.mixed_precision]
         for module in [encoder for _, _, encoder in text_encoders(pipe)] + [pipe.unet, pipe.vae]:
             module.requires_grad_(False).eval()
-        pipe.to(device)
+        move_to_device(pipe, device, self.weight_dtype)
         self.data = read_training_data(images, config.token, config.property)
         self.data.caches = encode_pictures(pipe, self.data, config, resolution, device)
         self.method = TextualInversion(config)
         self.method.prepare(pipe, self.data)
-        self.weight_dtype = WEIGHT_DTYPES[config.mixed_precision]
         if self.weight_dtype != torch.float32:
             pipe.to(dtype=self.weight_dtype)
         for parameter in self.method.trainable_parameters():
@@ -289,7 +290,7 @@ def set_up(job: dict, kinds: tuple[str, ...]):
     torch.manual_seed(job["seed"])
     random.seed(job["seed"])
     device = torch.device(job["device"])
-    pipe = build_pipeline(job["model"], Path(job["workdir"]), device=job["device"])
+    pipe = build_pipeline(job["model"], Path(job["workdir"]), device=job.get("build_on", job["device"]))
     # Both start from a frozen model in eval mode (`train()` freezes it; `from_pretrained` gives eval mode and
     # their script freezes all but the embedding matrix, which is a module of its own here).
     for module in [pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)]:
@@ -371,7 +372,7 @@ def peak_memory(job: dict, kind: str) -> dict:
     """In a fresh process: the model, one step kind set up and `memory_steps` steps; peak memory in bytes."""
     import resource
 
-    _, (step,), device = set_up(job, (kind,))
+    _, (step,), device = set_up({**job, "build_on": "cpu"}, (kind,))  # as a model loads: into the CPU's memory
     step.activate()
     cuda = device.type == "cuda"
     if cuda:
@@ -436,7 +437,7 @@ def report(args, rows: list[dict], load: tuple[float, float]) -> list[str]:
              f"seconds over {args.rounds} rounds of {args.steps_per_round} steps of each kind, alternating in one "
              f"process after {args.warmup} warm-up steps each; the ratio is the median of the rounds' ours / theirs "
              f"(range in brackets). Memory (MiB): {where} of a fresh process per model and step kind that builds "
-             f"the model, sets the step up and takes {args.memory_steps} steps; 'in steps' is the peak from its "
+             f"the model in the CPU's memory, sets the step up (moving it to the device) and takes {args.memory_steps} steps; 'in steps' is the peak from its "
              "first step on, 'before' what it held when the steps began. Goals: ours / theirs <= 0.5; ours' "
              "peak <= theirs'.", "",
              "| model | px | ours s | theirs s | ours / theirs | peak ours | peak theirs | in steps: ours / theirs "

@@ -169,6 +169,11 @@ class LatentCache:
         return (means + stds * noise - shift_factor) * scaling_factor
 
 
+# Pixels the VAE encodes at once: in fp32, four 1024 px pictures at once took 25 GB of a GPU beside SDXL
+# (benchmarks/results/real_scale_cuda_sdxl.md), more than its training step needs.
+ENCODE_PIXELS = 512 * 512
+
+
 @torch.no_grad()
 def encode_images(vae, images: list[Image.Image], sizes: int | list[tuple[int, int]], crop: str, crop_variants: int,
                   flip: bool, seed: int, device: torch.device, dtype: torch.dtype,
@@ -206,10 +211,12 @@ def encode_images(vae, images: list[Image.Image], sizes: int | list[tuple[int, i
 
 def encode_views(vae, views: dict[str, list], size: tuple[int, int], device: torch.device,
                  dtype: torch.dtype) -> LatentCache:
-    """One size's cut pictures through the VAE, eight at a time; their masks down to the latent grid."""
+    """One size's cut pictures through the VAE, as many at a time as `ENCODE_PIXELS` allows (one at 1024 px,
+    eight at most); their masks down to the latent grid."""
     means, stds = [], []
-    for start in range(0, len(views["views"]), 8):
-        batch = to_tensor(views["views"][start:start + 8]).to(device=device, dtype=dtype)
+    per_batch = max(1, min(8, ENCODE_PIXELS // (size[0] * size[1])))
+    for start in range(0, len(views["views"]), per_batch):
+        batch = to_tensor(views["views"][start:start + per_batch]).to(device=device, dtype=dtype)
         distribution = vae.encode(batch).latent_dist
         means.append(distribution.mean.float().cpu())
         stds.append(distribution.std.float().cpu())

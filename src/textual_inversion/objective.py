@@ -6,6 +6,7 @@ counterparts are in `flow_matching.py`; `DenoisingLoss` picks by the pipeline.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import torch
@@ -111,6 +112,12 @@ class DenoisingLoss(torch.nn.Module):
         self.denoiser = denoiser(pipe)
         self.text_encoders = torch.nn.ModuleList(encoder for _, _, encoder in text_encoders(pipe))
         self.pipe, self.noise_scheduler, self.mask_weight, self.snr_gamma = pipe, noise_scheduler, mask_weight, snr_gamma
+        # A frozen UNet already in half precision runs outside autocast, as diffusers' example scripts run it:
+        # autocast would keep its group norms and the residual stream around them in fp32 (a 0.8-0.9x slower step
+        # on a GPU, benchmarks/results/real_scale_cuda_*.md). Where something in it learns (LoRA, DreamBooth), the
+        # fp32 weights that learn need autocast.
+        self.unet_in_own_precision = not is_transformer_family(pipe) and self.denoiser.dtype != torch.float32 and \
+            not any(parameter.requires_grad for parameter in self.denoiser.parameters())
 
     def forward(self, batch: Batch) -> torch.Tensor:
         device = self.denoiser.device
@@ -124,7 +131,13 @@ class DenoisingLoss(torch.nn.Module):
                                                  conditioning)
             return weighted_mean_error(prediction, target, weights)
         timesteps = batch.timesteps.to(device)
-        errors = diffusion_loss(self.denoiser, self.noise_scheduler, latents, noise, timesteps, conditioning, weights)
+        in_own_precision = self.unet_in_own_precision and torch.is_autocast_enabled(device.type)
+        if in_own_precision:  # (SDXL's pooled embeds and time ids need no cast: the UNet casts what it adds them to)
+            conditioning = {**conditioning,
+                            "encoder_hidden_states": conditioning["encoder_hidden_states"].to(self.denoiser.dtype)}
+        with torch.autocast(device.type, enabled=False) if in_own_precision else contextlib.nullcontext():
+            errors = diffusion_loss(self.denoiser, self.noise_scheduler, latents, noise, timesteps, conditioning,
+                                    weights)
         if self.snr_gamma:
             errors = errors * min_snr_weights(self.noise_scheduler, timesteps, self.snr_gamma)
         return errors

@@ -138,7 +138,7 @@ def train(config: TrainConfig, pipe=None, stop: threading.Event | None = None,
     started = time.monotonic()
     accelerator = make_accelerator(config, device, method_class.parameters_may_go_unused)
     pipe.set_progress_bar_config(disable=True)
-    pipe.to(accelerator.device)
+    move_to_device(pipe, accelerator.device, WEIGHT_DTYPES[config.mixed_precision])
     resolution = config.resolution or default_resolution(pipe)
     data.caches = encode_pictures(pipe, data, config, resolution, accelerator.device)
     method = method_class(config)
@@ -327,7 +327,7 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
                 stopped_early = True
                 break
             if check_now:
-                with parameters_set_to(method.trainable_parameters(), moving_average):
+                with parameters_set_to(method.trainable_parameters(), moving_average), accelerator.autocast():
                     share = on_main_process(accelerator, learned_share, pipe, check)
                 learned_checks.append((step, share))
                 if should_stop([s for _, s in learned_checks], config.learned_share):
@@ -339,7 +339,7 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
                 progress.set_postfix(loss=f"{sum(r[1] for r in history[-20:]) / len(history[-20:]):.4f}",
                                      **({"learned": f"{learned_checks[-1][1]:.2f}"} if learned_checks else {}))
             if preview_now:
-                with parameters_set_to(method.trainable_parameters(), moving_average):
+                with parameters_set_to(method.trainable_parameters(), moving_average), accelerator.autocast():
                     render_previews(pipe, config, output_dir / PREVIEW_DIR / f"step-{step:06d}.png", resolution)
             if main and checkpoint_now:
                 save_checkpoint(output_dir, step, method.state_dict(), training_state(step), config.keep_checkpoints)
@@ -368,7 +368,8 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
         save_checkpoint(output_dir, step, method.state_dict(), training_state(step), config.keep_checkpoints)
         write_loss_files(output_dir, history, fixed_losses)
         if config.validation_prompt and step % config.validation_every:
-            render_previews(pipe, config, output_dir / PREVIEW_DIR / f"step-{step:06d}.png", resolution)
+            with accelerator.autocast():
+                render_previews(pipe, config, output_dir / PREVIEW_DIR / f"step-{step:06d}.png", resolution)
         write_run_file(output_dir, config, "finished", {
             "metadata": metadata, "final_loss": final_loss, **({"learned_checks": learned_checks} if check else {}),
             "outputs": {kind: path.relative_to(output_dir).as_posix() for kind, path in outputs.items()},
@@ -484,6 +485,20 @@ def speed_options(pipe, config: TrainConfig) -> None:
         network.compile()  # in place: parameter names (and so checkpoints) stay the same
 
 
+def move_to_device(pipe, device: torch.device, weight_dtype: torch.dtype) -> None:
+    """The pipeline's models onto `device`, cast to `weight_dtype` on the way: moved in fp32 and cast there, they
+    would first hold twice the memory (SDXL's 3.5 billion weights: 13 GB). The VAE moves in fp32, as it encodes the
+    pictures first (fp16 overflows in SDXL's), and `run_training` casts it with the rest; a quantised model moves
+    as it is."""
+    for module in pipe.components.values():
+        if not isinstance(module, torch.nn.Module):
+            continue
+        if weight_dtype == torch.float32 or module is pipe.vae or getattr(module, "is_quantized", False):
+            module.to(device)
+        else:
+            module.to(device, weight_dtype)
+
+
 def encode_pictures(pipe, data: TrainingData, config: TrainConfig, resolution: int,
                     device: torch.device) -> list[LatentCache]:
     """The pictures through the VAE once, each at its bucket's size (or the square with --no-bucket)."""
@@ -506,7 +521,8 @@ def class_latents(pipe, config: TrainConfig, folder: Path, accelerator: Accelera
     """The class images (made once by the main process, kept in `folder`), encoded at each of `sizes`
     ((width, height), the subject's buckets in order), so that a batch's two halves have one shape."""
     if accelerator.is_main_process:
-        ensure_class_images(pipe, config, folder)
+        with accelerator.autocast():  # the VAE is still in fp32 beside the cast models (move_to_device)
+            ensure_class_images(pipe, config, folder)
     accelerator.wait_for_everyone()
     class_images = ensure_class_images(pipe, config, folder)  # reads what is there
     return [encode_images(pipe.vae, class_images, [size] * len(class_images), "center", 1, False, config.seed,
@@ -534,7 +550,8 @@ def ensure_class_images(pipe, config: TrainConfig, folder: Path) -> list:
 def render_previews(pipe, config: TrainConfig, path: Path, resolution: int) -> None:
     """Sample preview images with the current embedding, fixed seed, and save them as one grid: at the pipeline's
     own size for the UNet families, at the training `resolution` for the transformer ones (whose default, 1024 px,
-    would make a preview cost more than many steps)."""
+    would make a preview cost more than many steps). Under mixed precision the caller runs it in autocast: the
+    learning rows are fp32, which makes the pipeline take fp32 latents into a denoiser of the weight dtype."""
     generator = torch.Generator().manual_seed(config.seed)
     size = {"height": resolution, "width": resolution} if is_transformer_family(pipe) else {}
     images = pipe(**prompt_arguments(pipe, config.validation_prompt), **size, num_inference_steps=config.validation_steps,
