@@ -109,8 +109,7 @@ def train(config: TrainConfig, pipe=None, stop: threading.Event | None = None,
     if config.mixed_precision == "fp16" and device.type != "cuda":
         raise UserError("--mixed-precision fp16 needs a CUDA GPU; on this device use bf16 or no")
     make_optimizer(config)  # says now, before anything is written, if bitsandbytes is missing
-    # Under `accelerate launch` this joins the process group; alone it is one process.
-    processes = PartialState(cpu=device.type == "cpu")
+    processes = process_state(device)
     if config.batch_size % processes.num_processes:
         raise UserError(f"--batch-size {config.batch_size} is the global batch and must split evenly over "
                         f"{processes.num_processes} processes")
@@ -160,6 +159,18 @@ def train(config: TrainConfig, pipe=None, stop: threading.Event | None = None,
                                 stop, on_step)
     finally:
         method.release()  # the caller's pipeline keeps what was learned, even after an error
+
+
+def process_state(device: torch.device) -> PartialState:
+    """Accelerate's state of this process: under `accelerate launch` it joins the process group; alone it is one
+    process. The state is process-wide and kept from the first run, so a later run in the same Python process (the
+    web page, a notebook, the tests) on another device would train where the first one did: a one-process state
+    made for another device is made again."""
+    state = PartialState(cpu=device.type == "cpu")
+    if state.num_processes == 1 and state.device.type != device.type:
+        PartialState._reset_state()
+        state = PartialState(cpu=device.type == "cpu")
+    return state
 
 
 def make_accelerator(config: TrainConfig, device: torch.device, parameters_may_go_unused: bool) -> Accelerator:
