@@ -98,6 +98,31 @@ def test_cached_latents_are_contiguous(tiny_sd1_path):
     assert cache.sample(torch.tensor([0, 5]), torch.Generator().manual_seed(0), 0.18).is_contiguous()
 
 
+def test_pictures_are_encoded_a_few_at_a_time_by_area_with_the_same_latents(tiny_sd1_path, monkeypatch):
+    import torch
+
+    import textual_inversion.data as data
+    from textual_inversion.models import load_pipeline
+
+    vae = load_pipeline(tiny_sd1_path).vae
+    batches = []
+    encode = vae.encode
+    monkeypatch.setattr(vae, "encode", lambda pixels: batches.append(len(pixels)) or encode(pixels))
+    images = [Image.new("RGB", (40, 32), (200, 30 * i, 10)) for i in range(5)]
+
+    def latents():
+        batches.clear()
+        [cache] = data.encode_images(vae, images, 32, "center", 1, False, 0, torch.device("cpu"), torch.float32)
+        return cache.means, list(batches)
+
+    together, sizes = latents()
+    assert sizes == [5]  # small pictures: up to eight at once
+    monkeypatch.setattr(data, "ENCODE_PIXELS", 2 * 32 * 32)
+    apart, sizes = latents()
+    assert sizes == [2, 2, 1]
+    assert torch.allclose(together, apart, atol=1e-5)
+
+
 def cache_of(entries: int, side: int = 4):
     """A latent cache of `entries` zero latents [entries, 4, side, side], one picture each."""
     import torch

@@ -260,6 +260,26 @@ def test_mixed_precision_trains_and_draws_previews(family_path, device, precisio
     assert all(torch.isfinite(torch.tensor(row[1])) for row in result.loss_history)
 
 
+def test_the_models_move_to_the_device_cast_but_the_vae_which_encodes_in_fp32(tiny_sd1_path):
+    from textual_inversion.training import move_to_device
+
+    pipe = load_pipeline(tiny_sd1_path)
+    move_to_device(pipe, torch.device("meta"), torch.bfloat16)  # "meta": a device that holds no memory
+    for module, dtype in ((pipe.unet, torch.bfloat16), (pipe.text_encoder, torch.bfloat16), (pipe.vae, torch.float32)):
+        assert {(p.device.type, p.dtype) for p in module.parameters()} == {("meta", dtype)}
+
+
+@pytest.mark.parametrize(("method", "autocast_in_unet"), [("textual-inversion", False), ("lora", True)])
+def test_a_frozen_half_precision_unet_runs_outside_autocast(method, autocast_in_unet, train_config):
+    """As diffusers' scripts run it; where weights in the UNet learn (LoRA's, in fp32), autocast stays."""
+    pipe = load_pipeline(train_config.model)
+    calls = []
+    pipe.unet.register_forward_pre_hook(lambda _, args: calls.append((torch.is_autocast_enabled("cpu"), args[0].dtype)))
+    train(train_config.replaced(method=method, mixed_precision="bf16", steps=2, device="cpu", checkpoint_every=0),
+          pipe=pipe)
+    assert calls and set(calls) == {(autocast_in_unet, torch.bfloat16)}
+
+
 def test_memory_and_speed_options_keep_the_result(train_config):
     """Gradient checkpointing and channels-last change how, not what: the same losses and embedding."""
     plain = train(dataclasses.replace(train_config, steps=3, device="cpu", checkpoint_every=0))

@@ -113,9 +113,9 @@ class DenoisingLoss(torch.nn.Module):
         self.text_encoders = torch.nn.ModuleList(encoder for _, _, encoder in text_encoders(pipe))
         self.pipe, self.noise_scheduler, self.mask_weight, self.snr_gamma = pipe, noise_scheduler, mask_weight, snr_gamma
         # A frozen UNet already in half precision runs outside autocast, as diffusers' example scripts run it:
-        # autocast would keep its group norms and the residual stream around them in fp32 (a 0.8-0.9x slower step
-        # on a GPU, benchmarks/results/real_scale_cuda_*.md). Where something in it learns (LoRA, DreamBooth), the
-        # fp32 weights that learn need autocast.
+        # autocast keeps its group norms and the residual stream around them in fp32 (on a GPU its forward and
+        # backward took 1.17-1.24x theirs inside autocast, 0.87-1.01x outside: benchmarks/results/real_scale_cuda_*).
+        # Where something in it learns (LoRA, DreamBooth), the fp32 weights that learn need autocast.
         self.unet_in_own_precision = not is_transformer_family(pipe) and self.denoiser.dtype != torch.float32 and \
             not any(parameter.requires_grad for parameter in self.denoiser.parameters())
 
