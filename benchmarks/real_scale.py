@@ -221,8 +221,7 @@ class OurStep:
         self.data.caches = encode_pictures(pipe, self.data, config, resolution, device)
         self.method = TextualInversion(config)
         self.method.prepare(pipe, self.data)
-        if self.weight_dtype != torch.float32:
-            pipe.to(dtype=self.weight_dtype)
+        move_to_device(pipe, device, self.weight_dtype, vae_dtype=self.weight_dtype)
         for parameter in self.method.trainable_parameters():
             parameter.data = parameter.data.float()
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)

@@ -189,8 +189,7 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
                  on_step: Callable[[int, float], None] | None = None) -> TrainResult:
     """The loop: optimizer steps from the start (or the latest checkpoint) to `config.steps`, then the files."""
     weight_dtype = WEIGHT_DTYPES[config.mixed_precision]
-    if weight_dtype != torch.float32:
-        pipe.to(dtype=weight_dtype)
+    move_to_device(pipe, accelerator.device, weight_dtype, vae_dtype=weight_dtype)
     for parameter in method.trainable_parameters():
         parameter.data = parameter.data.float()
     speed_options(pipe, config)
@@ -496,18 +495,18 @@ def speed_options(pipe, config: TrainConfig) -> None:
         network.compile()  # in place: parameter names (and so checkpoints) stay the same
 
 
-def move_to_device(pipe, device: torch.device, weight_dtype: torch.dtype) -> None:
+def move_to_device(pipe, device: torch.device, weight_dtype: torch.dtype, vae_dtype: torch.dtype = torch.float32):
     """The pipeline's models onto `device`, cast to `weight_dtype` on the way: moved in fp32 and cast there, they
-    would first hold twice the memory (SDXL's 3.5 billion weights: 13 GB). The VAE moves in fp32, as it encodes the
-    pictures first (fp16 overflows in SDXL's), and `run_training` casts it with the rest; a quantised model moves
-    as it is."""
+    would first hold twice the memory (SDXL's 3.5 billion weights: 13 GB). The VAE in `vae_dtype`: fp32 while it
+    encodes the pictures (fp16 overflows in SDXL's), then `run_training` casts it with the rest. A quantised model
+    moves as it is (diffusers refuses to cast one). With `weight_dtype` fp32 nothing is cast."""
     for module in pipe.components.values():
         if not isinstance(module, torch.nn.Module):
             continue
-        if weight_dtype == torch.float32 or module is pipe.vae or getattr(module, "is_quantized", False):
+        if weight_dtype == torch.float32 or getattr(module, "is_quantized", False):
             module.to(device)
         else:
-            module.to(device, weight_dtype)
+            module.to(device, vae_dtype if module is pipe.vae else weight_dtype)
 
 
 def encode_pictures(pipe, data: TrainingData, config: TrainConfig, resolution: int,
