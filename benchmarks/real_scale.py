@@ -436,8 +436,9 @@ def report(args, rows: list[dict], load: tuple[float, float]) -> list[str]:
              f"seconds over {args.rounds} rounds of {args.steps_per_round} steps of each kind, alternating in one "
              f"process after {args.warmup} warm-up steps each; the ratio is the median of the rounds' ours / theirs "
              f"(range in brackets). Memory (MiB): {where} of a fresh process per model and step kind that builds "
-             f"the model in the CPU's memory, sets the step up (moving it to the device) and takes {args.memory_steps} steps; 'in steps' is the peak from its "
-             "first step on, 'before' what it held when the steps began. Goals: ours / theirs <= 0.5; ours' "
+             f"the model in the CPU's memory, sets the step up (moving it to the device) and takes "
+             f"{args.memory_steps} steps; 'in steps' is the peak from its first step on, 'before' what it held when "
+             "the steps began. Goals: ours / theirs <= 0.5; ours' "
              "peak <= theirs'.", "",
              "| model | px | ours s | theirs s | ours / theirs | peak ours | peak theirs | in steps: ours / theirs "
              "| before: ours / theirs |", "|---|---|---|---|---|---|---|---|---|"]

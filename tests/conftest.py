@@ -7,7 +7,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
+
+# (device, precision) of the mixed-precision tests: bf16 on the CPU always, so that CI covers mixed precision
+# (previews, class pictures, the UNet's precision); fp16 needs a GPU.
+MIXED_PRECISION_RUNS = [("cpu", "bf16")] + ([("cuda", "fp16"), ("cuda", "bf16")] if torch.cuda.is_available() else [])
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.conftest import MIXED_PRECISION_RUNS
 from textual_inversion import TrainConfig, UserError, train
 from textual_inversion.data import draw_batch
 from textual_inversion.models import denoiser, load_pipeline
@@ -236,10 +237,6 @@ def test_fp16_without_a_gpu_is_refused(train_config):
         pytest.skip("a GPU is present")
     with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
         train(dataclasses.replace(train_config, mixed_precision="fp16"))
-
-
-# bf16 runs on the CPU too, so that CI trains and previews in mixed precision; fp16 needs a GPU.
-MIXED_PRECISION_RUNS = [("cpu", "bf16")] + ([("cuda", "fp16"), ("cuda", "bf16")] if torch.cuda.is_available() else [])
 
 
 @pytest.mark.parametrize("family_path", ["tiny_sd1_path", "tiny_sdxl_path", "tiny_flux_path", "tiny_sd3_path",

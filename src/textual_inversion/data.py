@@ -169,7 +169,7 @@ class LatentCache:
         return (means + stds * noise - shift_factor) * scaling_factor
 
 
-# Pixels the VAE encodes at once: in fp32, four 1024 px pictures at once took 25 GB of a GPU beside SDXL
+# Pixels the VAE encodes at once: in fp32, four 1024 px pictures at once took about 25 GB of a GPU beside SDXL
 # (benchmarks/results/real_scale_cuda_sdxl.md), more than its training step needs.
 ENCODE_PIXELS = 512 * 512
 

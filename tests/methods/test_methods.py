@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from tests.conftest import MIXED_PRECISION_RUNS
 from textual_inversion import GenerateConfig, TrainConfig, UserError, generate, load_concepts, train
 from textual_inversion.models import load_pipeline
 
@@ -168,10 +169,6 @@ def test_method_options_are_checked():
     with pytest.raises(UserError, match="--train-text-encoder is an option of dreambooth, not of --method lora"):
         TrainConfig.from_values(dict(images="x", token="<t>", method="lora", train_text_encoder=True))
     TrainConfig(images="x", token="<t>", method="lora").validate()  # no --init-token needed
-
-
-# bf16 runs on the CPU too, so that CI covers mixed precision; fp16 needs a GPU.
-MIXED_PRECISION_RUNS = [("cpu", "bf16")] + ([("cuda", "fp16"), ("cuda", "bf16")] if torch.cuda.is_available() else [])
 
 
 @pytest.mark.parametrize("method", ["lora", "dreambooth", "pivotal"])
