@@ -195,3 +195,29 @@ def test_generate_prints_the_new_folder_it_wrote(tiny_sd1_path, tmp_path, monkey
     assert exit_info.value.code == 0
     folder = capsys.readouterr().out.strip().rsplit(" to ", 1)[-1]
     assert folder.startswith("outputs/") and (tmp_path / folder / "grid.png").is_file(), folder
+
+
+# The `textual-inversion` command (cli.console) ends the process after the exit handlers, without the interpreter's
+# teardown; everything a handler or a thread still had to do must happen first.
+CONSOLE = ("import atexit, sys, threading, time\n"
+           "atexit.register(lambda: print('exit handler ran', flush=True))\n"
+           "{before}"
+           "sys.argv = ['textual-inversion', *{argv!r}]\n"
+           "from textual_inversion.cli import console\n"
+           "console()\n")
+
+
+@pytest.mark.parametrize("argv,code", [(["--help"], 0), (["convert", "missing.pt", "out.safetensors"], 2)])
+def test_the_command_runs_the_exit_handlers_and_keeps_the_exit_code(argv, code, tmp_path):
+    result = subprocess.run([sys.executable, "-c", CONSOLE.format(before="", argv=argv)], capture_output=True,
+                            text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == code, result.stderr
+    assert result.stdout.rstrip().endswith("exit handler ran")
+    assert ("usage: textual-inversion" in result.stdout) if code == 0 else result.stderr.startswith("error: missing.pt")
+
+
+def test_the_command_ends_the_usual_way_while_a_thread_still_works(tmp_path):
+    worker = ("threading.Thread(target=lambda: (time.sleep(1), print('thread finished', flush=True))).start()\n")
+    result = subprocess.run([sys.executable, "-c", CONSOLE.format(before=worker, argv=["--help"])],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0 and "thread finished" in result.stdout

@@ -1,6 +1,7 @@
 """The shared training loop with the Textual Inversion method, on tiny models."""
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -88,6 +89,11 @@ def test_run_folder_holds_everything(train_config):
     assert sorted(p.name for p in (result.output_dir / "previews").iterdir()) == ["step-000003.png", "step-000006.png"]
     rows = (result.output_dir / "loss.csv").read_text().splitlines()
     assert rows[0] == "step,loss,lr" and len(rows) == 1 + config.steps
+    # Where the time went, by phase, in the result and in run.json; train's own clock covers all but the loading.
+    assert list(result.phases) == ["loading", "preparing", "steps", "writing"]
+    assert all(seconds >= 0 for seconds in result.phases.values()) and result.phases["steps"] > 0
+    assert sum(result.phases.values()) - result.phases["loading"] == pytest.approx(result.seconds, abs=0.05)
+    assert set(json.loads((result.output_dir / "run.json").read_text())["seconds"]) == set(result.phases)
 
 
 def test_output_folder_of_another_run_is_refused(train_config):
@@ -448,3 +454,12 @@ def test_previews_and_checks_see_the_average_and_training_goes_on_from_its_own_v
     assert torch.equal(parameter.data, torch.ones(3))
     with parameters_set_to([parameter], None):  # without --ema-decay: untouched
         assert torch.equal(parameter.data, torch.ones(3))
+
+
+def test_phase_summary_names_each_phase_and_the_time_a_step():
+    from textual_inversion.training import phase_summary
+
+    phases = {"loading": 0.21, "preparing": 0.4, "steps": 84.0, "writing": 1.52}
+    assert phase_summary(phases, 800) == ("loading 0.2 s, preparing 0.4 s, 800 steps 84.0 s (105 ms a step), "
+                                          "writing 1.5 s")
+    assert "ms a step" not in phase_summary(phases, 0)  # a resumed run that had no steps left

@@ -7,11 +7,13 @@ same options from a file, and options given on the command line win over the fil
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import difflib
 import logging
 import os
 import sys
+import threading
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # before transformers is first imported
 
@@ -344,5 +346,29 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
 
 
+def console() -> None:
+    """The `textual-inversion` command: `main`, the exit handlers, then the process ends without the interpreter's
+    teardown. Every file is written and closed by then; the teardown would only free torch's, diffusers' and
+    transformers' objects one by one, about a second at the end of every launch that loaded a model
+    (benchmarks/results/launch_exit.md). The exit handlers still run (logging's flush, multiprocessing's and
+    tempfile's clean-up). A run under `accelerate launch`, or one that leaves threads running, ends the usual way;
+    so does one that fails with a traceback."""
+    try:
+        main()
+        code = 0
+    except SystemExit as exit:
+        code = exit.code
+    distributed = sys.modules.get("torch.distributed")
+    if (not isinstance(code, int | None) or not hasattr(atexit, "_run_exitfuncs")
+            or any(thread.is_alive() and not thread.daemon for thread in threading.enumerate()
+                   if thread is not threading.main_thread())
+            or (distributed is not None and distributed.is_available() and distributed.is_initialized())):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
+
+
 if __name__ == "__main__":
-    main()
+    console()

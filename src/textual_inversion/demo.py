@@ -191,8 +191,8 @@ def baselines_beside_training(spec, evaluation_dir: Path, config: DemoConfig):
     pool = multiprocessing.get_context("spawn").Pool(1)
     try:
         scoring = pool.apply_async(score_baselines, (spec, evaluation_dir, config.seed, "cpu", threads))
+        pool.close()  # its one task is in: the process ends as soon as it is done, not when the demo is
         yield PendingBaselines(scoring.get, threads_freed=lambda: threads if scoring.ready() else 0, wait=scoring.wait)
-        pool.close()
     except BaseException:  # the training failed or was interrupted: the baselines are not wanted
         pool.terminate()
         raise
