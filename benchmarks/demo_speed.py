@@ -1,7 +1,7 @@
 """`textual-inversion demo` from launch to exit, two ways side by side.
 
-    python -m benchmarks.demo_speed [--compare baselines|evaluation-threads|training-threads|settings] [--rounds 2]
-                                    [--seed 0]
+    python -m benchmarks.demo_speed [--compare baselines|evaluation-threads|training-threads|settings|previews]
+                                    [--rounds 2] [--seed 0]
 
 --compare baselines (the default; writes demo_speed.md):
 
@@ -20,6 +20,10 @@ own thread to the end. The scores may differ, for the same reason.
 
 --compare settings (writes demo_speed_settings.md): the demo's training for 500 steps at lr 0.2 against 800 at
 lr 0.1 (both with the moving average, everything else as installed). The scores differ: other vectors.
+
+--compare previews (writes demo_speed_previews.md): the demo as installed, whose previews are drawn with DPM++ at 15
+steps, against "previews-ddim-25", drawn with the model's DDIM at 25. The scores must be the same: the previews
+draw from their own generator and give the pipeline its own sampler back.
 """
 
 from __future__ import annotations
@@ -38,9 +42,10 @@ from .common import RESULTS_DIR, argument_parser, command, print_and_write
 
 
 def patched_cli(setup: str, *extra_args: str) -> list[str]:
-    """The CLI in a fresh interpreter once `setup` (Python) has run, `extra_args` after the command line's own."""
-    return [sys.executable, "-c", f"import sys; {setup}; from textual_inversion.cli import main; "
-            f"sys.exit(main(sys.argv[1:] + {list(extra_args)!r}))"]
+    """The CLI in a fresh interpreter once `setup` (Python) has run, `extra_args` after the command line's own; it
+    ends as the installed command does (cli.console)."""
+    return [sys.executable, "-c", f"import sys; {setup}; from textual_inversion.cli import console; "
+            f"sys.argv += {list(extra_args)!r}; console()"]
 
 
 VARIANTS = {
@@ -57,6 +62,9 @@ VARIANTS = {
                                    "--steps", "800"),
     "lr0.2-500-steps": patched_cli("import textual_inversion.demo as demo; demo.DEMO_TRAINING['lr'] = 0.2",
                                    "--steps", "500"),
+    # The previews drawn with the model's own sampler (DDIM) at 25 steps, everything else as installed.
+    "previews-ddim-25": patched_cli("import textual_inversion.demo as demo; "
+                                    "demo.DEMO_OUTPUTS.update(validation_sampler=None, validation_steps=25)"),
 }
 COMPARISONS = {  # name: (the demo as installed, the other way), the results file's title
     "baselines": (("beside", "after"), "baselines beside the training against after it"),
@@ -66,6 +74,8 @@ COMPARISONS = {  # name: (the demo as installed, the other way), the results fil
                                                       "step (demo.THREADS_HANDOFF_STEP), against its own thread "
                                                       "throughout"),
     "settings": (("lr0.2-500-steps", "lr0.1-800-steps"), "500 steps at lr 0.2 against 800 at lr 0.1"),
+    "previews": (("beside", "previews-ddim-25"), "previews drawn with DPM++ at 15 steps against the model's DDIM at "
+                                                 "25"),
 }
 
 

@@ -24,6 +24,7 @@ GOOD = TrainConfig(images="pics", token="<t>", options={"init_token": "dog"})
     ({"validation_prompt": "a photo of a cat"}, "does not contain the token <t>"),
     ({"lr_warmup_steps": 10}, "--lr-warmup-steps 10 has no effect with --lr-scheduler constant"),
     ({"validation_guidance": -1.0}, "--validation-guidance -1.0: cannot be negative"),
+    ({"validation_sampler": "dpm"}, "--validation-sampler dpm: choose one of ddim, ddpm"),
     ({"snr_gamma": -5.0}, "--snr-gamma -5.0: cannot be negative"),
     ({"timestep_bias": "later"}, "--timestep-bias later with --timestep-bias-multiplier 1.0 has no effect"),
     ({"timestep_bias": "later", "timestep_bias_multiplier": -2.0}, "--timestep-bias-multiplier -2.0: must be above 0"),

@@ -1,6 +1,7 @@
 """The shared training loop with the Textual Inversion method, on tiny models."""
 
 import dataclasses
+import functools
 import json
 
 import pytest
@@ -231,11 +232,36 @@ def test_snr_gamma_weights_every_sample_of_the_step(train_config, monkeypatch):
     assert zeroed.loss_history and all(loss == 0 for _, loss, _ in zeroed.loss_history)
 
 
-def test_snr_gamma_is_refused_for_flow_matching(tiny_flux_path, image_folder, tmp_path):
+@pytest.mark.parametrize("option,message", [({"snr_gamma": 5.0}, "--snr-gamma weights a UNet model's noise schedule"),
+                                            ({"validation_sampler": "dpm++"}, "samples with its own flow-matching")])
+def test_unet_only_options_are_refused_for_flow_matching(option, message, tiny_flux_path, image_folder, tmp_path):
     config = TrainConfig(model=tiny_flux_path, images=str(image_folder), token="<blob>", options={"init_token": "cat"},
-                         steps=1, lr=0.05, snr_gamma=5.0, output_dir=str(tmp_path / "run"))
-    with pytest.raises(UserError, match="--snr-gamma weights a UNet model's noise schedule"):
+                         steps=1, lr=0.05, output_dir=str(tmp_path / "run"), **option)
+    with pytest.raises(UserError, match=message):
         train(config)
+
+
+def test_previews_draw_with_the_sampler_asked_for_and_the_pipeline_keeps_its_own(train_config, tiny_sd1_path,
+                                                                                   monkeypatch):
+    from textual_inversion.config import SAMPLERS
+    from textual_inversion.generation import SCHEDULERS
+
+    assert tuple(SCHEDULERS) == SAMPLERS  # the options' names are the samplers generation builds
+    pipe = load_pipeline(tiny_sd1_path)
+    own = type(pipe.scheduler)
+    drawn_with = []
+    call = type(pipe).__call__
+
+    @functools.wraps(call)  # the pipeline's defaults are read from its signature
+    def recording_call(self, *args, **kwargs):
+        drawn_with.append((type(self.scheduler).__name__, kwargs["num_inference_steps"]))
+        return call(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(pipe), "__call__", recording_call)
+    train(dataclasses.replace(train_config, steps=2, checkpoint_every=0, validation_prompt="a photo of <blob>",
+                              validation_every=2, validation_sampler="dpm++", validation_steps=3), pipe=pipe)
+    assert drawn_with == [("DPMSolverMultistepScheduler", 3)]
+    assert type(pipe.scheduler) is own
 
 
 def test_fp16_without_a_gpu_is_refused(train_config):

@@ -20,6 +20,7 @@ from .methods import METHODS, MethodOptions, get_method, method_option_fields, n
 from .options import check_choices, coerce, option
 
 PRECISIONS = ("no", "fp16", "bf16")
+SAMPLERS = ("ddim", "ddpm", "pndm", "euler", "euler-a", "dpm++", "lms")  # generation.SCHEDULERS' names
 
 
 def threads_option():
@@ -100,6 +101,8 @@ class TrainConfig:
     validation_steps: int = option(25, "sampling steps for preview images")
     validation_guidance: float | None = option(None, "classifier-free guidance scale for preview images (default: "
                                                "the pipeline's own, as for generate)")
+    validation_sampler: str | None = option(None, f"sampler for preview images: {', '.join(SAMPLERS)} (default: the "
+                                                  "model's, as for generate)")
     checkpoint_every: int = option(100, "write a resumable checkpoint every N steps (0: only at the end)")
     keep_checkpoints: int = option(2, "how many of the newest checkpoints to keep (0: all)")
     resume: bool = option(False, "continue from the latest checkpoint in --output-dir")
@@ -197,6 +200,8 @@ class TrainConfig:
             raise UserError(f"--prior-loss-weight {self.prior_loss_weight}: cannot be negative")
         if self.validation_guidance is not None and self.validation_guidance < 0:
             raise UserError(f"--validation-guidance {self.validation_guidance}: cannot be negative")
+        if self.validation_sampler is not None and self.validation_sampler not in SAMPLERS:
+            raise UserError(f"--validation-sampler {self.validation_sampler}: choose one of {', '.join(SAMPLERS)}")
         if self.keep_checkpoints < 0:
             raise UserError(f"--keep-checkpoints {self.keep_checkpoints}: cannot be negative (0 keeps all)")
         if self.early_stop_window < 0 or not 0 < self.early_stop_threshold < 1:
@@ -253,7 +258,7 @@ class GenerateConfig:
     guidance: float | None = option(None, "classifier-free guidance scale (default: the pipeline's own: 7.5 for SD "
                                     "1.x/2.x, 5 for SDXL and Z-Image, 3.5 for Flux, 7 for SD3)")
     seed: int = option(0, "seed of the first image; image i uses seed + i")
-    scheduler: str | None = option(None, "sampler: ddim, ddpm, pndm, euler, euler-a, dpm++, lms (default: the model's)")
+    scheduler: str | None = option(None, f"sampler: {', '.join(SAMPLERS)} (default: the model's)")
     width: int | None = option(None, "image width in pixels (default: the model's native size)")
     height: int | None = option(None, "image height in pixels (default: the model's native size)")
     output_dir: str | None = option(None, "folder for the PNGs and their grid (default: a new outputs/<date-time>)")

@@ -40,7 +40,7 @@ from .data import (
     timestep_bias,
 )
 from .errors import UserError
-from .generation import save_grid
+from .generation import save_grid, using_sampler
 from .learned_check import PASSES_TO_STOP, learned_check, learned_share, should_stop
 from .methods import Method, get_method
 from .models import (
@@ -130,6 +130,9 @@ def train(config: TrainConfig, pipe=None, stop: threading.Event | None = None,
     if is_transformer_family(pipe) and config.timestep_bias != "none":  # their indices run from noise to clean
         raise UserError(f"--timestep-bias works on UNet models (SD 1.x/2.x, SDXL, miniworld); {model_family(pipe)} "
                         "draws its noise levels from its own density: leave the option out")
+    if is_transformer_family(pipe) and config.validation_sampler:
+        raise UserError(f"--validation-sampler {config.validation_sampler}: {model_family(pipe)} samples with its own "
+                        "flow-matching scheduler; leave the option out")
     if is_transformer_family(pipe) and config.snr_gamma:
         raise UserError(f"--snr-gamma weights a UNet model's noise schedule (SD 1.x/2.x, SDXL, miniworld); "
                         f"{model_family(pipe)} trains by flow matching: leave the option out")
@@ -586,13 +589,20 @@ def ensure_class_images(pipe, config: TrainConfig, folder: Path) -> list:
 
 @torch.no_grad()
 def render_previews(pipe, config: TrainConfig, path: Path, resolution: int) -> None:
-    """Sample preview images with the current embedding, fixed seed, and save them as one grid: at the pipeline's
-    own size for the UNet families, at the training `resolution` for the transformer ones (whose default, 1024 px,
-    would make a preview cost more than many steps). Under mixed precision the caller runs it in autocast: the
-    learning rows are fp32, which makes the pipeline take fp32 latents into a denoiser of the weight dtype."""
+    """Sample preview images with the current embedding (`preview_images`) and save them as one grid. Under mixed
+    precision the caller runs it in autocast: the learning rows are fp32, which makes the pipeline take fp32
+    latents into a denoiser of the weight dtype."""
+    save_grid(preview_images(pipe, config, resolution), path)
+
+
+def preview_images(pipe, config: TrainConfig, resolution: int) -> list:
+    """`config.num_validation_images` images of the validation prompt, seeded by `config.seed`, with the preview
+    options: at the pipeline's own size for the UNet families, at the training `resolution` for the transformer ones
+    (whose default, 1024 px, would make a preview cost more than many steps)."""
     generator = torch.Generator().manual_seed(config.seed)
     size = {"height": resolution, "width": resolution} if is_transformer_family(pipe) else {}
-    images = pipe(**prompt_arguments(pipe, config.validation_prompt), **size, num_inference_steps=config.validation_steps,
-                  guidance_scale=guidance_scale(pipe, config.validation_guidance),
-                  num_images_per_prompt=config.num_validation_images, generator=generator).images
-    save_grid(images, path)
+    with using_sampler(pipe, config.validation_sampler):
+        return pipe(**prompt_arguments(pipe, config.validation_prompt), **size,
+                    num_inference_steps=config.validation_steps,
+                    guidance_scale=guidance_scale(pipe, config.validation_guidance),
+                    num_images_per_prompt=config.num_validation_images, generator=generator).images
