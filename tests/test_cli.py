@@ -185,6 +185,11 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues(tiny_sd1_path, image_fo
                              env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert f"({step + 2} steps" in resumed.stdout
+    # Where the time went: since launch (the imports included) on stdout, train's phases in its log.
+    since_launch = re.search(r"; (\d+) s since launch\)", resumed.stdout)
+    assert since_launch and int(since_launch.group(1)) >= 1, resumed.stdout
+    assert re.search(r"loading [\d.]+ s, preparing [\d.]+ s, 2 steps [\d.]+ s \(\d+ ms a step\), writing [\d.]+ s",
+                     resumed.stderr), resumed.stderr[-500:]
 
 
 def test_generate_prints_the_new_folder_it_wrote(tiny_sd1_path, tmp_path, monkeypatch, capsys):

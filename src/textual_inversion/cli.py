@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import threading
+import time
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # before transformers is first imported
 
@@ -223,7 +224,8 @@ def run(argv: list[str] | None = None) -> int:
         result = train(config)
         if result.outputs:  # under accelerate launch only the main process writes, and reports
             print(f"learned {', '.join(map(str, result.outputs.values()))} in {result.seconds:.0f} s ({result.steps} steps, "
-                  f"final loss {result.final_loss:.4f}); loss plot {result.output_dir / 'loss.png'}")
+                  f"final loss {result.final_loss:.4f}; {seconds_since_launch():.0f} s since launch); loss plot "
+                  f"{result.output_dir / 'loss.png'}")
             advice = METHODS[config.method].advice
             if advice:
                 print(f"if it falls short: {advice} (README: Methods: which one to use)")
@@ -238,7 +240,8 @@ def run(argv: list[str] | None = None) -> int:
 
         result = run_demo(config)
         print(format_table(result.evaluation))
-        print(f"trained in {result.train_seconds:.0f} s ({result.train_steps} steps): {result.embedding_path}")
+        print(f"trained in {result.train_seconds:.0f} s ({result.train_steps} steps), evaluated in "
+              f"{result.evaluation_seconds:.0f} s; {seconds_since_launch():.0f} s since launch: {result.embedding_path}")
         print(f"previews: {result.output_dir / 'run' / 'previews'}  loss: {result.output_dir / 'run' / 'loss.png'}")
         print(f"evaluation: {result.output_dir / 'evaluation' / 'evaluation.json'} and grids in "
               f"{result.output_dir / 'evaluation' / 'grids'}")
@@ -314,6 +317,13 @@ def run(argv: list[str] | None = None) -> int:
         finally:
             page.close()
     return 0
+
+
+def seconds_since_launch() -> float:
+    """Wall seconds since this process started, its imports included."""
+    import psutil
+
+    return time.time() - psutil.Process().create_time()
 
 
 def configure_logging(verbose: bool) -> None:

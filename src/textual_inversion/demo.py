@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ class DemoResult:
     evaluation: dict
     train_seconds: float
     train_steps: int
+    evaluation_seconds: float  # from the end of the training to the scores (loading the token, drawing, judging)
 
 
 def write_concept_images(folder: Path):
@@ -92,6 +94,7 @@ def run_demo(config: DemoConfig, training: dict | None = None) -> DemoResult:
     evaluation_dir = output_dir / "evaluation"
     with baselines_beside_training(spec, evaluation_dir, config) as baselines:
         result = train(demo_train_config(config, spec, training), on_step=hand_over_threads(config, baselines))
+        trained = time.monotonic()
         use_threads(threads_after_training(config, baselines))
         pipe = load_pipeline("miniworld").to(pick_device(config.device))
         load_concepts(pipe, [result.output_dir])
@@ -100,14 +103,13 @@ def run_demo(config: DemoConfig, training: dict | None = None) -> DemoResult:
     evaluation = judge_report(spec, {c: scored[c] for c in CONDITIONS}, seed=config.seed,
                               scheduler=type(pipe.scheduler).__name__, **EVALUATION)
     write_text_atomic(evaluation_dir / "evaluation.json", json.dumps(evaluation, indent=2))
-    return DemoResult(output_dir, result.embedding_path, evaluation, result.seconds, result.steps)
+    return DemoResult(output_dir, result.embedding_path, evaluation, result.seconds, result.steps,
+                      time.monotonic() - trained)
 
 
 def hand_over_threads(config: DemoConfig, baselines: PendingBaselines) -> Callable[[int, float], None]:
     """train's on_step: at THREADS_HANDOFF_STEP, wait for the baselines' process, where there is one, and compute with
     its threads too. Logs the first step at which the process was seen done, to tell whether the training waited."""
-    import time
-
     from .models import use_threads
 
     done_by = []
