@@ -406,7 +406,8 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
             **({} if method.adds_token else {"trigger_word": config.token})})
     accelerator.wait_for_everyone()
     timings = phases()
-    logger.info("%s", phase_summary(timings, step - first_step))
+    if main:
+        logger.info("%s", phase_summary(timings, step - first_step))
     return TrainResult(output_dir, outputs, step, final_loss, time.monotonic() - started, history, stopped_early,
                        phases=timings)
 
