@@ -10,6 +10,8 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from textual_inversion.atomic import write_text_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 CONCEPTS_DIR = ROOT / "examples" / "concepts"
@@ -49,12 +51,27 @@ def device_suffix(device: str) -> str:
     return "" if device == "cpu" else f"_{device.split(':')[0]}"
 
 
+HAND_NOTE = "Note (added by hand"
+KEPT_NOTES = "Notes kept from this file's previous version (they describe the runs before the table above):"
+
+
 def print_and_write(lines: list[str], path: Path) -> str:
-    """Print a table (its lines) and write it to `path`; returns its text."""
+    """Print a table (its lines) and write it to `path`; returns its text. The notes someone added by hand to the
+    file's previous version (paragraphs starting "Note (added by hand") are kept below the new table: they record
+    why earlier runs differ, which a rerun of the script must not erase."""
     table = "\n".join(lines) + "\n"
     print(table)
-    Path(path).write_text(table, encoding="utf-8")
+    path = Path(path)
+    notes = hand_notes(path.read_text(encoding="utf-8")) if path.exists() else []
+    text = table + "".join(f"\n{paragraph}\n" for paragraph in ([KEPT_NOTES, *notes] if notes else []))
+    write_text_atomic(path, text)  # a run killed while writing leaves the previous table and its notes
     return table
+
+
+def hand_notes(text: str) -> list[str]:
+    """The paragraphs of a results file's `text` that start with "Note (added by hand", in their order."""
+    paragraphs = [paragraph.strip() for paragraph in text.split("\n\n")]
+    return [paragraph for paragraph in paragraphs if paragraph.startswith(HAND_NOTE)]
 
 
 def in_fresh_process(function, *args):

@@ -379,9 +379,18 @@ def main() -> None:
         parser.error(f"--passes: {args.method}'s learning rate decays over the run or its result is an average, so "
                      "only its last budget is a run of its own; pass one budget")
     results = Path(args.results)
+    produced_by = command()
     if not args.report:
         sweep(args.concepts, args.seeds, budgets, args.num_images, Path(args.workdir), results, args.threads,
               args.method)
+        # The tables show everything measured on the set so far, not only this run's concepts and budgets (a run
+        # on a few concepts would otherwise write a table of those few over the whole set's).
+        recorded = [r for r in done(results) if "passes" in r]
+        args.concepts = [c.name for _, c in CONCEPT_SET]
+        args.seeds = sorted({r["seed"] for r in recorded if "seed" in r})
+        budgets = sorted({r["passes"] for r in recorded})
+        produced_by = (f"python -m benchmarks.concept_sweep --report --seeds {' '.join(map(str, args.seeds))} "
+                       f"--passes {' '.join(map(str, budgets))}` after `{produced_by}")
     everything = done(results)
     rows = [r for r in everything if r.get("concept") in args.concepts and
             (r.get("seed", args.seeds[0]) in args.seeds or r["condition"] == "ceiling")]
@@ -390,7 +399,7 @@ def main() -> None:
     loads = [r["load"] for r in rows if "load" in r] + [x for r in timings.values() for x in r["load"]]
     lines = [f"# Methods on the new concept set ({len(args.concepts)} concepts, seeds "
              f"{', '.join(map(str, args.seeds))}, CPU)", "",
-             f"Produced by `{command()}`. Settings: textual inversion as the demo and the README's by-hand command had it until 2026-12-02 (6 vectors, lr "
+             f"Produced by `{produced_by}`. Settings: textual inversion as the demo and the README's by-hand command had it until 2026-12-02 (6 vectors, lr "
              "0.05, batch 4, the concepts' caption files), more-vectors with 16, per-layer with --per-layer, "
              "time-stages with --time-stages 4, context-W with --context-weight W; lora (rank 8, lr 1e-3; lora-all the same with --lora-layers all; lora-all-prior "
              "that with dreambooth's prior preservation, class prompt and batch), pivotal (6 vectors, lr 0.05, LoRA rank 8 at "

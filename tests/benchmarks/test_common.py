@@ -1,0 +1,29 @@
+"""The benchmarks' shared writer: a rerun replaces the table and keeps the notes added by hand."""
+
+from benchmarks.common import KEPT_NOTES, print_and_write
+
+
+def test_a_rerun_keeps_the_hand_notes_below_the_new_table(tmp_path):
+    path = tmp_path / "speed.md"
+    path.write_text("# Speed\n\n| a | 1.0 |\n\nNote (added by hand, 2026-12-01): the first run shared the machine\n"
+                    "with a test run.\n\nLoad average: 2.0\n\nNote (added by hand, later): rerun alone.\n")
+
+    print_and_write(["# Speed", "", "| a | 0.9 |"], path)
+
+    text = path.read_text()
+    assert text.startswith("# Speed\n\n| a | 0.9 |\n")
+    assert "| a | 1.0 |" not in text and "Load average: 2.0" not in text
+    notes = text.split(KEPT_NOTES)[1]
+    assert notes.index("shared the machine\nwith a test run.") < notes.index("rerun alone.")
+
+    print_and_write(["# Speed", "", "| a | 0.8 |"], path)  # kept once, not once per rerun
+    assert path.read_text().count("rerun alone.") == 1 and path.read_text().count(KEPT_NOTES) == 1
+
+
+def test_a_file_without_hand_notes_is_replaced_whole(tmp_path):
+    path = tmp_path / "speed.md"
+    path.write_text("# Speed\n\n| a | 1.0 |\n")
+
+    print_and_write(["# Speed", "", "| a | 0.9 |"], path)
+
+    assert path.read_text() == "# Speed\n\n| a | 0.9 |\n"
