@@ -71,6 +71,11 @@ METHODS = {
     # Twice ti-average's rate for fewer steps (500 against 800, so 2000 passes against 3200): the saved average
     # reached fidelity 0.8 by step 500 on 7 of the demo's seeds 0-7 (demo_trajectory_lr02.md); not tuned otherwise.
     "ti-average-lr02": {**TEXTUAL_INVERSION, "lr": 0.2, "ema_decay": 0.99},
+    # The token learning through the up path's last cross-attention block only (--token-gradient finest; on
+    # miniworld its two layers at 8x8): a backward pass that stops there. Not tuned (the demo's settings otherwise).
+    "ti-average-finest": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "token_gradient": "finest"},
+    # The same through every up block's cross-attention (--token-gradient up), after finest lost half its runs.
+    "ti-average-up": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "token_gradient": "up"},
     "ti-words": {**TEXTUAL_INVERSION, "init_token": "{words}"},
     "ti-words-spread": {**TEXTUAL_INVERSION, "init_token": "{words}", "spread_words": True},
     "lora": {"method": "lora", **MINIWORLD_SETTINGS["lora"]},
@@ -93,6 +98,7 @@ METHODS = {
 # The method each variant is compared with run for run (the rest: plain textual inversion).
 PAIRED_WITH = {"ti-cosine-later": "ti-cosine", "ti-average-later": "ti-average", "ti-average-batch8": "ti-average",
                "ti-average-cross": "ti-average", "ti-average-stages4": "ti-average", "ti-average-lr02": "ti-average",
+               "ti-average-finest": "ti-average", "ti-average-up": "ti-average",
                "lora-all-cosine": "lora-all"}
 # A variant compared at a budget of its own against the other's at the paired table's (fewer steps for the same end).
 PAIRED_BUDGET = {"ti-average-lr02": 2000}
@@ -412,7 +418,9 @@ def main() -> None:
              "--timestep-bias-multiplier 3 (three quarters of the timesteps from t >= 500), ti-average-batch8 ti-average "
              "at batch 8 (the same passes in half the steps), ti-average-cross ti-average with --init-strategy cross "
              "(the vectors start from the text encoder's output for the init word), ti-average-stages4 ti-average with "
-             "--time-stages 4, ti-average-lr02 ti-average at lr 0.2, lora-all-cosine lora-all with --lr-scheduler cosine, "
+             "--time-stages 4, ti-average-lr02 ti-average at lr 0.2, ti-average-finest ti-average with --token-gradient "
+             "finest (the token learns through the up path's last cross-attention block only), ti-average-up the same through "
+             "every up block's (--token-gradient up), lora-all-cosine lora-all with --lr-scheduler cosine, "
              "dreambooth-2e-4 DreamBooth at lr 2e-4, dreambooth-text-encoder with "
              "--train-text-encoder; ti-words starts textual inversion from the concept's plain words (--init-token 'blue "
              "striped square', every vector from the words' mean) and ti-words-spread gives each word its share of the 6 "

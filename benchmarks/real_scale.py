@@ -197,7 +197,8 @@ class OurStep:
 
     name = "ours"
 
-    def __init__(self, pipe, images: Path, resolution: int, batch_size: int, device: torch.device, precision: str):
+    def __init__(self, pipe, images: Path, resolution: int, batch_size: int, device: torch.device, precision: str,
+                 token_gradient: str = "all"):
         from diffusers import DDPMScheduler
         from diffusers.optimization import get_scheduler
 
@@ -208,7 +209,8 @@ class OurStep:
         from textual_inversion.objective import DenoisingLoss
         from textual_inversion.training import WEIGHT_DTYPES, adamw, encode_pictures, move_to_device
 
-        config = TrainConfig(model="benchmark", images=str(images), token=TOKEN, options={"init_token": INIT_TOKEN},
+        config = TrainConfig(model="benchmark", images=str(images), token=TOKEN,
+                             options={"init_token": INIT_TOKEN, "token_gradient": token_gradient},
                              batch_size=batch_size, lr=LR, mixed_precision=MIXED_PRECISION[precision],
                              device=str(device))
         self.config, self.pipe, self.device = config, pipe, device
@@ -236,12 +238,24 @@ class OurStep:
         self.step_index = 0
 
     def activate(self) -> None:
-        """Put our embedding wrappers back into the encoders (their step may share them), frozen, in eval mode."""
+        """Put our embedding wrappers back into the encoders (their step may share them), frozen, in eval mode, and
+        with --token-gradient our hooks back on the UNet (their step takes them off)."""
+        from textual_inversion.methods.textual_inversion import stop_token_gradient
+
+        token_gradient = self.config.options.token_gradient
+        if token_gradient != "all" and not self.method.gradient_stops:
+            self.method.gradient_stops = stop_token_gradient(self.pipe.unet, token_gradient)
         for encoder, wrapper in self.wrappers:
             encoder.set_input_embeddings(wrapper)
             encoder.eval()
             if hasattr(encoder, "text_projection"):
                 encoder.text_projection.requires_grad_(False)
+
+    def deactivate(self) -> None:
+        """Take our --token-gradient hooks off the UNet, which their step shares."""
+        for hook in self.method.gradient_stops:
+            hook.remove()
+        self.method.gradient_stops = []
 
     def modules(self) -> list:
         return [(encoder, "text encoder") for encoder, _ in self.wrappers] + [(self.pipe.unet, "UNet forward")]
@@ -297,7 +311,8 @@ def set_up(job: dict, kinds: tuple[str, ...]):
             module.requires_grad_(False).eval()
     steps = []
     if "ours" in kinds:
-        steps.append(OurStep(pipe, Path(job["images"]), job["resolution"], job["batch_size"], device, job["precision"]))
+        steps.append(OurStep(pipe, Path(job["images"]), job["resolution"], job["batch_size"], device, job["precision"],
+                             job.get("token_gradient", "all")))
     if "theirs" in kinds:
         from textual_inversion.training import WEIGHT_DTYPES
 
@@ -325,15 +340,21 @@ def time_steps(job: dict) -> dict:
         step.step(clock)
         return clock.stop(), dict(clock.phases)
 
-    for step in steps:
+    def activate(step) -> None:
+        for other in steps:
+            if other is not step and hasattr(other, "deactivate"):
+                other.deactivate()
         step.activate()
+
+    for step in steps:
+        activate(step)
         for _ in range(job["warmup"]):
             timed(step)
     rounds, splits = [], {step.name: [] for step in steps}
     for index in range(job["rounds"]):
         record = {}
         for step in steps if index % 2 == 0 else steps[::-1]:  # neither kind always goes first
-            step.activate()
+            activate(step)
             results = [timed(step) for _ in range(job["steps_per_round"])]
             record[step.name] = [seconds for seconds, _ in results]
             if clock.split:
@@ -342,7 +363,7 @@ def time_steps(job: dict) -> dict:
     if not clock.split:
         clock.split = True
         for step in steps:
-            step.activate()
+            activate(step)
             splits[step.name] = [timed(step) for _ in range(job["steps_per_round"])]
     return {"sizes": component_sizes(pipe), "rounds": rounds, "splits": splits}
 
@@ -439,7 +460,10 @@ def report(args, rows: list[dict], load: tuple[float, float]) -> list[str]:
              f"the model in the CPU's memory, sets the step up (moving it to the device) and takes "
              f"{args.memory_steps} steps; 'in steps' is the peak from its first step on, 'before' what it held when "
              "the steps began. Goals: ours / theirs <= 0.5; ours' "
-             "peak <= theirs'.", "",
+             "peak <= theirs'." + ("" if args.token_gradient == "all" else
+                                   f" Ours with --token-gradient {args.token_gradient}: the token learns through "
+                                   "those cross-attention layers only, so ours computes another gradient than "
+                                   "theirs."), "",
              "| model | px | ours s | theirs s | ours / theirs | peak ours | peak theirs | in steps: ours / theirs "
              "| before: ours / theirs |", "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
@@ -480,7 +504,7 @@ def measure(name: str, args, workdir: Path) -> dict:
     job = {"model": name, "workdir": str(workdir), "images": str(images), "resolution": resolution,
            "batch_size": args.batch_size, "device": args.device, "precision": args.precision, "threads": args.threads,
            "seed": 0, "warmup": args.warmup, "rounds": args.rounds, "steps_per_round": args.steps_per_round,
-           "memory_steps": args.memory_steps}
+           "memory_steps": args.memory_steps, "token_gradient": args.token_gradient}
     timing = in_fresh_process(time_steps, job)
     memory = {kind: in_fresh_process(peak_memory, job, kind) for kind in ("ours", "theirs")}
     medians = {kind: statistics.median(s for record in timing["rounds"] for s in record[kind])
@@ -513,6 +537,9 @@ def main() -> None:
                         help="weights of the frozen model (fp16 needs CUDA)")
     parser.add_argument("--output", type=Path, default=None,
                         help="results file (default benchmarks/results/real_scale[_cuda].md)")
+    parser.add_argument("--token-gradient", default="all", choices=("all", "up", "finest"),
+                        help="ours with train's --token-gradient (the token learns through those cross-attention "
+                        "layers only; a cheaper backward pass, and another gradient than theirs)")
     parser.add_argument("--count-only", action="store_true", help="print the models' parameter counts and stop")
     args = parser.parse_args()
     if args.count_only:

@@ -63,6 +63,9 @@ class PivotalTuning(Method):
             flag = "--per-layer" if options.per_layer else "--time-stages"
             raise UserError(f"{flag} is an option of --method textual-inversion; pivotal tuning learns one set of "
                             "vectors beside its LoRA")
+        if options.token_gradient != "all":  # its LoRA learns in every block: the backward pass goes through them all
+            raise UserError(f"--token-gradient {options.token_gradient} is an option of --method textual-inversion; "
+                            "leave it out")
         if options.bundle and "." in config.token:  # a bundle's readers end the token at its first dot
             raise UserError(f"--bundle: the token {config.token} holds a '.', which a bundle LoRA cannot; rename it")
 

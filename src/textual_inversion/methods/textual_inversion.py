@@ -11,6 +11,7 @@ from ..outputs import EMBEDDING, EXTENDED, OUTPUT_FILES
 from .base import Method, MethodOptions
 
 MAX_VECTORS = 75  # a CLIP prompt holds 77 tokens: start, end and at most 75 others
+TOKEN_GRADIENT_CHOICES = ("all", "up", "finest")
 
 
 @dataclass
@@ -29,6 +30,10 @@ class TextualInversionOptions(MethodOptions):
                              "vectors as a standard embedding")
     time_stages: int = option(1, "the token gets its own vectors for each of this many denoising stages (equal ranges "
                               "of the timesteps, as in NeTI/ProSpect); with --per-layer, per layer and stage")
+    token_gradient: str = option("all", "the UNet's cross-attention layers the token learns through: all, up (the up "
+                                 "blocks') or finest (the up blocks' last, at the highest resolution); elsewhere the "
+                                 "backward pass stops, so a step computes less (SD 1.x/2.x, SDXL, miniworld)",
+                                 TOKEN_GRADIENT_CHOICES)
     context_weight: float = option(0.0, "context regularisation (CoRe's text term), for editability: weight of a "
                                    "penalty keeping the text encoder's output for the words after the token as it is "
                                    "with --init-token in its place; 0: off")
@@ -57,6 +62,7 @@ class TextualInversion(Method):
         self.num_vectors = self.options.vectors  # with --init-embedding, the file's count (set by prepare)
         self.layout = None  # with --per-layer or --time-stages, how the token's sets of vectors are laid out
         self.tokenizers: list = []  # beside `encoders`, for --context-weight
+        self.gradient_stops: list = []  # with --token-gradient up or finest, the hooks that detach the text elsewhere
 
     @classmethod
     def validate(cls, config) -> None:
@@ -68,6 +74,9 @@ class TextualInversion(Method):
         if options.context_weight and (options.per_layer or options.time_stages > 1 or options.init_embedding):
             raise UserError(f"--context-weight {options.context_weight} compares the token with --init-token's word "
                             "in one text encoding; leave it out with --per-layer, --time-stages and --init-embedding")
+        if options.token_gradient != "all" and options.per_layer:
+            raise UserError(f"--token-gradient {options.token_gradient}: with --per-layer the other layers' own vectors "
+                            "would never learn; leave one of them out")
         if options.init_embedding:
             read_init_embedding(options)  # checks the file and how it goes with the other options
             return
@@ -98,6 +107,11 @@ class TextualInversion(Method):
         if options.context_weight and is_transformer_family(pipe):
             raise UserError(f"--context-weight {options.context_weight}: for the UNet families (CLIP text encoders); "
                             "leave it out")
+        if options.token_gradient != "all":
+            if is_transformer_family(pipe):
+                raise UserError(f"--token-gradient {options.token_gradient}: for the UNet families (SD 1.x/2.x, SDXL, "
+                                "miniworld); leave it out")
+            self.gradient_stops = stop_token_gradient(pipe.unet, options.token_gradient)
         for name, tokenizer, encoder in learning_encoders(pipe, options.ti_encoders, start):
             if start is not None:
                 initial = start.vectors[name]  # the file's keys are the encoders' names (text_encoder, clip_l, clip_g)
@@ -210,7 +224,9 @@ class TextualInversion(Method):
         for encoder, first_id, rows in self.encoders:
             detach_placeholder_embedding(encoder)
             write_token_rows(encoder, first_id, rows.detach())
-        self.encoders, self.tokenizers = [], []
+        for hook in self.gradient_stops:
+            hook.remove()
+        self.encoders, self.tokenizers, self.gradient_stops = [], [], []
 
 
 def learning_encoders(pipe, choice: str, start=None) -> list[tuple[str, object, object]]:
@@ -260,3 +276,28 @@ def read_init_embedding(options: TextualInversionOptions):
         raise UserError(f"--init-embedding {path}: holds {count} vectors, but a prompt holds at most {MAX_VECTORS} "
                         "tokens; cut it first (merge --first N)")
     return embedding
+
+
+def stop_token_gradient(unet, layers: str) -> list:
+    """Detach the text conditioning where the cross-attention layers `layers` ("up": the UNet's up blocks'; "finest":
+    those of the last up block that has any, the highest resolution) do not reach: the loss's gradient comes back to
+    the token through those only, and the backward pass ends where they begin instead of at the first down block.
+    The forward pass is unchanged. Returns the hooks (remove them to undo)."""
+    layer_names = [name.removesuffix(".processor") for name in unet.attn_processors if name.endswith("attn2.processor")]
+    up_blocks = sorted({name.split(".")[1] for name in layer_names if name.startswith("up_blocks.")}, key=int)
+    if not up_blocks:
+        raise UserError(f"--token-gradient {layers}: this UNet has no cross-attention in its up blocks; leave it out")
+    keep = "up_blocks." if layers == "up" else f"up_blocks.{up_blocks[-1]}."
+    hooks = []
+    for name in layer_names:
+        if not name.startswith(keep):
+            hooks.append(unet.get_submodule(name).register_forward_pre_hook(detach_text, with_kwargs=True))
+    return hooks
+
+
+def detach_text(module, args, kwargs):
+    """A cross-attention layer's pre-hook: its `encoder_hidden_states` detached from the graph."""
+    text = kwargs.get("encoder_hidden_states")
+    if text is None:
+        return None
+    return args, {**kwargs, "encoder_hidden_states": text.detach()}
