@@ -20,7 +20,7 @@ it), sets the step up (which moves it to the device) and runs a few steps: its p
 `torch.cuda.max_memory_allocated` on CUDA. The timing process builds the model on the device it runs on.
 
     python -m benchmarks.real_scale [--models sd15 sd21 sdxl] [--resolution 256] [--batch-size 1] [--rounds 5]
-        [--threads 2] [--device cpu] [--precision fp32] [--output PATH]
+        [--threads 2] [--device cpu] [--precision fp32] [--token-gradient all|up|finest] [--output PATH]
     python -m benchmarks.real_scale --count-only   # parameter counts of the configs, built on the meta device
 """
 
