@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from textual_inversion import TrainConfig, UserError, train
+from textual_inversion.extended_conditioning import cross_attention_layers
 from textual_inversion.methods.textual_inversion import stop_token_gradient
 from textual_inversion.models import load_pipeline
 
@@ -22,7 +23,7 @@ def conditioning_gradient(unet, conditioning: torch.Tensor) -> tuple[torch.Tenso
 @pytest.mark.parametrize("layers", ["up", "finest"])
 def test_the_gradient_comes_back_through_the_chosen_layers_only(tiny_sd1_path, layers):
     unet = load_pipeline(tiny_sd1_path).unet.requires_grad_(False)
-    attention = [name.removesuffix(".processor") for name in unet.attn_processors if name.endswith("attn2.processor")]
+    attention = cross_attention_layers(unet)
     up = sorted({name.split(".")[1] for name in attention if name.startswith("up_blocks.")}, key=int)
     kept = [name for name in attention if name.startswith("up_blocks." if layers == "up" else f"up_blocks.{up[-1]}.")]
     assert 0 < len(kept) < len(attention)

@@ -283,7 +283,9 @@ def stop_token_gradient(unet, layers: str) -> list:
     those of the last up block that has any, the highest resolution) do not reach: the loss's gradient comes back to
     the token through those only, and the backward pass ends where they begin instead of at the first down block.
     The forward pass is unchanged. Returns the hooks (remove them to undo)."""
-    layer_names = [name.removesuffix(".processor") for name in unet.attn_processors if name.endswith("attn2.processor")]
+    from ..extended_conditioning import cross_attention_layers
+
+    layer_names = cross_attention_layers(unet)
     up_blocks = sorted({name.split(".")[1] for name in layer_names if name.startswith("up_blocks.")}, key=int)
     if not up_blocks:
         raise UserError(f"--token-gradient {layers}: this UNet has no cross-attention in its up blocks; leave it out")
