@@ -5,7 +5,7 @@ import torch
 
 from textual_inversion import TrainConfig, UserError, train
 from textual_inversion.extended_conditioning import cross_attention_layers
-from textual_inversion.methods.textual_inversion import stop_token_gradient
+from textual_inversion.methods.textual_inversion import TextualInversion, stop_token_gradient
 from textual_inversion.models import load_pipeline
 
 
@@ -69,9 +69,32 @@ def test_training_with_a_stopped_gradient_learns_and_leaves_no_hooks(tiny_sd1_pa
     assert not any(module._forward_pre_hooks for module in pipe.unet.modules())
 
 
+def test_with_a_fraction_the_later_steps_learn_through_every_layer(tiny_sd1_path, image_folder, tmp_path):
+    pipe = load_pipeline(tiny_sd1_path)
+    hooked = []  # per step: whether any cross-attention layer detaches the text
+    layers = [pipe.unet.get_submodule(name) for name in cross_attention_layers(pipe.unet)]
+    original = TextualInversion.step_started
+
+    def record(method, step):
+        original(method, step)
+        hooked.append(any(layer._forward_pre_hooks for layer in layers))
+
+    config = TrainConfig(model=tiny_sd1_path, images=str(image_folder), token="<blob>", steps=4, batch_size=2,
+                         checkpoint_every=0, device="cpu", output_dir=str(tmp_path / "run"),
+                         options={"init_token": "cat", "token_gradient": "finest", "token_gradient_fraction": 0.5})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TextualInversion, "step_started", record)
+        train(config, pipe=pipe)
+
+    assert hooked == [True, True, False, False]
+    assert not any(module._forward_pre_hooks for module in pipe.unet.modules())
+
+
 @pytest.mark.parametrize(("method", "options", "message"), [
     ("pivotal", {"token_gradient": "up"}, "--token-gradient up is an option of --method textual-inversion"),
     ("textual-inversion", {"token_gradient": "finest", "per_layer": True}, "with --per-layer the other layers"),
+    ("textual-inversion", {"token_gradient_fraction": 0.5}, "applies to --token-gradient up or finest"),
+    ("textual-inversion", {"token_gradient": "up", "token_gradient_fraction": 0}, "must be above 0 and at most 1"),
 ])
 def test_token_gradient_is_refused_where_it_cannot_work(method, options, message):
     with pytest.raises(UserError, match=message):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +14,8 @@ from .base import Method, MethodOptions
 
 MAX_VECTORS = 75  # a CLIP prompt holds 77 tokens: start, end and at most 75 others
 TOKEN_GRADIENT_CHOICES = ("all", "up", "finest")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,6 +38,9 @@ class TextualInversionOptions(MethodOptions):
                                  "blocks') or finest (the up blocks' last, at the highest resolution); elsewhere the "
                                  "backward pass stops, so a step computes less (SD 1.x/2.x, SDXL, miniworld)",
                                  TOKEN_GRADIENT_CHOICES)
+    token_gradient_fraction: float = option(1.0, "with --token-gradient up or finest: the fraction of the steps, from "
+                                            "the first, that learn through those layers only; the rest learn through "
+                                            "every layer")
     context_weight: float = option(0.0, "context regularisation (CoRe's text term), for editability: weight of a "
                                    "penalty keeping the text encoder's output for the words after the token as it is "
                                    "with --init-token in its place; 0: off")
@@ -63,6 +70,7 @@ class TextualInversion(Method):
         self.layout = None  # with --per-layer or --time-stages, how the token's sets of vectors are laid out
         self.tokenizers: list = []  # beside `encoders`, for --context-weight
         self.gradient_stops: list = []  # with --token-gradient up or finest, the hooks that detach the text elsewhere
+        self.narrow_steps = math.ceil(self.options.token_gradient_fraction * config.steps)  # steps with those hooks
 
     @classmethod
     def validate(cls, config) -> None:
@@ -74,6 +82,11 @@ class TextualInversion(Method):
         if options.context_weight and (options.per_layer or options.time_stages > 1 or options.init_embedding):
             raise UserError(f"--context-weight {options.context_weight} compares the token with --init-token's word "
                             "in one text encoding; leave it out with --per-layer, --time-stages and --init-embedding")
+        if not 0 < options.token_gradient_fraction <= 1:
+            raise UserError(f"--token-gradient-fraction {options.token_gradient_fraction}: must be above 0 and at most 1")
+        if options.token_gradient_fraction != 1 and options.token_gradient == "all":
+            raise UserError(f"--token-gradient-fraction {options.token_gradient_fraction} applies to --token-gradient up "
+                            "or finest; add one of them or leave it out")
         if options.token_gradient != "all" and options.per_layer:
             raise UserError(f"--token-gradient {options.token_gradient}: with --per-layer the other layers' own vectors "
                             "would never learn; leave one of them out")
@@ -152,6 +165,14 @@ class TextualInversion(Method):
 
     def parameter_groups(self, lr: float) -> list[dict]:
         return [{"params": list(self.rows.values()), "lr": lr}]
+
+    def step_started(self, step: int) -> None:
+        """With --token-gradient-fraction, from its step on the token learns through every layer."""
+        if self.gradient_stops and step >= self.narrow_steps:
+            for hook in self.gradient_stops:
+                hook.remove()
+            self.gradient_stops = []
+            logger.info("from step %d the token learns through every cross-attention layer", step)
 
     def step_finished(self, step: int) -> None:
         """With --keep-norm, put every vector back to the length it started with."""
