@@ -1,6 +1,7 @@
 """`textual-inversion demo` from launch to exit, two ways side by side.
 
-    python -m benchmarks.demo_speed [--compare baselines|evaluation-threads|training-threads|settings|previews]
+    python -m benchmarks.demo_speed [--compare baselines|evaluation-threads|training-threads|settings|previews|
+                                               token-gradient]
                                     [--rounds 2] [--seed 0]
 
 --compare baselines (the default; writes demo_speed.md):
@@ -24,6 +25,10 @@ lr 0.1 (both with the moving average, everything else as installed). The scores 
 --compare previews (writes demo_speed_previews.md): the demo as installed, whose previews are drawn with DPM++ at 15
 steps, against "previews-ddim-25", drawn with the model's DDIM at 25. The scores must be the same: the previews
 draw from their own generator and give the pipeline its own sampler back.
+
+--compare token-gradient (writes demo_speed_token_gradient.md): the demo's training with --token-gradient finest
+--token-gradient-fraction 0.5 (the backward pass stopping at the finest cross-attention layers for steps 0-399)
+against the demo as installed. The scores differ: other vectors.
 """
 
 from __future__ import annotations
@@ -62,6 +67,9 @@ VARIANTS = {
                                    "--steps", "800"),
     "lr0.2-500-steps": patched_cli("import textual_inversion.demo as demo; demo.DEMO_TRAINING['lr'] = 0.2",
                                    "--steps", "500"),
+    # The token learning through the finest cross-attention layers for the first half of the steps, then every layer.
+    "finest-half": patched_cli("import textual_inversion.demo as demo; "
+                               "demo.DEMO_TRAINING.update(token_gradient='finest', token_gradient_fraction=0.5)"),
     # The previews drawn with the model's own sampler (DDIM) at 25 steps, everything else as installed.
     "previews-ddim-25": patched_cli("import textual_inversion.demo as demo; "
                                     "demo.DEMO_OUTPUTS.update(validation_sampler=None, validation_steps=25)"),
@@ -74,6 +82,8 @@ COMPARISONS = {  # name: (the demo as installed, the other way), the results fil
                                                       "step (demo.THREADS_HANDOFF_STEP), against its own thread "
                                                       "throughout"),
     "settings": (("lr0.2-500-steps", "lr0.1-800-steps"), "500 steps at lr 0.2 against 800 at lr 0.1"),
+    "token-gradient": (("finest-half", "beside"), "the token learning through the finest layers for the first half "
+                                                  "of the steps against every layer throughout"),
     "previews": (("beside", "previews-ddim-25"), "previews drawn with DPM++ at 15 steps against the model's DDIM at "
                                                  "25"),
 }
