@@ -69,7 +69,8 @@ def test_training_with_a_stopped_gradient_learns_and_leaves_no_hooks(tiny_sd1_pa
     assert not any(module._forward_pre_hooks for module in pipe.unet.modules())
 
 
-def test_with_a_fraction_the_later_steps_learn_through_every_layer(tiny_sd1_path, image_folder, tmp_path):
+def test_with_a_fraction_the_later_steps_learn_through_every_layer(tiny_sd1_path, image_folder, tmp_path,
+                                                                  monkeypatch):
     pipe = load_pipeline(tiny_sd1_path)
     hooked = []  # per step: whether any cross-attention layer detaches the text
     layers = [pipe.unet.get_submodule(name) for name in cross_attention_layers(pipe.unet)]
@@ -82,9 +83,8 @@ def test_with_a_fraction_the_later_steps_learn_through_every_layer(tiny_sd1_path
     config = TrainConfig(model=tiny_sd1_path, images=str(image_folder), token="<blob>", steps=4, batch_size=2,
                          checkpoint_every=0, device="cpu", output_dir=str(tmp_path / "run"),
                          options={"init_token": "cat", "token_gradient": "finest", "token_gradient_fraction": 0.5})
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(TextualInversion, "step_started", record)
-        train(config, pipe=pipe)
+    monkeypatch.setattr(TextualInversion, "step_started", record)
+    train(config, pipe=pipe)
 
     assert hooked == [True, True, False, False]
     assert not any(module._forward_pre_hooks for module in pipe.unet.modules())
