@@ -1,5 +1,7 @@
 """--token-gradient: the token learns through some of the UNet's cross-attention layers; the forward pass is the same."""
 
+import shutil
+
 import pytest
 import torch
 
@@ -88,6 +90,30 @@ def test_with_a_fraction_the_later_steps_learn_through_every_layer(tiny_sd1_path
 
     assert hooked == [True, True, False, False]
     assert not any(module._forward_pre_hooks for module in pipe.unet.modules())
+
+
+def test_a_run_resumed_past_the_fraction_learns_through_every_layer(tiny_sd1_path, image_folder, tmp_path,
+                                                                    monkeypatch):
+    pipe = load_pipeline(tiny_sd1_path)
+    config = TrainConfig(model=tiny_sd1_path, images=str(image_folder), token="<blob>", steps=4, batch_size=2,
+                         checkpoint_every=2, device="cpu", output_dir=str(tmp_path / "straight"),
+                         options={"init_token": "cat", "token_gradient": "finest", "token_gradient_fraction": 0.5})
+    straight = train(config, pipe=load_pipeline(tiny_sd1_path))
+    shutil.copytree(tmp_path / "straight" / "checkpoints" / "step-000002",
+                    tmp_path / "resumed" / "checkpoints" / "step-000002")
+    layers = [pipe.unet.get_submodule(name) for name in cross_attention_layers(pipe.unet)]
+    hooked = []
+    original = TextualInversion.step_started
+
+    def record(method, step):
+        original(method, step)
+        hooked.append((step, any(layer._forward_pre_hooks for layer in layers)))
+
+    monkeypatch.setattr(TextualInversion, "step_started", record)
+    resumed = train(config.replaced(output_dir=str(tmp_path / "resumed"), resume=True), pipe=pipe)
+
+    assert hooked == [(2, False), (3, False)]
+    assert resumed.loss_history == straight.loss_history
 
 
 @pytest.mark.parametrize(("method", "options", "message"), [
