@@ -36,6 +36,8 @@ from pathlib import Path
 
 import torch
 
+from textual_inversion.methods.textual_inversion import TOKEN_GRADIENT_CHOICES
+
 from .common import (
     RESULTS_DIR,
     ROOT,
@@ -253,9 +255,7 @@ class OurStep:
 
     def deactivate(self) -> None:
         """Take our --token-gradient hooks off the UNet, which their step shares."""
-        for hook in self.method.gradient_stops:
-            hook.remove()
-        self.method.gradient_stops = []
+        self.method.learn_through_every_layer()
 
     def modules(self) -> list:
         return [(encoder, "text encoder") for encoder, _ in self.wrappers] + [(self.pipe.unet, "UNet forward")]
@@ -537,7 +537,7 @@ def main() -> None:
                         help="weights of the frozen model (fp16 needs CUDA)")
     parser.add_argument("--output", type=Path, default=None,
                         help="results file (default benchmarks/results/real_scale[_cuda].md)")
-    parser.add_argument("--token-gradient", default="all", choices=("all", "up", "finest"),
+    parser.add_argument("--token-gradient", default="all", choices=TOKEN_GRADIENT_CHOICES,
                         help="ours with train's --token-gradient (the token learns through those cross-attention "
                         "layers only; a cheaper backward pass, and another gradient than theirs)")
     parser.add_argument("--count-only", action="store_true", help="print the models' parameter counts and stop")

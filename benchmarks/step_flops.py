@@ -20,9 +20,9 @@ import os
 import statistics
 import time
 
-from .common import RESULTS_DIR, argument_parser, command, print_and_write
+from textual_inversion.methods.textual_inversion import TOKEN_GRADIENT_CHOICES
 
-VARIANTS = ("all", "up", "finest")
+from .common import RESULTS_DIR, argument_parser, command, print_and_write
 
 
 def main() -> None:
@@ -31,7 +31,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per thread count")
     parser.add_argument("--repeats", type=int, default=4, help="timed forward-and-backward passes per variant a round")
     parser.add_argument("--steps", type=int, default=800, help="the demo's step count")
-    parser.add_argument("--token-gradient", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--token-gradient", nargs="+", default=list(TOKEN_GRADIENT_CHOICES),
+                        choices=TOKEN_GRADIENT_CHOICES)
     args = parser.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
     import torch

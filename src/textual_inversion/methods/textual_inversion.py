@@ -169,9 +169,7 @@ class TextualInversion(Method):
     def step_started(self, step: int) -> None:
         """With --token-gradient-fraction, from its step on the token learns through every layer."""
         if self.gradient_stops and step >= self.narrow_steps:
-            for hook in self.gradient_stops:
-                hook.remove()
-            self.gradient_stops = []
+            self.learn_through_every_layer()
             logger.info("from step %d the token learns through every cross-attention layer", step)
 
     def step_finished(self, step: int) -> None:
@@ -245,9 +243,14 @@ class TextualInversion(Method):
         for encoder, first_id, rows in self.encoders:
             detach_placeholder_embedding(encoder)
             write_token_rows(encoder, first_id, rows.detach())
+        self.learn_through_every_layer()
+        self.encoders, self.tokenizers = [], []
+
+    def learn_through_every_layer(self) -> None:
+        """Take --token-gradient's hooks off the UNet: the gradient reaches the token through every layer again."""
         for hook in self.gradient_stops:
             hook.remove()
-        self.encoders, self.tokenizers, self.gradient_stops = [], [], []
+        self.gradient_stops = []
 
 
 def learning_encoders(pipe, choice: str, start=None) -> list[tuple[str, object, object]]:
