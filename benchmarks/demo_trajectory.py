@@ -50,9 +50,8 @@ def use_prodigy() -> None:
         raise SystemExit("--prodigy needs the prodigyopt package: pip install prodigyopt") from None
     from textual_inversion import training
 
-    def prodigy(parameter_groups: list[dict], weight_decay: float = 0.0) -> Prodigy:
-        return Prodigy([{**group, "lr": 1.0} for group in parameter_groups], weight_decay=weight_decay,
-                       use_bias_correction=True)
+    def prodigy(parameter_groups: list[dict], **options) -> Prodigy:  # train's betas, eps and weight decay
+        return Prodigy([{**group, "lr": 1.0} for group in parameter_groups], use_bias_correction=True, **options)
 
     training.adamw = prodigy
 

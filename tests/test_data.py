@@ -220,4 +220,32 @@ def test_a_biased_batch_draws_its_subject_and_class_rows_with_the_chances():
     assert batch.timesteps.tolist() == [999] * 8
 
 
+def test_antithetic_noise_draws_each_picture_twice_with_the_noise_negated():
+    """--noise-sampling antithetic: half the rows drawn, each again with the same latents, caption and timestep and
+    the negated noise; the subject's rows first, then the class images', as without it."""
+    import torch
+
+    from textual_inversion.data import LatentCache, TrainingData, draw_batch
+
+    def distinct_cache(entries: int, offset: float) -> LatentCache:
+        means = torch.arange(entries, dtype=torch.float32).view(-1, 1, 1, 1).expand(entries, 4, 4, 4) + offset
+        return LatentCache(means.clone(), torch.zeros_like(means), list(range(entries)), [False] * entries,
+                           [(0, 0)] * entries, [(32, 32)] * entries, (32, 32))
+
+    data = TrainingData([], [], [[f"picture {i}"] for i in range(3)], [None] * 3, caches=[distinct_cache(3, 0.0)],
+                        class_caches=[distinct_cache(5, 100.0)])
+    for seed in range(20):
+        batch = draw_batch(data, 4, "a dog", torch.Generator().manual_seed(seed), 1000, 1.0, 0, 1, stratified=True,
+                           antithetic=True)
+        assert batch.subject_count == 4 and len(batch.latents) == 8
+        for first in (0, 4):  # the subject's rows, then the class images'
+            pair, copy = slice(first, first + 2), slice(first + 2, first + 4)
+            assert torch.equal(batch.latents[pair], batch.latents[copy])
+            assert torch.equal(batch.noise[copy], -batch.noise[pair]) and batch.noise[pair].abs().sum() > 0
+            assert torch.equal(batch.timesteps[pair], batch.timesteps[copy])
+            assert batch.prompts[pair] == batch.prompts[copy]
+        assert (batch.latents[:4] < 100).all() and (batch.latents[4:] >= 100).all()
+        assert sorted(int(t) // 500 for t in batch.timesteps[:2]) == [0, 1]  # stratified over the 2 drawn rows
+
+
 RECORDED = [[722, 753, 212, 405], [453, 166, 446, 14]]  # from main at 36563c3, before the option

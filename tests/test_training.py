@@ -189,6 +189,34 @@ def test_stratified_timesteps_reach_the_steps(train_config, monkeypatch):
     assert drawn and all(flag and quarters == [0, 1, 2, 3] for flag, quarters in drawn), drawn
 
 
+def test_adam_options_reach_the_optimizer(train_config, monkeypatch):
+    """--adam-beta1, --adam-beta2 and --adam-epsilon (diffusers' script's flags) are the optimizer's."""
+    from textual_inversion import training
+
+    built = []
+    real = training.adamw
+    monkeypatch.setattr(training, "adamw", lambda groups, **options: built.append(options) or real(groups, **options))
+    train(dataclasses.replace(train_config, steps=1, checkpoint_every=0, adam_beta1=0.95, adam_beta2=0.99,
+                              adam_epsilon=1e-6, weight_decay=0.01))
+    assert built == [{"betas": (0.95, 0.99), "eps": 1e-6, "weight_decay": 0.01}]
+
+
+def test_antithetic_noise_reaches_every_batch(train_config, monkeypatch):
+    """--noise-sampling antithetic: the training steps and the fixed batch draw their noise in negated pairs."""
+    from textual_inversion import training
+
+    drawn = []
+
+    def recording_draw(*args, **kwargs):
+        batch = draw_batch(*args, **kwargs)
+        drawn.append(kwargs["antithetic"] and torch.equal(batch.noise[1:2], -batch.noise[0:1]))
+        return batch
+
+    monkeypatch.setattr(training, "draw_batch", recording_draw)
+    train(dataclasses.replace(train_config, steps=2, batch_size=2, checkpoint_every=0, noise_sampling="antithetic"))
+    assert drawn and all(drawn)
+
+
 def test_timestep_bias_reaches_every_batch(train_config, monkeypatch):
     """--timestep-bias later: the training steps and the fixed batch draw with the biased chances."""
     from textual_inversion import training

@@ -48,6 +48,9 @@ class TrainConfig:
     lr_scheduler: str = option("constant", "learning-rate schedule", LR_SCHEDULERS)
     lr_warmup_steps: int = option(0, "warm-up steps for the learning-rate schedule")
     weight_decay: float = option(0.0, "AdamW weight decay on the new embedding rows")
+    adam_beta1: float = option(0.9, "AdamW's decay of its gradient average (diffusers' --adam_beta1)")
+    adam_beta2: float = option(0.999, "AdamW's decay of its squared-gradient average (diffusers' --adam_beta2)")
+    adam_epsilon: float = option(1e-8, "AdamW's epsilon (diffusers' --adam_epsilon)")
     ema_decay: float = option(0.0, "keep a moving average of what learns (decay per step, e.g. 0.9); previews, "
                                    "--stop-when-learned and the saved result use it (0: off)")
     early_stop_window: int = option(0, "stop when the loss on a fixed batch settles: window of steps (0: off)")
@@ -62,6 +65,10 @@ class TrainConfig:
     timesteps: str = option("uniform", "how a batch draws its noise levels: uniform (each on its own) or stratified "
                                        "(one from each of batch-size equal ranges: a less noisy gradient)",
                             ("uniform", "stratified"))
+    noise_sampling: str = option("independent", "how a batch draws its noise: independent (each picture its own) or "
+                                 "antithetic (half the batch's pictures, each twice at one noise level, with a noise "
+                                 "and its negative; --batch-size even). Not a default: on miniworld's demo it learned "
+                                 "no faster (docs/demo.md)", ("independent", "antithetic"))
     timestep_bias: str = option("none", "favour part of the noise schedule, as diffusers' --timestep_bias_strategy: "
                                         "later (the noisiest timesteps, where layout and coarse texture are decided), "
                                         "earlier (the cleanest: fine detail), range (--timestep-bias-begin "
@@ -213,11 +220,19 @@ class TrainConfig:
             raise UserError(f"--ema-decay {self.ema_decay}: must be at least 0 (off) and below 1, e.g. 0.9")
         if not 0 < self.learned_share <= 1:
             raise UserError(f"--learned-share {self.learned_share}: must be above 0 and at most 1")
+        for name, beta in (("--adam-beta1", self.adam_beta1), ("--adam-beta2", self.adam_beta2)):
+            if not 0 <= beta < 1:
+                raise UserError(f"{name} {beta}: must be at least 0 and below 1, e.g. 0.9")
+        if self.adam_epsilon <= 0:
+            raise UserError(f"--adam-epsilon {self.adam_epsilon}: must be above 0, e.g. 1e-8")
         if self.checkpoint_every < 0 or self.lr_warmup_steps < 0 or self.weight_decay < 0:
             raise UserError("--checkpoint-every, --lr-warmup-steps and --weight-decay cannot be negative")
         if self.lr_warmup_steps and self.lr_scheduler == "constant":  # diffusers' constant schedule ignores warm-up
             raise UserError(f"--lr-warmup-steps {self.lr_warmup_steps} has no effect with --lr-scheduler constant: "
                             "pass --lr-scheduler constant_with_warmup (or another schedule)")
+        if self.noise_sampling == "antithetic" and self.batch_size % 2:
+            raise UserError(f"--noise-sampling antithetic pairs the batch's pictures: --batch-size {self.batch_size} "
+                            "must be even, e.g. 4")
         if self.timestep_bias != "none":
             if self.timestep_bias_multiplier == 1:  # diffusers' default, which makes its strategy a no-op
                 raise UserError(f"--timestep-bias {self.timestep_bias} with --timestep-bias-multiplier 1.0 has no "

@@ -279,47 +279,68 @@ class Batch:
 def draw_batch(data: TrainingData, batch_size: int, class_prompt: str | None, source: torch.Generator,
                num_train_timesteps: int, scaling_factor: float, process: int, processes: int,
                shift_factor: float = 0.0, stratified: bool = False,
-               timestep_chances: torch.Tensor | None = None) -> Batch:
+               timestep_chances: torch.Tensor | None = None, antithetic: bool = False) -> Batch:
     """The global batch drawn from `source` (subject pictures, then class images); the rows of `process`.
 
     Every process draws the same global batch from the shared generator and trains on its share;
     averaged gradients then equal those of the global batch on one process. A batch comes from one bucket,
     picked with a chance proportional to how many entries it holds. `stratified`: see `draw_timesteps`;
     `timestep_chances` [num_train_timesteps] (from `timestep_bias`): each timestep's chance, None for uniform.
+    `antithetic`: half of `batch_size` rows drawn, each then twice, the second time with its noise negated (see
+    `antithetic_pairs`).
     """
+    drawn = batch_size // 2 if antithetic else batch_size
     bucket = 0
     if len(data.caches) > 1:  # with one bucket no draw, so square-cropped runs draw what they always did
         counts = torch.tensor([len(cache.image_index) for cache in data.caches], dtype=torch.float64)
         bucket = int(torch.multinomial(counts, 1, generator=source))
     cache = data.caches[bucket]
-    entries = torch.randint(len(cache.image_index), (batch_size,), generator=source)
+    entries = torch.randint(len(cache.image_index), (drawn,), generator=source)
     latents = cache.sample(entries, source, scaling_factor, shift_factor)
     prompts = [pick(data.captions[cache.image_index[e]], source) for e in entries.tolist()]
     sizes = cache.size_conditions(entries)
     masks = cache.masks[entries] if cache.masks is not None else None
     if data.class_caches is not None:
         class_cache = data.class_caches[bucket]
-        class_entries = torch.randint(len(class_cache.image_index), (batch_size,), generator=source)
+        class_entries = torch.randint(len(class_cache.image_index), (drawn,), generator=source)
         latents = torch.cat([latents, class_cache.sample(class_entries, source, scaling_factor, shift_factor)])
-        prompts += [class_prompt] * batch_size
+        prompts += [class_prompt] * drawn
         sizes += class_cache.size_conditions(class_entries)
         if masks is not None:  # the class images count everywhere
             masks = torch.cat([masks, torch.ones_like(masks)])
     noise = torch.randn(latents.shape, generator=source)
     if timestep_chances is not None:
-        timesteps = torch.cat([draw_biased_timesteps(batch_size, timestep_chances, source, stratified)
-                               for _ in range(len(latents) // batch_size)])
+        timesteps = torch.cat([draw_biased_timesteps(drawn, timestep_chances, source, stratified)
+                               for _ in range(len(latents) // drawn)])
     elif stratified:  # the subject's rows and the class images' rows each cover the whole schedule
-        timesteps = torch.cat([draw_timesteps(batch_size, num_train_timesteps, source)
-                               for _ in range(len(latents) // batch_size)])
+        timesteps = torch.cat([draw_timesteps(drawn, num_train_timesteps, source)
+                               for _ in range(len(latents) // drawn)])
     else:
         timesteps = torch.randint(0, num_train_timesteps, (len(latents),), generator=source)
+    if antithetic:
+        order, signs = antithetic_pairs(len(latents) // drawn, drawn)
+        latents, noise, timesteps = latents[order], noise[order] * signs.view(-1, 1, 1, 1), timesteps[order]
+        prompts, sizes = [prompts[i] for i in order], [sizes[i] for i in order]
+        masks = masks[order] if masks is not None else None
     share = batch_size // processes
     rows = list(range(process * share, (process + 1) * share))
     if data.class_caches is not None:
         rows += [batch_size + row for row in rows]
     return Batch(latents[rows], noise[rows], timesteps[rows], [prompts[r] for r in rows], [sizes[r] for r in rows],
                  share, masks[rows] if masks is not None else None)
+
+
+def antithetic_pairs(groups: int, drawn: int) -> tuple[list[int], torch.Tensor]:
+    """Row order [2 * groups * drawn] and noise signs for antithetic noise: each group of `drawn` rows (the subject's,
+    then the class images') followed by itself again, the copies' noise negated.
+
+    A picture noised at one level with ε and with -ε: where the UNet's prediction is close to affine in its noise
+    (as Jia et al. 2025 found a trained model's to be), the two errors' noise terms cancel in the gradient
+    (antithetic variates). On miniworld's demo the token's gradient noise came mostly from which pictures and noise
+    levels a batch draws, which the pairs halve, so it came out noisier, not less (benchmarks/results/gradient_noise.md)."""
+    order = [group * drawn + row for group in range(groups) for _copy in range(2) for row in range(drawn)]
+    signs = torch.tensor([1.0 - 2.0 * copy for _group in range(groups) for copy in range(2) for _row in range(drawn)])
+    return order, signs
 
 
 def draw_timesteps(count: int, num_train_timesteps: int, source: torch.Generator) -> torch.Tensor:

@@ -69,13 +69,14 @@ def write_concept_images(folder: Path):
 
 def demo_train_config(config: DemoConfig, spec, training: dict | None = None) -> TrainConfig:
     """The demo's training: `spec`'s pictures (in `config.output_dir`/images) into `config.output_dir`/run, with
-    DEMO_TRAINING or `training` in its place."""
+    DEMO_TRAINING or `training` in its place (whose values win over the rest, e.g. another init_token)."""
     output_dir = Path(config.output_dir)
-    return TrainConfig.from_values(dict(
-        model="miniworld", images=str(output_dir / "images"), token=spec.token, init_token=spec.init_word,
-        steps=config.steps, seed=config.seed, validation_prompt=f"a {spec.token} on a sand background",
-        output_dir=str(output_dir / "run"), overwrite=config.overwrite, device=config.device,
-        threads=config.threads, **(DEMO_TRAINING if training is None else training), **DEMO_OUTPUTS))
+    return TrainConfig.from_values({
+        **dict(model="miniworld", images=str(output_dir / "images"), token=spec.token, init_token=spec.init_word,
+               steps=config.steps, seed=config.seed, validation_prompt=f"a {spec.token} on a sand background",
+               output_dir=str(output_dir / "run"), overwrite=config.overwrite, device=config.device,
+               threads=config.threads),
+        **DEMO_OUTPUTS, **(DEMO_TRAINING if training is None else training)})
 
 
 def run_demo(config: DemoConfig, training: dict | None = None) -> DemoResult:

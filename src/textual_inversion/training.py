@@ -206,6 +206,7 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
     noise_scheduler = training_scheduler(pipe)
     scale = config.batch_size * config.grad_accum if config.scale_lr else 1  # --batch-size is the global batch
     optimizer = make_optimizer(config)(method.parameter_groups(config.learning_rate() * scale),
+                                       betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon,
                                        weight_decay=config.weight_decay)
     lr_schedule = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps,
                                 num_training_steps=config.steps)
@@ -243,7 +244,8 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
                           noise_scheduler.config.num_train_timesteps, pipe.vae.config.scaling_factor,
                           accelerator.process_index, accelerator.num_processes,
                           getattr(pipe.vae.config, "shift_factor", None) or 0.0,
-                          stratified=config.timesteps == "stratified", timestep_chances=timestep_chances)
+                          stratified=config.timesteps == "stratified", timestep_chances=timestep_chances,
+                          antithetic=config.noise_sampling == "antithetic")
 
     def averaged(value: torch.Tensor) -> torch.Tensor:
         """`value` averaged over the processes (each computed it on its share of the batch); not read yet."""
