@@ -100,7 +100,7 @@ def optimizer_step_alone(method: str, implementation: str, repeats: int, batch_s
     instance.prepare(pipe, read_training_data(config.images, config.token, config.property))
     try:
         groups = instance.parameter_groups(config.learning_rate())
-        optimizer = training.adamw(groups, weight_decay=config.weight_decay)
+        optimizer = training.adamw(groups, **training.optimizer_options(config))
         parameters = [p for group in groups for p in group["params"]]
         for parameter in parameters:
             parameter.grad = torch.randn_like(parameter) * 1e-3

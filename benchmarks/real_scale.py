@@ -209,7 +209,13 @@ class OurStep:
         from textual_inversion.methods.textual_inversion import TextualInversion
         from textual_inversion.models import text_encoders
         from textual_inversion.objective import DenoisingLoss
-        from textual_inversion.training import WEIGHT_DTYPES, adamw, encode_pictures, move_to_device
+        from textual_inversion.training import (
+            WEIGHT_DTYPES,
+            adamw,
+            encode_pictures,
+            move_to_device,
+            optimizer_options,
+        )
 
         config = TrainConfig(model="benchmark", images=str(images), token=TOKEN,
                              options={"init_token": INIT_TOKEN, "token_gradient": token_gradient},
@@ -229,7 +235,7 @@ class OurStep:
         for parameter in self.method.trainable_parameters():
             parameter.data = parameter.data.float()
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-        self.optimizer = adamw(self.method.parameter_groups(config.learning_rate()), weight_decay=config.weight_decay)
+        self.optimizer = adamw(self.method.parameter_groups(config.learning_rate()), **optimizer_options(config))
         self.lr_schedule = get_scheduler(config.lr_scheduler, self.optimizer, num_warmup_steps=config.lr_warmup_steps,
                                          num_training_steps=config.steps)
         self.model = DenoisingLoss(pipe, self.noise_scheduler, config.mask_weight)

@@ -206,8 +206,7 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
     noise_scheduler = training_scheduler(pipe)
     scale = config.batch_size * config.grad_accum if config.scale_lr else 1  # --batch-size is the global batch
     optimizer = make_optimizer(config)(method.parameter_groups(config.learning_rate() * scale),
-                                       betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon,
-                                       weight_decay=config.weight_decay)
+                                       **optimizer_options(config))
     lr_schedule = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.lr_warmup_steps,
                                 num_training_steps=config.steps)
     loss_module = DenoisingLoss(pipe, noise_scheduler, config.mask_weight, config.snr_gamma)
@@ -482,6 +481,12 @@ def variance_has_settled(losses: list[float], window: int, threshold: float) -> 
         return False
     recent = torch.tensor(losses[-window:], dtype=torch.float64)
     return bool(recent.var() < threshold * torch.tensor(losses, dtype=torch.float64).var())
+
+
+def optimizer_options(config: TrainConfig) -> dict:
+    """AdamW's settings from --adam-beta1, --adam-beta2, --adam-epsilon and --weight-decay."""
+    return {"betas": (config.adam_beta1, config.adam_beta2), "eps": config.adam_epsilon,
+            "weight_decay": config.weight_decay}
 
 
 def make_optimizer(config: TrainConfig) -> Callable[..., torch.optim.Optimizer]:
