@@ -17,6 +17,7 @@ demo's start, and a demo run's after `--trained-steps` steps.
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 from pathlib import Path
@@ -82,7 +83,7 @@ def quarter_rows(gradients, timesteps, num_train_timesteps: int = 1000) -> list[
         own_noise = noise(part)
         rows.append((f"{q * num_train_timesteps // QUARTERS}-{(q + 1) * num_train_timesteps // QUARTERS - 1}",
                      len(part), part.norm(dim=1).pow(2).mean().sqrt().item(),
-                     len(part) / len(gradients) * ((part - mean) ** 2).sum(dim=1).mean().item() / total,
+                     len(part) / len(gradients) * noise(part, mean) / total,
                      torch.nn.functional.cosine_similarity(own_mean, mean, dim=0).item(),
                      ((own_mean ** 2).sum().item() - own_noise / len(part)) / own_noise))
     return rows
@@ -106,12 +107,12 @@ def main() -> None:
     sampling_rows, quarters = [], {}
     with tempfile.TemporaryDirectory() as workdir:
         spec = write_concept_images(Path(workdir) / "images")
-        runs = iter(range(1000))
+        runs = itertools.count()
 
         def config(steps: int, **values):
             demo = DemoConfig(output_dir=workdir, seed=args.seed, threads=args.threads, steps=steps)
             return demo_train_config(demo, spec, {**DEMO_TRAINING, **values}).replaced(
-                output_dir=str(Path(workdir) / f"run-{next(runs)}"), checkpoint_every=0, validation_every=steps + 1)
+                output_dir=str(Path(workdir) / f"run-{next(runs)}"), checkpoint_every=0, validation_prompt=None)
 
         trained = train(config(args.trained_steps)).embedding_path
         states = {"the demo's start (6 x 'circle')": {},
@@ -123,8 +124,8 @@ def main() -> None:
             pooled = torch.cat(list(drawn.values())).mean(dim=0)
             reference = noise(drawn["independent"], pooled)
             for sampling, gradients in drawn.items():
-                sampling_rows.append((state, sampling, (pooled ** 2).sum().item() / noise(gradients, pooled),
-                                      noise(gradients, pooled) / reference))
+                spread = noise(gradients, pooled)
+                sampling_rows.append((state, sampling, (pooled ** 2).sum().item() / spread, spread / reference))
                 print(sampling_rows[-1], flush=True)
             single, timesteps = recorded_gradients(config(args.draws * 2, ema_decay=0.0, batch_size=1, **start))
             quarters[state] = quarter_rows(torch.stack(single).double(), torch.cat(timesteps))

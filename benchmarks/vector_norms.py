@@ -45,7 +45,7 @@ def main() -> None:
             demo = DemoConfig(output_dir=workdir, seed=args.seed, threads=args.threads, steps=args.steps)
             run = Path(workdir) / f"lr-{lr}"
             train(demo_train_config(demo, spec, {**DEMO_TRAINING, "lr": lr, "ema_decay": 0.0}).replaced(
-                output_dir=str(run), checkpoint_every=args.every, keep_checkpoints=0, validation_every=args.steps + 1))
+                output_dir=str(run), checkpoint_every=args.every, keep_checkpoints=0, validation_prompt=None))
             lengths[lr], angles[lr], previous = {}, {}, None
             for checkpoint in list_checkpoints(run):
                 weights, state = load_checkpoint(checkpoint)
