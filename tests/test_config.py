@@ -36,6 +36,9 @@ GOOD = TrainConfig(images="pics", token="<t>", options={"init_token": "dog"})
      "--timestep-bias-portion 1.0: must be between 0 and 1"),
     ({"timestep_bias": "range", "timestep_bias_multiplier": 9.0, "timestep_bias_begin": 900,
       "timestep_bias_end": 900}, "--timestep-bias-begin 900 and --timestep-bias-end 900: need 0 <= begin < end"),
+    ({"timestep_bias_steps": 200}, "--timestep-bias-steps 200 has no effect without --timestep-bias"),
+    ({"timestep_bias": "later", "timestep_bias_multiplier": 3.0, "timestep_bias_steps": -1},
+     "--timestep-bias-steps -1: must be 0"),
 ])
 def test_train_config_rejects(change, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -234,6 +234,23 @@ def test_timestep_bias_reaches_every_batch(train_config, monkeypatch):
                          for chances in drawn)
 
 
+def test_timestep_bias_steps_ends_the_bias(train_config, monkeypatch):
+    """--timestep-bias-steps 2: the fixed batch and steps 0 and 1 draw with the biased chances, the steps after
+    uniformly."""
+    from textual_inversion import training
+
+    drawn = []
+
+    def recording_draw(*args, **kwargs):
+        drawn.append(kwargs["timestep_chances"] is not None)
+        return draw_batch(*args, **kwargs)
+
+    monkeypatch.setattr(training, "draw_batch", recording_draw)
+    train(dataclasses.replace(train_config, steps=4, batch_size=2, checkpoint_every=0, timestep_bias="later",
+                              timestep_bias_portion=0.5, timestep_bias_multiplier=3.0, timestep_bias_steps=2))
+    assert drawn == [True, True, True, False, False]  # the fixed batch first, then one draw per step
+
+
 def test_snr_gamma_weights_every_sample_of_the_step(train_config, monkeypatch):
     """--snr-gamma 5: each step's per-sample errors are multiplied by min-SNR weights at that batch's timesteps."""
     from textual_inversion import objective

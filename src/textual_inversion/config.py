@@ -78,6 +78,9 @@ class TrainConfig:
                                                   "portion 0.1: half the draws in that tenth)")
     timestep_bias_begin: int = option(0, "range: the first favoured timestep")
     timestep_bias_end: int = option(1000, "range: the favoured timesteps end before this one")
+    timestep_bias_steps: int = option(0, "the bias holds for this many steps from the start, uniform after (0: every "
+                                         "step); e.g. later for the first 200: the noisiest timesteps carry the "
+                                         "gradient's direction early in a run and only its noise later (docs/demo.md)")
     snr_gamma: float = option(0.0, "min-SNR loss weighting (Hang et al. 2023; diffusers' --snr_gamma, kohya's "
                                    "--min_snr_gamma): the nearly clean timesteps count less; 5 is the paper's value "
                                    "(0: off; UNet models only)")
@@ -245,6 +248,11 @@ class TrainConfig:
             if not 0 <= self.timestep_bias_begin < self.timestep_bias_end:
                 raise UserError(f"--timestep-bias-begin {self.timestep_bias_begin} and --timestep-bias-end "
                                 f"{self.timestep_bias_end}: need 0 <= begin < end")
+        if self.timestep_bias_steps < 0:
+            raise UserError(f"--timestep-bias-steps {self.timestep_bias_steps}: must be 0 (every step) or more")
+        if self.timestep_bias_steps and self.timestep_bias == "none":
+            raise UserError(f"--timestep-bias-steps {self.timestep_bias_steps} has no effect without --timestep-bias: "
+                            "pass e.g. --timestep-bias later --timestep-bias-multiplier 3")
         if self.resolution is not None and (self.resolution < 32 or self.resolution % 8):
             raise UserError(f"--resolution {self.resolution}: must be a multiple of 8 and at least 32")
         if self.validation_prompt is not None and self.token not in self.validation_prompt:

@@ -238,12 +238,15 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
                                          config.timestep_bias_portion, config.timestep_bias_multiplier,
                                          config.timestep_bias_begin, config.timestep_bias_end)
 
-    def draw(source: torch.Generator) -> Batch:
+    def draw(source: torch.Generator, step: int) -> Batch:
+        """The batch of step `step` (counted from 0)."""
+        biased = config.timestep_bias_steps == 0 or step < config.timestep_bias_steps
         return draw_batch(data, config.batch_size, config.class_prompt, source,
                           noise_scheduler.config.num_train_timesteps, pipe.vae.config.scaling_factor,
                           accelerator.process_index, accelerator.num_processes,
                           getattr(pipe.vae.config, "shift_factor", None) or 0.0,
-                          stratified=config.timesteps == "stratified", timestep_chances=timestep_chances,
+                          stratified=config.timesteps == "stratified",
+                          timestep_chances=timestep_chances if biased else None,
                           antithetic=config.noise_sampling == "antithetic")
 
     def averaged(value: torch.Tensor) -> torch.Tensor:
@@ -282,7 +285,7 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
     # training draws are untouched) falls as the concept is learned, where the training loss only jitters
     # with the random timesteps: `fixed_losses` keeps it every few steps for loss.png. DVAR-style early stop
     # measures it at every step and stops once its recent variance is a small fraction of the whole run's.
-    fixed_batch = draw(torch.Generator().manual_seed(config.seed + 1))
+    fixed_batch = draw(torch.Generator().manual_seed(config.seed + 1), 0)
     fixed_every = 1 if config.early_stop_window else fixed_batch_every(config.steps)
 
     def fixed_batch_loss() -> float:
@@ -316,7 +319,7 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
                 # Processes exchange gradients once per optimizer step, after its last micro-batch.
                 last = micro_batch == config.grad_accum - 1
                 with contextlib.nullcontext() if last else accelerator.no_sync(model), accelerator.autocast():
-                    batch = draw(generator)
+                    batch = draw(generator, step)
                     micro_loss = batch_loss(model, batch, config.prior_loss_weight)
                     extra = method.regularisation(batch.prompts[:batch.subject_count])
                     if extra is not None:
