@@ -78,9 +78,9 @@ class TrainConfig:
                                                   "portion 0.1: half the draws in that tenth)")
     timestep_bias_begin: int = option(0, "range: the first favoured timestep")
     timestep_bias_end: int = option(1000, "range: the favoured timesteps end before this one")
-    timestep_bias_steps: int = option(0, "the bias holds for this many steps from the start, uniform after (0: every "
-                                         "step); e.g. later for the first 200: the noisiest timesteps carry the "
-                                         "gradient's direction early in a run and only its noise later (docs/demo.md)")
+    timestep_bias_steps: int = option(0, "the bias for this many steps from the start, the uniform draw after (0: "
+                                         "every step). Not a default: on miniworld the noisier half for the first 300 "
+                                         "steps sped the demo's concept and lost the concept set's (docs/demo.md)")
     snr_gamma: float = option(0.0, "min-SNR loss weighting (Hang et al. 2023; diffusers' --snr_gamma, kohya's "
                                    "--min_snr_gamma): the nearly clean timesteps count less; 5 is the paper's value "
                                    "(0: off; UNet models only)")
