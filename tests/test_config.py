@@ -39,6 +39,8 @@ GOOD = TrainConfig(images="pics", token="<t>", options={"init_token": "dog"})
     ({"timestep_bias_steps": 200}, "--timestep-bias-steps 200 has no effect without --timestep-bias"),
     ({"timestep_bias": "later", "timestep_bias_multiplier": 3.0, "timestep_bias_steps": -1},
      "--timestep-bias-steps -1: must be 0"),
+    ({"timestep_bias": "later", "timestep_bias_multiplier": 3.0, "steps": 300, "timestep_bias_steps": 300},
+     "--timestep-bias-steps 300 covers all 300 steps"),
 ])
 def test_train_config_rejects(change, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -253,6 +253,9 @@ class TrainConfig:
         if self.timestep_bias_steps and self.timestep_bias == "none":
             raise UserError(f"--timestep-bias-steps {self.timestep_bias_steps} has no effect without --timestep-bias: "
                             "pass e.g. --timestep-bias later --timestep-bias-multiplier 3")
+        if self.timestep_bias_steps >= self.steps:
+            raise UserError(f"--timestep-bias-steps {self.timestep_bias_steps} covers all {self.steps} steps: leave it "
+                            "out to bias every step, or give fewer than --steps")
         if self.resolution is not None and (self.resolution < 32 or self.resolution % 8):
             raise UserError(f"--resolution {self.resolution}: must be a multiple of 8 and at least 32")
         if self.validation_prompt is not None and self.token not in self.validation_prompt:
