@@ -82,8 +82,8 @@ METHODS = {
                                "token_gradient_fraction": 0.5},
     # ti-average-later for the first 300 steps only, then uniform, in 500 steps (2000 passes): early in a run the
     # noisiest timesteps carry the gradient's direction, after 200 steps only its noise (gradient_noise.md), and
-    # ti-average-later lost the shapes the uniform draw learned. 300 chosen on the demo's seeds 0-7 (200 and 300 tried,
-    # docs/demo.md); not tuned on this set.
+    # ti-average-later reached the targets in 2 of its 8 runs where ti-average reached 7. 300 chosen on the demo's
+    # seeds 0-7 (200 and 300 tried, docs/demo.md); not tuned on this set.
     "ti-average-later300": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "timestep_bias": "later",
                             "timestep_bias_portion": 0.5, "timestep_bias_multiplier": 3.0, "timestep_bias_steps": 300},
     "ti-words": {**TEXTUAL_INVERSION, "init_token": "{words}"},
