@@ -55,10 +55,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
-
-    import torch
-
-    torch.set_num_threads(args.threads)
     lines = [f"# What the stop rule's checks cost a run ({machine('cpu', args.threads)})", "",
              f"Produced by `{command()}`. The hidden-colour concept with docs/speed.md's two stop-rule commands "
              "(6 vectors, batch 4, at most 300 steps; textual inversion at lr 0.2 with stratified timesteps, pivotal "
