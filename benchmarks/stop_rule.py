@@ -7,7 +7,7 @@ it must reach, how many checks in a row) then stops each run at its first pass; 
 with the evaluation's fidelity there. Written to benchmarks/results/stop_rule.md.
 
     python -m benchmarks.stop_rule [--concepts hidden-colour dotted-style my-toy] [--seeds 0 1 2] [--steps 300] \
-        [--lr 0.2] [--results-suffix _lr0.1]
+        [--lr 0.2] [--checks requests-8 requests-4 requests-8-6steps] [--results-suffix _lr0.1]
 
 --concepts takes the bundled concepts (examples/concepts/) and those of the new concept set
 (benchmarks/concept_set.py), on which no rule was chosen.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -25,17 +26,21 @@ from .common import RESULTS_DIR, argument_parser, command, machine, print_and_wr
 from .concept_set import find_concept
 
 TRAINING = {"vectors": 6, "lr": 0.2, "batch_size": 4, "timesteps": "stratified"}
-RULES = [(check, share, in_a_row) for check in ("mixed-8", "requests-8", "mixed-16")
-         for share in (0.75, 0.875) for in_a_row in (1, 2)]
+SHARES = (0.75, 0.875)
+IN_A_ROW = (1, 2)
 
 
 def candidate_checks(check, captions: list[list[str]]) -> dict:
-    """The checks compared: plain requests for the token (8 images, the one shipped), each picture's caption
-    and a plain request in turn (8), and those twice over with other seeds (16)."""
+    """Every check this benchmark can compare, by name: plain requests for the token (8 images, the one shipped),
+    each picture's caption and a plain request in turn (8), those twice over with other seeds (16), and cheaper
+    plain-request checks: the first 4 images, or all 8 with fewer sampler steps."""
     in_captions = [options[0] for options in captions]
     mixed = [prompt for i in range(4) for prompt in (in_captions[i % len(in_captions)], check.prompts[i])]
     return {"mixed-8": dataclasses.replace(check, prompts=mixed), "requests-8": check,
-            "mixed-16": dataclasses.replace(check, prompts=mixed * 2)}
+            "mixed-16": dataclasses.replace(check, prompts=mixed * 2),
+            "requests-4": dataclasses.replace(check, prompts=check.prompts[:4]),
+            "requests-8-6steps": dataclasses.replace(check, steps=6),
+            "requests-8-4steps": dataclasses.replace(check, steps=4)}
 
 
 def main() -> None:
@@ -48,6 +53,8 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lr", type=float, default=TRAINING["lr"])
+    parser.add_argument("--checks", nargs="+", default=["mixed-8", "requests-8", "mixed-16"],
+                        help="names from candidate_checks")
     parser.add_argument("--results-suffix", default="", help="write stop_rule<suffix>.md")
     args = parser.parse_args()
     training = {**TRAINING, "lr": args.lr}
@@ -58,7 +65,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     runs = []  # (concept, seed, {step: {"fidelity": f, check name: share}})
-    check_seconds = {name: [] for name in ("mixed-8", "requests-8", "mixed-16")}
+    check_seconds = {name: [] for name in args.checks}
     with tempfile.TemporaryDirectory() as workdir:
         for concept in args.concepts:
             folder, spec = find_concept(concept, Path(workdir) / "concept-set")
@@ -70,41 +77,54 @@ def main() -> None:
 
     lines = [f"# Stopping rules for --stop-when-learned ({machine('cpu', args.threads)})", "",
              f"Produced by `{command()}`. Training: {', '.join(f'{k} {v}' for k, v in training.items())}, "
-             f"{args.steps} steps. Every {args.every} steps each check draws its images (DPM++, 10 steps) and "
-             "the judge's evaluation scores the fidelity prompts (4 images each, DDIM 25 steps). A rule stops a "
-             f"run at its first pass; fidelity then must reach {args.target}. Checks: mixed-8 ("
-             "each picture's caption and a plain request in turn), requests-8 (plain requests only), mixed-16 (mixed, twice as "
-             "many images). A pass at the last step counts as a stop here, though a run ends there anyway.", "",
+             f"{args.steps} steps. Every {args.every} steps each check draws its images (DPM++, 10 steps unless its "
+             "name says fewer) and the judge's evaluation scores the fidelity prompts (4 images each, DDIM 25 steps). "
+             f"A rule stops a run at its first pass; fidelity then must reach {args.target}. Checks: mixed-8 (each "
+             "picture's caption and a plain request in turn), requests-8 (plain requests only), mixed-16 (mixed, twice "
+             "as many images), requests-4 (the first 4 of requests-8's images). A pass at the last step counts as a "
+             "stop here, though a run ends there anyway.", "",
              "Seconds per check (median): " + ", ".join(
-                 f"{name} {sorted(v)[len(v) // 2]:.2f} s" for name, v in check_seconds.items() if v) + ".", "",
+                 f"{name} {statistics.median(v):.2f} s" for name, v in check_seconds.items() if v) + ".", "",
              "## Per run: the evaluation's fidelity and each check's share at every check step", ""]
     for concept, seed, scores in runs:
         lines.append(f"- {concept}, seed {seed}: " + "; ".join(
-            f"{step}: {s['fidelity']:.2f} ({s['mixed-8']:.2f} / {s['requests-8']:.2f} / {s['mixed-16']:.2f})"
+            f"{step}: {s['fidelity']:.2f} ({' / '.join(f'{s[name]:.2f}' for name in args.checks)})"
             for step, s in sorted(scores.items())))
-    lines += ["", "(step: fidelity (mixed-8 / requests-8 / mixed-16))", "", "## Each rule over every run", "",
+    lines += ["", f"(step: fidelity ({' / '.join(args.checks)}))", "", "## Each rule over every run", "",
               "| check | share | checks in a row | runs stopped | of those at the target | stopped below it "
-              "| never stopped though a step reached it | stop steps |", "|---|---|---|---|---|---|---|---|"]
-    for name, share, in_a_row in RULES:
-        stopped = good = early = missed = 0
-        stops = []
-        for concept, seed, scores in runs:
-            steps = sorted(scores)
-            at = next((steps[i] for i in range(in_a_row - 1, len(steps))
-                       if all(scores[steps[j]][name] >= share for j in range(i - in_a_row + 1, i + 1))), None)
-            if at is None:
-                missed += any(s["fidelity"] >= args.target for s in scores.values())
-                stops.append(f"{concept}/{seed}: -")
-                continue
-            stopped += 1
-            reached = scores[at]["fidelity"] >= args.target
-            good += reached
-            early += not reached
-            stops.append(f"{concept}/{seed}: {at} ({scores[at]['fidelity']:.2f})")
-        lines.append(f"| {name} | {share} | {in_a_row} | {stopped} of {len(runs)} | {good} | {early} | {missed} | "
-                     f"{'; '.join(stops)} |")
+              "| never stopped though a step reached it | checks' seconds to the stops | stop steps |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for name in args.checks:
+        for share in SHARES:
+            for in_a_row in IN_A_ROW:
+                lines.append(rule_row(runs, name, share, in_a_row, args.target,
+                                      statistics.median(check_seconds[name])))
     lines += ["", f"Load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores."]
     print_and_write(lines, RESULTS_DIR / f"stop_rule{args.results_suffix}.md")
+
+
+def rule_row(runs: list, name: str, share: float, in_a_row: int, target: float, seconds_a_check: float) -> str:
+    """One row of the rules' table: where check `name` with this share and count in a row stops each run. The
+    checks' seconds count every check up to each stop (or the run's end), at the check's median seconds."""
+    stopped = good = early = missed = 0
+    stops = []
+    checks_run = 0
+    for concept, seed, scores in runs:
+        steps = sorted(scores)
+        at = next((steps[i] for i in range(in_a_row - 1, len(steps))
+                   if all(scores[steps[j]][name] >= share for j in range(i - in_a_row + 1, i + 1))), None)
+        checks_run += len([step for step in steps if at is None or step <= at])
+        if at is None:
+            missed += any(s["fidelity"] >= target for s in scores.values())
+            stops.append(f"{concept}/{seed}: -")
+            continue
+        stopped += 1
+        reached = scores[at]["fidelity"] >= target
+        good += reached
+        early += not reached
+        stops.append(f"{concept}/{seed}: {at} ({scores[at]['fidelity']:.2f})")
+    return (f"| {name} | {share} | {in_a_row} | {stopped} of {len(runs)} | {good} | {early} | {missed} | "
+            f"{checks_run * seconds_a_check:.0f} | {'; '.join(stops)} |")
 
 
 def scored_run(args, training: dict, folder: Path, spec, data, seed: int, output: Path,
@@ -116,7 +136,8 @@ def scored_run(args, training: dict, folder: Path, spec, data, seed: int, output
     from textual_inversion.models import load_pipeline
 
     pipe = load_pipeline("miniworld")
-    checks = candidate_checks(learned_check(data.images, spec.token, spec.property, seed), data.captions)
+    every_check = candidate_checks(learned_check(data.images, spec.token, spec.property, seed), data.captions)
+    checks = {name: every_check[name] for name in args.checks}
     scores: dict[int, dict] = {}
 
     def score(step: int, loss: float) -> None:

@@ -21,7 +21,8 @@ CHECK_IMAGES = 8  # images drawn per check: the plain requests for the token, in
 # benchmarks/results/evaluation_sampler.md: the judge gives 96 % of images the same hit or miss as under the
 # evaluation's DDIM at 25 steps, in 0.45x its time; it found the teal circle in fewer of them (0.56 against
 # 0.75), so if anything a check passes late.
-CHECK_SAMPLER = ("dpm++", 10)
+CHECK_SCHEDULER = "dpm++"
+CHECK_STEPS = 10
 CHECK_GUIDANCE = 4.0  # the judge's evaluation's guidance
 CHECK_SEEDS = 1_000_000  # the first image's seed, plus the run's --seed
 # benchmarks/results/stop_rule.md: a share of 0.75 on two checks in a row stopped 5 of 9 runs (3 concepts, 3
@@ -38,6 +39,7 @@ class LearnedCheck:
     shared: dict[str, str]  # attribute -> the value the judge reads on every training picture
     seed: int  # the same noise at every check, so checks differ only by the embedding
     judge: object  # miniworld.judge.JudgeNet, loaded once per run
+    steps: int = CHECK_STEPS  # the sampler's steps per image
 
 
 def learned_check(pictures: list[Image.Image], token: str, property_kind: str, seed: int) -> LearnedCheck:
@@ -70,14 +72,18 @@ def should_stop(shares: list[float], share: float) -> bool:
 
 
 @torch.no_grad()
-def learned_share(pipe, check: LearnedCheck) -> float:
-    """The fraction of `check.prompts`' images, drawn with `pipe` as it is now, that show all of `check.shared`."""
+def learned_hits(pipe, check: LearnedCheck) -> list[bool]:
+    """[len(check.prompts)] whether each image, drawn with `pipe` as it is now, shows all of `check.shared`."""
     from .miniworld.judge import predict
 
-    name, steps = CHECK_SAMPLER
     generators = [torch.Generator().manual_seed(check.seed + i) for i in range(len(check.prompts))]
-    with using_sampler(pipe, name):
-        images = pipe(check.prompts, num_inference_steps=steps, guidance_scale=CHECK_GUIDANCE,
+    with using_sampler(pipe, CHECK_SCHEDULER):
+        images = pipe(check.prompts, num_inference_steps=check.steps, guidance_scale=CHECK_GUIDANCE,
                       generator=generators).images
-    readings = predict(images, check.judge)
-    return sum(all(r[k] == v for k, v in check.shared.items()) for r in readings) / len(readings)
+    return [all(r[k] == v for k, v in check.shared.items()) for r in predict(images, check.judge)]
+
+
+def learned_share(pipe, check: LearnedCheck) -> float:
+    """The fraction of `check.prompts`' images, drawn with `pipe` as it is now, that show all of `check.shared`."""
+    hits = learned_hits(pipe, check)
+    return sum(hits) / len(hits)

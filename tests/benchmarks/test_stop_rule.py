@@ -1,0 +1,15 @@
+"""benchmarks/stop_rule.py: where a rule stops each run, and what its checks cost up to there."""
+
+from benchmarks.stop_rule import rule_row
+
+
+def test_a_rule_stops_each_run_at_its_first_passes_in_a_row():
+    runs = [("a", 0, {25: {"fidelity": 0.5, "c": 0.75}, 50: {"fidelity": 0.9, "c": 0.875}, 75: {"fidelity": 0.9, "c": 1.0}}),
+            ("b", 1, {25: {"fidelity": 0.2, "c": 0.75}, 50: {"fidelity": 0.5, "c": 0.5}, 75: {"fidelity": 0.85, "c": 0.5}})]
+    # Twice in a row at 0.75: run a stops at 50 (at the target); b never does, though step 75 reached it.
+    # Checks run: a's 2 up to its stop, all 3 of b's: 5, at 2 s a check.
+    assert rule_row(runs, "c", 0.75, 2, target=0.8, seconds_a_check=2.0) == (
+        "| c | 0.75 | 2 | 1 of 2 | 1 | 0 | 1 | 10 | a/0: 50 (0.90); b/1: - |")
+    # Once at 0.75: both stop at their first check, below the target: 2 checks.
+    assert rule_row(runs, "c", 0.75, 1, target=0.8, seconds_a_check=2.0) == (
+        "| c | 0.75 | 1 | 2 of 2 | 0 | 2 | 0 | 4 | a/0: 25 (0.50); b/1: 25 (0.20) |")
