@@ -38,6 +38,9 @@ DREAMBOOTH = {"method": "dreambooth", **MINIWORLD_SETTINGS["dreambooth"], "class
 # miniworld's own words ("a cross").
 METHODS = {
     "textual-inversion": TEXTUAL_INVERSION,
+    # What `train` gave a user who left every option out until 2026-12-05 (1 vector, lr 5e-3, batch 1, no moving
+    # average; 500 passes were its 500 steps). On miniworld it gives ti-average's settings (below) since.
+    "ti-former-defaults": {"vectors": 1, "lr": 5e-3, "batch_size": 1, "ema_decay": 0.0},
     "more-vectors": {**TEXTUAL_INVERSION, "vectors": 16},
     "per-layer": {**TEXTUAL_INVERSION, "per_layer": True},
     "time-stages": {**TEXTUAL_INVERSION, "time_stages": 4},
@@ -110,9 +113,9 @@ PAIRED_WITH = {"ti-cosine-later": "ti-cosine", "ti-average-later": "ti-average",
                "ti-average-cross": "ti-average", "ti-average-stages4": "ti-average", "ti-average-lr02": "ti-average",
                "ti-average-finest": "ti-average", "ti-average-up": "ti-average",
                "ti-average-finest-half": "ti-average", "ti-average-later300": "ti-average",
-               "lora-all-cosine": "lora-all"}
+               "ti-former-defaults": "ti-average", "lora-all-cosine": "lora-all"}
 # A variant compared at a budget of its own against the other's at the paired table's (fewer steps for the same end).
-PAIRED_BUDGET = {"ti-average-lr02": 2000, "ti-average-later300": 2000}
+PAIRED_BUDGET = {"ti-average-lr02": 2000, "ti-average-later300": 2000, "ti-former-defaults": 500}
 
 
 def done(results: Path) -> list[dict]:
@@ -437,7 +440,9 @@ def main() -> None:
              "dreambooth-2e-4 DreamBooth at lr 2e-4, dreambooth-text-encoder with "
              "--train-text-encoder; ti-words starts textual inversion from the concept's plain words (--init-token 'blue "
              "striped square', every vector from the words' mean) and ti-words-spread gives each word its share of the 6 "
-             "vectors in order (an --init-embedding file). Each cell is fidelity / "
+             "vectors in order (an --init-embedding file); ti-former-defaults is what train gave a user who left every option "
+             "out until 2026-12-05 (1 vector, lr 5e-3, batch 1, no moving average, 500 steps; on miniworld its defaults are "
+             "ti-average's since). Each cell is fidelity / "
              f"editability as the judge reads {args.num_images} images per prompt, one entry per seed in seed order (named "
              "where a cell lacks a seed). "
              "Baselines: the base model given the init word or the plain words instead of the token. Conditioning "

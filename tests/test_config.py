@@ -54,7 +54,8 @@ def test_defaults_are_valid_and_output_dir_follows_the_token():
 
 
 def test_steps_and_lr_default_per_method_and_an_explicit_value_wins():
-    assert (GOOD.steps, GOOD.learning_rate()) == (500, 5e-3)
+    elsewhere = TrainConfig(model="some/model", images="pics", token="<t>", options={"init_token": "dog"})
+    assert (elsewhere.steps, elsewhere.learning_rate()) == (500, 5e-3)
     fast = TrainConfig(images="pics", token="sks", method="hyperdreambooth")
     assert (fast.steps, fast.learning_rate()) == (40, 3e-3)  # the paper's fast fine-tune; lr tuned on miniworld
     explicit = TrainConfig(images="pics", token="sks", method="hyperdreambooth", steps=100, lr=1e-3)
@@ -74,6 +75,23 @@ def test_token_never_escapes_the_runs_folder():
     for token in ("../../etc/passwd", "/abs/path", "<..>", "a/../../b"):
         path = dataclasses.replace(GOOD, token=token).resolved_output_dir()
         assert path.parent.as_posix() == "runs" and ".." not in path.parts and "/" not in path.name
+
+
+def test_on_miniworld_options_left_unset_take_the_methods_measured_values():
+    """Textual inversion's (the demo's settings); an explicit value wins; another model keeps the usual ones; an
+    --init-embedding file gives its own count of vectors; a method with none measured keeps the usual ones."""
+    assert (GOOD.options.vectors, GOOD.learning_rate(), GOOD.batch_size, GOOD.ema_decay, GOOD.steps) == (
+        6, 0.1, 4, 0.99, 800)
+    given = TrainConfig.from_values({"images": "pics", "token": "<t>", "init_token": "dog", "vectors": 2,
+                                     "batch_size": 1, "ema_decay": 0.0, "lr": 0.05, "steps": 30})
+    assert (given.options.vectors, given.learning_rate(), given.batch_size, given.ema_decay, given.steps) == (
+        2, 0.05, 1, 0.0, 30)
+    elsewhere = TrainConfig(model="some/model", images="pics", token="<t>", options={"init_token": "dog"})
+    assert (elsewhere.options.vectors, elsewhere.batch_size, elsewhere.ema_decay) == (1, 1, 0.0)
+    from_file = TrainConfig(images="pics", token="<t>", options={"init_embedding": "start.safetensors"})
+    assert (from_file.options.vectors, from_file.batch_size) == (1, 4)
+    lora = TrainConfig(images="pics", token="sks", method="lora")
+    assert (lora.batch_size, lora.ema_decay, lora.steps, lora.learning_rate()) == (1, 0.0, 500, 1e-4)
 
 
 def test_a_methods_options_are_its_own():

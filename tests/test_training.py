@@ -458,6 +458,19 @@ def test_stop_event_saves_a_checkpoint_that_resumes_to_the_same_embedding(train_
     assert torch.equal(load_file(straight.embedding_path)["<blob>"], load_file(resumed.embedding_path)["<blob>"])
 
 
+def test_resuming_with_another_count_of_vectors_says_which_options(train_config, tmp_path):
+    """A run begun with 1 vector, resumed with 2 (as one begun on miniworld before its defaults changed, resumed
+    without its --vectors): one line naming the options, not a shape error."""
+    import threading
+
+    stop = threading.Event()
+    config = dataclasses.replace(train_config, device="cpu", checkpoint_every=0, output_dir=str(tmp_path / "run"))
+    train(config, stop=stop, on_step=lambda step, loss: stop.set() if step == 2 else None)
+    with pytest.raises(UserError, match=r"^--resume: the checkpoint holds 1 vector\(s\) for the token where this run makes "
+                                        r"2; resume with the options the run began with \(its --vectors"):
+        train(config.replaced(vectors=2, resume=True))
+
+
 def test_one_image_is_warned_about(train_config, image_folder, caplog):
     for extra in sorted(image_folder.iterdir())[1:]:
         extra.unlink()

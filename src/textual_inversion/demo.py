@@ -18,19 +18,16 @@ from pathlib import Path
 from .atomic import write_text_atomic
 from .config import DemoConfig, TrainConfig
 from .errors import UserError
+from .methods.textual_inversion import TextualInversion
 
 logger = logging.getLogger(__name__)
 
 CONCEPT_NAME = "hidden-colour"
-# Why these settings (measured in benchmarks/results/demo*.md and time_to_concept*.md): several vectors give
-# the text encoder's output room to reach a colour it has no word for; the model and its vectors are small,
-# so the learning rate is high; the bundled pictures' captions name what is not the concept. At a constant
-# rate the vectors wander, and some seeds were still short of the colour after 800 steps at 0.05
-# (demo_trajectory_ema099.md): twice the rate gets there, and the saved vectors being their moving average
-# over about the last 100 steps steadies the result (seeds 0-7 at the targets: 7 of 8, against 4 of 8 at 0.05
-# without it). Faster ones (lr 0.2 with or without the average, stratified timesteps, --stop-when-learned) missed on
-# some seeds or scored lower (docs/demo.md).
-DEMO_TRAINING = {"lr": 0.1, "vectors": 6, "batch_size": 4, "ema_decay": 0.99}
+# Textual inversion's defaults on miniworld, which were chosen on the demo's seeds (benchmarks/results/demo*.md and
+# time_to_concept*.md) and then held on the concept set: the bundled pictures' captions name what is not the concept.
+# Faster ones (lr 0.2 with or without the average, stratified timesteps, --stop-when-learned) missed on some seeds or
+# scored lower (docs/demo.md). The demo keeps them on another --model too. Its step count is its own option.
+DEMO_TRAINING = {name: value for name, value in TextualInversion.miniworld_defaults.items() if name != "steps"}
 # Previews with DPM++ at 15 steps: the judge read the learned teal circle in 15 of 16 of them against 16 of 16 with
 # the model's DDIM at 25, in 0.58-0.65x the time; at 10 steps (DPM++ or DDIM) it drew the circle blue in most
 # (benchmarks/results/preview_sampler.md).

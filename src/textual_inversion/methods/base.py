@@ -32,6 +32,10 @@ class Method(ABC):
     options_class: ClassVar[type[MethodOptions]] = MethodOptions
     default_lr: ClassVar[float]
     default_steps: ClassVar[int] = 500
+    # On --model miniworld, the values of the options a run leaves unset (lr, steps and config.USUAL_DEFAULTS'):
+    # the settings measured best there. Elsewhere, and for the options not named, the usual defaults hold: miniworld
+    # is small and learns at rates a Stable Diffusion run would not survive.
+    miniworld_defaults: ClassVar[dict[str, object]] = {}
     # True: the word is a new token whose vectors are saved (so it can be renamed); False: an ordinary
     # prompt word that the learned weights respond to (a trigger word).
     adds_token: ClassVar[bool] = False
@@ -49,6 +53,11 @@ class Method(ABC):
     def __init__(self, config):  # a TrainConfig (config.py builds on this registry, so it is not imported here)
         self.config = config
         self.options = config.options
+
+    @classmethod
+    def defaults_on_miniworld(cls, options: MethodOptions) -> dict[str, object]:
+        """`miniworld_defaults`, less any that `options` make meaningless."""
+        return dict(cls.miniworld_defaults)
 
     @classmethod  # noqa: B027 (optional hook: nothing to check by default)
     def validate(cls, config) -> None:
