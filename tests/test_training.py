@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from tests.conftest import MIXED_PRECISION_RUNS
 from textual_inversion import TrainConfig, UserError, train
 from textual_inversion.data import draw_batch
+from textual_inversion.methods import get_method
 from textual_inversion.models import denoiser, load_pipeline
 from textual_inversion.objective import diffusion_loss, encode_conditioning
 
@@ -469,6 +470,22 @@ def test_resuming_with_another_count_of_vectors_says_which_options(train_config,
     with pytest.raises(UserError, match=r"^--resume: the checkpoint holds 1 vector\(s\) for the token where this run makes "
                                         r"2; resume with the options the run began with \(its --vectors"):
         train(config.replaced(vectors=2, resume=True))
+
+
+def test_a_run_says_its_main_settings(train_config, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    train(dataclasses.replace(train_config, steps=1, checkpoint_every=0, ema_decay=0.9))
+    assert "textual-inversion: 1 steps, lr 0.05, batch 2, 1 vector(s), moving average 0.9\n" in caplog.text + "\n"
+    # On miniworld the line also says the options left out took the method's measured settings.
+    from textual_inversion.training import report_settings
+
+    caplog.clear()
+    config = TrainConfig(images="pics", token="<t>", options={"init_token": "dog"})
+    report_settings(config, get_method(config.method)(config))
+    assert "textual-inversion: 800 steps, lr 0.1, batch 4, 6 vector(s), moving average 0.99 (miniworld's defaults for the " \
+           "options left out)" in caplog.text
 
 
 def test_one_image_is_warned_about(train_config, image_folder, caplog):

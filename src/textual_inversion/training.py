@@ -151,6 +151,7 @@ def train(config: TrainConfig, pipe=None, stop: threading.Event | None = None,
     method = method_class(config)
     try:
         method.prepare(pipe, data)  # checks the token against the vocabulary, adds what learns
+        report_settings(config, method)
         report_shapes(data)
         processes.wait_for_everyone()  # every process has checked before the main one writes
         with RunLock(create_output_dir(output_dir)) if processes.is_main_process else contextlib.nullcontext():
@@ -557,6 +558,19 @@ def encode_pictures(pipe, data: TrainingData, config: TrainConfig, resolution: i
     sizes = picture_sizes(data.images, resolution, size_step(pipe), config.bucket)
     return encode_images(pipe.vae, data.images, sizes, config.crop, config.crop_variants, config.flip, config.seed,
                          device, torch.float32, data.masks)
+
+
+def report_settings(config: TrainConfig, method: Method) -> None:
+    """One line on the run's main settings: on miniworld, those left out are the method's measured ones, so a run
+    says what it took."""
+    parts = [f"{config.steps} steps", f"lr {config.learning_rate():g}", f"batch {config.batch_size}"]
+    if getattr(method, "num_vectors", None):
+        parts.append(f"{method.num_vectors} vector(s)")
+    if config.ema_decay:
+        parts.append(f"moving average {config.ema_decay:g}")
+    measured = " (miniworld's defaults for the options left out)" if config.model == "miniworld" and \
+        method.miniworld_defaults else ""
+    logger.info("%s: %s%s", config.method, ", ".join(parts), measured)
 
 
 def report_shapes(data: TrainingData) -> None:
