@@ -16,7 +16,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import RESULTS_DIR, argument_parser, bundled_concept, command, machine, print_and_write
+from .common import (
+    RESULTS_DIR,
+    argument_parser,
+    bundled_concept,
+    command,
+    machine,
+    print_and_write,
+    with_former_defaults,
+)
 
 STOPPING = {"vectors": 6, "batch_size": 4, "stop_when_learned": True, "steps": 300}
 SETTINGS = {  # docs/speed.md's two commands
@@ -41,9 +49,9 @@ def timed_run(settings: dict, seed: int, threads: int, output: Path) -> dict:
 
     training.learned_share = learned_share
     try:
-        result = training.train(TrainConfig.from_values(dict(
+        result = training.train(TrainConfig.from_values(with_former_defaults(dict(
             model="miniworld", images=str(folder), token=spec.token, init_token=spec.init_word, seed=seed,
-            threads=threads, checkpoint_every=0, output_dir=str(output), **settings)))
+            threads=threads, checkpoint_every=0, output_dir=str(output), **settings))))
     finally:
         training.learned_share = untimed
     return {"steps": result.steps, "seconds": result.seconds, "checks": checks}

@@ -21,8 +21,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import RESULTS_DIR, argument_parser, command, print_and_write
+from .common import FORMER_DEFAULTS, RESULTS_DIR, argument_parser, command, print_and_write
 from .concept_set import find_concept
+
+
+def former_defaults(options: str) -> list[str]:
+    """common.FORMER_DEFAULTS as `train` options, for textual inversion; `options`, coming after, win."""
+    words = shlex.split(options)
+    methods = [words[i + 1] for i, word in enumerate(words[:-1]) if word == "--method"]
+    methods += [word.partition("=")[2] for word in words if word.startswith("--method=")]
+    if methods and methods[-1] != "textual-inversion":
+        return []
+    return [word for name, value in FORMER_DEFAULTS.items() if name != "steps"
+            for word in (f"--{name.replace('_', '-')}", str(value))]
 
 
 def main() -> None:
@@ -48,7 +59,7 @@ def main() -> None:
         for concept in args.concepts:
             folder, spec = find_concept(concept, Path(workdir) / "concept-set")
             train_options = ["--token", spec.token, "--init-token", spec.init_word, "--property", spec.property,
-                             "--steps", str(args.steps), *shlex.split(args.options)]
+                             "--steps", str(args.steps), *former_defaults(args.options), *shlex.split(args.options)]
             for seed in args.seeds:
                 output = Path(workdir) / f"{concept}-seed-{seed}"
                 train_command = ["textual-inversion", "train", "--images", str(folder), *train_options,

@@ -24,7 +24,7 @@ import os
 import time
 from pathlib import Path
 
-from .common import RESULTS_DIR, argument_parser, command, print_and_write
+from .common import RESULTS_DIR, argument_parser, command, print_and_write, with_former_defaults
 from .concept_set import SWEEP_RESULTS, concept_kind, find_concept
 from .methods import METHODS as MINIWORLD_SETTINGS
 from .methods import human_size, output_bytes, run_settings
@@ -171,10 +171,10 @@ def train_and_score(method: str, name: str, kind: str, folder: Path, spec, seed:
         if not averaged:
             score(step)
 
-    result = train(TrainConfig.from_values(dict(
+    result = train(TrainConfig.from_values(with_former_defaults(dict(
         model=model, images=str(folder), token=spec.token, property=spec.property,
         steps=max(budgets) // passes_per_step, seed=seed, checkpoint_every=0, overwrite=True, output_dir=str(run),
-        threads=threads, **settings), lenient=True), pipe, on_step=score_during_training)
+        threads=threads, **settings)), lenient=True), pipe, on_step=score_during_training)
     if averaged:
         score(result.steps)
     size = output_bytes(result.outputs.values())

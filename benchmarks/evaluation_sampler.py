@@ -17,7 +17,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import RESULTS_DIR, argument_parser, bundled_concept, command, machine, print_and_write
+from .common import (
+    RESULTS_DIR,
+    argument_parser,
+    bundled_concept,
+    command,
+    machine,
+    print_and_write,
+    with_former_defaults,
+)
 
 CONCEPTS = ("hidden-colour", "dotted-style", "star")
 TRAINING = {"steps": 200, "lr": 0.1, "vectors": 6, "batch_size": 4}
@@ -48,9 +56,9 @@ def main() -> None:
         for concept in args.concepts:
             folder, spec = bundled_concept(concept)
             run = Path(workdir) / concept
-            train(TrainConfig.from_values(dict(
+            train(TrainConfig.from_values(with_former_defaults(dict(
                 images=str(folder), token=spec.token, init_token=spec.init_word, property=spec.property, seed=0,
-                output_dir=str(run), checkpoint_every=0, threads=args.threads, **TRAINING)))
+                output_dir=str(run), checkpoint_every=0, threads=args.threads, **TRAINING))))
             pipe = load_pipeline("miniworld")
             load_concepts(pipe, [run])
             for round_index in range(args.rounds):

@@ -15,7 +15,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import RESULTS_DIR, argument_parser, bundled_concept, command, machine, print_and_write
+from .common import (
+    RESULTS_DIR,
+    argument_parser,
+    bundled_concept,
+    command,
+    machine,
+    print_and_write,
+    with_former_defaults,
+)
 
 
 def main() -> None:
@@ -40,10 +48,10 @@ def main() -> None:
     reports = {}
     with tempfile.TemporaryDirectory() as workdir:
         run = Path(workdir) / "run"
-        train(TrainConfig.from_values(dict(
+        train(TrainConfig.from_values(with_former_defaults(dict(
             images=str(folder), token=spec.token, init_token=spec.init_word, steps=800, seed=0, output_dir=str(run),
             checkpoint_every=0, threads=args.threads,
-            **{k: v for k, v in DEMO_TRAINING.items() if k in ("lr", "vectors", "batch_size")})))
+            **{k: v for k, v in DEMO_TRAINING.items() if k in ("lr", "vectors", "batch_size")}))))
         pipe = load_pipeline("miniworld")
         load_concepts(pipe, [run])
         for round_index in range(args.rounds):

@@ -29,6 +29,7 @@ def launch(variant: str, threads: int, output_dir: Path) -> dict:
     """Seconds from start to exit of one 1-step `train`, and from its last line of output to exit."""
     arguments = ["train", "--model", "miniworld", "--images", str(CONCEPTS_DIR / "hidden-colour"), "--token", "<c>",
                  "--init-token", "circle", "--steps", "1", "--vectors", "6", "--lr", "0.1", "--batch-size", "4",
+                 "--ema-decay", "0",
                  "--threads", str(threads), "--output-dir", str(output_dir)]
     if variant == "console":
         program = [shutil.which("textual-inversion") or sys.exit("textual-inversion is not on PATH: pip install -e .")]

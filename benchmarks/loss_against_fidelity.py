@@ -22,7 +22,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from .common import RESULTS_DIR, argument_parser, command, machine, print_and_write
+from .common import RESULTS_DIR, argument_parser, command, machine, print_and_write, with_former_defaults
 from .concept_set import SWEEP_RESULTS, find_concept
 from .concept_sweep import METHODS
 
@@ -64,8 +64,8 @@ def fixed_batch_losses(embedding: Path, folder: Path, spec, batches: int) -> tup
     from textual_inversion.training import encode_pictures
 
     pipe = pipeline_with(embedding)
-    config = TrainConfig.from_values(dict(model="miniworld", images=str(folder), token=spec.token,
-                                          init_token=spec.init_word))
+    config = TrainConfig.from_values(with_former_defaults(dict(model="miniworld", images=str(folder), token=spec.token,
+                                          init_token=spec.init_word)))
     data = read_training_data(folder, spec.token, spec.property)
     data.caches = encode_pictures(pipe, data, config, 64, torch.device("cpu"))
     loss = DenoisingLoss(pipe, training_scheduler(pipe))

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import RESULTS_DIR, argument_parser, command, machine, print_and_write
+from .common import RESULTS_DIR, argument_parser, command, machine, print_and_write, with_former_defaults
 
 BACKGROUND = "sand"
 # name: (token, init word, attributes, plain words, scene seed)
@@ -110,10 +110,10 @@ def main() -> None:
                 for masked in (False, True):  # alternating, so that the machine's load falls on both alike
                     run = work / name / f"run-{seed}-{masked}"
                     started = time.perf_counter()
-                    train(TrainConfig.from_values(dict(
+                    train(TrainConfig.from_values(with_former_defaults(dict(
                         images=str(work / name / f"pictures-{masked}"), token=token, init_token=init_word,
                         steps=args.steps, seed=seed, output_dir=str(run), checkpoint_every=0, mask_weight=0.0,
-                        threads=args.threads, **training)))
+                        threads=args.threads, **training))))
                     seconds = time.perf_counter() - started
                     pipe = load_pipeline("miniworld")
                     load_concepts(pipe, [run])

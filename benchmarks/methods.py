@@ -18,7 +18,14 @@ import sys
 import time
 from pathlib import Path
 
-from .common import RESULTS_DIR, argument_parser, bundled_concept, command, print_and_write
+from .common import (
+    RESULTS_DIR,
+    argument_parser,
+    bundled_concept,
+    command,
+    print_and_write,
+    with_former_defaults,
+)
 
 CONCEPTS = ("hidden-colour", "star", "dotted-style", "my-toy")
 BATCH = 4
@@ -68,10 +75,10 @@ def run_one(method: str, concept: str, passes: int, num_images: int, workdir: Pa
     device = "cuda" if torch.cuda.is_available() else "cpu"
     started = time.monotonic()
     # Every method is given the concept's initializer word; lenient: those without --init-token leave it out.
-    result = train(TrainConfig.from_values(dict(
+    result = train(TrainConfig.from_values(with_former_defaults(dict(
         model=model, images=str(folder), token=spec.token, init_token=spec.init_word, method=method,
         property=spec.property, steps=passes // per_step, batch_size=batch, checkpoint_every=0, device=device,
-        overwrite=True, output_dir=str(workdir / f"{method}-{concept}"), **settings), lenient=True))
+        overwrite=True, output_dir=str(workdir / f"{method}-{concept}"), **settings)), lenient=True))
     seconds = time.monotonic() - started
     size = output_bytes(result.outputs.values())
     run_dir = str(result.output_dir)

@@ -21,7 +21,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import CONCEPTS_DIR, RESULTS_DIR, argument_parser, command, machine, print_and_write
+from .common import (
+    CONCEPTS_DIR,
+    RESULTS_DIR,
+    argument_parser,
+    command,
+    machine,
+    print_and_write,
+    with_former_defaults,
+)
 
 IMPLEMENTATIONS = ("default", "fused")
 # Each method as benchmarks/methods.py sets it for miniworld; DreamBooth without prior preservation, whose 20
@@ -44,10 +52,10 @@ def using(implementation: str):
 def run_config(method: str, steps: int, output: Path, batch_size: int, threads: int):
     from textual_inversion import TrainConfig
 
-    return TrainConfig.from_values(dict(
+    return TrainConfig.from_values(with_former_defaults(dict(
         images=str(CONCEPTS_DIR / "hidden-colour"), token="<bench>", init_token="circle", method=method,
         steps=steps, batch_size=batch_size, seed=0, checkpoint_every=0, output_dir=str(output), overwrite=True,
-        threads=threads, **SETTINGS[method]), lenient=True)  # lenient: --init-token is textual inversion's
+        threads=threads, **SETTINGS[method])), lenient=True)  # lenient: --init-token is textual inversion's
 
 
 def marginal_step(method: str, implementation: str, steps: tuple[int, int], workdir: Path, batch_size: int,

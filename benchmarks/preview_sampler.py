@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import RESULTS_DIR, argument_parser, command, print_and_write
+from .common import RESULTS_DIR, argument_parser, command, print_and_write, with_former_defaults
 
 SETTINGS = [(None, 25), ("dpm++", 15), ("dpm++", 10), ("ddim", 10)]  # (sampler, steps); None: the model's (DDIM)
 
@@ -41,10 +41,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         spec = write_concept_images(Path(workdir) / "images")
         prompt = f"a {spec.token} on a sand background"  # the demo's preview prompt
-        config = TrainConfig.from_values(dict(
+        config = TrainConfig.from_values(with_former_defaults(dict(
             model="miniworld", images=str(Path(workdir) / "images"), token=spec.token, init_token=spec.init_word,
             steps=args.steps, seed=0, threads=1, output_dir=str(Path(workdir) / "run"), checkpoint_every=0,
-            **DEMO_TRAINING))
+            **DEMO_TRAINING)))
         pipe = load_pipeline("miniworld")
         train(config, pipe=pipe)  # the pipeline keeps the learned token
         pipe.set_progress_bar_config(disable=True)

@@ -61,8 +61,10 @@ def measure(name: str, batch_size: int, steps: tuple[int, int], repeats: int, ro
     from textual_inversion.training import adamw
 
     model, images_dir = model_and_images(name, workdir)
-    config = TrainConfig(model=model, images=str(images_dir), token="<bench>", options={"init_token": "circle"}, lr=0.01,
-                         batch_size=batch_size, checkpoint_every=0, device="cpu", overwrite=True)
+    # 1 vector and no moving average: train's defaults when this benchmark was written (common.FORMER_DEFAULTS)
+    config = TrainConfig(model=model, images=str(images_dir), token="<bench>", lr=0.01, ema_decay=0.0,
+                         options={"init_token": "circle", "vectors": 1}, batch_size=batch_size, checkpoint_every=0,
+                         device="cpu", overwrite=True)
 
     def marginal_step() -> float:
         """Our step: the marginal cost of a step of the real loop."""

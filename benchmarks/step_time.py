@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from .common import CONCEPTS_DIR, argument_parser, in_fresh_process
+from .common import CONCEPTS_DIR, argument_parser, in_fresh_process, with_former_defaults
 
 
 def train_seconds(steps: int, threads: int, output_dir: str, options: dict) -> dict:
@@ -19,9 +19,9 @@ def train_seconds(steps: int, threads: int, output_dir: str, options: dict) -> d
     from textual_inversion import TrainConfig, train
     from textual_inversion.demo import DEMO_TRAINING
 
-    result = train(TrainConfig.from_values(dict(
+    result = train(TrainConfig.from_values(with_former_defaults(dict(
         model="miniworld", images=str(CONCEPTS_DIR / "hidden-colour"), token="<c>", init_token="circle",
-        steps=steps, seed=0, threads=threads, output_dir=output_dir, **{**DEMO_TRAINING, **options})))
+        steps=steps, seed=0, threads=threads, output_dir=output_dir, **{**DEMO_TRAINING, **options}))))
     return {"train_s": result.seconds, "steps": result.steps}
 
 

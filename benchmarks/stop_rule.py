@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import RESULTS_DIR, argument_parser, command, machine, print_and_write
+from .common import RESULTS_DIR, argument_parser, command, machine, print_and_write, with_former_defaults
 from .concept_set import find_concept
 
 TRAINING = {"vectors": 6, "lr": 0.2, "batch_size": 4, "timesteps": "stratified"}
@@ -152,9 +152,9 @@ def scored_run(args, training: dict, folder: Path, spec, data, seed: int, output
         scores[step]["fidelity"] = report["fidelity"]
         print(f"{spec.token} seed {seed} step {step}: {scores[step]}", flush=True)
 
-    train(TrainConfig.from_values(dict(
+    train(TrainConfig.from_values(with_former_defaults(dict(
         images=str(folder), token=spec.token, init_token=spec.init_word, property=spec.property, steps=args.steps,
-        seed=seed, checkpoint_every=0, output_dir=str(output), threads=args.threads, **training)), pipe, on_step=score)
+        seed=seed, checkpoint_every=0, output_dir=str(output), threads=args.threads, **training))), pipe, on_step=score)
     return scores
 
 

@@ -27,7 +27,8 @@ SETTINGS = ("default", "1", "2", "2-passive")
 def train_command(steps: int, output: Path, setting: str) -> tuple[list[str], dict]:
     args = [sys.executable, "-m", "textual_inversion.cli", "train", "--images", str(CONCEPTS_DIR / "hidden-colour"),
             "--token", "<teal-thing>", "--init-token", "circle", "--vectors", "6", "--lr", "0.05",
-            "--batch-size", "4", "--steps", str(steps), "--checkpoint-every", "0", "--output-dir", str(output),
+            "--batch-size", "4", "--ema-decay", "0", "--steps", str(steps), "--checkpoint-every", "0",
+            "--output-dir", str(output),
             "--overwrite"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     threads, _, passive = setting.partition("-")

@@ -23,6 +23,7 @@ from .common import (
     device_suffix,
     machine,
     print_and_write,
+    with_former_defaults,
 )
 
 # "captions": False trains on the pictures alone (the paper's "a photo of a {}" templates); otherwise each
@@ -118,10 +119,10 @@ def time_one_run(args, spec, folder: Path, output: Path, seed: int, settings: di
         for picture in folder.glob("*.png"):
             shutil.copy(picture, pictures_only)
         folder = pictures_only
-    result = train(TrainConfig.from_values(dict(
+    result = train(TrainConfig.from_values(with_former_defaults(dict(
         images=str(folder), token=spec.token, init_token=spec.init_word, property=spec.property, steps=args.steps,
         seed=seed, checkpoint_every=args.every, keep_checkpoints=0, device=args.device, output_dir=str(output),
-        **{"lr": args.lr, "batch_size": 4, **settings})))
+        **{"lr": args.lr, "batch_size": 4, **settings}))))
     reached, best = None, 0.0
     for checkpoint in list_checkpoints(output):
         step = int(checkpoint.name.split("-")[1])

@@ -27,3 +27,17 @@ def test_a_file_without_hand_notes_is_replaced_whole(tmp_path):
     print_and_write(["# Speed", "", "| a | 0.9 |"], path)
 
     assert path.read_text() == "# Speed\n\n| a | 0.9 |\n"
+
+
+def test_benchmarks_keep_the_former_defaults_where_they_leave_options_out():
+    """Their results files were made before textual inversion's defaults on miniworld changed."""
+    from benchmarks.common import with_former_defaults
+
+    from textual_inversion import TrainConfig
+
+    config = TrainConfig.from_values(with_former_defaults({"images": "pics", "token": "<t>", "init_token": "dog",
+                                                           "vectors": 6, "steps": 40}))
+    assert (config.options.vectors, config.steps, config.learning_rate(), config.batch_size, config.ema_decay) == (
+        6, 40, 5e-3, 1, 0.0)
+    lora = {"method": "lora", "images": "pics", "token": "sks"}
+    assert with_former_defaults(lora) == lora
