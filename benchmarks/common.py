@@ -17,18 +17,18 @@ RESULTS_DIR = ROOT / "benchmarks" / "results"
 CONCEPTS_DIR = ROOT / "examples" / "concepts"
 
 
-# train's defaults for textual inversion on miniworld until 2026-12-05, when the options left out became the demo's
-# settings (TextualInversion.miniworld_defaults). The benchmarks written before then ran with these wherever they left
-# an option out, and keep them, so that their commands still give their results files' runs.
-FORMER_DEFAULTS = {"vectors": 1, "lr": 5e-3, "batch_size": 1, "ema_decay": 0.0, "steps": 500}
+# train's defaults on miniworld until 2026-12-05, by method, when the options left out became the settings measured
+# there (Method.miniworld_defaults). The benchmarks written before then ran with these wherever they left an option
+# out, and keep them, so that their commands still give their results files' runs.
+TEXTUAL_INVERSION_FORMER = {"vectors": 1, "lr": 5e-3, "batch_size": 1, "ema_decay": 0.0, "steps": 500}
+FORMER_DEFAULTS = {"textual-inversion": TEXTUAL_INVERSION_FORMER,
+                   "pivotal": {**TEXTUAL_INVERSION_FORMER, "rank": 4, "lora_lr": 1e-4, "ti_fraction": 1.0}}
 
 
 def with_former_defaults(values: dict) -> dict:
-    """TrainConfig `values` with FORMER_DEFAULTS for the options they leave out, for textual inversion (the one
-    method whose defaults on miniworld changed)."""
-    if values.get("method", "textual-inversion") != "textual-inversion":
-        return dict(values)
-    return {**FORMER_DEFAULTS, **values}
+    """TrainConfig `values` with FORMER_DEFAULTS for the options they leave out, for the methods whose defaults on
+    miniworld changed."""
+    return {**FORMER_DEFAULTS.get(values.get("method", "textual-inversion"), {}), **values}
 
 
 def argument_parser(description: str) -> argparse.ArgumentParser:

@@ -26,13 +26,12 @@ from .concept_set import find_concept
 
 
 def former_defaults(options: str) -> list[str]:
-    """common.FORMER_DEFAULTS as `train` options, for textual inversion; `options`, coming after, win."""
+    """common.FORMER_DEFAULTS of the method `options` name as `train` options; `options`, coming after, win."""
     words = shlex.split(options)
     methods = [words[i + 1] for i, word in enumerate(words[:-1]) if word == "--method"]
     methods += [word.partition("=")[2] for word in words if word.startswith("--method=")]
-    if methods and methods[-1] != "textual-inversion":
-        return []
-    return [word for name, value in FORMER_DEFAULTS.items() if name != "steps"
+    former = FORMER_DEFAULTS.get(methods[-1] if methods else "textual-inversion", {})
+    return [word for name, value in former.items() if name != "steps"
             for word in (f"--{name.replace('_', '-')}", str(value))]
 
 

@@ -41,6 +41,9 @@ METHODS = {
     # What `train` gave a user who left every option out until 2026-12-05 (1 vector, lr 5e-3, batch 1, no moving
     # average; 500 passes were its 500 steps). On miniworld it gives ti-average's settings (below) since.
     "ti-former-defaults": {"vectors": 1, "lr": 5e-3, "batch_size": 1, "ema_decay": 0.0},
+    # The same for --method pivotal (until 2026-12-05: LoRA rank 4 at 1e-4, the embeddings learning every step).
+    "pivotal-former-defaults": {"method": "pivotal", "vectors": 1, "lr": 5e-3, "batch_size": 1, "ema_decay": 0.0,
+                                "rank": 4, "lora_lr": 1e-4, "ti_fraction": 1.0},
     "more-vectors": {**TEXTUAL_INVERSION, "vectors": 16},
     "per-layer": {**TEXTUAL_INVERSION, "per_layer": True},
     "time-stages": {**TEXTUAL_INVERSION, "time_stages": 4},
@@ -113,9 +116,10 @@ PAIRED_WITH = {"ti-cosine-later": "ti-cosine", "ti-average-later": "ti-average",
                "ti-average-cross": "ti-average", "ti-average-stages4": "ti-average", "ti-average-lr02": "ti-average",
                "ti-average-finest": "ti-average", "ti-average-up": "ti-average",
                "ti-average-finest-half": "ti-average", "ti-average-later300": "ti-average",
-               "ti-former-defaults": "ti-average", "lora-all-cosine": "lora-all"}
+               "ti-former-defaults": "ti-average", "pivotal-former-defaults": "pivotal", "lora-all-cosine": "lora-all"}
 # A variant compared at a budget of its own against the other's at the paired table's (fewer steps for the same end).
-PAIRED_BUDGET = {"ti-average-lr02": 2000, "ti-average-later300": 2000, "ti-former-defaults": 500}
+PAIRED_BUDGET = {"ti-average-lr02": 2000, "ti-average-later300": 2000, "ti-former-defaults": 500,
+                 "pivotal-former-defaults": 500}
 
 
 def done(results: Path) -> list[dict]:
@@ -442,7 +446,8 @@ def main() -> None:
              "striped square', every vector from the words' mean) and ti-words-spread gives each word its share of the 6 "
              "vectors in order (an --init-embedding file); ti-former-defaults is what train gave a user who left every option "
              "out until 2026-12-05 (1 vector, lr 5e-3, batch 1, no moving average, 500 steps; on miniworld its defaults are "
-             "ti-average's since). Each cell is fidelity / "
+             "ti-average's since), pivotal-former-defaults the same for pivotal tuning (with a rank-4 LoRA at 1e-4, the "
+             "embeddings learning every step; pivotal's settings since). Each cell is fidelity / "
              f"editability as the judge reads {args.num_images} images per prompt, one entry per seed in seed order (named "
              "where a cell lacks a seed). "
              "Baselines: the base model given the init word or the plain words instead of the token. Conditioning "

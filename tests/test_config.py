@@ -78,8 +78,9 @@ def test_token_never_escapes_the_runs_folder():
 
 
 def test_on_miniworld_options_left_unset_take_the_methods_measured_values():
-    """Textual inversion's (the demo's settings); an explicit value wins; another model keeps the usual ones; an
-    --init-embedding file gives its own count of vectors; a method with none measured keeps the usual ones."""
+    """Textual inversion's (the demo's settings) and pivotal tuning's; an explicit value wins; another model keeps
+    the usual ones; an --init-embedding file gives its own count of vectors; a method with none measured keeps the
+    usual ones."""
     assert (GOOD.options.vectors, GOOD.learning_rate(), GOOD.batch_size, GOOD.ema_decay, GOOD.steps) == (
         6, 0.1, 4, 0.99, 800)
     given = TrainConfig.from_values({"images": "pics", "token": "<t>", "init_token": "dog", "vectors": 2,
@@ -90,8 +91,13 @@ def test_on_miniworld_options_left_unset_take_the_methods_measured_values():
     assert (elsewhere.options.vectors, elsewhere.batch_size, elsewhere.ema_decay) == (1, 1, 0.0)
     from_file = TrainConfig(images="pics", token="<t>", options={"init_embedding": "start.safetensors"})
     assert (from_file.options.vectors, from_file.batch_size) == (1, 4)
+    pivotal = TrainConfig(images="pics", token="<t>", method="pivotal", options={"init_token": "dog"})
+    assert (pivotal.options.vectors, pivotal.learning_rate(), pivotal.options.lora_lr, pivotal.options.rank,
+            pivotal.options.ti_fraction, pivotal.batch_size, pivotal.ema_decay, pivotal.steps) == (
+        6, 0.05, 1e-3, 8, 0.5, 4, 0.0, 800)
     lora = TrainConfig(images="pics", token="sks", method="lora")
-    assert (lora.batch_size, lora.ema_decay, lora.steps, lora.learning_rate()) == (1, 0.0, 500, 1e-4)
+    assert (lora.options.rank, lora.batch_size, lora.ema_decay, lora.steps, lora.learning_rate()) == (
+        4, 1, 0.0, 500, 1e-4)
 
 
 def test_a_methods_options_are_its_own():
@@ -110,14 +116,14 @@ def test_a_methods_options_are_its_own():
         TrainConfig(images="pics", token="<t>", method="loar")
     # The web page's form sends every method's fields: those of other methods are left out there.
     form = TrainConfig.from_values({"images": "pics", "token": "sks", "method": "lora", "vectors": 3}, lenient=True)
-    assert form.options == lora.options.__class__()
+    assert form.options == TrainConfig(images="pics", token="sks", method="lora").options
 
 
 def test_switching_method_keeps_the_options_both_have():
     pivotal = TrainConfig(images="pics", token="<t>", method="pivotal", options={"init_token": "dog", "rank": 2})
     lora = pivotal.replaced(method="lora", lr=0.01)
     assert (lora.method, lora.options.rank, lora.lr, lora.token) == ("lora", 2, 0.01, "<t>")
-    assert pivotal.replaced(vectors=3).options.vectors == 3 and pivotal.options.vectors == 1
+    assert pivotal.replaced(vectors=3).options.vectors == 3 and pivotal.options.vectors == 6  # miniworld's default
 
 
 def test_a_method_cannot_redefine_another_methods_option():

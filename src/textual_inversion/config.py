@@ -28,10 +28,6 @@ def threads_option():
     return option(None, "CPU threads torch computes with (default: $OMP_NUM_THREADS, else half the CPUs, at least 1, "
                         "so that a second job on the same machine does not make both crawl)")
 
-# Options whose default depends on the model and method: None until the config is made, then the method's
-# miniworld_defaults on miniworld, else these.
-USUAL_DEFAULTS = {"batch_size": 1, "ema_decay": 0.0, "vectors": 1}
-
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 
 
@@ -57,7 +53,8 @@ class TrainConfig:
     adam_epsilon: float = option(1e-8, "AdamW's epsilon (diffusers' --adam_epsilon)")
     ema_decay: float | None = option(None, "keep a moving average of what learns (decay per step, e.g. 0.9); "
                                           "previews, --stop-when-learned and the saved result use it (0: off; "
-                                          "default: the method's on miniworld, listed under it, else 0)")
+                                          "default: the method's on miniworld, listed under it, else 0)",
+                                     usual=0.0)
     early_stop_window: int = option(0, "stop when the loss on a fixed batch settles: window of steps (0: off)")
     early_stop_threshold: float = option(0.1, "early stop when var(last window) < threshold x var(all steps)")
     stop_when_learned: bool = option(False, "miniworld only: every --learned-every steps, draw 8 images of the token "
@@ -67,7 +64,7 @@ class TrainConfig:
     learned_share: float = option(0.75, "the fraction of a check's images that must show the pictures' shared "
                                         "attributes for --stop-when-learned to stop")
     batch_size: int | None = option(None, "images per step (default: the method's on miniworld, listed under it, "
-                                          "else 1)")
+                                          "else 1)", usual=1)
     timesteps: str = option("uniform", "how a batch draws its noise levels: uniform (each on its own) or stratified "
                                        "(one from each of batch-size equal ranges: a less noisy gradient)",
                             ("uniform", "stratified"))
@@ -147,10 +144,11 @@ class TrainConfig:
             self.steps = measured.get("steps", method.default_steps)
         if self.lr is None and "lr" in measured:
             self.lr = measured["lr"]
-        for name, usual in USUAL_DEFAULTS.items():
-            owner = self if hasattr(self, name) else self.options
-            if getattr(owner, name, usual) is None:
-                setattr(owner, name, measured.get(name, usual))
+        for owner in (self, self.options):  # the options whose default depends on the model: see option()
+            for config_field in dataclasses.fields(owner):
+                usual = config_field.metadata.get("usual")
+                if usual is not None and getattr(owner, config_field.name) is None:
+                    setattr(owner, config_field.name, measured.get(config_field.name, usual))
 
     @classmethod
     def from_values(cls, values: dict[str, Any], source: str = "options", lenient: bool = False) -> TrainConfig:

@@ -19,9 +19,11 @@ from typing import Any
 from .errors import UserError
 
 
-def option(default: Any, help: str, choices: tuple | None = None, **kwargs) -> Any:
-    """A config field carrying its CLI help text (and allowed values)."""
-    metadata = {"help": help, "choices": choices}
+def option(default: Any, help: str, choices: tuple | None = None, usual: Any = None, **kwargs) -> Any:
+    """A config field carrying its CLI help text (and allowed values). `usual`: for an option whose default
+    depends on the model and method (its default then None), the value it takes where the method has no measured
+    one for that model (Method.miniworld_defaults)."""
+    metadata = {"help": help, "choices": choices, "usual": usual}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata, **kwargs)
     return field(default=default, metadata=metadata, **kwargs)

@@ -39,5 +39,9 @@ def test_benchmarks_keep_the_former_defaults_where_they_leave_options_out():
                                                            "vectors": 6, "steps": 40}))
     assert (config.options.vectors, config.steps, config.learning_rate(), config.batch_size, config.ema_decay) == (
         6, 40, 5e-3, 1, 0.0)
+    pivotal = TrainConfig.from_values(with_former_defaults({"method": "pivotal", "images": "pics", "token": "<t>",
+                                                            "init_token": "dog", "lora_lr": 2e-3}))
+    assert (pivotal.options.rank, pivotal.options.lora_lr, pivotal.options.ti_fraction, pivotal.options.vectors) == (
+        4, 2e-3, 1.0, 1)
     lora = {"method": "lora", "images": "pics", "token": "sks"}
     assert with_former_defaults(lora) == lora

@@ -32,9 +32,9 @@ class Method(ABC):
     options_class: ClassVar[type[MethodOptions]] = MethodOptions
     default_lr: ClassVar[float]
     default_steps: ClassVar[int] = 500
-    # On --model miniworld, the values of the options a run leaves unset (lr, steps and config.USUAL_DEFAULTS'):
-    # the settings measured best there. Elsewhere, and for the options not named, the usual defaults hold: miniworld
-    # is small and learns at rates a Stable Diffusion run would not survive.
+    # On --model miniworld, the values of the options a run leaves unset (lr, steps and those declared with a
+    # `usual` value, see options.option): the settings measured best there. Elsewhere, and for the options not named,
+    # the usual defaults hold: miniworld is small and learns at rates a Stable Diffusion run would not survive.
     miniworld_defaults: ClassVar[dict[str, object]] = {}
     # True: the word is a new token whose vectors are saved (so it can be renamed); False: an ordinary
     # prompt word that the learned weights respond to (a trigger word).
@@ -56,8 +56,11 @@ class Method(ABC):
 
     @classmethod
     def defaults_on_miniworld(cls, options: MethodOptions) -> dict[str, object]:
-        """`miniworld_defaults`, less any that `options` make meaningless."""
-        return dict(cls.miniworld_defaults)
+        """`miniworld_defaults`, less --vectors where an --init-embedding file gives the token its own count."""
+        defaults = dict(cls.miniworld_defaults)
+        if getattr(options, "init_embedding", ""):
+            defaults.pop("vectors", None)
+        return defaults
 
     @classmethod  # noqa: B027 (optional hook: nothing to check by default)
     def validate(cls, config) -> None:

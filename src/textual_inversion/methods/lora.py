@@ -41,7 +41,7 @@ TRANSFORMER_TARGETS = {"flux": [*SD3_TARGETS, "ff.net.0.proj", "ff.net.2", "ff_c
 
 @dataclass
 class LoRAOptions(MethodOptions):
-    rank: int = option(4, "LoRA rank")
+    rank: int | None = option(None, "LoRA rank (default: the method's on miniworld, listed under it, else 4)", usual=4)
     lora_alpha: float | None = option(None, "LoRA alpha; the update is scaled by alpha / rank (default: the rank)")
     lora_text_encoder: bool = option(False, "also put LoRA adapters on the text encoder(s)")
     kohya_copy: bool = option(False, "also write the LoRA in kohya/AUTOMATIC1111 layout (lora_kohya.safetensors)")

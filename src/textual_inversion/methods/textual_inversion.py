@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 class TextualInversionOptions(MethodOptions):
     init_token: str = option("", "word(s) the new token starts from, e.g. cat")
     vectors: int | None = option(None, "number of embedding vectors for the token (multi-vector tokens hold more "
-                                 "detail; default: 6 on miniworld, else 1)")
+                                 "detail; default: the method's on miniworld, listed under it, else 1)", usual=1)
     init_strategy: str = option("word", "where the new vectors start: the initializer word's input embedding (word) or "
                                 "the text encoder's output for it (cross, as in Cross-Initialization)", ("word", "cross"))
     keep_norm: bool = option(False, "keep each new vector at its initial length (a regulariser against drifting norms)")
@@ -79,14 +79,6 @@ class TextualInversion(Method):
         self.tokenizers: list = []  # beside `encoders`, for --context-weight
         self.gradient_stops: list = []  # with --token-gradient up or finest, the hooks that detach the text elsewhere
         self.narrow_steps = math.ceil(self.options.token_gradient_fraction * config.steps)  # steps with those hooks
-
-    @classmethod
-    def defaults_on_miniworld(cls, options) -> dict[str, object]:
-        # An --init-embedding file gives the token its own count of vectors.
-        defaults = dict(cls.miniworld_defaults)
-        if options.init_embedding:
-            defaults.pop("vectors")
-        return defaults
 
     @classmethod
     def validate(cls, config) -> None:
