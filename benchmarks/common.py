@@ -25,6 +25,11 @@ FORMER_DEFAULTS = {"textual-inversion": TEXTUAL_INVERSION_FORMER,
                    "pivotal": {**TEXTUAL_INVERSION_FORMER, "rank": 4, "lora_lr": 1e-4, "ti_fraction": 1.0}}
 
 
+def former_settings(method: str) -> dict:
+    """FORMER_DEFAULTS of `method` (none for the others) but its step count, which a run sets itself."""
+    return {name: value for name, value in FORMER_DEFAULTS.get(method, {}).items() if name != "steps"}
+
+
 def with_former_defaults(values: dict) -> dict:
     """TrainConfig `values` with FORMER_DEFAULTS for the options they leave out, for the methods whose defaults on
     miniworld changed."""

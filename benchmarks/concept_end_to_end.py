@@ -21,18 +21,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import FORMER_DEFAULTS, RESULTS_DIR, argument_parser, command, print_and_write
+from .common import RESULTS_DIR, argument_parser, command, former_settings, print_and_write
 from .concept_set import find_concept
 
 
 def former_defaults(options: str) -> list[str]:
-    """common.FORMER_DEFAULTS of the method `options` name as `train` options; `options`, coming after, win."""
+    """common.former_settings of the method `options` name as `train` options; `options`, coming after, win."""
     words = shlex.split(options)
     methods = [words[i + 1] for i, word in enumerate(words[:-1]) if word == "--method"]
     methods += [word.partition("=")[2] for word in words if word.startswith("--method=")]
-    former = FORMER_DEFAULTS.get(methods[-1] if methods else "textual-inversion", {})
-    return [word for name, value in former.items() if name != "steps"
-            for word in (f"--{name.replace('_', '-')}", str(value))]
+    former = former_settings(methods[-1] if methods else "textual-inversion")
+    return [word for name, value in former.items() for word in (f"--{name.replace('_', '-')}", str(value))]
 
 
 def main() -> None:

@@ -24,7 +24,14 @@ import os
 import time
 from pathlib import Path
 
-from .common import RESULTS_DIR, argument_parser, command, print_and_write, with_former_defaults
+from .common import (
+    RESULTS_DIR,
+    argument_parser,
+    command,
+    former_settings,
+    print_and_write,
+    with_former_defaults,
+)
 from .concept_set import SWEEP_RESULTS, concept_kind, find_concept
 from .methods import METHODS as MINIWORLD_SETTINGS
 from .methods import human_size, output_bytes, run_settings
@@ -40,10 +47,9 @@ METHODS = {
     "textual-inversion": TEXTUAL_INVERSION,
     # What `train` gave a user who left every option out until 2026-12-05 (1 vector, lr 5e-3, batch 1, no moving
     # average; 500 passes were its 500 steps). On miniworld it gives ti-average's settings (below) since.
-    "ti-former-defaults": {"vectors": 1, "lr": 5e-3, "batch_size": 1, "ema_decay": 0.0},
+    "ti-former-defaults": former_settings("textual-inversion"),
     # The same for --method pivotal (until 2026-12-05: LoRA rank 4 at 1e-4, the embeddings learning every step).
-    "pivotal-former-defaults": {"method": "pivotal", "vectors": 1, "lr": 5e-3, "batch_size": 1, "ema_decay": 0.0,
-                                "rank": 4, "lora_lr": 1e-4, "ti_fraction": 1.0},
+    "pivotal-former-defaults": {"method": "pivotal", **former_settings("pivotal")},
     "more-vectors": {**TEXTUAL_INVERSION, "vectors": 16},
     "per-layer": {**TEXTUAL_INVERSION, "per_layer": True},
     "time-stages": {**TEXTUAL_INVERSION, "time_stages": 4},

@@ -64,8 +64,8 @@ def fixed_batch_losses(embedding: Path, folder: Path, spec, batches: int) -> tup
     from textual_inversion.training import encode_pictures
 
     pipe = pipeline_with(embedding)
-    config = TrainConfig.from_values(with_former_defaults(dict(model="miniworld", images=str(folder), token=spec.token,
-                                          init_token=spec.init_word)))
+    config = TrainConfig.from_values(with_former_defaults(dict(
+        model="miniworld", images=str(folder), token=spec.token, init_token=spec.init_word)))
     data = read_training_data(folder, spec.token, spec.property)
     data.caches = encode_pictures(pipe, data, config, 64, torch.device("cpu"))
     loss = DenoisingLoss(pipe, training_scheduler(pipe))

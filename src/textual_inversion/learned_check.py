@@ -72,18 +72,13 @@ def should_stop(shares: list[float], share: float) -> bool:
 
 
 @torch.no_grad()
-def learned_hits(pipe, check: LearnedCheck) -> list[bool]:
-    """[len(check.prompts)] whether each image, drawn with `pipe` as it is now, shows all of `check.shared`."""
+def learned_share(pipe, check: LearnedCheck) -> float:
+    """The fraction of `check.prompts`' images, drawn with `pipe` as it is now, that show all of `check.shared`."""
     from .miniworld.judge import predict
 
     generators = [torch.Generator().manual_seed(check.seed + i) for i in range(len(check.prompts))]
     with using_sampler(pipe, CHECK_SCHEDULER):
         images = pipe(check.prompts, num_inference_steps=check.steps, guidance_scale=CHECK_GUIDANCE,
                       generator=generators).images
-    return [all(r[k] == v for k, v in check.shared.items()) for r in predict(images, check.judge)]
-
-
-def learned_share(pipe, check: LearnedCheck) -> float:
-    """The fraction of `check.prompts`' images, drawn with `pipe` as it is now, that show all of `check.shared`."""
-    hits = learned_hits(pipe, check)
-    return sum(hits) / len(hits)
+    readings = predict(images, check.judge)
+    return sum(all(r[k] == v for k, v in check.shared.items()) for r in readings) / len(readings)
