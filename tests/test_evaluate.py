@@ -69,6 +69,31 @@ def test_grids_are_named_after_the_token_in_every_condition(tmp_path, monkeypatc
             ["a-photo-of-a-teal-thing.png", "a-picture-of-the-teal-thing.png", "a-teal-thing.png", "teal-thing.png"]
 
 
+def test_the_baselines_ask_the_model_without_the_concept(tmp_path, monkeypatch):
+    """A LoRA changes the model: with it loaded the init word draws the subject, so the baselines use `base_pipe`."""
+    from types import SimpleNamespace
+
+    from textual_inversion.evaluate import evaluate_concept
+    from textual_inversion.miniworld import judge
+
+    asked = {}
+
+    def fake_pipe(name):
+        def pipe(prompt, num_images_per_prompt, **kwargs):
+            asked.setdefault(name, []).extend(prompt if isinstance(prompt, list) else [prompt])
+            return SimpleNamespace(images=[Image.new("RGB", (8, 8))] * num_images_per_prompt * len(prompt))
+        pipe.set_progress_bar_config = lambda **kwargs: None
+        pipe.scheduler = None
+        return pipe
+
+    monkeypatch.setattr(judge, "load_judge", lambda: None)
+    monkeypatch.setattr(judge, "predict", lambda images, net: [dict(OBJECT.attributes) for _ in images])
+    evaluate_concept(fake_pipe("with the concept"), OBJECT, tmp_path, num_images=1, edits=False,
+                     base_pipe=fake_pipe("base"))
+    assert asked["with the concept"] and all("<teal-thing>" in prompt for prompt in asked["with the concept"])
+    assert "a circle" in asked["base"] and not any("<teal-thing>" in prompt for prompt in asked["base"])
+
+
 def test_prompts_generated_together_give_each_image_its_own_seed(tmp_path):
     """Five prompts per pipeline call or one at a time: the same images, up to the batched arithmetic's last bits."""
     import numpy as np

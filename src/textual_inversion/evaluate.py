@@ -86,22 +86,31 @@ def grid_file_name(template: str, placeholder: str, token: str) -> str:
 
 def evaluate_concept(pipe, spec: ConceptSpec, output_dir: Path, num_images: int = 4, steps: int = 25,
                      guidance: float = 4.0, seed: int = 0, conditions: tuple[str, ...] = CONDITIONS,
-                     edits: bool = True, prompts_per_call: int = PROMPTS_PER_CALL, scheduler: str | None = None) -> dict:
+                     edits: bool = True, prompts_per_call: int = PROMPTS_PER_CALL, scheduler: str | None = None,
+                     base_pipe=None) -> dict:
     """Generate over the prompt set for each condition, score with the judge, write grids and JSON.
 
     `edits=False` runs only the fidelity prompts (editability is then NaN), for quick checks.
     `prompts_per_call` prompts go through the pipeline together; each image keeps its own seed, so the
     images are those of one prompt at a time up to the last bits of the batched arithmetic.
     `scheduler` (a generation.SCHEDULERS name; None: the pipeline's own) samples for this evaluation only.
+    `base_pipe`: the model without the concept, for the baselines, where the concept changed `pipe`'s weights
+    (a LoRA); None: `pipe`.
     """
+    from contextlib import ExitStack
+
     from tqdm.auto import tqdm
 
     from .generation import using_sampler
 
-    with using_sampler(pipe, scheduler):
+    base_pipe = base_pipe or pipe
+    with ExitStack() as samplers:
+        for each in {id(p): p for p in (pipe, base_pipe)}.values():
+            samplers.enter_context(using_sampler(each, scheduler))
         progress = tqdm(total=len(judged_cases(spec, edits)) * len(conditions), desc="evaluating", unit="prompt")
-        scored = {condition: score_condition(pipe, spec, condition, output_dir, num_images, steps, guidance, seed,
-                                             edits, prompts_per_call, progress.update) for condition in conditions}
+        scored = {condition: score_condition(pipe if condition == "concept" else base_pipe, spec, condition,
+                                             output_dir, num_images, steps, guidance, seed, edits, prompts_per_call,
+                                             progress.update) for condition in conditions}
         progress.close()
         report = judge_report(spec, scored, num_images, steps, guidance, seed, type(pipe.scheduler).__name__)
     write_text_atomic(output_dir / "evaluation.json", json.dumps(report, indent=2))
@@ -209,6 +218,7 @@ def evaluate_from_config(config) -> dict:
     prompt_templates = read_prompts(config)
     rows, grids, concepts = [], {}, []
     base_words = None
+    base = None  # the model without any concept, for the baselines
     for index, given in enumerate(config.concept):
         name = concept_name(given, index)
         concept = read_concept(given)
@@ -220,8 +230,13 @@ def evaluate_from_config(config) -> dict:
         result = {"name": name, "token": token}
         if spec is not None:
             spec.token = token
+            # The judge's baselines ask the model without the concept: a LoRA or a DreamBooth folder changes the
+            # model itself: with a LoRA of a red star loaded, "a cross" drew the star (fidelity 0.94; without it 0.00).
+            if index == 0:
+                base = load_pipeline(config.model, config.model_config).to(device)
             judged = evaluate_concept(pipe, spec, output_dir / "judge" / name, config.num_images, config.steps,
-                                      config.guidance, config.seed, conditions=CONDITIONS if index == 0 else ("concept",))
+                                      config.guidance, config.seed, conditions=CONDITIONS if index == 0 else ("concept",),
+                                      base_pipe=base)
             result.update(fidelity=judged["fidelity"], editability=judged["editability"])
             if index == 0:
                 result["baselines"] = judged["baselines"]
@@ -233,11 +248,11 @@ def evaluate_from_config(config) -> dict:
         concepts.append(result)
     report = {"concepts": concepts}
     if features is not None:  # the base model, the concept's word replaced by its plain initializer
-        pipe = load_pipeline(config.model, config.model_config).to(device)
-        base = score_prompts(pipe, features, prompt_templates, base_words, concepts[0]["token"], real,
-                             config, output_dir / "grids" / "base-model", grids.setdefault("base model", []))
-        report["base_model"] = {"words": base_words, **base}
-        rows.append({"name": "base model", **base})
+        base = base or load_pipeline(config.model, config.model_config).to(device)
+        scores = score_prompts(base, features, prompt_templates, base_words, concepts[0]["token"], real,
+                               config, output_dir / "grids" / "base-model", grids.setdefault("base model", []))
+        report["base_model"] = {"words": base_words, **scores}
+        rows.append({"name": "base model", **scores})
     if len(concepts) == 1:
         report.update({k: v for k, v in concepts[0].items() if k not in ("name",)})
     write_text_atomic(output_dir / "evaluation.json", json.dumps(report, indent=2))
