@@ -22,7 +22,9 @@ CONCEPTS_DIR = ROOT / "examples" / "concepts"
 # out, and keep them, so that their commands still give their results files' runs.
 TEXTUAL_INVERSION_FORMER = {"vectors": 1, "lr": 5e-3, "batch_size": 1, "ema_decay": 0.0, "steps": 500}
 FORMER_DEFAULTS = {"textual-inversion": TEXTUAL_INVERSION_FORMER,
-                   "pivotal": {**TEXTUAL_INVERSION_FORMER, "rank": 4, "lora_lr": 1e-4, "ti_fraction": 1.0}}
+                   "pivotal": {**TEXTUAL_INVERSION_FORMER, "rank": 4, "lora_lr": 1e-4, "ti_fraction": 1.0},
+                   "lora": {"rank": 4, "lr": 1e-4, "batch_size": 1, "steps": 500, "lora_layers": "attention",
+                            "lr_scheduler": "constant"}}
 
 
 def former_settings(method: str) -> dict:

@@ -50,6 +50,8 @@ METHODS = {
     "ti-former-defaults": former_settings("textual-inversion"),
     # The same for --method pivotal (until 2026-12-05: LoRA rank 4 at 1e-4, the embeddings learning every step).
     "pivotal-former-defaults": {"method": "pivotal", **former_settings("pivotal")},
+    # The same for --method lora (rank 4 at 1e-4, diffusers' LoRA script's, on the attention only, constant rate).
+    "lora-former-defaults": {"method": "lora", **former_settings("lora")},
     "more-vectors": {**TEXTUAL_INVERSION, "vectors": 16},
     "per-layer": {**TEXTUAL_INVERSION, "per_layer": True},
     "time-stages": {**TEXTUAL_INVERSION, "time_stages": 4},
@@ -453,7 +455,9 @@ def main() -> None:
              "vectors in order (an --init-embedding file); ti-former-defaults is what train gave a user who left every option "
              "out until 2026-12-05 (1 vector, lr 5e-3, batch 1, no moving average, 500 steps; on miniworld its defaults are "
              "ti-average's since), pivotal-former-defaults the same for pivotal tuning (with a rank-4 LoRA at 1e-4, the "
-             "embeddings learning every step; pivotal's settings since). Each cell is fidelity / "
+             "embeddings learning every step; pivotal's settings since), lora-former-defaults the same for LoRA (rank 4 "
+             "at 1e-4 on the attention, a constant rate, batch 1, 500 steps; lora-all-cosine's settings since). Each cell "
+             "is fidelity / "
              f"editability as the judge reads {args.num_images} images per prompt, one entry per seed in seed order (named "
              "where a cell lacks a seed). "
              "Baselines: the base model given the init word or the plain words instead of the token. Conditioning "

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .common import RESULTS_DIR, argument_parser, command, print_and_write
+from .common import RESULTS_DIR, argument_parser, command, print_and_write, with_former_defaults
 
 RESULTS = RESULTS_DIR / "hyperdreambooth.md"
 CONDITIONS = ("prediction", "prediction+fine-tune", "lora-equal-time", "lora-converged", "words")
@@ -59,7 +59,7 @@ def run_condition(condition: str, identity, image_dir: Path, out: Path, *, hyper
         method = "hyperdreambooth" if condition == "prediction+fine-tune" else "lora"
         if method == "hyperdreambooth":
             common["hypernetwork"] = hypernetwork
-        result = train(TrainConfig.from_values(dict(method=method, **common)), pipe=pipe)
+        result = train(TrainConfig.from_values(with_former_defaults(dict(method=method, **common))), pipe=pipe)
         lora, done_steps = result.outputs[LORA], result.steps
     seconds, cpu_seconds = time.monotonic() - started, time.process_time() - cpu_started
     pipe = load_pipeline("miniworld")

@@ -78,9 +78,9 @@ def test_token_never_escapes_the_runs_folder():
 
 
 def test_on_miniworld_options_left_unset_take_the_methods_measured_values():
-    """Textual inversion's (the demo's settings) and pivotal tuning's; an explicit value wins; another model keeps
-    the usual ones; an --init-embedding file gives its own count of vectors; a method with none measured keeps the
-    usual ones."""
+    """Textual inversion's (the demo's settings), pivotal tuning's and LoRA's; an explicit value wins; another model
+    keeps the usual ones; an --init-embedding file gives its own count of vectors; a method with none measured keeps
+    the usual ones."""
     assert (GOOD.options.vectors, GOOD.learning_rate(), GOOD.batch_size, GOOD.ema_decay, GOOD.steps) == (
         6, 0.1, 4, 0.99, 800)
     given = TrainConfig.from_values({"images": "pics", "token": "<t>", "init_token": "dog", "vectors": 2,
@@ -96,13 +96,20 @@ def test_on_miniworld_options_left_unset_take_the_methods_measured_values():
             pivotal.options.ti_fraction, pivotal.batch_size, pivotal.ema_decay, pivotal.steps) == (
         6, 0.05, 1e-3, 8, 0.5, 4, 0.0, 800)
     lora = TrainConfig(images="pics", token="sks", method="lora")
-    assert (lora.options.rank, lora.batch_size, lora.ema_decay, lora.steps, lora.learning_rate()) == (
-        4, 1, 0.0, 500, 1e-4)
+    assert (lora.options.rank, lora.options.lora_layers, lora.lr_scheduler, lora.batch_size, lora.steps,
+            lora.learning_rate()) == (8, "all", "cosine", 4, 3200, 1e-3)
+    usual = TrainConfig(model="some/model", images="pics", token="sks", method="lora")
+    assert (usual.options.rank, usual.options.lora_layers, usual.lr_scheduler, usual.batch_size, usual.ema_decay,
+            usual.steps, usual.learning_rate()) == (4, "attention", "constant", 1, 0.0, 500, 1e-4)
+    # The hypernetwork's fine-tune keeps its own values: its predictions are the attention's adapters.
+    hyper = TrainConfig(images="pics", token="sks", method="hyperdreambooth")
+    assert (hyper.options.rank, hyper.options.lora_layers, hyper.lr_scheduler, hyper.steps) == (
+        4, "attention", "constant", 40)
 
 
 def test_a_methods_options_are_its_own():
-    lora = TrainConfig.from_values({"images": "pics", "token": "sks", "method": "lora", "rank": "8"}, "--config x")
-    assert lora.options.rank == 8 and (lora.steps, lora.learning_rate()) == (500, 1e-4)
+    lora = TrainConfig.from_values({"images": "pics", "token": "sks", "method": "lora", "rank": "2"}, "--config x")
+    assert lora.options.rank == 2 and (lora.steps, lora.learning_rate()) == (3200, 1e-3)
     with pytest.raises(UserError, match="^--config x: --rank is an option of lora, pivotal, hyperdreambooth, "
                                         "not of --method textual-inversion$"):
         TrainConfig.from_values({"images": "pics", "token": "<t>", "init_token": "dog", "rank": 8}, "--config x")

@@ -486,6 +486,10 @@ def test_a_run_says_its_main_settings(train_config, caplog):
     report_settings(config, get_method(config.method)(config))
     assert "textual-inversion: 800 steps, lr 0.1, batch 4, 6 vector(s), moving average 0.99 (miniworld's defaults for the " \
            "options left out)" in caplog.text
+    lora = TrainConfig(images="pics", token="sks", method="lora")
+    report_settings(lora, get_method(lora.method)(lora))
+    assert "lora: 3200 steps, lr 0.001, batch 4, cosine schedule, LoRA rank 8 (all layers) (miniworld's defaults " \
+           "for the options left out)" in caplog.text
 
 
 def test_one_image_is_warned_about(train_config, image_folder, caplog):

@@ -67,7 +67,8 @@ def add_config_options(parser: argparse.ArgumentParser, config_class: type) -> N
     for name, method in METHODS.items():
         shared = sorted({fields[f.name].methods[0] for f in dataclasses.fields(method.options_class)} - {name})
         also = f"; also takes the options of {', '.join(shared)}" if shared else ""
-        on_miniworld = " ".join(f"{flag(key)} {value:g}" for key, value in method.miniworld_defaults.items())
+        on_miniworld = " ".join(f"{flag(key)} {value if isinstance(value, str) else format(value, 'g')}"
+                                for key, value in method.miniworld_defaults.items())
         on_miniworld = f"; on miniworld: {on_miniworld}" if on_miniworld else ""
         group = parser.add_argument_group(f"--method {name}", f"{method.summary} (default --lr {method.default_lr:g}, "
                                                               f"--steps {method.default_steps}{on_miniworld}){also}")

@@ -45,7 +45,8 @@ class TrainConfig:
     steps: int | None = option(None, "optimizer steps (default: the method's, listed under its name)")
     lr: float | None = option(None, "learning rate (default: the method's, listed under its name)")
     scale_lr: bool = option(False, "multiply --lr by batch size x gradient accumulation")
-    lr_scheduler: str = option("constant", "learning-rate schedule", LR_SCHEDULERS)
+    lr_scheduler: str | None = option(None, "learning-rate schedule (default: the method's on miniworld, listed under "
+                                            "it, else constant)", LR_SCHEDULERS, usual="constant")
     lr_warmup_steps: int = option(0, "warm-up steps for the learning-rate schedule")
     weight_decay: float = option(0.0, "AdamW weight decay on the new embedding rows")
     adam_beta1: float = option(0.9, "AdamW's decay of its gradient average (diffusers' --adam_beta1)")

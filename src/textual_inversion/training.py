@@ -564,8 +564,12 @@ def report_settings(config: TrainConfig, method: Method) -> None:
     """One line on the run's main settings: on miniworld, those left out are the method's measured ones, so a run
     says what it took."""
     parts = [f"{config.steps} steps", f"lr {config.learning_rate():g}", f"batch {config.batch_size}"]
+    if config.lr_scheduler != "constant":
+        parts.append(f"{config.lr_scheduler} schedule")
     if getattr(method, "num_vectors", None):
         parts.append(f"{method.num_vectors} vector(s)")
+    if getattr(config.options, "rank", None):
+        parts.append(f"LoRA rank {config.options.rank} ({config.options.lora_layers} layers)")
     if config.ema_decay:
         parts.append(f"moving average {config.ema_decay:g}")
     measured = " (miniworld's defaults for the options left out)" if config.model == "miniworld" and \

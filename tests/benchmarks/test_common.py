@@ -30,7 +30,8 @@ def test_a_file_without_hand_notes_is_replaced_whole(tmp_path):
 
 
 def test_benchmarks_keep_the_former_defaults_where_they_leave_options_out():
-    """Their results files were made before textual inversion's defaults on miniworld changed."""
+    """Their results files were made before the defaults of textual inversion, pivotal tuning and LoRA on miniworld
+    changed."""
     from benchmarks.common import with_former_defaults
 
     from textual_inversion import TrainConfig
@@ -43,5 +44,9 @@ def test_benchmarks_keep_the_former_defaults_where_they_leave_options_out():
                                                             "init_token": "dog", "lora_lr": 2e-3}))
     assert (pivotal.options.rank, pivotal.options.lora_lr, pivotal.options.ti_fraction, pivotal.options.vectors) == (
         4, 2e-3, 1.0, 1)
-    lora = {"method": "lora", "images": "pics", "token": "sks"}
-    assert with_former_defaults(lora) == lora
+    lora = TrainConfig.from_values(with_former_defaults({"method": "lora", "images": "pics", "token": "sks",
+                                                         "rank": 8}))
+    assert (lora.options.rank, lora.options.lora_layers, lora.lr_scheduler, lora.learning_rate(), lora.batch_size,
+            lora.steps) == (8, "attention", "constant", 1e-4, 1, 500)
+    dreambooth = {"method": "dreambooth", "images": "pics", "token": "sks"}
+    assert with_former_defaults(dreambooth) == dreambooth

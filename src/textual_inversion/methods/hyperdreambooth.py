@@ -34,6 +34,8 @@ class HyperDreamBooth(LoRA):
     # The paper's fast fine-tune; its rate was tuned on miniworld (benchmarks/results/hyperdreambooth_tune.md).
     default_lr = 3e-3
     default_steps = 40
+    # Not LoRA's: the hypernetwork predicts the attention's adapters, and its fine-tune was tuned at the usual values.
+    miniworld_defaults = {}
     one_image = True
     prior_preservation = False
 
