@@ -163,6 +163,17 @@ def test_resume_is_bit_identical_for_every_method(method, method_config, tmp_pat
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("change", [{"rank": 4}, {"lora_layers": "all"}])
+def test_resuming_lora_with_other_adapters_says_which_options(change, method_config):
+    """A run begun at rank 2 on the attention, resumed with another rank or more layers (as one begun on miniworld
+    before LoRA's defaults there changed, resumed without its options): one line, not peft's shape error."""
+    config = method_config.replaced(method="lora", lr=0.01, rank=2, lora_layers="attention", steps=2)
+    train(config)
+    with pytest.raises(UserError, match=r"^--resume: the checkpoint's adapters are not the ones this run makes "
+                                        r"\(another --rank, --lora-layers or --lora-text-encoder\); resume with"):
+        train(config.replaced(**change, steps=4, resume=True))
+
+
 def test_method_options_are_checked():
     with pytest.raises(UserError, match="--class-prompt .* --method dreambooth or lora"):
         TrainConfig(images="x", token="<t>", options={"init_token": "cat"}, class_prompt="a dog").validate()

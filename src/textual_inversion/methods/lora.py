@@ -136,6 +136,11 @@ class LoRA(Method):
     def load_state_dict(self, state: dict) -> None:
         from peft.utils import set_peft_model_state_dict
 
+        shapes = {key: value.shape for key, value in self.state_dict().items()}
+        if {key: value.shape for key, value in state.items()} != shapes:
+            # e.g. a run begun before miniworld's defaults changed, resumed without its --rank and --lora-layers
+            raise UserError("--resume: the checkpoint's adapters are not the ones this run makes (another --rank, "
+                            "--lora-layers or --lora-text-encoder); resume with the options the run began with")
         for name, module in self.modules.items():
             prefix = f"{name}."
             own = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
