@@ -230,8 +230,8 @@ def evaluate_from_config(config) -> dict:
         result = {"name": name, "token": token}
         if spec is not None:
             spec.token = token
-            # The judge's baselines ask the model without the concept: a LoRA or a DreamBooth folder changes the
-            # model itself: with a LoRA of a red star loaded, "a cross" drew the star (fidelity 0.94; without it 0.00).
+            # The judge's baselines ask the model without the concept, which a LoRA or a DreamBooth folder changes:
+            # with a red star's LoRA loaded, "a cross" drew the star (fidelity 0.94; the base model 0.00).
             if index == 0:
                 base = load_pipeline(config.model, config.model_config).to(device)
             judged = evaluate_concept(pipe, spec, output_dir / "judge" / name, config.num_images, config.steps,
