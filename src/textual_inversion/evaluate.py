@@ -105,8 +105,9 @@ def evaluate_concept(pipe, spec: ConceptSpec, output_dir: Path, num_images: int 
 
     base_pipe = base_pipe or pipe
     with ExitStack() as samplers:
-        for each in {id(p): p for p in (pipe, base_pipe)}.values():
-            samplers.enter_context(using_sampler(each, scheduler))
+        samplers.enter_context(using_sampler(pipe, scheduler))
+        if base_pipe is not pipe:
+            samplers.enter_context(using_sampler(base_pipe, scheduler))
         progress = tqdm(total=len(judged_cases(spec, edits)) * len(conditions), desc="evaluating", unit="prompt")
         scored = {condition: score_condition(pipe if condition == "concept" else base_pipe, spec, condition,
                                              output_dir, num_images, steps, guidance, seed, edits, prompts_per_call,
