@@ -321,6 +321,56 @@ def summary(rows: list[dict], budgets: list[int]) -> list[str]:
     return lines
 
 
+def is_textual_inversion(method: str) -> bool:
+    """Whether sweep method `method` learns a token only (a file of a few KB), not the model."""
+    return METHODS[method].get("method", "textual-inversion") == "textual-inversion"
+
+
+def goals(rows: list[dict], seeds: list[int]) -> list[str]:
+    """Issue 20's goals per concept: which settings reach the demo's targets on every seed at one budget, for any
+    method and for textual inversion alone, beside the conditioning ceiling's best check (at least 0.8: the UNet
+    can draw the concept when its conditioning is optimised directly)."""
+    lines = ["| kind | concept | conditioning ceiling, best check | runs at the targets, any setting | settings at the "
+             f"targets on every seed ({', '.join(map(str, seeds))}) | of them textual inversion |", "|---|---|---|---|---|---|"]
+    met, drawn, met_by_token = 0, 0, 0
+    token_settings: dict[tuple[str, int], list[bool]] = {}  # on the concepts the ceiling draws: met on each?
+    for name in dict.fromkeys(r["concept"] for r in rows):
+        own = [r for r in rows if r["concept"] == name]
+        peaks = [r["peak"] for r in own if r["condition"] == "ceiling" and "start" not in r]
+        runs = [r for r in own if r["condition"] in METHODS]
+        every_seed = []
+        for method in methods_in(runs):
+            for budget in sorted({r["passes"] for r in runs if r["condition"] == method}):
+                by_seed = {r["seed"]: r for r in runs if r["condition"] == method and r["passes"] == budget}
+                if set(seeds) <= set(by_seed) and all(at_target(by_seed[seed]) for seed in seeds):
+                    every_seed.append((method, budget))
+        tokens = [(m, b) for m, b in every_seed if is_textual_inversion(m)]
+        ceiling_draws = bool(peaks) and max(peaks) >= 0.8
+        if ceiling_draws:
+            for method in filter(is_textual_inversion, methods_in(runs)):
+                for budget in {r["passes"] for r in runs if r["condition"] == method}:
+                    ran = {r["seed"] for r in runs if r["condition"] == method and r["passes"] == budget}
+                    token_settings.setdefault((method, budget), []).append(
+                        (method, budget) in tokens if set(seeds) <= ran else None)
+        met += bool(every_seed)
+        drawn += ceiling_draws
+        met_by_token += ceiling_draws and bool(tokens)
+
+        def listed(settings: list[tuple[str, int]]) -> str:
+            return ", ".join(f"{m} {b}" for m, b in settings) or "none"
+
+        lines.append(f"| {own[0]['kind']} | {name} | {', '.join(f'{p:.2f}' for p in peaks) or '-'} | "
+                     f"{sum(map(at_target, runs))} of {len(runs)} | {listed(every_seed)} | {listed(tokens)} |")
+    complete = {setting: sum(hits) for setting, hits in token_settings.items()
+                if len(hits) == drawn and None not in hits}
+    lines += ["", f"Some setting at the targets on every seed: {met} of {len(lines) - 2} concepts. Of the {drawn} "
+              f"whose conditioning ceiling reaches 0.8 at its best check, a textual-inversion setting at the targets on "
+              f"every seed: {met_by_token}. Each textual-inversion setting run on all {drawn} of those on every seed, "
+              "with how many of them it met: " + ", ".join(
+                  f"{m} {b} {hits}" for (m, b), hits in sorted(complete.items(), key=lambda item: -item[1])) + "."]
+    return lines
+
+
 def paired(rows: list[dict], budget: int) -> list[str]:
     """Each method against the one it changes (PAIRED_WITH; plain textual inversion for the rest) on the runs both
     have (same concept, seed and budget)."""
@@ -473,7 +523,9 @@ def main() -> None:
              "pictures, with no text encoder (benchmarks/conditioning_ceiling.py --concept-set, 400 steps; what the "
              "UNet can draw at all).", "",
              *tables(rows, budgets, args.seeds), "", "Runs reaching the demo's targets (fidelity >= 0.8 and editability >= 0.7):",
-             "", *summary(rows, budgets), "", *paired(rows, 3200 if 3200 in budgets else budgets[-1]), "",
+             "", *summary(rows, budgets), "",
+             "Issue 20's goals per concept (a setting is a method at one budget, as named in the tables above):", "",
+             *goals(rows, args.seeds), "", *paired(rows, 3200 if 3200 in budgets else budgets[-1]), "",
              f"Training time at each method's largest budget and file size (load average {min(loads):.1f}-"
              f"{max(loads):.1f} on 2 cores while they ran; dreambooth's includes making its 20 class pictures):", "",
              "| method | passes | training seconds | file size |", "|---|---|---|---|"]
