@@ -330,7 +330,8 @@ def goals(rows: list[dict], seeds: list[int]) -> list[str]:
     """Issue 20's goals per concept: which settings reach the demo's targets on every seed at one budget, for any
     method and for textual inversion alone, beside the conditioning ceiling's best check (at least 0.8: the UNet
     can draw the concept when its conditioning is optimised directly)."""
-    lines = ["| kind | concept | conditioning ceiling, best check | runs at the targets, any setting | settings at the "
+    lines = ["| kind | concept | conditioning ceiling, best check | runs at the targets, any setting (a run scored at "
+             "several budgets counted at each) | settings at the "
              f"targets on every seed ({', '.join(map(str, seeds))}) | of them textual inversion |", "|---|---|---|---|---|---|"]
     met, drawn, met_by_token = 0, 0, 0
     token_settings: dict[tuple[str, int], list[bool]] = {}  # on the concepts the ceiling draws: met on each?
