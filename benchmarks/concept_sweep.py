@@ -326,6 +326,14 @@ def is_textual_inversion(method: str) -> bool:
     return METHODS[method].get("method", "textual-inversion") == "textual-inversion"
 
 
+def met_on_every_seed(runs: list[dict], method: str, budget: int, seeds: list[int]) -> bool | None:
+    """Whether `method` at `budget` reached the demo's targets on every seed; None when a seed was not run."""
+    by_seed = {r["seed"]: r for r in runs if r["condition"] == method and r["passes"] == budget}
+    if not set(seeds) <= set(by_seed):
+        return None
+    return all(at_target(by_seed[seed]) for seed in seeds)
+
+
 def goals(rows: list[dict], seeds: list[int]) -> list[str]:
     """Issue 20's goals per concept: which settings reach the demo's targets on every seed at one budget, for any
     method and for textual inversion alone, beside the conditioning ceiling's best check (at least 0.8: the UNet
@@ -333,38 +341,35 @@ def goals(rows: list[dict], seeds: list[int]) -> list[str]:
     lines = ["| kind | concept | conditioning ceiling, best check | runs at the targets, any setting (a run scored at "
              "several budgets counted at each) | settings at the "
              f"targets on every seed ({', '.join(map(str, seeds))}) | of them textual inversion |", "|---|---|---|---|---|---|"]
+    names = list(dict.fromkeys(r["concept"] for r in rows))
     met, drawn, met_by_token = 0, 0, 0
-    token_settings: dict[tuple[str, int], list[bool]] = {}  # on the concepts the ceiling draws: met on each?
-    for name in dict.fromkeys(r["concept"] for r in rows):
+    # Each textual-inversion setting on the concepts the ceiling draws: met on every seed (None: a seed not run).
+    token_settings: dict[tuple[str, int], list[bool | None]] = {}
+    for name in names:
         own = [r for r in rows if r["concept"] == name]
         peaks = [r["peak"] for r in own if r["condition"] == "ceiling" and "start" not in r]
         runs = [r for r in own if r["condition"] in METHODS]
-        every_seed = []
-        for method in methods_in(runs):
-            for budget in sorted({r["passes"] for r in runs if r["condition"] == method}):
-                by_seed = {r["seed"]: r for r in runs if r["condition"] == method and r["passes"] == budget}
-                if set(seeds) <= set(by_seed) and all(at_target(by_seed[seed]) for seed in seeds):
-                    every_seed.append((method, budget))
-        tokens = [(m, b) for m, b in every_seed if is_textual_inversion(m)]
+        settings = {(method, budget): met_on_every_seed(runs, method, budget, seeds) for method in methods_in(runs)
+                    for budget in sorted({r["passes"] for r in runs if r["condition"] == method})}
+        every_seed = [setting for setting, hit in settings.items() if hit]
+        tokens = [(method, budget) for method, budget in every_seed if is_textual_inversion(method)]
         ceiling_draws = bool(peaks) and max(peaks) >= 0.8
         if ceiling_draws:
-            for method in filter(is_textual_inversion, methods_in(runs)):
-                for budget in {r["passes"] for r in runs if r["condition"] == method}:
-                    ran = {r["seed"] for r in runs if r["condition"] == method and r["passes"] == budget}
-                    token_settings.setdefault((method, budget), []).append(
-                        (method, budget) in tokens if set(seeds) <= ran else None)
+            for (method, budget), hit in settings.items():
+                if is_textual_inversion(method):
+                    token_settings.setdefault((method, budget), []).append(hit)
         met += bool(every_seed)
         drawn += ceiling_draws
         met_by_token += ceiling_draws and bool(tokens)
 
-        def listed(settings: list[tuple[str, int]]) -> str:
-            return ", ".join(f"{m} {b}" for m, b in settings) or "none"
+        def listed(chosen: list[tuple[str, int]]) -> str:
+            return ", ".join(f"{method} {budget}" for method, budget in chosen) or "none"
 
         lines.append(f"| {own[0]['kind']} | {name} | {', '.join(f'{p:.2f}' for p in peaks) or '-'} | "
                      f"{sum(map(at_target, runs))} of {len(runs)} | {listed(every_seed)} | {listed(tokens)} |")
     complete = {setting: sum(hits) for setting, hits in token_settings.items()
                 if len(hits) == drawn and None not in hits}
-    lines += ["", f"Some setting at the targets on every seed: {met} of {len(lines) - 2} concepts. Of the {drawn} "
+    lines += ["", f"Some setting at the targets on every seed: {met} of {len(names)} concepts. Of the {drawn} "
               f"whose conditioning ceiling reaches 0.8 at its best check, a textual-inversion setting at the targets on "
               f"every seed: {met_by_token}. Each textual-inversion setting run on all {drawn} of those on every seed, "
               "with how many of them it met: " + ", ".join(
