@@ -61,7 +61,8 @@ class LoRA(Method):
     default_lr = 1e-4  # diffusers' LoRA DreamBooth example
     # benchmarks/results/concept_sweep.md (lora-all-cosine, lora-former-defaults): the settings that learned the
     # unseen star, which the attention alone did not learn and a constant rate let come and go; they then reached
-    # the targets on 9 of 10 runs of five concepts they were not chosen on, the usual defaults on 2 of 10.
+    # the targets on 15 of 16 runs of eight concepts they were not chosen on (the usual defaults: 2 of 10 runs of
+    # five), and on none of the striped ones (docs/subjects.md).
     miniworld_defaults = {"rank": 8, "lr": 1e-3, "lora_layers": "all", "lr_scheduler": "cosine", "batch_size": 4,
                           "steps": 3200}
     prior_preservation = True
