@@ -14,16 +14,43 @@ each with caption files as the bundled concepts have them:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from textual_inversion.miniworld.concepts import Concept, ConceptSpec, write_concept
 from textual_inversion.miniworld.world import BASE_SHAPES, NAMED_COLOURS
 
-from .common import RESULTS_DIR, argument_parser, bundled_concept
+from .common import RESULTS_DIR, argument_parser, bundled_concept, weights_fingerprint
 
 # Every measurement on this set (concept_sweep's runs, conditioning_ceiling's rows), kept with the tables made from
 # it: run folders under runs/ are not committed and do not outlive the machine.
 SWEEP_RESULTS = RESULTS_DIR / "concept_sweep.jsonl"
+
+
+def measured_on_packaged_model(results: Path) -> Path:
+    """`results` once it is known to hold the packaged miniworld's measurements. Its rows name no weights and every
+    benchmark that resumes from them or reads them takes them for the packaged model's, so the file's first row
+    names the weights they were measured on (a new file gets that row here); a file measured on other weights (a
+    model shipped before) is refused, with what to do."""
+    from textual_inversion.miniworld import model_path
+
+    packaged = weights_fingerprint(Path(model_path()))
+    first = results.read_text().partition("\n")[0] if results.is_file() else ""
+    if not first:
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(json.dumps({"condition": "weights", "weights": packaged}) + "\n")
+        return results
+    measured = json.loads(first)
+    if measured.get("condition") != "weights":
+        raise SystemExit(f"{results}: its first row does not name the weights its rows were measured on; give a "
+                         "results file this benchmark started, or a new one")
+    if measured["weights"] != packaged:
+        raise SystemExit(f"{results}: measured on miniworld weights {measured['weights']}, but the packaged model's "
+                         f"are {packaged}: give a new results file for this model (that one stays the record of the "
+                         "model it measured)")
+    return results
+
+
 OBJECT_FREE = ("background", "size", "position")
 STYLE_FREE = ("shape", "colour", "background", "size", "position")
 

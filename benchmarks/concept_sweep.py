@@ -32,7 +32,7 @@ from .common import (
     print_and_write,
     with_former_defaults,
 )
-from .concept_set import SWEEP_RESULTS, concept_kind, find_concept
+from .concept_set import SWEEP_RESULTS, concept_kind, find_concept, measured_on_packaged_model
 from .methods import METHODS as MINIWORLD_SETTINGS
 from .methods import human_size, output_bytes, run_settings
 
@@ -476,6 +476,7 @@ def main() -> None:
     results = Path(args.results)
     produced_by = command()
     if not args.report:
+        measured_on_packaged_model(results)
         sweep(args.concepts, args.seeds, budgets, args.num_images, Path(args.workdir), results, args.threads,
               args.method)
         # The tables show everything measured on the set so far, not only this run's concepts and budgets (a run
@@ -491,10 +492,11 @@ def main() -> None:
             (r.get("seed", args.seeds[0]) in args.seeds or r["condition"] == "ceiling")]
     # Rows rebuilt from the tables (recovered_from) keep scores only; their times live in "timing" records.
     timings = {r["method"]: r for r in everything if r["condition"] == "timing"}
+    weights = next((r["weights"] for r in everything if r["condition"] == "weights"), "not named")
     loads = [r["load"] for r in rows if "load" in r] + [x for r in timings.values() for x in r["load"]]
     lines = [f"# Methods on the new concept set ({len(args.concepts)} concepts, seeds "
              f"{', '.join(map(str, args.seeds))}, CPU)", "",
-             f"Produced by `{produced_by}`. Settings: textual inversion as the demo and the README's by-hand command had it until 2026-12-02 (6 vectors, lr "
+             f"Produced by `{produced_by}`, on miniworld weights {weights} (the results file's first row). Settings: textual inversion as the demo and the README's by-hand command had it until 2026-12-02 (6 vectors, lr "
              "0.05, batch 4, the concepts' caption files), more-vectors with 16, per-layer with --per-layer, "
              "time-stages with --time-stages 4, context-W with --context-weight W; lora (rank 8, lr 1e-3; lora-all the same with --lora-layers all; lora-all-prior "
              "that with dreambooth's prior preservation, class prompt and batch), pivotal (6 vectors, lr 0.05, LoRA rank 8 at "

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .common import RESULTS_DIR, argument_parser, bundled_concept, command, print_and_write
-from .concept_set import SWEEP_RESULTS, write_concept_set
+from .concept_set import SWEEP_RESULTS, measured_on_packaged_model, write_concept_set
 from .concept_sweep import METHODS, done, record
 
 # The optimisation and its checks, as --steps, --every, --lr, --batch-size and --num-images default to.
@@ -96,7 +96,7 @@ def best_textual_inversion(results: Path) -> dict[str, tuple[float, str]]:
 def concept_set_table(args, pipe, judge) -> None:
     """Run the ceiling on every concept (or --concepts) not yet in the sweep's results for this start, seed by seed,
     then write the table."""
-    results = Path(args.results)
+    results = measured_on_packaged_model(Path(args.results))
     concepts = write_concept_set(Path(args.workdir) / "concepts")
     for name, (kind, folder, spec) in concepts.items():
         if args.concepts and name not in args.concepts:

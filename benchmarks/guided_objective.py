@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from .common import RESULTS_DIR, argument_parser, command, print_and_write
-from .concept_set import SWEEP_RESULTS, concept_kind, find_concept
+from .concept_set import SWEEP_RESULTS, concept_kind, find_concept, measured_on_packaged_model
 from .concept_sweep import METHODS, done, train_and_score
 
 # The two runs the demo's settings miss on the concepts the conditioning ceiling draws, then two they learn.
@@ -65,7 +65,7 @@ def guided_loss_class(from_t: int, guidance: float):
 def sweep_row(concept: str, seed: int) -> dict | None:
     """The concept sweep's ti-average row for this run (3200 passes), to compare with."""
     wanted = (concept, "ti-average", seed, 3200)
-    return next((r for r in done(SWEEP_RESULTS)
+    return next((r for r in done(measured_on_packaged_model(SWEEP_RESULTS))
                  if (r.get("concept"), r.get("condition"), r.get("seed"), r.get("passes")) == wanted), None)
 
 

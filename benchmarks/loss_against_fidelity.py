@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 from .common import RESULTS_DIR, argument_parser, command, machine, print_and_write, with_former_defaults
-from .concept_set import SWEEP_RESULTS, find_concept
+from .concept_set import SWEEP_RESULTS, find_concept, measured_on_packaged_model
 from .concept_sweep import METHODS
 
 QUARTERS = ((0, 250), (250, 500), (500, 750), (750, 1000))
@@ -139,7 +139,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     workdir = Path(args.workdir)
-    rows = [json.loads(line) for line in SWEEP_RESULTS.read_text().splitlines()]
+    rows = [json.loads(line) for line in measured_on_packaged_model(SWEEP_RESULTS).read_text().splitlines()]
     table, correlations = [], []
     for concept in args.concepts:
         folder, spec = find_concept(concept, workdir / "concepts")

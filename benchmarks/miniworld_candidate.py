@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from .common import RESULTS_DIR, argument_parser, command, print_and_write, weights_fingerprint
-from .concept_set import SWEEP_RESULTS, write_concept_set
+from .concept_set import SWEEP_RESULTS, measured_on_packaged_model, write_concept_set
 from .concept_sweep import METHODS, at_target, done, misreads, record, train_and_score
 from .conditioning_ceiling import LATER_BIAS, SETTINGS, ceiling, ceiling_rows
 from .miniworld_quality import ROWS, TARGETS, measure, prompt_set
@@ -95,12 +95,16 @@ def main() -> None:
     parser.add_argument("--no-ceilings", action="store_true",
                         help="leave the ceilings out (they take about as long as a method's runs): to compare the "
                              "methods on two models")
+    parser.add_argument("--methods-on-candidate-only", action="store_true",
+                        help="train the methods on the candidate only; the shipped model's cells show the concept "
+                             "sweep's rows where it has them, '-' where not")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--report", default=str(RESULTS_DIR / "miniworld_candidate.md"), help="the table to write")
     args = parser.parse_args()
     if not (Path(args.candidate) / "model_index.json").is_file():
         parser.error(f"--candidate {args.candidate}: no model_index.json there; give a build's --output folder")
     torch.set_num_threads(args.threads)
+    measured_on_packaged_model(SWEEP_RESULTS)  # the shipped model's rows are read from there
     concepts = write_concept_set(Path(args.workdir) / "concepts")
     names = args.concepts or list(concepts)
     judge = load_judge()
@@ -131,6 +135,12 @@ def main() -> None:
                                               and r.get("timestep_bias") == labels.get("timestep_bias")],
                                              CANDIDATE_RESULTS, labels, LATER_BIAS if biased else None)
         for method in args.methods:
+            if label == "shipped" and args.methods_on_candidate_only:
+                scores[label, method] = {(name, seed): row for name in names for seed in args.seeds
+                                         for row in done(SWEEP_RESULTS) if row.get("condition") == method
+                                         and row.get("concept") == name and row.get("seed") == seed
+                                         and row.get("passes") == args.passes}
+                continue
             if label == "shipped":
                 known, results, labels = done(SWEEP_RESULTS), SWEEP_RESULTS, {}
             else:
@@ -164,14 +174,16 @@ def main() -> None:
                   f"| concept | kind | {method}, shipped | {method}, candidate | candidate's misreads |",
                   "|---|---|---|---|---|"]
         for name in names:
-            runs = {label: [scores[label, method][name, seed] for seed in args.seeds] for label in models}
-            cells = [", ".join(f"{r['fidelity']:.2f} / {r['editability']:.2f}" + ("*" if at_target(r) else "")
-                               for r in runs[label]) for label in models]
+            runs = {label: [scores[label, method].get((name, seed)) for seed in args.seeds] for label in models}
+            cells = [", ".join("-" if r is None else f"{r['fidelity']:.2f} / {r['editability']:.2f}"
+                               + ("*" if at_target(r) else "") for r in runs[label]) for label in models]
             reads = " / ".join(misreads(r["fidelity_reads"], concepts[name][2].attributes) if "fidelity_reads" in r
                                else "-" for r in runs["candidate"])
             lines.append(f"| {name} | {concepts[name][0]} | {' | '.join(cells)} | {reads} |")
         for label in models:
             values = list(scores[label, method].values())
+            if not values:
+                continue
             lines.append(f"\n{label}: {sum(map(at_target, values))} of {len(values)} runs at the targets, mean "
                          f"{sum(r['fidelity'] for r in values) / len(values):.2f} / "
                          f"{sum(r['editability'] for r in values) / len(values):.2f}")

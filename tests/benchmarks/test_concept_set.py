@@ -1,0 +1,39 @@
+"""benchmarks/concept_set.py: a results file names the weights its rows were measured on."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.common import weights_fingerprint
+from benchmarks.concept_set import measured_on_packaged_model
+from textual_inversion.miniworld import model_path
+
+
+def test_a_new_results_file_names_the_packaged_weights_and_is_accepted_again(tmp_path):
+    results = tmp_path / "sweep.jsonl"
+    assert measured_on_packaged_model(results) == results
+    first = json.loads(results.read_text().splitlines()[0])
+    assert first == {"condition": "weights", "weights": weights_fingerprint(Path(model_path()))}
+    with results.open("a") as handle:
+        handle.write(json.dumps({"concept": "teal-circle", "condition": "ti-average"}) + "\n")
+    measured_on_packaged_model(results)
+    assert len(results.read_text().splitlines()) == 2
+
+
+def test_rows_of_other_weights_or_of_unnamed_weights_are_refused(tmp_path):
+    other = tmp_path / "former.jsonl"
+    other.write_text(json.dumps({"condition": "weights", "weights": "0123456789abcdef"}) + "\n")
+    with pytest.raises(SystemExit, match="former.jsonl: measured on miniworld weights 0123456789abcdef"):
+        measured_on_packaged_model(other)
+    unnamed = tmp_path / "old.jsonl"
+    unnamed.write_text(json.dumps({"concept": "teal-circle", "condition": "ti-average"}) + "\n")
+    with pytest.raises(SystemExit, match="old.jsonl: its first row does not name the weights"):
+        measured_on_packaged_model(unnamed)
+    assert len(unnamed.read_text().splitlines()) == 1
+
+
+def test_the_committed_sweep_results_are_the_packaged_models():
+    from benchmarks.concept_set import SWEEP_RESULTS
+
+    measured_on_packaged_model(SWEEP_RESULTS)
