@@ -1,7 +1,7 @@
 """A candidate miniworld (a build's --output, e.g. `build --continue-from`) against the shipped one, side by side.
 
     python -m benchmarks.miniworld_candidate --candidate runs/miniworld-continued/model [--concepts ...] [--seeds 0]
-        [--methods textual-inversion pivotal] [--passes 3200]
+        [--methods textual-inversion pivotal] [--passes 3200] [--methods-on-candidate-only]
 
 For each model: the base-quality rates of benchmarks/miniworld_quality.py (its prompt set), the conditioning
 ceiling of benchmarks/conditioning_ceiling.py (from "a <init word>", 400 steps) on concepts of the new set,
@@ -10,7 +10,8 @@ shipped model's ceilings and methods are read from the concept sweep's results w
 (deterministic on this machine), the base-quality rates and the candidate's rows from
 benchmarks/results/miniworld_candidate.jsonl (named by the candidate's folder, or "shipped", and by a hash of
 the weights, so that a model rebuilt in the same folder is measured afresh), appended as they are made; what is
-missing is computed and appended. The concept sweep's rows name no weights: rerun it after shipping a new model.
+missing is computed and appended. The concept sweep's file names its weights in its first row and is refused
+once another model is packaged. --methods-on-candidate-only trains nothing on the shipped model.
 Writes benchmarks/results/miniworld_candidate.md (or --report).
 """
 

@@ -4,9 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
-
 from benchmarks.common import weights_fingerprint
 from benchmarks.concept_set import measured_on_packaged_model
+
 from textual_inversion.miniworld import model_path
 
 
