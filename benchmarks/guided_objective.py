@@ -65,7 +65,7 @@ def guided_loss_class(from_t: int, guidance: float):
 def sweep_row(concept: str, seed: int) -> dict | None:
     """The concept sweep's ti-average row for this run (3200 passes), to compare with."""
     wanted = (concept, "ti-average", seed, 3200)
-    return next((r for r in done(measured_on_packaged_model(SWEEP_RESULTS))
+    return next((r for r in done(SWEEP_RESULTS)
                  if (r.get("concept"), r.get("condition"), r.get("seed"), r.get("passes")) == wanted), None)
 
 
@@ -85,6 +85,7 @@ def main() -> None:
     from textual_inversion.models import use_threads
 
     use_threads(args.threads)
+    measured_on_packaged_model(SWEEP_RESULTS)  # before any training: sweep_row compares with its rows
     if not args.plain:
         training.DenoisingLoss = guided_loss_class(args.from_t, args.guidance)
     method = "ti-average-guided"

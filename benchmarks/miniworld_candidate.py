@@ -52,6 +52,12 @@ def ceilings(pipe, judge, concepts: dict, names: list[str], seeds: list[int], kn
     return found
 
 
+def recorded_run(rows: list[dict], method: str, name: str, seed: int, passes: int) -> dict | None:
+    """The first of `rows` that is `method`'s run on concept `name` with `seed`, scored at `passes`, or None."""
+    return next((r for r in rows if r.get("condition") == method and r.get("concept") == name
+                 and r.get("seed") == seed and r.get("passes") == passes), None)
+
+
 def method_scores(method: str, passes: int, concepts: dict, names: list[str], seeds: list[int], known: list[dict],
                   results: Path, labels: dict, model: str, workdir: Path, threads: int) -> dict:
     """{(concept, seed): its row} of `method` at `passes` on `model`: from `known` rows where present, else trained
@@ -60,8 +66,7 @@ def method_scores(method: str, passes: int, concepts: dict, names: list[str], se
     for name in names:
         kind, folder, spec = concepts[name]
         for seed in seeds:
-            row = next((r for r in known if r["condition"] == method and r["concept"] == name and r["seed"] == seed
-                        and r["passes"] == passes), None)
+            row = recorded_run(known, method, name, seed, passes)
             if row is None:
                 run = workdir / "candidate" / name / f"{method}-seed{seed}"
                 (row,) = train_and_score(method, name, kind, folder, spec, seed, [passes], [passes], 4, run, threads,
@@ -137,10 +142,9 @@ def main() -> None:
                                              CANDIDATE_RESULTS, labels, LATER_BIAS if biased else None)
         for method in args.methods:
             if label == "shipped" and args.methods_on_candidate_only:
+                swept = done(SWEEP_RESULTS)
                 scores[label, method] = {(name, seed): row for name in names for seed in args.seeds
-                                         for row in done(SWEEP_RESULTS) if row.get("condition") == method
-                                         and row.get("concept") == name and row.get("seed") == seed
-                                         and row.get("passes") == args.passes}
+                                         if (row := recorded_run(swept, method, name, seed, args.passes))}
                 continue
             if label == "shipped":
                 known, results, labels = done(SWEEP_RESULTS), SWEEP_RESULTS, {}
