@@ -16,8 +16,8 @@ a longer build in two parts. ``--full-resolution-attention`` gives the UNet cros
 in its 16x16 blocks too (added to a loaded UNet as a no-op that training then moves).
 
 The pipeline is exported (fp16 safetensors) every ``--save-every`` steps, so a
-usable model exists even if the run is stopped early. Default step counts keep
-the whole build under two hours on two CPU cores.
+usable model exists even if the run is stopped early. At the default step counts
+the whole build took 79.4 min on two CPU cores (benchmarks/results/miniworld_base_build.md).
 """
 
 from __future__ import annotations
