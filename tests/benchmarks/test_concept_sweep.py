@@ -43,7 +43,7 @@ def test_a_setting_meets_a_concept_only_on_every_seed_at_one_budget():
 
 
 def test_every_method_setting_is_a_valid_train_config(tmp_path):
-    # The sweep builds its TrainConfig leniently (lenient=True lets the benchmark pass options other methods lack),
+    # The sweep builds its TrainConfig leniently (it passes --init-token to every method, LoRA and DreamBooth too),
     # so a misspelt option in METHODS would be dropped without a word and the run measure the method's defaults.
     folder, spec = find_concept("teal-heart", tmp_path)
     for name, setting in METHODS.items():

@@ -17,7 +17,7 @@ in its 16x16 blocks too (added to a loaded UNet as a no-op that training then mo
 
 The pipeline is exported (fp16 safetensors) every ``--save-every`` steps, so a
 usable model exists even if the run is stopped early. At the default step counts
-the whole build took 79.4 min on two CPU cores (benchmarks/results/miniworld_base_build.md).
+the whole build took 79.5 min on two CPU cores (benchmarks/results/miniworld_base_build.md).
 """
 
 from __future__ import annotations
