@@ -19,6 +19,7 @@ Textual inversion runs with the demo's settings until 2026-12-02, which the READ
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -153,27 +154,44 @@ def record(results: Path, row: dict) -> None:
     print(json.dumps(row), flush=True)
 
 
+def run_values(method: str, spec, folder: Path, run: Path, seed: int, steps: int, threads: int,
+               model: str = "miniworld") -> dict:
+    """The TrainConfig values of `method`'s run on concept `spec` (pictures in `folder`), --init-token filled in
+    where the method has one. ti-words-spread's "spread_words" is left in for the caller, which writes its
+    --init-embedding file from the pipeline."""
+    from textual_inversion.evaluate import stand_in
+    from textual_inversion.methods import get_method
+
+    settings, _ = run_settings(METHODS[method], spec)
+    options = {f.name for f in dataclasses.fields(get_method(settings.get("method", "textual-inversion")).options_class)}
+    if "init_token" in options:
+        settings["init_token"] = settings.get("init_token", "{init}").format(init=spec.init_word,
+                                                                             words=stand_in(spec, "words"))
+    return with_former_defaults(dict(
+        model=model, images=str(folder), token=spec.token, property=spec.property, steps=steps, seed=seed,
+        checkpoint_every=0, overwrite=True, output_dir=str(run), threads=threads, **settings))
+
+
 def train_and_score(method: str, name: str, kind: str, folder: Path, spec, seed: int, budgets: list[int],
                     wanted: list[int], num_images: int, run: Path, threads: int, model: str = "miniworld") -> list[dict]:
     """Train `method` on `model` to the largest budget, scoring the live pipeline at each wanted budget; the result
     rows."""
     from textual_inversion import TrainConfig, train
-    from textual_inversion.evaluate import evaluate_concept, stand_in
+    from textual_inversion.evaluate import evaluate_concept
     from textual_inversion.models import load_pipeline
 
-    settings, passes_per_step = run_settings(METHODS[method], spec)
+    _, passes_per_step = run_settings(METHODS[method], spec)
     if any(b % passes_per_step for b in budgets):
         raise SystemExit(f"--passes: {method} makes {passes_per_step} UNet passes a step; each budget must be a "
                          "multiple of that")
     pipe = load_pipeline(model)
-    settings["init_token"] = settings.get("init_token", "{init}").format(init=spec.init_word,
-                                                                         words=stand_in(spec, "words"))
-    if settings.pop("spread_words", False):
+    values = run_values(method, spec, folder, run, seed, max(budgets) // passes_per_step, threads, model)
+    if values.pop("spread_words", False):
         init_file = run.with_name(run.name + "-init.safetensors")  # beside the run folder, which --overwrite empties
-        settings["init_embedding"] = str(write_spread_init(pipe, spec.token, settings.pop("init_token"),
-                                                           settings["vectors"], init_file))
+        values["init_embedding"] = str(write_spread_init(pipe, spec.token, values.pop("init_token"),
+                                                         values["vectors"], init_file))
     # With a moving average the run's result (left in the pipeline by train) exists only after its last step.
-    averaged = bool(settings.get("ema_decay"))
+    averaged = bool(values.get("ema_decay"))
     scored, started, evaluating = [], time.monotonic(), 0.0
 
     def score(step: int) -> None:
@@ -196,10 +214,8 @@ def train_and_score(method: str, name: str, kind: str, folder: Path, spec, seed:
         if not averaged:
             score(step)
 
-    result = train(TrainConfig.from_values(with_former_defaults(dict(
-        model=model, images=str(folder), token=spec.token, property=spec.property,
-        steps=max(budgets) // passes_per_step, seed=seed, checkpoint_every=0, overwrite=True, output_dir=str(run),
-        threads=threads, **settings)), lenient=True), pipe, on_step=score_during_training)
+    # Not lenient: an option a method lacks (a misspelt one in METHODS) stops the run instead of being dropped.
+    result = train(TrainConfig.from_values(values), pipe, on_step=score_during_training)
     if averaged:
         score(result.steps)
     size = output_bytes(result.outputs.values())

@@ -1,14 +1,9 @@
 """benchmarks/concept_sweep.py: issue 20's goals read from the sweep's rows; its methods' settings."""
 
-import dataclasses
-
-from benchmarks.common import with_former_defaults
 from benchmarks.concept_set import find_concept
-from benchmarks.concept_sweep import METHODS, goals
-from benchmarks.methods import run_settings
+from benchmarks.concept_sweep import METHODS, goals, run_values
 
 from textual_inversion import TrainConfig
-from textual_inversion.methods import get_method
 
 
 def run(concept: str, method: str, seed: int, passes: int, fidelity: float, editability: float = 0.9) -> dict:
@@ -43,17 +38,11 @@ def test_a_setting_meets_a_concept_only_on_every_seed_at_one_budget():
 
 
 def test_every_method_setting_is_a_valid_train_config(tmp_path):
-    # The sweep builds its TrainConfig leniently (it passes --init-token to every method, LoRA and DreamBooth too),
-    # so a misspelt option in METHODS would be dropped without a word and the run measure the method's defaults.
+    # The values the sweep trains with, built as strictly as it builds them: a misspelt option in METHODS fails here.
     folder, spec = find_concept("teal-heart", tmp_path)
     for name, setting in METHODS.items():
-        settings, _ = run_settings(setting, spec)
-        settings.pop("spread_words", None)  # the sweep's own: it writes an --init-embedding file instead
-        method = settings.get("method", "textual-inversion")
-        if "init_token" in {f.name for f in dataclasses.fields(get_method(method).options_class)}:
-            settings["init_token"] = settings.get("init_token", "{init}").format(init=spec.init_word,
-                                                                                 words="teal heart")
-        config = TrainConfig.from_values(with_former_defaults(dict(images=str(folder), token=spec.token, steps=800,
-                                                                   **settings)), source=name)
+        values = run_values(name, spec, folder, tmp_path / name, seed=0, steps=800, threads=1)
+        values.pop("spread_words", None)  # the sweep turns it into an --init-embedding file, written from the pipeline
+        config = TrainConfig.from_values(values, source=name)
         config.validate()
-        assert config.method == method, name
+        assert config.method == setting.get("method", "textual-inversion"), name
