@@ -38,6 +38,17 @@ def with_former_defaults(values: dict) -> dict:
     return {**FORMER_DEFAULTS.get(values.get("method", "textual-inversion"), {}), **values}
 
 
+def takes_init_token(method: str) -> bool:
+    """Whether `method` has --init-token. The benchmarks give the concept's initializer word only to the methods
+    that have it and build their TrainConfig strictly, so that a misspelt option stops the run instead of being
+    dropped (as `lenient` would drop it)."""
+    import dataclasses
+
+    from textual_inversion.methods import get_method
+
+    return "init_token" in {f.name for f in dataclasses.fields(get_method(method).options_class)}
+
+
 def argument_parser(description: str) -> argparse.ArgumentParser:
     """An argument parser whose --help shows the script's docstring as written."""
     return argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)

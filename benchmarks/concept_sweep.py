@@ -19,18 +19,17 @@ Textual inversion runs with the demo's settings until 2026-12-02, which the READ
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
 from pathlib import Path
 
 from .common import (
-    RESULTS_DIR,
     argument_parser,
     command,
     former_settings,
     print_and_write,
+    takes_init_token,
     with_former_defaults,
 )
 from .concept_set import SWEEP_RESULTS, concept_kind, find_concept, measured_on_packaged_model
@@ -160,11 +159,9 @@ def run_values(method: str, spec, folder: Path, run: Path, seed: int, steps: int
     where the method has one. ti-words-spread's "spread_words" is left in for the caller, which writes its
     --init-embedding file from the pipeline."""
     from textual_inversion.evaluate import stand_in
-    from textual_inversion.methods import get_method
 
     settings, _ = run_settings(METHODS[method], spec)
-    options = {f.name for f in dataclasses.fields(get_method(settings.get("method", "textual-inversion")).options_class)}
-    if "init_token" in options:
+    if takes_init_token(settings.get("method", "textual-inversion")):
         settings["init_token"] = settings.get("init_token", "{init}").format(init=spec.init_word,
                                                                              words=stand_in(spec, "words"))
     return with_former_defaults(dict(
@@ -572,8 +569,9 @@ def main() -> None:
         else:
             continue
         lines.append(f"| {method} | {largest} | {min(seconds):.0f}-{max(seconds):.0f} | {size} |")
-    print_and_write(lines, RESULTS_DIR / "concept_sweep.md")
-    plot(rows, budgets, RESULTS_DIR / "concept_sweep.png")
+    # The tables beside their rows: a sweep on a scratch results file leaves the committed tables alone.
+    print_and_write(lines, results.with_suffix(".md"))
+    plot(rows, budgets, results.with_suffix(".png"))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ ceiling is high and TI stays low, the text encoder is the bottleneck, not the UN
     python -m benchmarks.conditioning_ceiling --concept-set [--seeds 0 1] [--start-from words]
         every concept of benchmarks/concept_set.py, starting from "a <init word>" (or from its plain words,
         "a blue striped square", recorded as a column of its own), written with textual
-        inversion's best fidelity from benchmarks/concept_sweep.py's results (both kept in
-        benchmarks/results/concept_sweep.jsonl) beside it to
+        inversion's best fidelity from benchmarks/concept_sweep.py's results (both kept in the
+        packaged model's results file, concept_set.SWEEP_RESULTS) beside it to
         benchmarks/results/conditioning_ceiling.md
 """
 
@@ -141,7 +141,7 @@ def write_table(args, concepts: dict, results: Path) -> None:
              "optimised on the concept's pictures, starting from \"a <init word>\" or from the concept's plain words "
              "(\"a blue striped square\"); the judge reads pictures drawn from it every 100 steps (share showing "
              "every defining attribute). Textual inversion's best: the highest fidelity of any run in "
-             "benchmarks/results/concept_sweep.md that learns only the token (any variant, budget or seed; the variant "
+             f"benchmarks/results/{results.with_suffix('.md').name} that learns only the token (any variant, budget or seed; the variant "
              "in brackets). The ceiling is one optimisation from one "
              "start: where textual inversion gets further, it is no upper bound. The verdict takes the best check "
              "from either start.", "",

@@ -114,7 +114,7 @@ def main() -> None:
                                   "on the guided prediction at the noisiest steps") + " (CPU)", "",
         f"Produced by `{command()}`. ti-average (the demo's settings: 6 vectors, lr 0.1, --ema-decay 0.99, batch 4, "
         f"3200 passes{stages}) with {objective}; scored as the concept sweep scores (4 images per prompt). Beside it, the sweep's ti-average run of the same concept and seed "
-        "(benchmarks/results/concept_sweep.jsonl).", "",
+        f"(benchmarks/results/{SWEEP_RESULTS.name}).", "",
         "| concept | seed | this objective: fidelity / editability | colours read (fidelity images) | "
         "ti-average | training s |", "|---|---|---|---|---|---|", *lines, "",
         f"Load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores."],

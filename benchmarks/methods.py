@@ -24,6 +24,7 @@ from .common import (
     bundled_concept,
     command,
     print_and_write,
+    takes_init_token,
     with_former_defaults,
 )
 
@@ -60,25 +61,31 @@ def output_bytes(paths) -> int:
     return sum(f.stat().st_size for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
 
 
+def run_values(method: str, concept: str, passes: int, workdir: Path, model: str, device: str) -> dict:
+    """The TrainConfig values of `method`'s run on bundled concept `concept`: METHODS' settings, the init word where
+    the method has --init-token."""
+    folder, spec = bundled_concept(concept)
+    settings, per_step = run_settings(METHODS[method], spec)
+    return with_former_defaults(dict(
+        model=model, images=str(folder), token=spec.token, method=method, property=spec.property,
+        steps=passes // per_step, checkpoint_every=0, device=device, overwrite=True,
+        output_dir=str(workdir / f"{method}-{concept}"),
+        **({"init_token": spec.init_word} if takes_init_token(method) else {}), **settings))
+
+
 def run_one(method: str, concept: str, passes: int, num_images: int, workdir: Path, model: str) -> dict:
     """Train one method on one concept and evaluate it; runs inside its own process."""
+    import torch
+
     from textual_inversion import TrainConfig, train
     from textual_inversion.concepts import load_concepts, pipeline_of
     from textual_inversion.evaluate import evaluate_concept
     from textual_inversion.models import load_pipeline
 
-    folder, spec = bundled_concept(concept)
-    settings, per_step = run_settings(METHODS[method], spec)
-    batch = settings.pop("batch_size")
-    import torch
-
+    _, spec = bundled_concept(concept)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     started = time.monotonic()
-    # Every method is given the concept's initializer word; lenient: those without --init-token leave it out.
-    result = train(TrainConfig.from_values(with_former_defaults(dict(
-        model=model, images=str(folder), token=spec.token, init_token=spec.init_word, method=method,
-        property=spec.property, steps=passes // per_step, batch_size=batch, checkpoint_every=0, device=device,
-        overwrite=True, output_dir=str(workdir / f"{method}-{concept}"), **settings)), lenient=True))
+    result = train(TrainConfig.from_values(run_values(method, concept, passes, workdir, model, device)))
     seconds = time.monotonic() - started
     size = output_bytes(result.outputs.values())
     run_dir = str(result.output_dir)

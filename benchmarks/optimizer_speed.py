@@ -28,6 +28,7 @@ from .common import (
     command,
     machine,
     print_and_write,
+    takes_init_token,
     with_former_defaults,
 )
 
@@ -53,9 +54,9 @@ def run_config(method: str, steps: int, output: Path, batch_size: int, threads: 
     from textual_inversion import TrainConfig
 
     return TrainConfig.from_values(with_former_defaults(dict(
-        images=str(CONCEPTS_DIR / "hidden-colour"), token="<bench>", init_token="circle", method=method,
-        steps=steps, batch_size=batch_size, seed=0, checkpoint_every=0, output_dir=str(output), overwrite=True,
-        threads=threads, **SETTINGS[method])), lenient=True)  # lenient: --init-token is textual inversion's
+        images=str(CONCEPTS_DIR / "hidden-colour"), token="<bench>", method=method, steps=steps,
+        batch_size=batch_size, seed=0, checkpoint_every=0, output_dir=str(output), overwrite=True, threads=threads,
+        **({"init_token": "circle"} if takes_init_token(method) else {}), **SETTINGS[method])))
 
 
 def marginal_step(method: str, implementation: str, steps: tuple[int, int], workdir: Path, batch_size: int,
