@@ -23,8 +23,9 @@ from textual_inversion.miniworld.world import BASE_SHAPES, NAMED_COLOURS
 from .common import RESULTS_DIR, argument_parser, bundled_concept, weights_fingerprint
 
 # Every measurement on this set (concept_sweep's runs, conditioning_ceiling's rows), kept with the tables made from
-# it: run folders under runs/ are not committed and do not outlive the machine.
-SWEEP_RESULTS = RESULTS_DIR / "concept_sweep.jsonl"
+# it: run folders under runs/ are not committed and do not outlive the machine. One file per packaged model, named by
+# its weights' fingerprint; concept_sweep.jsonl is the record of the model shipped until 2026-12-05 (9858e47bcb89cbf6).
+SWEEP_RESULTS = RESULTS_DIR / "concept_sweep_2a05c6767420493f.jsonl"
 
 
 def measured_on_packaged_model(results: Path) -> Path:

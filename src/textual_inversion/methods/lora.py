@@ -62,7 +62,9 @@ class LoRA(Method):
     # benchmarks/results/concept_sweep.md (lora-all-cosine, lora-former-defaults): the settings that learned the
     # unseen star, which the attention alone did not learn and a constant rate let come and go; they then reached
     # the targets on 15 of 16 runs of eight concepts they were not chosen on (the usual defaults: 2 of 10 runs of
-    # five), and on none of the striped ones (docs/subjects.md).
+    # five), and on none of the striped ones (docs/subjects.md); all on the miniworld shipped until 2026-12-05. On the
+    # one shipped since: 7 of 12 runs, the stars, the teal heart and the striped style among them
+    # (concept_sweep_2a05c6767420493f.md).
     miniworld_defaults = {"rank": 8, "lr": 1e-3, "lora_layers": "all", "lr_scheduler": "cosine", "batch_size": 4,
                           "steps": 3200}
     prior_preservation = True

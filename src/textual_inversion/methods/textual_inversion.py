@@ -58,10 +58,11 @@ class TextualInversion(Method):
     transformer_families = True
     # The demo's settings: on the concept set (8 concepts nobody tuned for, 2 seeds) they reached the targets in 14
     # of 16 runs, the most of any textual inversion setting measured; the usual defaults (1 vector, lr 5e-3, batch 1,
-    # 500 steps) in 1 (benchmarks/results/concept_sweep.md: ti-average, ti-former-defaults). Several vectors give the
-    # text encoder's output room to reach what it has no word for; the model and its vectors are small, so the rate is
-    # high; at a constant rate the vectors wander, so the saved ones are their moving average over about the last 100
-    # steps.
+    # 500 steps) in 1 (benchmarks/results/concept_sweep.md: ti-average, ti-former-defaults; the miniworld shipped
+    # until 2026-12-05). On the one shipped since, 19 of 26 runs of 13 concepts (concept_sweep_2a05c6767420493f.md).
+    # Several vectors give the text encoder's output room to reach what it has no word for; the model and its vectors
+    # are small, so the rate is high; at a constant rate the vectors wander, so the saved ones are their moving
+    # average over about the last 100 steps.
     miniworld_defaults = {"vectors": 6, "lr": 0.1, "batch_size": 4, "ema_decay": 0.99, "steps": 800}
     # The shape's settings: lora-all-cosine in benchmarks/results/concept_sweep.md (the set's two stars at the targets
     # on both seeds, against 2 of 4 at a constant rate; docs/subjects.md has the bundled star too).

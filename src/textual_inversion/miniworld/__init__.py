@@ -1,8 +1,11 @@
 """miniworld: a procedurally rendered world and a small text-to-image model trained on it.
 
 The packaged model (``model/``) is a plain diffusers StableDiffusionPipeline folder,
-so the tool's main job can run offline and be scored against ground truth. ``hypernetwork/`` holds
-the HyperDreamBooth hypernetwork trained for it (built by ``textual_inversion.builds.hypernetwork``).
+so the tool's main job can run offline and be scored against ground truth. Since 2026-12-05 it is the
+base build (``build.py``) continued three times (``benchmarks/miniworld_twins_recipe.sh``; weights
+fingerprint 2a05c6767420493f, benchmarks/common.py), which draws patterns as asked more often and learns more
+concepts than the base build shipped before it (docs/subjects.md). ``hypernetwork/`` holds the HyperDreamBooth
+hypernetwork trained for it (built by ``textual_inversion.builds.hypernetwork``).
 """
 
 from __future__ import annotations
