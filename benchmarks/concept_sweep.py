@@ -29,12 +29,10 @@ from .common import (
     command,
     former_settings,
     print_and_write,
-    takes_init_token,
-    with_former_defaults,
 )
 from .concept_set import SWEEP_RESULTS, concept_kind, find_concept, measured_on_packaged_model
 from .methods import METHODS as MINIWORLD_SETTINGS
-from .methods import human_size, output_bytes, run_settings
+from .methods import human_size, output_bytes, run_settings, train_values
 
 BATCH = 4
 TEXTUAL_INVERSION = {"vectors": 6, "lr": 0.05}  # the demo's settings until 2026-12-02 (the README's by-hand command)
@@ -153,20 +151,12 @@ def record(results: Path, row: dict) -> None:
     print(json.dumps(row), flush=True)
 
 
-def run_values(method: str, spec, folder: Path, run: Path, seed: int, steps: int, threads: int,
-               model: str = "miniworld") -> dict:
-    """The TrainConfig values of `method`'s run on concept `spec` (pictures in `folder`), --init-token filled in
-    where the method has one. ti-words-spread's "spread_words" is left in for the caller, which writes its
-    --init-embedding file from the pipeline."""
-    from textual_inversion.evaluate import stand_in
-
+def sweep_values(method: str, spec, folder: Path, run: Path, seed: int, steps: int, threads: int,
+                 model: str = "miniworld") -> dict:
+    """The TrainConfig values of `method`'s run on concept `spec` (pictures in `folder`). ti-words-spread's
+    "spread_words" is left in for the caller, which writes its --init-embedding file from the pipeline."""
     settings, _ = run_settings(METHODS[method], spec)
-    if takes_init_token(settings.get("method", "textual-inversion")):
-        settings["init_token"] = settings.get("init_token", "{init}").format(init=spec.init_word,
-                                                                             words=stand_in(spec, "words"))
-    return with_former_defaults(dict(
-        model=model, images=str(folder), token=spec.token, property=spec.property, steps=steps, seed=seed,
-        checkpoint_every=0, overwrite=True, output_dir=str(run), threads=threads, **settings))
+    return train_values(settings, spec, folder, run, steps, model=model, seed=seed, threads=threads)
 
 
 def train_and_score(method: str, name: str, kind: str, folder: Path, spec, seed: int, budgets: list[int],
@@ -182,7 +172,7 @@ def train_and_score(method: str, name: str, kind: str, folder: Path, spec, seed:
         raise SystemExit(f"--passes: {method} makes {passes_per_step} UNet passes a step; each budget must be a "
                          "multiple of that")
     pipe = load_pipeline(model)
-    values = run_values(method, spec, folder, run, seed, max(budgets) // passes_per_step, threads, model)
+    values = sweep_values(method, spec, folder, run, seed, max(budgets) // passes_per_step, threads, model)
     if values.pop("spread_words", False):
         init_file = run.with_name(run.name + "-init.safetensors")  # beside the run folder, which --overwrite empties
         values["init_embedding"] = str(write_spread_init(pipe, spec.token, values.pop("init_token"),

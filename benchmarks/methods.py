@@ -61,16 +61,27 @@ def output_bytes(paths) -> int:
     return sum(f.stat().st_size for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
 
 
-def run_values(method: str, concept: str, passes: int, workdir: Path, model: str, device: str) -> dict:
-    """The TrainConfig values of `method`'s run on bundled concept `concept`: METHODS' settings, the init word where
-    the method has --init-token."""
-    folder, spec = bundled_concept(concept)
-    settings, per_step = run_settings(METHODS[method], spec)
+def train_values(settings: dict, spec, folder: Path, output_dir: Path, steps: int, **fixed) -> dict:
+    """The TrainConfig values of one benchmark run: a method's `settings` (run_settings' output; "method" names it,
+    textual inversion if absent) on concept `spec`, its pictures in `folder`, and the `fixed` values (model,
+    device, seed, ...). --init-token only where the method has it ("{init}" by default; "{words}" names the
+    concept's plain words), so that the TrainConfig is built strictly and a misspelt option stops the run."""
+    from textual_inversion.evaluate import stand_in
+
+    if takes_init_token(settings.get("method", "textual-inversion")):
+        settings = {**settings, "init_token": settings.get("init_token", "{init}").format(
+            init=spec.init_word, words=stand_in(spec, "words"))}
     return with_former_defaults(dict(
-        model=model, images=str(folder), token=spec.token, method=method, property=spec.property,
-        steps=passes // per_step, checkpoint_every=0, device=device, overwrite=True,
-        output_dir=str(workdir / f"{method}-{concept}"),
-        **({"init_token": spec.init_word} if takes_init_token(method) else {}), **settings))
+        images=str(folder), token=spec.token, property=spec.property, steps=steps, checkpoint_every=0,
+        overwrite=True, output_dir=str(output_dir), **fixed, **settings))
+
+
+def method_values(method: str, concept: str, passes: int, workdir: Path, model: str, device: str) -> dict:
+    """The TrainConfig values of `method`'s run on bundled concept `concept` with METHODS' settings."""
+    folder, spec = bundled_concept(concept)
+    settings, per_step = run_settings({"method": method, **METHODS[method]}, spec)
+    return train_values(settings, spec, folder, workdir / f"{method}-{concept}", passes // per_step, model=model,
+                        device=device)
 
 
 def run_one(method: str, concept: str, passes: int, num_images: int, workdir: Path, model: str) -> dict:
@@ -85,7 +96,7 @@ def run_one(method: str, concept: str, passes: int, num_images: int, workdir: Pa
     _, spec = bundled_concept(concept)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     started = time.monotonic()
-    result = train(TrainConfig.from_values(run_values(method, concept, passes, workdir, model, device)))
+    result = train(TrainConfig.from_values(method_values(method, concept, passes, workdir, model, device)))
     seconds = time.monotonic() - started
     size = output_bytes(result.outputs.values())
     run_dir = str(result.output_dir)

@@ -1,7 +1,7 @@
 """benchmarks/concept_sweep.py: issue 20's goals read from the sweep's rows; its methods' settings."""
 
 from benchmarks.concept_set import find_concept
-from benchmarks.concept_sweep import METHODS, goals, run_values
+from benchmarks.concept_sweep import METHODS, goals, sweep_values
 
 from textual_inversion import TrainConfig
 
@@ -41,7 +41,7 @@ def test_every_method_setting_is_a_valid_train_config(tmp_path):
     # The values the sweep trains with, built as strictly as it builds them: a misspelt option in METHODS fails here.
     folder, spec = find_concept("teal-heart", tmp_path)
     for name, setting in METHODS.items():
-        values = run_values(name, spec, folder, tmp_path / name, seed=0, steps=800, threads=1)
+        values = sweep_values(name, spec, folder, tmp_path / name, seed=0, steps=800, threads=1)
         values.pop("spread_words", None)  # the sweep turns it into an --init-embedding file, written from the pipeline
         config = TrainConfig.from_values(values, source=name)
         config.validate()
