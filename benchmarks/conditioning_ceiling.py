@@ -10,8 +10,8 @@ ceiling is high and TI stays low, the text encoder is the bottleneck, not the UN
         every concept of benchmarks/concept_set.py, starting from "a <init word>" (or from its plain words,
         "a blue striped square", recorded as a column of its own), written with textual
         inversion's best fidelity from benchmarks/concept_sweep.py's results (both kept in the
-        packaged model's results file, concept_set.SWEEP_RESULTS) beside it to
-        benchmarks/results/conditioning_ceiling.md
+        packaged model's results file, concept_set.SWEEP_RESULTS) beside it, to a table named after
+        that file (concept_sweep_<weights>_ceiling.md: each model's ceilings keep their own table)
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .common import RESULTS_DIR, argument_parser, bundled_concept, command, print_and_write
+from .common import argument_parser, bundled_concept, command, print_and_write
 from .concept_set import SWEEP_RESULTS, measured_on_packaged_model, write_concept_set
 from .concept_sweep import METHODS, done, record
 
@@ -134,10 +134,12 @@ def verdict(peak: float, ti: float | None) -> str:
 def write_table(args, concepts: dict, results: Path) -> None:
     ti_best = best_textual_inversion(results)
     starts = {"init-word": ceiling_rows(results, "init-word"), "words": ceiling_rows(results, "words")}
+    weights = next((r["weights"] for r in done(results) if r["condition"] == "weights"), "not named")
     lines = [f"# The conditioning ceiling on the new concept set ({args.steps} steps, lr {args.lr}, batch "
              f"{args.batch_size}, {args.num_images} images judged per check)", "",
              f"Produced by `{command()}` (the ceiling rows by `python -m benchmarks.conditioning_ceiling --concept-set "
-             "[--start-from words]`, recorded in the concept sweep's results). The whole 77-token conditioning is "
+             f"[--start-from words]`, recorded in the concept sweep's results, {results.name}), on miniworld weights "
+             f"{weights} (that file's first row). The whole 77-token conditioning is "
              "optimised on the concept's pictures, starting from \"a <init word>\" or from the concept's plain words "
              "(\"a blue striped square\"); the judge reads pictures drawn from it every 100 steps (share showing "
              "every defining attribute). Textual inversion's best: the highest fidelity of any run in "
@@ -159,7 +161,12 @@ def write_table(args, concepts: dict, results: Path) -> None:
         ti, variant = ti_best.get(name, (None, ""))
         best = "-" if ti is None else f"{ti:.2f} ({variant})"
         lines.append(f"| {kind} | {name} | {' | '.join(cells)} | {best} | {verdict(max(peaks), ti)} |")
-    print_and_write(lines, RESULTS_DIR / "conditioning_ceiling.md")
+    print_and_write(lines, ceiling_table(results))
+
+
+def ceiling_table(results: Path) -> Path:
+    """Where the table of the ceilings in sweep results file `results` goes: beside it, named after it."""
+    return results.with_name(f"{results.stem}_ceiling.md")
 
 
 def main() -> None:

@@ -56,6 +56,14 @@ def pipeline_with(embedding: Path):
 def fixed_batch_losses(embedding: Path, folder: Path, spec, batches: int) -> tuple[float, list[float]]:
     """(mean loss, mean loss per QUARTERS) of the vectors in `embedding` over `batches` batches of 4 drawn from one
     fixed generator: the same pictures, captions, noise and timesteps for every run of the concept."""
+    errors, timesteps = fixed_batch_errors(embedding, folder, spec, batches)
+    quarters = [errors[(timesteps >= low) & (timesteps < high)].mean().item() for low, high in QUARTERS]
+    return errors.mean().item(), quarters
+
+
+def fixed_batch_errors(embedding: Path, folder: Path, spec, batches: int):
+    """(errors [4 * batches], timesteps [4 * batches]): each sample's loss with the vectors in `embedding` on
+    `batches` batches of 4 from one fixed generator (see fixed_batch_losses), for paired comparisons."""
     import torch
 
     from textual_inversion import TrainConfig
@@ -76,9 +84,7 @@ def fixed_batch_losses(embedding: Path, folder: Path, spec, batches: int) -> tup
             batch = draw_batch(data, 4, None, source, 1000, pipe.vae.config.scaling_factor, 0, 1)
             errors.append(loss(batch))
             timesteps.append(batch.timesteps)
-    errors, timesteps = torch.cat(errors), torch.cat(timesteps)
-    quarters = [errors[(timesteps >= low) & (timesteps < high)].mean().item() for low, high in QUARTERS]
-    return errors.mean().item(), quarters
+    return torch.cat(errors), torch.cat(timesteps)
 
 
 def ranks(values: list[float]) -> list[float]:

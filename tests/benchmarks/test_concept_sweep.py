@@ -11,9 +11,11 @@ def run(concept: str, method: str, seed: int, passes: int, fidelity: float, edit
             "fidelity": fidelity, "editability": editability}
 
 
-def ceiling(concept: str, peak: float) -> dict:
-    return {"concept": concept, "kind": "hidden colour", "condition": "ceiling", "seed": 0, "fidelity": peak,
-            "peak": peak}
+def ceiling(concept: str, peak: float, start: str | None = None) -> dict:
+    """A conditioning ceiling row: from the init word, or (`start`) from the concept's plain words."""
+    row = {"concept": concept, "kind": "hidden colour", "condition": "ceiling", "seed": 0, "fidelity": peak,
+           "peak": peak}
+    return row if start is None else {**row, "start": start}
 
 
 def test_a_setting_meets_a_concept_only_on_every_seed_at_one_budget():
@@ -32,9 +34,18 @@ def test_a_setting_meets_a_concept_only_on_every_seed_at_one_budget():
     assert lines[3] == "| hidden colour | b | 0.90 | 4 of 6 | lora-all-cosine 12800 | none |"
     assert lines[4] == "| hidden colour | c | 0.50 | 1 of 1 | none | none |"
     assert lines[-1] == ("Some setting at the targets on every seed: 2 of 3 concepts. Of the 2 whose conditioning "
-                         "ceiling reaches 0.8 at its best check, a textual-inversion setting at the targets on every "
+                         "ceiling reaches 0.8 at its best check from either start, a textual-inversion setting at the targets on every "
                          "seed: 1. Each textual-inversion setting run on all 2 of those on every seed, with how many "
                          "of them it met: ti-average 3200 1.")
+
+
+def test_a_concept_the_ceiling_draws_only_from_its_words_counts_as_drawable():
+    rows = [ceiling("a", 0.5), ceiling("a", 0.9, start="a blue striped square"),
+            run("a", "ti-average", 0, 3200, 0.5), run("a", "ti-average", 1, 3200, 0.9)]
+    lines = goals(rows, [0, 1])
+    assert lines[2] == "| hidden colour | a | init word: 0.50; plain words: 0.90 | 1 of 2 | none | none |"
+    assert "Of the 1 whose conditioning ceiling reaches 0.8 at its best check from either start, a " \
+           "textual-inversion setting at the targets on every seed: 0." in lines[-1]
 
 
 def test_every_method_setting_is_a_valid_train_config(tmp_path):
