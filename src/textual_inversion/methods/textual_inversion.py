@@ -66,7 +66,11 @@ class TextualInversion(Method):
     miniworld_defaults = {"vectors": 6, "lr": 0.1, "batch_size": 4, "ema_decay": 0.99, "steps": 800}
     # The shape's settings: lora-all-cosine in benchmarks/results/concept_sweep.md (the set's two stars at the targets
     # on both seeds, against 2 of 4 at a constant rate; docs/subjects.md has the bundled star too).
-    advice = ("a token can only ask for what the model already draws; if the previews miss the subject, train the "
+    # The stripes' settings: ti-average-noisiest in benchmarks/results/concept_sweep_2a05c6767420493f.md (the blue
+    # striped square and the striped style on both seeds, against neither with the defaults; it loses checkers).
+    advice = ("a token can only ask for what the model already draws; if the previews lose a striped pattern, train "
+              "again with --timestep-bias later --timestep-bias-portion 0.1 --timestep-bias-multiplier 9 (miniworld chooses "
+              "stripes at the noisiest steps); if they miss the subject, train the "
               "same pictures with --method pivotal (the token plus a LoRA) or lora, or for a shape the model never "
               "drew --method lora --lora-layers all --lr-scheduler cosine, for longer: they change the model itself")
 
