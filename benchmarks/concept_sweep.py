@@ -466,13 +466,14 @@ def plot(rows: list[dict], budgets: list[int], path: Path) -> None:
 
 
 def main() -> None:
-    from .concept_set import CONCEPT_SET
+    from .concept_set import CONCEPT_SET, HELD_OUT_STRIPES
 
     parser = argument_parser(__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--passes", type=int, nargs="+", default=[200, 800, 3200])
     parser.add_argument("--concepts", nargs="+", default=[c.name for _, c in CONCEPT_SET],
-                        help="the set's concepts by name, or a bundled one's folder in examples/concepts/ (e.g. star)")
+                        help="the set's concepts by name (or concept_set.HELD_OUT_STRIPES', with a --results file of their own), or a "
+                             "bundled one's folder in examples/concepts/ (e.g. star)")
     parser.add_argument("--num-images", type=int, default=4, help="images per evaluation prompt")
     parser.add_argument("--workdir", default="runs/concept-sweep", help="the rendered concepts and each run's folder")
     parser.add_argument("--results", default=str(SWEEP_RESULTS), help="the rows measured so far (appended to)")
@@ -503,7 +504,9 @@ def main() -> None:
         # The tables show everything measured on the set so far, not only this run's concepts and budgets (a run
         # on a few concepts would otherwise write a table of those few over the whole set's).
         recorded = [r for r in done(results) if "passes" in r]
-        args.concepts = [c.name for _, c in CONCEPT_SET]
+        # (the held-out concepts have a results file of their own: their tables are written from it)
+        measured = {r["concept"] for r in recorded}
+        args.concepts = [c.name for _, c in CONCEPT_SET + HELD_OUT_STRIPES if c.name in measured]
         args.seeds = sorted({r["seed"] for r in recorded if "seed" in r})
         budgets = sorted({r["passes"] for r in recorded})
         produced_by = (f"python -m benchmarks.concept_sweep --report --seeds {' '.join(map(str, args.seeds))} "

@@ -7,9 +7,9 @@ made (its grids, under --workdir), and works in two steps:
     python -m benchmarks.judge_check sheet [--workdir runs/concept-sweep] [--count 60]
         writes contact sheets (numbered, 3x enlarged) and judge_check.csv with the judge's reading of each
         picture and empty columns for a person's;
-    python -m benchmarks.judge_check score --labels benchmarks/results/judge_check_labels.csv
+    python -m benchmarks.judge_check score --labels benchmarks/results/judge_check_labels.csv [--results-suffix _X]
         compares the person's reading (filled in from the sheets) with the judge's, per attribute, and writes
-        benchmarks/results/judge_check.md.
+        benchmarks/results/judge_check<suffix>.md (a suffix per model: its pictures are that model's).
 
 A person fills `shape`, `colour`, `pattern`, `background` of each row from the sheet ("?" where the picture
 shows no clear value: those count as misreads of the judge, which always names one).
@@ -89,7 +89,7 @@ def score(labels: Path) -> list[str]:
     rows = list(csv.DictReader(labels.open()))
     lines = [f"# The judge on the model's own pictures: {len(rows)} generated images read by hand", "",
              f"Produced by `{command()}` from `{labels.resolve().relative_to(ROOT).as_posix()}` (the sample, drawn by "
-             "`judge_check sheet` from the concept sweep's evaluations of seed 0, and the hand readings). A hand "
+             "`judge_check sheet` from the concept sweep's evaluations, and the hand readings). A hand "
              "reading of \"?\" (no clear value in the picture) counts against the judge, which always names one.", "",
              "| attribute | judge agrees | misreads (judge -> by hand) |", "|---|---|---|"]
     for attribute in CHECKED:
@@ -104,8 +104,40 @@ def score(labels: Path) -> list[str]:
     every = [all(row[f"judge_{a}"] == row[a].strip() for a in CHECKED) for row in rows]
     lines += ["", f"All four attributes right: {sum(every)} of {len(every)} ({sum(every) / len(every):.0%})."]
     if all(Path(row["grid"]).is_file() for row in rows):  # the sweep's pictures are here: how sure was the judge?
-        lines += ["", *confidence(rows)]
+        lines += ["", *confidence(rows), "", *colour_disagreements(rows)]
     return lines
+
+
+def colour_disagreements(rows: list[dict]) -> list[str]:
+    """For each picture where the hand and the judge name different colours, the mean colour of the shape's pixels
+    (those far from the hand-read background's colour) and the palette colour nearest to it: an eye tells teal
+    from blue or green less surely than the palette's distances do."""
+    import numpy as np
+
+    from textual_inversion.miniworld.world import BACKGROUND_RGB, COLOUR_RGB
+
+    lines = ["Where the hand and the judge name different colours: the mean colour of the shape's pixels (further than "
+             "60 from the background's colour) and the palette colour nearest to it.", "",
+             "| picture | prompt | judge | by hand | shape's mean RGB | nearest palette colour |", "|---|---|---|---|---|---|"]
+    nearer = {"judge": 0, "hand": 0, "neither": 0}
+    for row in rows:
+        if row["judge_colour"] == row["colour"].strip():
+            continue
+        count = json.loads((Path(row["grid"]).parents[2] / "evaluation.json").read_text())["num_images"]
+        pixels = np.asarray(cut({"grid": row["grid"], "position": int(row["position"]), "count": count}), float)
+        background = BACKGROUND_RGB.get(row["background"].strip(), BACKGROUND_RGB[row["judge_background"]])
+        shape = pixels[np.linalg.norm(pixels - np.array(background, float), axis=2) > 60]
+        if not len(shape):
+            lines.append(f"| #{row['index']} | {row['prompt']} | {row['judge_colour']} | {row['colour']} | no shape | - |")
+            continue
+        mean = shape.mean(0)
+        nearest = min(COLOUR_RGB, key=lambda name: np.linalg.norm(np.array(COLOUR_RGB[name], float) - mean))
+        nearer["judge" if nearest == row["judge_colour"] else "hand" if nearest == row["colour"].strip()
+               else "neither"] += 1
+        lines.append(f"| #{row['index']} | {row['prompt']} | {row['judge_colour']} | {row['colour']} | "
+                     f"{', '.join(f'{v:.0f}' for v in mean)} | {nearest} |")
+    return lines + ["", f"The nearest palette colour is the judge's in {nearer['judge']}, the hand's in {nearer['hand']}, "
+                        f"neither in {nearer['neither']}."]
 
 
 def confidence(rows: list[dict]) -> list[str]:
@@ -169,9 +201,10 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--labels", default=str(RESULTS_DIR / "judge_check_labels.csv"))
+    parser.add_argument("--results-suffix", default="", help="with score: write judge_check<suffix>.md")
     args = parser.parse_args()
     if args.step == "score":
-        print_and_write(score(Path(args.labels)), RESULTS_DIR / "judge_check.md")
+        print_and_write(score(Path(args.labels)), RESULTS_DIR / f"judge_check{args.results_suffix}.md")
         return
     pictures = sampled_pictures(Path(args.workdir), args.count, args.seed)
     folder = Path(args.workdir) / "judge-check"

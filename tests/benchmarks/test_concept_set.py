@@ -1,4 +1,4 @@
-"""benchmarks/concept_set.py: a results file names the weights its rows were measured on."""
+"""benchmarks/concept_set.py: a results file names the weights its rows were measured on; the held-out concepts."""
 
 import json
 from pathlib import Path
@@ -37,3 +37,13 @@ def test_the_committed_sweep_results_are_the_packaged_models():
     from benchmarks.concept_set import SWEEP_RESULTS
 
     measured_on_packaged_model(SWEEP_RESULTS)
+
+
+def test_the_held_out_stripes_are_new_subjects_found_by_name(tmp_path):
+    from benchmarks.concept_set import CONCEPT_SET, HELD_OUT_STRIPES, concept_kind, find_concept
+
+    assert not {c.name for _, c in HELD_OUT_STRIPES} & {c.name for _, c in CONCEPT_SET}
+    assert not {c.seed for _, c in HELD_OUT_STRIPES} & {c.seed for _, c in CONCEPT_SET}  # scenes used nowhere else
+    folder, spec = find_concept("orange-striped-heart", tmp_path)
+    assert spec.attributes == {"shape": "heart", "colour": "orange", "pattern": "striped"}
+    assert len(list(folder.glob("*.png"))) == 5 and concept_kind("orange-striped-heart") == "held-out stripes"
