@@ -72,7 +72,7 @@ def main() -> None:
     from textual_inversion.models import load_pipeline
 
     torch.set_num_threads(args.threads)
-    pipe = load_pipeline("miniworld")
+    pipe = load_pipeline("miniworld")  # for its tokenizer and word embeddings; each loss runs on a fresh one
     table = []
     for concept in args.concepts:
         folder, spec = find_concept(concept, Path(args.workdir) / "concepts")
