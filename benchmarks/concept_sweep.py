@@ -151,6 +151,12 @@ def done(results: Path) -> list[dict]:
     return [json.loads(line) for line in results.read_text().splitlines()] if results.is_file() else []
 
 
+def is_ceiling(row: dict, start_from: str = "init-word") -> bool:
+    """Whether `row` is a conditioning ceiling (benchmarks/conditioning_ceiling.py) started from the init word (its
+    rows carry no "start") or, with start_from="words", from the concept's plain words."""
+    return row["condition"] == "ceiling" and ("start" in row) == (start_from == "words")
+
+
 def record(results: Path, row: dict) -> None:
     with results.open("a") as handle:
         handle.write(json.dumps(row) + "\n")
@@ -305,7 +311,7 @@ def tables(rows: list[dict], budgets: list[int], seeds: list[int]) -> list[str]:
         own = [r for r in rows if r["concept"] == name]
         base = {r["baseline"]: r for r in own if r["condition"] == "baselines"}
         ceiling = ", ".join(f"{r['fidelity']:.2f}" for r in sorted(
-            (r for r in own if r["condition"] == "ceiling" and "start" not in r), key=lambda r: r["seed"])) or "-"
+            (r for r in own if is_ceiling(r)), key=lambda r: r["seed"])) or "-"
         first = [own[0]["kind"], name] + [f"{base[c]['fidelity']:.2f} / {base[c]['editability']:.2f}" if c in base
                                           else "-" for c in ("init_word", "words")] + [ceiling]
         for index, method in enumerate(m for m in methods_in(rows) if any(r["condition"] == m for r in own)):
@@ -364,8 +370,8 @@ def goals(rows: list[dict], seeds: list[int]) -> list[str]:
         own = [r for r in rows if r["concept"] == name]
         # The ceiling from either start: on a model whose plain words draw the concept, the optimisation from the
         # init word alone can stop short of what the UNet draws.
-        peaks = {start: [r["peak"] for r in sorted(own, key=lambda r: r.get("seed", 0)) if r["condition"] == "ceiling"
-                         and ("start" in r) == (start == "plain words")] for start in ("init word", "plain words")}
+        peaks = {label: [r["peak"] for r in sorted(own, key=lambda r: r.get("seed", 0)) if is_ceiling(r, start)]
+                 for label, start in (("init word", "init-word"), ("plain words", "words"))}
         every_peak = peaks["init word"] + peaks["plain words"]
         runs = [r for r in own if r["condition"] in METHODS]
         settings = {(method, budget): met_on_every_seed(runs, method, budget, seeds) for method in methods_in(runs)
@@ -384,8 +390,8 @@ def goals(rows: list[dict], seeds: list[int]) -> list[str]:
         def listed(chosen: list[tuple[str, int]]) -> str:
             return ", ".join(f"{method} {budget}" for method, budget in chosen) or "none"
 
-        ceiling = "; ".join(f"{start}: " * bool(peaks["plain words"]) + ", ".join(f"{p:.2f}" for p in found)
-                            for start, found in peaks.items() if found) or "-"
+        ceiling = "; ".join(f"{label}: " * bool(peaks["plain words"]) + ", ".join(f"{p:.2f}" for p in found)
+                            for label, found in peaks.items() if found) or "-"
         lines.append(f"| {own[0]['kind']} | {name} | {ceiling} | "
                      f"{sum(map(at_target, runs))} of {len(runs)} | {listed(every_seed)} | {listed(tokens)} |")
     complete = {setting: sum(hits) for setting, hits in token_settings.items()
@@ -472,7 +478,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--passes", type=int, nargs="+", default=[200, 800, 3200])
     parser.add_argument("--concepts", nargs="+", default=[c.name for _, c in CONCEPT_SET],
-                        help="the set's concepts by name (or concept_set.HELD_OUT_STRIPES', with a --results file of their own), or a "
+                        help="the set's concepts by name (or those of concept_set.HELD_OUT_STRIPES, with a --results file of their "
+                             "own), or a "
                              "bundled one's folder in examples/concepts/ (e.g. star)")
     parser.add_argument("--num-images", type=int, default=4, help="images per evaluation prompt")
     parser.add_argument("--workdir", default="runs/concept-sweep", help="the rendered concepts and each run's folder")

@@ -23,7 +23,7 @@ import torch
 
 from .common import argument_parser, bundled_concept, command, print_and_write
 from .concept_set import SWEEP_RESULTS, measured_on_packaged_model, write_concept_set
-from .concept_sweep import METHODS, done, record
+from .concept_sweep import METHODS, done, is_ceiling, record
 
 # The optimisation and its checks, as --steps, --every, --lr, --batch-size and --num-images default to.
 SETTINGS = {"steps": 400, "every": 100, "lr": 0.02, "batch_size": 8, "num_images": 16}
@@ -116,7 +116,7 @@ def concept_set_table(args, pipe, judge) -> None:
 
 def ceiling_rows(results: Path, start_from: str = "init-word") -> list[dict]:
     """The ceiling rows that started from the init word (rows without a "start"), or from the plain words."""
-    return [row for row in done(results) if row["condition"] == "ceiling" and ("start" in row) == (start_from == "words")]
+    return [row for row in done(results) if is_ceiling(row, start_from)]
 
 
 def verdict(peak: float, ti: float | None) -> str:

@@ -64,6 +64,12 @@ def cut(picture: dict):
     return grid.crop((column * side, row * side, (column + 1) * side, (row + 1) * side))
 
 
+def row_picture(row: dict):
+    """The picture a sheet row (judge_check.csv) names, cut from its evaluation's grid."""
+    count = json.loads((Path(row["grid"]).parents[2] / "evaluation.json").read_text())["num_images"]  # <run>/evaluation-N/grids/<condition>/<prompt>.png
+    return cut({"grid": row["grid"], "position": int(row["position"]), "count": count})
+
+
 def write_sheets(pictures: list[dict], folder: Path) -> list[Path]:
     from PIL import Image, ImageDraw
 
@@ -123,8 +129,7 @@ def colour_disagreements(rows: list[dict]) -> list[str]:
     for row in rows:
         if row["judge_colour"] == row["colour"].strip():
             continue
-        count = json.loads((Path(row["grid"]).parents[2] / "evaluation.json").read_text())["num_images"]
-        pixels = np.asarray(cut({"grid": row["grid"], "position": int(row["position"]), "count": count}), float)
+        pixels = np.asarray(row_picture(row), float)
         background = BACKGROUND_RGB.get(row["background"].strip(), BACKGROUND_RGB[row["judge_background"]])
         shape = pixels[np.linalg.norm(pixels - np.array(background, float), axis=2) > 60]
         if not len(shape):
@@ -149,11 +154,7 @@ def confidence(rows: list[dict]) -> list[str]:
 
     from textual_inversion.miniworld.judge import load_judge, to_batch
 
-    def num_images(grid: str) -> int:  # <run>/evaluation-N/grids/<condition>/<prompt>.png
-        return json.loads((Path(grid).parents[2] / "evaluation.json").read_text())["num_images"]
-
-    pictures = [cut({"grid": row["grid"], "position": int(row["position"]), "count": num_images(row["grid"])})
-                for row in rows]
+    pictures = [row_picture(row) for row in rows]
     judge = load_judge()
     with torch.no_grad():
         logits = judge(to_batch(pictures))
