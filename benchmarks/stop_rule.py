@@ -7,10 +7,13 @@ it must reach, how many checks in a row) then stops each run at its first pass; 
 with the evaluation's fidelity there. Written to benchmarks/results/stop_rule.md.
 
     python -m benchmarks.stop_rule [--concepts hidden-colour dotted-style my-toy] [--seeds 0 1 2] [--steps 300] \
-        [--lr 0.2] [--checks requests-8 requests-4 requests-8-6steps] [--results-suffix _lr0.1]
+        [--lr 0.2] [--checks requests-8 requests-4 requests-8-6steps] [--results-suffix _lr0.1] \
+        [--setting pivotal] [--evaluate-at-stops]
 
 --concepts takes the bundled concepts (examples/concepts/) and those of the new concept set
-(benchmarks/concept_set.py), on which no rule was chosen.
+(benchmarks/concept_set.py), on which no rule was chosen. --evaluate-at-stops scores the evaluation only where
+some rule stops and at the last step (the evaluation costs far more than the checks), so a run no rule stops
+shows only its end.
 """
 
 from __future__ import annotations
@@ -26,21 +29,30 @@ from .common import RESULTS_DIR, argument_parser, command, machine, print_and_wr
 from .concept_set import find_concept
 
 TRAINING = {"vectors": 6, "lr": 0.2, "batch_size": 4, "timesteps": "stratified"}
+# --setting: what trains. pivotal is the time-to-concept benchmark's pivotal tuning (docs/speed.md), on whose runs on
+# the concept set the shipped rule stopped 8 of 23 below the target (time_to_concept_end_to_end_pivotal_stop_concept_set_*.md).
+SETTINGS = {"textual-inversion": TRAINING,
+            "pivotal": {"method": "pivotal", "vectors": 6, "lr": 0.05, "lora_lr": 1e-3, "rank": 8, "batch_size": 4,
+                        "ti_fraction": 1.0}}
 SHARES = (0.75, 0.875)
 IN_A_ROW = (1, 2)
+EVALUATION_STEPS = 25  # evaluate_concept's sampler steps (the pipeline's own DDIM)
 
 
 def candidate_checks(check, captions: list[list[str]]) -> dict:
     """Every check this benchmark can compare, by name: plain requests for the token (8 images, the one shipped),
     each picture's caption and a plain request in turn (8), those twice over with other seeds (16), and cheaper
-    plain-request checks: the first 4 images, or all 8 with fewer sampler steps."""
+    plain-request checks: the first 4 images, or all 8 with fewer sampler steps; and checks nearer the evaluation:
+    plain requests twice over with other seeds (16), or the 8 drawn with the evaluation's own sampler and steps."""
     in_captions = [options[0] for options in captions]
     mixed = [prompt for i in range(4) for prompt in (in_captions[i % len(in_captions)], check.prompts[i])]
     return {"mixed-8": dataclasses.replace(check, prompts=mixed), "requests-8": check,
             "mixed-16": dataclasses.replace(check, prompts=mixed * 2),
             "requests-4": dataclasses.replace(check, prompts=check.prompts[:4]),
             "requests-8-6steps": dataclasses.replace(check, steps=6),
-            "requests-8-4steps": dataclasses.replace(check, steps=4)}
+            "requests-8-4steps": dataclasses.replace(check, steps=4),
+            "requests-16": dataclasses.replace(check, prompts=check.prompts * 2),
+            "requests-8-ddim25": dataclasses.replace(check, scheduler=None, steps=EVALUATION_STEPS)}
 
 
 def main() -> None:
@@ -52,12 +64,16 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=25)
     parser.add_argument("--target", type=float, default=0.8)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=TRAINING["lr"])
+    parser.add_argument("--lr", type=float, default=None, help="the setting's learning rate instead (textual "
+                        f"inversion's: {TRAINING['lr']})")
+    parser.add_argument("--setting", choices=list(SETTINGS), default="textual-inversion")
+    parser.add_argument("--evaluate-at-stops", action="store_true",
+                        help="score the evaluation only where a rule stops and at the last step")
     parser.add_argument("--checks", nargs="+", default=["mixed-8", "requests-8", "mixed-16"],
                         help="names from candidate_checks")
     parser.add_argument("--results-suffix", default="", help="write stop_rule<suffix>.md")
     args = parser.parse_args()
-    training = {**TRAINING, "lr": args.lr}
+    training = {**SETTINGS[args.setting], **({"lr": args.lr} if args.lr is not None else {})}
 
     import torch
 
@@ -81,14 +97,18 @@ def main() -> None:
              "name says fewer) and the judge's evaluation scores the fidelity prompts (4 images each, DDIM 25 steps). "
              f"A rule stops a run at its first pass; fidelity then must reach {args.target}. Checks: mixed-8 (each "
              "picture's caption and a plain request in turn), requests-8 (plain requests only), mixed-16 (mixed, twice "
-             "as many images), requests-4 (the first 4 of requests-8's images). A pass at the last step counts as a "
-             "stop here, though a run ends there anyway.", "",
+             "as many images), requests-4 (the first 4 of requests-8's images), requests-16 (plain requests, twice as many "
+             "images), requests-8-ddim25 (requests-8's prompts and seeds drawn with the evaluation's DDIM at 25 steps). "
+             "A pass at the last step counts as a stop here, though a run ends there anyway."
+             + (" Evaluated only where some rule stops and at the last step (-: not evaluated)."
+                if args.evaluate_at_stops else ""), "",
              "Seconds per check (median): " + ", ".join(
                  f"{name} {statistics.median(v):.2f} s" for name, v in check_seconds.items() if v) + ".", "",
              "## Per run: the evaluation's fidelity and each check's share at every check step", ""]
     for concept, seed, scores in runs:
         lines.append(f"- {concept}, seed {seed}: " + "; ".join(
-            f"{step}: {s['fidelity']:.2f} ({' / '.join(f'{s[name]:.2f}' for name in args.checks)})"
+            (f"{step}: {s['fidelity']:.2f} " if "fidelity" in s else f"{step}: - ")
+            + f"({' / '.join(f'{s[name]:.2f}' for name in args.checks)})"
             for step, s in sorted(scores.items())))
     lines += ["", f"(step: fidelity ({' / '.join(args.checks)}))", "", "## Each rule over every run", "",
               "| check | share | checks in a row | runs stopped | of those at the target | stopped below it "
@@ -103,19 +123,26 @@ def main() -> None:
     print_and_write(lines, RESULTS_DIR / f"stop_rule{args.results_suffix}.md")
 
 
+def first_stop(scores: dict[int, dict], name: str, share: float, in_a_row: int) -> int | None:
+    """The step at which check `name` first reaches `share` on `in_a_row` checks in a row (None: never)."""
+    steps = sorted(scores)
+    return next((steps[i] for i in range(in_a_row - 1, len(steps))
+                 if all(scores[steps[j]][name] >= share for j in range(i - in_a_row + 1, i + 1))), None)
+
+
 def rule_row(runs: list, name: str, share: float, in_a_row: int, target: float, seconds_a_check: float) -> str:
     """One row of the rules' table: where check `name` with this share and count in a row stops each run. The
-    checks' seconds count every check up to each stop (or the run's end), at the check's median seconds."""
+    checks' seconds count every check up to each stop (or the run's end), at the check's median seconds. A run
+    scored only at the stops (--evaluate-at-stops) counts as missed when its last step reached the target."""
     stopped = good = early = missed = 0
     stops = []
     checks_run = 0
     for concept, seed, scores in runs:
         steps = sorted(scores)
-        at = next((steps[i] for i in range(in_a_row - 1, len(steps))
-                   if all(scores[steps[j]][name] >= share for j in range(i - in_a_row + 1, i + 1))), None)
+        at = first_stop(scores, name, share, in_a_row)
         checks_run += len([step for step in steps if at is None or step <= at])
         if at is None:
-            missed += any(s["fidelity"] >= target for s in scores.values())
+            missed += any(s.get("fidelity", 0) >= target for s in scores.values())
             stops.append(f"{concept}/{seed}: -")
             continue
         stopped += 1
@@ -148,6 +175,11 @@ def scored_run(args, training: dict, folder: Path, spec, data, seed: int, output
             started = time.perf_counter()
             scores[step][name] = learned_share(pipe, check)
             check_seconds[name].append(time.perf_counter() - started)
+        stops_here = any(first_stop(scores, name, share, in_a_row) == step
+                         for name in checks for share in SHARES for in_a_row in IN_A_ROW)
+        if args.evaluate_at_stops and not stops_here and step != args.steps:
+            print(f"{spec.token} seed {seed} step {step}: {scores[step]}", flush=True)
+            return
         report = evaluate_concept(pipe, spec, output / "scores", 4, conditions=("concept",), edits=False)
         scores[step]["fidelity"] = report["fidelity"]
         print(f"{spec.token} seed {seed} step {step}: {scores[step]}", flush=True)

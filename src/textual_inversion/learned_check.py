@@ -40,6 +40,7 @@ class LearnedCheck:
     seed: int  # the same noise at every check, so checks differ only by the embedding
     judge: object  # miniworld.judge.JudgeNet, loaded once per run
     steps: int = CHECK_STEPS  # the sampler's steps per image
+    scheduler: str | None = CHECK_SCHEDULER  # a generation.SCHEDULERS name; None: the pipeline's own
 
 
 def learned_check(pictures: list[Image.Image], token: str, property_kind: str, seed: int) -> LearnedCheck:
@@ -77,7 +78,7 @@ def learned_share(pipe, check: LearnedCheck) -> float:
     from .miniworld.judge import predict
 
     generators = [torch.Generator().manual_seed(check.seed + i) for i in range(len(check.prompts))]
-    with using_sampler(pipe, CHECK_SCHEDULER):
+    with using_sampler(pipe, check.scheduler):
         images = pipe(check.prompts, num_inference_steps=check.steps, guidance_scale=CHECK_GUIDANCE,
                       generator=generators).images
     readings = predict(images, check.judge)
