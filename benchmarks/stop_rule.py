@@ -43,7 +43,8 @@ def candidate_checks(check, captions: list[list[str]]) -> dict:
     """Every check this benchmark can compare, by name: plain requests for the token (8 images, the one shipped),
     each picture's caption and a plain request in turn (8), those twice over with other seeds (16), and cheaper
     plain-request checks: the first 4 images, or all 8 with fewer sampler steps; and checks nearer the evaluation:
-    plain requests twice over with other seeds (16), or the 8 drawn with the evaluation's own sampler and steps."""
+    plain requests twice over with other seeds (16), the 8 drawn with the evaluation's own sampler and steps, or
+    the 8 with new noise at every check (FRESH_NOISE)."""
     in_captions = [options[0] for options in captions]
     mixed = [prompt for i in range(4) for prompt in (in_captions[i % len(in_captions)], check.prompts[i])]
     return {"mixed-8": dataclasses.replace(check, prompts=mixed), "requests-8": check,
@@ -52,7 +53,13 @@ def candidate_checks(check, captions: list[list[str]]) -> dict:
             "requests-8-6steps": dataclasses.replace(check, steps=6),
             "requests-8-4steps": dataclasses.replace(check, steps=4),
             "requests-16": dataclasses.replace(check, prompts=check.prompts * 2),
-            "requests-8-ddim25": dataclasses.replace(check, scheduler=None, steps=EVALUATION_STEPS)}
+            "requests-8-ddim25": dataclasses.replace(check, scheduler=None, steps=EVALUATION_STEPS),
+            "requests-8-fresh": check}
+
+
+# Checks that draw new noise at every check (the seeds move on by the check's image count), so that two checks
+# in a row are two samples: with the same noise each time, a lucky draw passes again and again.
+FRESH_NOISE = ("requests-8-fresh",)
 
 
 def main() -> None:
@@ -98,7 +105,8 @@ def main() -> None:
              f"A rule stops a run at its first pass; fidelity then must reach {args.target}. Checks: mixed-8 (each "
              "picture's caption and a plain request in turn), requests-8 (plain requests only), mixed-16 (mixed, twice "
              "as many images), requests-4 (the first 4 of requests-8's images), requests-16 (plain requests, twice as many "
-             "images), requests-8-ddim25 (requests-8's prompts and seeds drawn with the evaluation's DDIM at 25 steps). "
+             "images), requests-8-ddim25 (requests-8's prompts and seeds drawn with the evaluation's DDIM at 25 steps), "
+             "requests-8-fresh (requests-8 with new noise at every check). "
              "A pass at the last step counts as a stop here, though a run ends there anyway."
              + (" Evaluated only where some rule stops and at the last step (-: not evaluated)."
                 if args.evaluate_at_stops else ""), "",
@@ -172,6 +180,8 @@ def scored_run(args, training: dict, folder: Path, spec, data, seed: int, output
             return
         scores[step] = {}
         for name, check in checks.items():
+            if name in FRESH_NOISE:
+                check = dataclasses.replace(check, seed=check.seed + len(check.prompts) * (step // args.every))
             started = time.perf_counter()
             scores[step][name] = learned_share(pipe, check)
             check_seconds[name].append(time.perf_counter() - started)

@@ -13,3 +13,16 @@ def test_a_rule_stops_each_run_at_its_first_passes_in_a_row():
     # Once at 0.75: both stop at their first check, below the target: 2 checks.
     assert rule_row(runs, "c", 0.75, 1, target=0.8, seconds_a_check=2.0) == (
         "| c | 0.75 | 1 | 2 of 2 | 0 | 2 | 0 | 4 | a/0: 25 (0.50); b/1: 25 (0.20) |")
+
+
+def test_runs_scored_only_where_a_rule_stops():
+    """--evaluate-at-stops: steps no rule stops at carry no fidelity; a run no rule stops counts as missed when its
+    last step, always scored, reached the target."""
+    from benchmarks.stop_rule import first_stop
+
+    runs = [("a", 0, {25: {"c": 0.5}, 50: {"c": 0.75}, 75: {"fidelity": 0.9, "c": 0.875}}),
+            ("b", 1, {25: {"c": 0.5}, 50: {"c": 0.5}, 75: {"fidelity": 0.85, "c": 0.5}})]
+    assert first_stop(runs[0][2], "c", 0.75, 2) == 75
+    assert first_stop(runs[1][2], "c", 0.75, 1) is None
+    assert rule_row(runs, "c", 0.75, 2, target=0.8, seconds_a_check=1.0) == (
+        "| c | 0.75 | 2 | 1 of 2 | 1 | 0 | 1 | 6 | a/0: 75 (0.90); b/1: - |")
