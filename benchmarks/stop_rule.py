@@ -36,7 +36,7 @@ SETTINGS = {"textual-inversion": TRAINING,
                         "ti_fraction": 1.0}}
 SHARES = (0.75, 0.875)
 IN_A_ROW = (1, 2)
-EVALUATION_STEPS = 25  # evaluate_concept's sampler steps (the pipeline's own DDIM)
+EVALUATION_STEPS = 25  # the evaluation's sampler steps here (the pipeline's own DDIM), and requests-8-ddim25's
 
 
 def candidate_checks(check, captions: list[list[str]]) -> dict:
@@ -190,7 +190,8 @@ def scored_run(args, training: dict, folder: Path, spec, data, seed: int, output
         if args.evaluate_at_stops and not stops_here and step != args.steps:
             print(f"{spec.token} seed {seed} step {step}: {scores[step]}", flush=True)
             return
-        report = evaluate_concept(pipe, spec, output / "scores", 4, conditions=("concept",), edits=False)
+        report = evaluate_concept(pipe, spec, output / "scores", 4, steps=EVALUATION_STEPS, conditions=("concept",),
+                                  edits=False)
         scores[step]["fidelity"] = report["fidelity"]
         print(f"{spec.token} seed {seed} step {step}: {scores[step]}", flush=True)
 
