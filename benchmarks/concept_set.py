@@ -99,6 +99,7 @@ HELD_OUT_STRIPES: tuple[tuple[str, Concept], ...] = (
     ("held-out stripes", composite("heart", "orange", "striped", 8501)),
     ("held-out stripes", composite("ring", "green", "striped", 8502)),
 )
+EVERY_RENDERED_CONCEPT = CONCEPT_SET + HELD_OUT_STRIPES  # what the benchmarks can name
 
 
 def write_concept_set(output: Path) -> dict[str, tuple[str, Path, ConceptSpec]]:
@@ -117,13 +118,13 @@ def rendered(concept: Concept, output: Path) -> tuple[Path, ConceptSpec]:
 
 def concept_kind(name: str) -> str:
     """The kind this set (or HELD_OUT_STRIPES) lists a concept under; "bundled" for one of examples/concepts/."""
-    return next((kind for kind, concept in CONCEPT_SET + HELD_OUT_STRIPES if concept.name == name), "bundled")
+    return next((kind for kind, concept in EVERY_RENDERED_CONCEPT if concept.name == name), "bundled")
 
 
 def find_concept(name: str, workdir: Path) -> tuple[Path, ConceptSpec]:
     """(folder, spec) of a bundled concept (examples/concepts/) or of one in this set or HELD_OUT_STRIPES (rendered
     into `workdir`)."""
-    for _, concept in CONCEPT_SET + HELD_OUT_STRIPES:
+    for _, concept in EVERY_RENDERED_CONCEPT:
         if concept.name == name:
             return rendered(concept, Path(workdir))
     return bundled_concept(name)

@@ -477,7 +477,7 @@ def plot(rows: list[dict], budgets: list[int], path: Path) -> None:
 
 
 def main() -> None:
-    from .concept_set import CONCEPT_SET, HELD_OUT_STRIPES
+    from .concept_set import CONCEPT_SET, EVERY_RENDERED_CONCEPT
 
     parser = argument_parser(__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -517,7 +517,7 @@ def main() -> None:
         recorded = [r for r in done(results) if "passes" in r]
         # (the held-out concepts have a results file of their own: their tables are written from it)
         measured = {r["concept"] for r in recorded}
-        args.concepts = [c.name for _, c in CONCEPT_SET + HELD_OUT_STRIPES if c.name in measured]
+        args.concepts = [c.name for _, c in EVERY_RENDERED_CONCEPT if c.name in measured]
         args.seeds = sorted({r["seed"] for r in recorded if "seed" in r})
         budgets = sorted({r["passes"] for r in recorded})
         produced_by = (f"python -m benchmarks.concept_sweep --report --seeds {' '.join(map(str, args.seeds))} "

@@ -13,13 +13,15 @@ with the evaluation's fidelity there. Written to benchmarks/results/stop_rule.md
 --concepts takes the bundled concepts (examples/concepts/) and those of the new concept set
 (benchmarks/concept_set.py), on which no rule was chosen. --evaluate-at-stops scores the evaluation only where
 some rule stops and at the last step (the evaluation costs far more than the checks), so a run no rule stops
-shows only its end.
+shows only its end. --from-results tabulates the rules over the runs of earlier results files instead of training
+(several files: their runs together, e.g. every run a rule was not chosen on).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -79,7 +81,13 @@ def main() -> None:
     parser.add_argument("--checks", nargs="+", default=["mixed-8", "requests-8", "mixed-16"],
                         help="names from candidate_checks")
     parser.add_argument("--results-suffix", default="", help="write stop_rule<suffix>.md")
+    parser.add_argument("--from-results", nargs="+", type=Path, default=None,
+                        help="stop_rule results files whose runs to tabulate (each must hold every --checks) instead "
+                             "of training")
     args = parser.parse_args()
+    if args.from_results:
+        tabulate_results(args)
+        return
     training = {**SETTINGS[args.setting], **({"lr": args.lr} if args.lr is not None else {})}
 
     import torch
@@ -113,21 +121,84 @@ def main() -> None:
              "Seconds per check (median): " + ", ".join(
                  f"{name} {statistics.median(v):.2f} s" for name, v in check_seconds.items() if v) + ".", "",
              "## Per run: the evaluation's fidelity and each check's share at every check step", ""]
-    for concept, seed, scores in runs:
-        lines.append(f"- {concept}, seed {seed}: " + "; ".join(
-            (f"{step}: {s['fidelity']:.2f} " if "fidelity" in s else f"{step}: - ")
-            + f"({' / '.join(f'{s[name]:.2f}' for name in args.checks)})"
-            for step, s in sorted(scores.items())))
-    lines += ["", f"(step: fidelity ({' / '.join(args.checks)}))", "", "## Each rule over every run", "",
-              "| check | share | checks in a row | runs stopped | of those at the target | stopped below it "
-              "| never stopped though a step reached it | checks' seconds to the stops | stop steps |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for name in args.checks:
+    lines += [run_line(concept, seed, scores, args.checks) for concept, seed, scores in runs]
+    lines += ["", checks_line(args.checks), ""]
+    lines += rules_table(runs, args.checks, args.target, {name: statistics.median(v) for name, v in check_seconds.items()})
+    lines += ["", f"Load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores."]
+    print_and_write(lines, RESULTS_DIR / f"stop_rule{args.results_suffix}.md")
+
+
+def run_line(concept: str, seed: int, scores: dict[int, dict], checks: list[str]) -> str:
+    """One run's scores at every check step, as the results file lists them (runs_from_results reads them back)."""
+    return f"- {concept}, seed {seed}: " + "; ".join(
+        (f"{step}: {s['fidelity']:.2f} " if "fidelity" in s else f"{step}: - ")
+        + f"({' / '.join(f'{s[name]:.2f}' for name in checks)})" for step, s in sorted(scores.items()))
+
+
+def checks_line(checks: list[str]) -> str:
+    return f"(step: fidelity ({' / '.join(checks)}))"
+
+
+def rules_table(runs: list, checks: list[str], target: float, seconds_a_check: dict[str, float]) -> list[str]:
+    """The markdown table of every rule (check x share x checks in a row) over `runs`."""
+    lines = ["## Each rule over every run", "",
+             "| check | share | checks in a row | runs stopped | of those at the target | stopped below it "
+             "| never stopped though a step reached it | runs ending at the target | mean steps to the end "
+             "| checks' seconds to the stops | stop steps |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name in checks:
         for share in SHARES:
             for in_a_row in IN_A_ROW:
-                lines.append(rule_row(runs, name, share, in_a_row, args.target,
-                                      statistics.median(check_seconds[name])))
-    lines += ["", f"Load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores."]
+                lines.append(rule_row(runs, name, share, in_a_row, target, seconds_a_check[name]))
+    return lines + ["", "A run ends at its stop, or at its last step when the rule never stops it; it ends at the "
+                        "target when the evaluation's fidelity there reaches it."]
+
+
+RUN_LINE = re.compile(r"^- (\S+), seed (\d+): (.*)$")
+CHECK_SCORES = re.compile(r"(\d+): (-|[\d.]+) \(([^)]*)\)")
+CHECKS_LINE = re.compile(r"^\(step: fidelity \((.*)\)\)$")
+SECONDS = re.compile(r"([\w-]+) ([\d.]+) s")
+
+
+def runs_from_results(text: str) -> tuple[list, dict[str, float]]:
+    """(runs, median seconds a check) as a stop_rule results file lists them (its per-run lines hold every score to
+    2 decimals: exact enough for shares in 16ths against 0.75 and 0.875, and fidelity against 0.8)."""
+    lines = text.splitlines()
+    names = next(m.group(1).split(" / ") for m in map(CHECKS_LINE.match, lines) if m)
+    seconds_line = next(line for line in lines if line.startswith("Seconds per check"))
+    runs = []
+    for match in filter(None, map(RUN_LINE.match, lines)):
+        scores = {}
+        for step, fidelity, shares in CHECK_SCORES.findall(match.group(3)):
+            scores[int(step)] = dict(zip(names, map(float, shares.split(" / ")), strict=True))
+            if fidelity != "-":
+                scores[int(step)]["fidelity"] = float(fidelity)
+        runs.append((match.group(1), int(match.group(2)), scores))
+    return runs, {name: float(s) for name, s in SECONDS.findall(seconds_line.split(":", 1)[1])}
+
+
+def tabulate_results(args) -> None:
+    """--from-results: the rules' table over the runs of the given results files together."""
+    runs, seconds = [], {}
+    for path in args.from_results:
+        if not path.is_file():
+            raise SystemExit(f"--from-results {path}: no such file; give stop_rule results files "
+                             "(benchmarks/results/stop_rule*.md)")
+        file_runs, file_seconds = runs_from_results(path.read_text())
+        missing = [name for name in args.checks if name not in file_seconds]
+        if missing:
+            raise SystemExit(f"--from-results {path}: has no check {', '.join(missing)}; choose --checks among "
+                             f"{', '.join(file_seconds)}")
+        runs += file_runs
+        for name, s in file_seconds.items():
+            seconds.setdefault(name, []).append(s)
+    lines = [f"# Stopping rules for --stop-when-learned, over the runs of {len(args.from_results)} results files", "",
+             f"Produced by `{command()}` from the per-run scores of "
+             + ", ".join(f"[`{path.name}`]({path.name})" for path in args.from_results)
+             + f" ({len(runs)} runs; each file says how they were trained and checked). A rule stops a run at its "
+             f"first pass; fidelity then must reach {args.target}. Seconds a check: the files' median, averaged over "
+             "the files.", ""]
+    lines += rules_table(runs, args.checks, args.target, {name: statistics.mean(seconds[name]) for name in args.checks})
     print_and_write(lines, RESULTS_DIR / f"stop_rule{args.results_suffix}.md")
 
 
@@ -141,14 +212,17 @@ def first_stop(scores: dict[int, dict], name: str, share: float, in_a_row: int) 
 def rule_row(runs: list, name: str, share: float, in_a_row: int, target: float, seconds_a_check: float) -> str:
     """One row of the rules' table: where check `name` with this share and count in a row stops each run. The
     checks' seconds count every check up to each stop (or the run's end), at the check's median seconds. A run
-    scored only at the stops (--evaluate-at-stops) counts as missed when its last step reached the target."""
-    stopped = good = early = missed = 0
-    stops = []
+    scored only at the stops (--evaluate-at-stops) counts as missed when its last step reached the target. A run
+    ends at its stop, or at its last step (always evaluated) when the rule never stops it."""
+    stopped = good = early = missed = ends_at_target = 0
+    stops, end_steps = [], []
     checks_run = 0
     for concept, seed, scores in runs:
         steps = sorted(scores)
         at = first_stop(scores, name, share, in_a_row)
         checks_run += len([step for step in steps if at is None or step <= at])
+        end_steps.append(steps[-1] if at is None else at)
+        ends_at_target += scores[end_steps[-1]].get("fidelity", 0) >= target
         if at is None:
             missed += any(s.get("fidelity", 0) >= target for s in scores.values())
             stops.append(f"{concept}/{seed}: -")
@@ -159,7 +233,8 @@ def rule_row(runs: list, name: str, share: float, in_a_row: int, target: float, 
         early += not reached
         stops.append(f"{concept}/{seed}: {at} ({scores[at]['fidelity']:.2f})")
     return (f"| {name} | {share} | {in_a_row} | {stopped} of {len(runs)} | {good} | {early} | {missed} | "
-            f"{checks_run * seconds_a_check:.0f} | {'; '.join(stops)} |")
+            f"{ends_at_target} | {statistics.mean(end_steps):.0f} | {checks_run * seconds_a_check:.0f} | "
+            f"{'; '.join(stops)} |")
 
 
 def scored_run(args, training: dict, folder: Path, spec, data, seed: int, output: Path,
