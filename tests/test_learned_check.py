@@ -11,7 +11,6 @@ from textual_inversion.data import read_training_data
 from textual_inversion.learned_check import (
     CHECK_IMAGES,
     CHECK_SEEDS,
-    PASSES_TO_STOP,
     LearnedCheck,
     learned_check,
     learned_share,
@@ -37,10 +36,15 @@ def test_the_check_asks_for_what_every_picture_shows():
 
 
 def test_a_run_stops_after_enough_passing_checks_in_a_row():
-    assert PASSES_TO_STOP == 2
-    assert not should_stop([], 0.75) and not should_stop([0.875], 0.75)
-    assert not should_stop([0.875, 0.5], 0.75) and not should_stop([0.5, 0.75, 0.625], 0.75)
-    assert should_stop([0.0, 0.75, 0.875], 0.75) and not should_stop([0.75, 0.875], 0.9)
+    assert not should_stop([], 0.75, 2) and not should_stop([0.875], 0.75, 2)
+    assert not should_stop([0.875, 0.5], 0.75, 2) and not should_stop([0.5, 0.75, 0.625], 0.75, 2)
+    assert should_stop([0.0, 0.75, 0.875], 0.75, 2) and not should_stop([0.75, 0.875], 0.9, 2)
+    assert should_stop([0.5, 0.875], 0.875, 1) and not should_stop([0.875, 0.75], 0.875, 1)
+
+
+def test_by_default_one_check_with_seven_of_eight_images_stops_a_run():
+    config = TrainConfig.from_values(dict(images="pics", token="<t>", init_token="dog"))
+    assert (config.learned_share, config.learned_passes) == (0.875, 1)
 
 
 def test_pictures_with_nothing_in_common_are_refused(monkeypatch):
@@ -72,7 +76,7 @@ def test_a_run_stops_at_the_checks_that_pass(tmp_path, monkeypatch):
     monkeypatch.setattr(training, "learned_share", lambda pipe, check: next(shares))
     config = TrainConfig.from_values(dict(
         images=str(CONCEPTS / "hidden-colour"), token="<teal-thing>", init_token="circle", steps=10, batch_size=1,
-        stop_when_learned=True, learned_every=2, learned_share=0.75, checkpoint_every=0,
+        stop_when_learned=True, learned_every=2, learned_share=0.75, learned_passes=2, checkpoint_every=0,
         output_dir=str(tmp_path / "run")))
     result = train(config)
     assert result.steps == 8 and result.stopped_early  # one pass alone (step 2) does not stop it; two in a row do
@@ -91,6 +95,8 @@ def test_only_miniworld_can_be_checked_and_the_share_is_a_fraction(tiny_sd1_path
             TrainConfig.from_values(dict(base, learned_share=share)).validate()
     with pytest.raises(UserError, match="--learned-every 0: must be at least 1"):
         TrainConfig.from_values(dict(base, learned_every=0)).validate()
+    with pytest.raises(UserError, match="--learned-passes 0: must be at least 1"):
+        TrainConfig.from_values(dict(base, learned_passes=0)).validate()
 
 
 def test_a_resumed_run_remembers_its_checks(tmp_path, monkeypatch):
@@ -103,7 +109,7 @@ def test_a_resumed_run_remembers_its_checks(tmp_path, monkeypatch):
     monkeypatch.setattr(training, "learned_share", lambda pipe, check: next(shares))
     config = TrainConfig.from_values(dict(
         images=str(CONCEPTS / "hidden-colour"), token="<teal-thing>", init_token="circle", steps=10, batch_size=1,
-        stop_when_learned=True, learned_every=2, checkpoint_every=0, output_dir=str(tmp_path / "run")))
+        stop_when_learned=True, learned_every=2, learned_passes=2, checkpoint_every=0, output_dir=str(tmp_path / "run")))
     stop = threading.Event()
     first = train(config, stop=stop, on_step=lambda step, loss: stop.set() if step == 5 else None)
     assert first.stopped and first.steps == 5

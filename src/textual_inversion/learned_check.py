@@ -3,8 +3,8 @@
 A fixed step count ends some seeds before the concept lands and others after it, in a dip. miniworld's
 judge can tell instead: it reads the attributes every training picture shows (their shape and colour for
 an object, their pattern for a style), and every few steps the run draws a few images of the token with
-the current embedding and stops once enough of them show all of those attributes, twice in a row. It only
-works where the judge can read the images, so only on miniworld.
+the current embedding and stops once enough of them show all of those attributes. It only works where the
+judge can read the images, so only on miniworld.
 """
 
 from __future__ import annotations
@@ -25,10 +25,6 @@ CHECK_SCHEDULER = "dpm++"
 CHECK_STEPS = 10
 CHECK_GUIDANCE = 4.0  # the judge's evaluation's guidance
 CHECK_SEEDS = 1_000_000  # the first image's seed, plus the run's --seed
-# benchmarks/results/stop_rule.md: a share of 0.75 on two checks in a row stopped 5 of 9 runs (3 concepts, 3
-# seeds), each with its evaluation at the target; one check alone, or captions among the prompts, also
-# stopped runs whose concept came and went.
-PASSES_TO_STOP = 2
 
 
 @dataclass
@@ -67,9 +63,9 @@ def learned_check(pictures: list[Image.Image], token: str, property_kind: str, s
     return LearnedCheck(prompts, shared, CHECK_SEEDS + seed, judge)
 
 
-def should_stop(shares: list[float], share: float) -> bool:
-    """Whether the checks so far (`shares`, oldest first) say stop: the last PASSES_TO_STOP reach `share`."""
-    return len(shares) >= PASSES_TO_STOP and all(s >= share for s in shares[-PASSES_TO_STOP:])
+def should_stop(shares: list[float], share: float, passes: int) -> bool:
+    """Whether the checks so far (`shares`, oldest first) say stop: the last `passes` of them reach `share`."""
+    return len(shares) >= passes and all(s >= share for s in shares[-passes:])
 
 
 @torch.no_grad()

@@ -41,7 +41,7 @@ from .data import (
 )
 from .errors import UserError
 from .generation import save_grid, using_sampler
-from .learned_check import PASSES_TO_STOP, learned_check, learned_share, should_stop
+from .learned_check import learned_check, learned_share, should_stop
 from .methods import Method, get_method
 from .models import (
     default_resolution,
@@ -300,9 +300,9 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
     check = None
     if config.stop_when_learned:
         check = learned_check(data.images, config.token, config.property, config.seed)
-        logger.info("--stop-when-learned: every %d steps, stop once %.0f %% of %d images show %s, %d times in a row",
+        logger.info("--stop-when-learned: every %d steps, stop once %.0f %% of %d images show %s, %d time(s) in a row",
                     config.learned_every, 100 * config.learned_share, len(check.prompts),
-                    ", ".join(f"{k} {v}" for k, v in check.shared.items()), PASSES_TO_STOP)
+                    ", ".join(f"{k} {v}" for k, v in check.shared.items()), config.learned_passes)
 
     stopped_early = stop_requested = False
     first_step = step
@@ -358,9 +358,9 @@ def run_training(config: TrainConfig, method: Method, pipe, accelerator: Acceler
                 with parameters_set_to(method.trainable_parameters(), moving_average), accelerator.autocast():
                     share = on_main_process(accelerator, learned_share, pipe, check)
                 learned_checks.append((step, share))
-                if should_stop([s for _, s in learned_checks], config.learned_share):
-                    logger.info("stopped at step %d: in the last %d checks, at least %.0f %% of the images showed "
-                                "what the pictures share", step, PASSES_TO_STOP, 100 * config.learned_share)
+                if should_stop([s for _, s in learned_checks], config.learned_share, config.learned_passes):
+                    logger.info("stopped at step %d: in the last %d check(s), at least %.0f %% of the images showed "
+                                "what the pictures share", step, config.learned_passes, 100 * config.learned_share)
                     stopped_early = True
                     break
             if history:
