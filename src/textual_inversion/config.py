@@ -69,7 +69,7 @@ class TrainConfig:
     learned_share: float = option(0.875, "the fraction of a check's images that must show the pictures' shared "
                                          "attributes for --stop-when-learned to stop")
     learned_passes: int = option(1, "how many checks in a row must reach --learned-share for --stop-when-learned "
-                                    "to stop (until 2026-12-06 the rule was share 0.75, 2 checks)")
+                                    "to stop")
     batch_size: int | None = option(None, "images per step (default: the method's on miniworld, listed under it, "
                                           "else 1)", usual=1)
     timesteps: str = option("uniform", "how a batch draws its noise levels: uniform (each on its own) or stratified "
