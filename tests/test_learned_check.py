@@ -42,9 +42,17 @@ def test_a_run_stops_after_enough_passing_checks_in_a_row():
     assert should_stop([0.5, 0.875], 0.875, 1) and not should_stop([0.875, 0.75], 0.875, 1)
 
 
-def test_by_default_one_check_with_seven_of_eight_images_stops_a_run():
-    config = TrainConfig.from_values(dict(images="pics", token="<t>", init_token="dog"))
+def test_by_default_one_check_with_seven_of_eight_images_stops_a_run(tmp_path, monkeypatch):
+    from textual_inversion import training
+
+    shares = iter([0.75, 0.875])
+    monkeypatch.setattr(training, "learned_share", lambda pipe, check: next(shares))
+    config = TrainConfig.from_values(dict(
+        images=str(CONCEPTS / "hidden-colour"), token="<teal-thing>", init_token="circle", steps=10, batch_size=1,
+        stop_when_learned=True, learned_every=2, checkpoint_every=0, output_dir=str(tmp_path / "run")))
     assert (config.learned_share, config.learned_passes) == (0.875, 1)
+    result = train(config)
+    assert result.steps == 4 and result.stopped_early  # 6 of 8 at step 2 goes on; 7 of 8 at step 4 stops
 
 
 def test_pictures_with_nothing_in_common_are_refused(monkeypatch):
