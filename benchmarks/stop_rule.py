@@ -203,10 +203,12 @@ def tabulate_results(args) -> None:
 
 
 def first_stop(scores: dict[int, dict], name: str, share: float, in_a_row: int) -> int | None:
-    """The step at which check `name` first reaches `share` on `in_a_row` checks in a row (None: never)."""
-    steps = sorted(scores)
-    return next((steps[i] for i in range(in_a_row - 1, len(steps))
-                 if all(scores[steps[j]][name] >= share for j in range(i - in_a_row + 1, i + 1))), None)
+    """The step at which check `name` first reaches `share` on `in_a_row` checks in a row (None: never), by
+    `train`'s own rule (learned_check.should_stop) over the checks up to each step."""
+    from textual_inversion.learned_check import should_stop
+
+    shares = [scores[step][name] for step in sorted(scores)]
+    return next((step for i, step in enumerate(sorted(scores)) if should_stop(shares[:i + 1], share, in_a_row)), None)
 
 
 def rule_row(runs: list, name: str, share: float, in_a_row: int, target: float, seconds_a_check: float) -> str:
