@@ -44,27 +44,39 @@ IN_A_ROW = (1, 2)
 EVALUATION_STEPS = 25  # the evaluation's sampler steps here (the pipeline's own DDIM), and requests-8-ddim25's
 
 
-def candidate_checks(check, captions: list[list[str]]) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """A check this benchmark compares. With `fresh_noise` its images get new noise at every check (the seeds move on
+    by its image count), so that two checks in a row are two samples: with the same noise each time, a lucky draw
+    passes again and again."""
+
+    check: object  # learned_check.LearnedCheck
+    fresh_noise: bool = False
+
+    def drawn_at(self, number: int):
+        """The LearnedCheck as the run's `number`-th check draws it."""
+        if not self.fresh_noise:
+            return self.check
+        return dataclasses.replace(self.check, seed=self.check.seed + len(self.check.prompts) * number)
+
+
+def candidate_checks(check, captions: list[list[str]]) -> dict[str, Candidate]:
     """Every check this benchmark can compare, by name: plain requests for the token (8 images, the one shipped),
     each picture's caption and a plain request in turn (8), those twice over with other seeds (16), and cheaper
     plain-request checks: the first 4 images, or all 8 with fewer sampler steps; and checks nearer the evaluation:
     plain requests twice over with other seeds (16), the 8 drawn with the evaluation's own sampler and steps, or
-    the 8 with new noise at every check (FRESH_NOISE)."""
+    the 8 with new noise at every check."""
     in_captions = [options[0] for options in captions]
     mixed = [prompt for i in range(4) for prompt in (in_captions[i % len(in_captions)], check.prompts[i])]
-    return {"mixed-8": dataclasses.replace(check, prompts=mixed), "requests-8": check,
-            "mixed-16": dataclasses.replace(check, prompts=mixed * 2),
-            "requests-4": dataclasses.replace(check, prompts=check.prompts[:4]),
-            "requests-8-6steps": dataclasses.replace(check, steps=6),
-            "requests-8-4steps": dataclasses.replace(check, steps=4),
-            "requests-16": dataclasses.replace(check, prompts=check.prompts * 2),
-            "requests-8-ddim25": dataclasses.replace(check, scheduler=None, steps=EVALUATION_STEPS),
-            "requests-8-fresh": check}
-
-
-# Checks that draw new noise at every check (the seeds move on by the check's image count), so that two checks
-# in a row are two samples: with the same noise each time, a lucky draw passes again and again.
-FRESH_NOISE = ("requests-8-fresh",)
+    checks = {"mixed-8": dataclasses.replace(check, prompts=mixed), "requests-8": check,
+              "mixed-16": dataclasses.replace(check, prompts=mixed * 2),
+              "requests-4": dataclasses.replace(check, prompts=check.prompts[:4]),
+              "requests-8-6steps": dataclasses.replace(check, steps=6),
+              "requests-8-4steps": dataclasses.replace(check, steps=4),
+              "requests-16": dataclasses.replace(check, prompts=check.prompts * 2),
+              "requests-8-ddim25": dataclasses.replace(check, scheduler=None, steps=EVALUATION_STEPS)}
+    return {**{name: Candidate(each) for name, each in checks.items()},
+            "requests-8-fresh": Candidate(check, fresh_noise=True)}
 
 
 def main() -> None:
@@ -252,21 +264,19 @@ def scored_run(args, training: dict, folder: Path, spec, data, seed: int, output
 
     pipe = load_pipeline("miniworld")
     every_check = candidate_checks(learned_check(data.images, spec.token, spec.property, seed), data.captions)
-    checks = {name: every_check[name] for name in args.checks}
+    candidates = {name: every_check[name] for name in args.checks}
     scores: dict[int, dict] = {}
 
     def score(step: int, loss: float) -> None:
         if step % args.every:
             return
         scores[step] = {}
-        for name, check in checks.items():
-            if name in FRESH_NOISE:
-                check = dataclasses.replace(check, seed=check.seed + len(check.prompts) * (step // args.every))
+        for name, candidate in candidates.items():
             started = time.perf_counter()
-            scores[step][name] = learned_share(pipe, check)
+            scores[step][name] = learned_share(pipe, candidate.drawn_at(step // args.every))
             check_seconds[name].append(time.perf_counter() - started)
         stops_here = any(first_stop(scores, name, share, in_a_row) == step
-                         for name in checks for share in SHARES for in_a_row in IN_A_ROW)
+                         for name in candidates for share in SHARES for in_a_row in IN_A_ROW)
         if args.evaluate_at_stops and not stops_here and step != args.steps:
             print(f"{spec.token} seed {seed} step {step}: {scores[step]}", flush=True)
             return

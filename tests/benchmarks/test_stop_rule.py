@@ -45,3 +45,19 @@ def test_runs_read_back_from_a_results_file():
     assert read[0][2][25] == {"a": 0.5, "b-16": 0.81}
     assert read[0][2][50] == {"a": 0.88, "b-16": 1.0, "fidelity": 0.94}
     assert read[1][2][25] == {"a": 0.0, "b-16": 0.06, "fidelity": 0.25}
+
+
+def test_only_the_fresh_noise_check_moves_its_seeds_at_each_check():
+    """requests-8-fresh draws new noise at every check (its seeds move on by its image count); every other check
+    draws the same noise each time, so that checks differ only by the embedding."""
+    from benchmarks.stop_rule import candidate_checks
+
+    from textual_inversion.learned_check import LearnedCheck
+
+    check = LearnedCheck(prompts=[f"a <t> {i}" for i in range(8)], shared={"colour": "teal"}, seed=1000, judge=None)
+    candidates = candidate_checks(check, captions=[["a <t> on sand"], ["a <t> on grey"]])
+    assert candidates["requests-8-fresh"].drawn_at(0).seed == 1000
+    assert candidates["requests-8-fresh"].drawn_at(3).seed == 1000 + 3 * 8
+    assert candidates["requests-8-fresh"].drawn_at(3).prompts == check.prompts
+    assert all(candidate.drawn_at(3).seed == 1000 for name, candidate in candidates.items() if name != "requests-8-fresh")
+    assert candidates["requests-16"].drawn_at(2).prompts == check.prompts * 2
