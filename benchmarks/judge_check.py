@@ -91,26 +91,56 @@ def write_sheets(pictures: list[dict], folder: Path) -> list[Path]:
     return sheets
 
 
-def score(labels: Path) -> list[str]:
+def agrees(judge: str, hand: str) -> bool:
+    """Whether the judge's reading is the hand's: its "blob" (no shape of the world) is the hand's "?"."""
+    from textual_inversion.miniworld.judge import NO_SHAPE
+
+    return judge == hand.strip() or (judge == NO_SHAPE and hand.strip() == "?")
+
+
+def read_again(rows: list[dict], judge_folder: str) -> list[dict]:
+    """The rows with the judge's columns read again from their pictures by the judge in `judge_folder`."""
+    from textual_inversion.miniworld.judge import load_judge, predict
+
+    readings = predict([row_picture(row) for row in rows], load_judge(judge_folder))
+    return [{**row, **{f"judge_{k}": reading[k] for k in CHECKED}} for row, reading in zip(rows, readings, strict=True)]
+
+
+def score(labels: Path, judge_folder: str | None = None) -> list[str]:
     rows = list(csv.DictReader(labels.open()))
+    if judge_folder:
+        rows = read_again(rows, judge_folder)
+    read_by = (f" The judge's readings are those of `{judge_folder}`, read again from the pictures; the sheet's "
+               "columns hold the judge's at the time the sample was drawn." if judge_folder else "")
     lines = [f"# The judge on the model's own pictures: {len(rows)} generated images read by hand", "",
              f"Produced by `{command()}` from `{labels.resolve().relative_to(ROOT).as_posix()}` (the sample, drawn by "
              "`judge_check sheet` from the concept sweep's evaluations, and the hand readings). A hand "
-             "reading of \"?\" (no clear value in the picture) counts against the judge, which always names one.", "",
+             "reading of \"?\" (no clear value in the picture) counts against the judge unless it reads the shape as "
+             f"\"blob\" (no shape of the world, a value of the judge since 2026-12-06).{read_by}", "",
              "| attribute | judge agrees | misreads (judge -> by hand) |", "|---|---|---|"]
-    for attribute in CHECKED:
+    read = tuple(attribute for attribute in CHECKED if any(row[attribute].strip() for row in rows))  # by hand
+    for attribute in read:
         pairs = [(row[f"judge_{attribute}"], row[attribute].strip()) for row in rows if row[attribute].strip()]
-        agree = sum(judge == hand for judge, hand in pairs)
+        agree = sum(agrees(judge, hand) for judge, hand in pairs)
         misreads: dict[str, int] = {}
         for judge, hand in pairs:
-            if judge != hand:
+            if not agrees(judge, hand):
                 misreads[f"{judge} -> {hand}"] = misreads.get(f"{judge} -> {hand}", 0) + 1
         listed = ", ".join(f"{k} ({v})" for k, v in sorted(misreads.items(), key=lambda kv: -kv[1])) or "none"
         lines.append(f"| {attribute} | {agree} of {len(pairs)} ({agree / len(pairs):.0%}) | {listed} |")
-    every = [all(row[f"judge_{a}"] == row[a].strip() for a in CHECKED) for row in rows]
-    lines += ["", f"All four attributes right: {sum(every)} of {len(every)} ({sum(every) / len(every):.0%})."]
+    every = [all(agrees(row[f"judge_{a}"], row[a]) for a in read) for row in rows]
+    lines += ["", f"Every attribute read by hand ({', '.join(read)}) right: {sum(every)} of {len(every)} "
+              f"({sum(every) / len(every):.0%})."]
     if all(Path(row["grid"]).is_file() for row in rows):  # the sweep's pictures are here: how sure was the judge?
-        lines += ["", *confidence(rows), "", *colour_disagreements(rows)]
+        from textual_inversion.miniworld.judge import JUDGE_DIR
+
+        if judge_folder or read_again(rows, str(JUDGE_DIR)) == rows:
+            lines += ["", *confidence(rows, read, judge_folder)]
+        else:
+            lines += ["", "(The judge's certainty is not shown: the packaged judge reads these pictures otherwise than "
+                      "the one the sheet was drawn with; `--judge` reads them again.)"]
+        if "colour" in read:
+            lines += ["", *colour_disagreements(rows)]
     return lines
 
 
@@ -145,7 +175,7 @@ def colour_disagreements(rows: list[dict]) -> list[str]:
                         f"neither in {nearer['neither']}."]
 
 
-def confidence(rows: list[dict]) -> list[str]:
+def confidence(rows: list[dict], read: tuple[str, ...], judge_folder: str | None = None) -> list[str]:
     """Whether the judge's own certainty (its softmax probability for the name it gives) tells its misreads
     apart, so that it could answer "unclear" below a threshold instead of naming a blob."""
     import statistics
@@ -155,7 +185,7 @@ def confidence(rows: list[dict]) -> list[str]:
     from textual_inversion.miniworld.judge import load_judge, to_batch
 
     pictures = [row_picture(row) for row in rows]
-    judge = load_judge()
+    judge = load_judge(judge_folder)
     with torch.no_grad():
         logits = judge(to_batch(pictures))
     certainty = {attribute: values.softmax(1).max(1).values.tolist() for attribute, values in logits.items()}
@@ -163,33 +193,33 @@ def confidence(rows: list[dict]) -> list[str]:
              "that makes it answer \"unclear\" helps only if its misreads are less certain than its agreements.", "",
              "| attribute | certainty when it agrees: min, median | when it misreads: min, median, max | agreements "
              "below the misreads' median (lost with that threshold) |", "|---|---|---|---|"]
-    for attribute in ("shape", "pattern"):
+    for attribute in [a for a in ("shape", "pattern") if a in read]:
         agree = [c for c, row in zip(certainty[attribute], rows, strict=True)
-                 if row[f"judge_{attribute}"] == row[attribute].strip()]
+                 if agrees(row[f"judge_{attribute}"], row[attribute])]
         miss = [c for c, row in zip(certainty[attribute], rows, strict=True)
-                if row[f"judge_{attribute}"] != row[attribute].strip()]
+                if not agrees(row[f"judge_{attribute}"], row[attribute])]
         if not miss:
             continue
         cut_at = statistics.median(miss)
         lines.append(f"| {attribute} | {min(agree):.3f}, {statistics.median(agree):.3f} | {min(miss):.3f}, {cut_at:.3f}, "
                      f"{max(miss):.3f} | {sum(c < cut_at for c in agree)} of {len(agree)} |")
-    return lines + ["", *with_unclear(rows, certainty)]
+    return lines + ["", *with_unclear(rows, certainty, read)]
 
 
 UNCLEAR_BELOW = (0.9, 0.99, 0.999)
 
 
-def with_unclear(rows: list[dict], certainty: dict[str, list[float]]) -> list[str]:
+def with_unclear(rows: list[dict], certainty: dict[str, list[float]], read: tuple[str, ...] = CHECKED) -> list[str]:
     """The judge's agreement with the hand readings if it answered "unclear" ("?") below a certainty threshold."""
     lines = ["If the judge answered \"unclear\" (the hand reading's \"?\") below a certainty, its agreement with "
              "the hand readings would be:", "",
-             "| answers \"unclear\" below | " + " | ".join(CHECKED) + " | all four right |",
-             "|---|" + "---|" * (len(CHECKED) + 1)]
+             "| answers \"unclear\" below | " + " | ".join(read) + " | all right |",
+             "|---|" + "---|" * (len(read) + 1)]
     for threshold in (None, *UNCLEAR_BELOW):
-        right = {attribute: [(row[f"judge_{attribute}"] if threshold is None or sure >= threshold else "?")
-                             == row[attribute].strip() for row, sure in zip(rows, certainty[attribute], strict=True)]
-                 for attribute in CHECKED}
-        every = sum(all(right[a][i] for a in CHECKED) for i in range(len(rows)))
+        right = {attribute: [agrees(row[f"judge_{attribute}"] if threshold is None or sure >= threshold else "?",
+                                    row[attribute]) for row, sure in zip(rows, certainty[attribute], strict=True)]
+                 for attribute in read}
+        every = sum(all(right[a][i] for a in read) for i in range(len(rows)))
         lines.append(f"| {'never (as now)' if threshold is None else threshold} | "
                      + " | ".join(f"{sum(v)} of {len(v)}" for v in right.values()) + f" | {every} of {len(rows)} |")
     return lines
@@ -203,9 +233,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--labels", default=str(RESULTS_DIR / "judge_check_labels.csv"))
     parser.add_argument("--results-suffix", default="", help="with score: write judge_check<suffix>.md")
+    parser.add_argument("--judge", help="with score: read the pictures again with the judge in this folder "
+                                        "(default: the readings the sheet was drawn with)")
     args = parser.parse_args()
     if args.step == "score":
-        print_and_write(score(Path(args.labels)), RESULTS_DIR / f"judge_check{args.results_suffix}.md")
+        print_and_write(score(Path(args.labels), args.judge), RESULTS_DIR / f"judge_check{args.results_suffix}.md")
         return
     pictures = sampled_pictures(Path(args.workdir), args.count, args.seed)
     folder = Path(args.workdir) / "judge-check"

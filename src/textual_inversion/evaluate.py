@@ -146,7 +146,7 @@ def score_condition(pipe, spec: ConceptSpec, condition: str, output_dir: Path, n
         for position, ((_, case), prompt) in enumerate(zip(chunk, prompts, strict=True)):
             own = images[position * num_images:(position + 1) * num_images]
             predictions = predict(own, judge)
-            matches = [all(p[k] == v for k, v in case.expected.items()) for p in predictions]
+            matches = prompt_hits(predictions, case.expected)
             hits["fidelity" if case.kind == "fidelity" else "edit"].extend(matches)
             save_grid(own, output_dir / "grids" / condition / grid_file_name(case.template, "{c}", spec.token))
             records.append({"condition": condition, "prompt": prompt, "kind": case.kind, "expected": case.expected,
@@ -154,6 +154,11 @@ def score_condition(pipe, spec: ConceptSpec, condition: str, output_dir: Path, n
             if on_prompt is not None:
                 on_prompt()
     return {"fidelity": mean(hits["fidelity"]), "editability": mean(hits["edit"])}, records
+
+
+def prompt_hits(predictions: list[dict[str, str]], expected: dict[str, str]) -> list[bool]:
+    """Per picture, whether the judge read every attribute the prompt asked for."""
+    return [all(p[k] == v for k, v in expected.items()) for p in predictions]
 
 
 def judge_report(spec: ConceptSpec, scored: dict[str, tuple[dict, list]], num_images: int, steps: int,

@@ -3,9 +3,24 @@
 import random
 
 import pytest
+from PIL import Image
 
-from textual_inversion.miniworld.judge import JUDGE_DIR, load_judge, predict, score
-from textual_inversion.miniworld.world import ATTRIBUTES, SHAPES, random_scene, render
+from textual_inversion.miniworld.judge import (
+    JUDGE_DIR,
+    NO_SHAPE,
+    load_judge,
+    no_shape_picture,
+    predict,
+    score,
+)
+from textual_inversion.miniworld.world import (
+    ATTRIBUTES,
+    BACKGROUND_RGB,
+    SHAPES,
+    random_scene,
+    render,
+    shape_mask,
+)
 
 pytestmark = pytest.mark.skipif(not (JUDGE_DIR / "judge.safetensors").exists(), reason="judge not trained")
 
@@ -30,3 +45,19 @@ def test_predict_and_partial_expectations():
 
 def test_load_judge_is_cached():
     assert load_judge() is load_judge()
+
+
+def test_judge_reads_dots_smudges_and_lumps_as_no_shape():
+    """The judge's own "blob": pictures of no shape of the world, which it used to name as the nearest shape."""
+    rng = random.Random(99)
+    pictures = [no_shape_picture(rng) for _ in range(60)]
+    assert all(attributes["shape"] == NO_SHAPE for _, attributes in pictures)
+    read = predict([image for image, _ in pictures])
+    assert sum(p["shape"] == NO_SHAPE for p in read) >= 0.9 * len(read)
+
+
+def test_a_mask_replaces_the_scenes_shape():
+    scene = random_scene(random.Random(3))
+    assert render(scene, shape_mask(scene.shape, scene.x * 4, scene.y * 4, scene.radius * 4, 256)) == render(scene)
+    empty = Image.new("L", (256, 256), 0)
+    assert render(scene, empty).getcolors() == [(64 * 64, BACKGROUND_RGB[scene.background])]

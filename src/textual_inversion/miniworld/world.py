@@ -216,8 +216,12 @@ def _dark(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
     return tuple(int(c * 0.42) for c in rgb)  # type: ignore[return-value]
 
 
-def render(scene: Scene) -> Image.Image:
-    """Draw ``scene`` as a 64x64 RGB image (antialiased by 4x supersampling)."""
+def render(scene: Scene, mask: Image.Image | None = None) -> Image.Image:
+    """Draw ``scene`` as a 64x64 RGB image (antialiased by 4x supersampling).
+
+    ``mask`` (an "L" image of 256x256, the supersampled canvas) replaces the scene's shape: the judge learns
+    outlines that are no shape of this world from it.
+    """
     s = SUPERSAMPLE
     big = IMAGE_SIZE * s
     img = Image.new("RGB", (big, big), BACKGROUND_RGB[scene.background])
@@ -226,5 +230,7 @@ def render(scene: Scene) -> Image.Image:
     pmask = pattern_mask(scene.pattern, big, s)
     if pmask is not None:
         fill.paste(_dark(rgb), mask=pmask)
-    img.paste(fill, mask=shape_mask(scene.shape, scene.x * s, scene.y * s, scene.radius * s, big))
+    if mask is None:
+        mask = shape_mask(scene.shape, scene.x * s, scene.y * s, scene.radius * s, big)
+    img.paste(fill, mask=mask)
     return img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BOX)
