@@ -123,6 +123,32 @@ def test_pictures_are_encoded_a_few_at_a_time_by_area_with_the_same_latents(tiny
     assert torch.allclose(together, apart, atol=1e-5)
 
 
+def test_refined_latents_decode_nearer_the_pictures_and_keep_the_encoders_spread(tiny_sd1_path):
+    """--refine-latents: decoder inversion moves each cached mean until the decoder redraws the picture better."""
+    import torch
+    import torch.nn.functional as F
+
+    from textual_inversion.data import encode_images
+    from textual_inversion.images import to_tensor
+    from textual_inversion.models import load_pipeline
+
+    vae = load_pipeline(tiny_sd1_path).vae
+    images = [Image.new("RGB", (32, 32), (200, 30 * i, 10)) for i in range(2)]
+    images[0].paste((20, 20, 240), (8, 8, 14, 14))  # a small detail
+
+    def cache(refine_steps):
+        [cached] = encode_images(vae, images, 32, "center", 1, False, 0, torch.device("cpu"), torch.float32,
+                                 refine_steps=refine_steps)
+        return cached
+
+    plain, refined = cache(0), cache(20)
+    with torch.no_grad():
+        errors = [F.mse_loss(vae.decode(c.means).sample, to_tensor(images)).item() for c in (plain, refined)]
+    assert errors[1] < errors[0]
+    assert torch.equal(refined.stds, plain.stds)
+    assert all(parameter.grad is None for parameter in vae.parameters())
+
+
 def cache_of(entries: int, side: int = 4):
     """A latent cache of `entries` zero latents [entries, 4, side, side], one picture each."""
     import torch

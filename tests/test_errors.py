@@ -108,6 +108,8 @@ CASES = {
     "mask of another shape": (lambda t, m: train(t, m, images_folder=images(t, extra=lambda f: Image.new("L", (10, 30)).save(f / "0.mask.png"))), "0.mask.png: mask is 10x30 but its picture 0.png is 48x40"),
     "mask without its picture": (lambda t, m: train(t, m, images_folder=images(t, extra=lambda f: Image.new("L", (48, 40)).save(f / "9.mask.png"))), "mask 9.mask.png has no picture beside it"),
     "mask weight out of range": (lambda t, m: train(t, m, "--mask-weight", "2"), "--mask-weight 2.0: must be between 0"),
+    "negative latent refinement": (lambda t, m: train(t, m, "--refine-latents", "-1"),
+                                   "--refine-latents -1: give a number of steps"),
     "stop when learned off miniworld": (lambda t, m: train(t, m, "--stop-when-learned"),
                                         "--stop-when-learned reads images with miniworld's judge"),
     "picture that holds no embedding": (lambda t, m: ["inspect", str(Image.new("RGB", (40, 40)).save(t / "p.png") or t / "p.png")], "a plain picture, not an embedding"),

@@ -174,15 +174,34 @@ class LatentCache:
 ENCODE_PIXELS = 512 * 512
 
 
+# Decoder inversion's Adam step, as a fraction of the latents' spread (miniworld's 1.4, SD's about 5 before scaling):
+# at 0.035 on miniworld, 300 steps took a small star on grey from a dot to a star (docs/subjects.md).
+REFINE_STEP = 0.035
+
+
+def decoder_inversion(vae, pixels: torch.Tensor, start: torch.Tensor, steps: int) -> torch.Tensor:
+    """The latents [B, C, h, w] whose decoding comes nearest `pixels` [B, 3, H, W] (in [-1, 1]): `steps` of Adam on
+    the decoder's squared pixel error, from the encoder's means `start`. The VAE's weights do not change."""
+    latents = start.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([latents], lr=REFINE_STEP * float(start.std()))
+    with torch.enable_grad():
+        for _ in range(steps):
+            loss = F.mse_loss(vae.decode(latents).sample.float(), pixels.float())
+            (latents.grad,) = torch.autograd.grad(loss, latents)  # the VAE's own weights get no gradient
+            optimizer.step()
+    return latents.detach()
+
+
 @torch.no_grad()
 def encode_images(vae, images: list[Image.Image], sizes: int | list[tuple[int, int]], crop: str, crop_variants: int,
                   flip: bool, seed: int, device: torch.device, dtype: torch.dtype,
-                  masks: list[Image.Image | None] | None = None) -> list[LatentCache]:
+                  masks: list[Image.Image | None] | None = None, refine_steps: int = 0) -> list[LatentCache]:
     """Encode each image once per crop (and flipped, if `flip`) with the VAE, at its size in `sizes`
     ((width, height) per image, or one square side for all); one cache per distinct size, in size order.
 
     `masks` (an "L" image or None per picture) are cut like their pictures and averaged down to the latent
-    grid; pictures without one weigh everywhere. Without any mask the caches hold no masks.
+    grid; pictures without one weigh everywhere. Without any mask the caches hold no masks. `refine_steps` of
+    decoder inversion move each mean to where the decoder redraws the picture (the spread stays the encoder's).
     """
     if isinstance(sizes, int):
         sizes = [(sizes, sizes)] * len(images)
@@ -206,11 +225,11 @@ def encode_images(vae, images: list[Image.Image], sizes: int | list[tuple[int, i
                 views["flipped"].append(is_flipped)
                 views["crops"].append(top_left)
                 views["sizes"].append((image.height, image.width))
-    return [encode_views(vae, by_size[size], size, device, dtype) for size in sorted(by_size)]
+    return [encode_views(vae, by_size[size], size, device, dtype, refine_steps) for size in sorted(by_size)]
 
 
 def encode_views(vae, views: dict[str, list], size: tuple[int, int], device: torch.device,
-                 dtype: torch.dtype) -> LatentCache:
+                 dtype: torch.dtype, refine_steps: int = 0) -> LatentCache:
     """One size's cut pictures through the VAE, as many at a time as `ENCODE_PIXELS` allows (one at 1024 px,
     eight at most); their masks down to the latent grid."""
     means, stds = [], []
@@ -218,7 +237,8 @@ def encode_views(vae, views: dict[str, list], size: tuple[int, int], device: tor
     for start in range(0, len(views["views"]), per_batch):
         batch = to_tensor(views["views"][start:start + per_batch]).to(device=device, dtype=dtype)
         distribution = vae.encode(batch).latent_dist
-        means.append(distribution.mean.float().cpu())
+        mean = decoder_inversion(vae, batch, distribution.mean, refine_steps) if refine_steps else distribution.mean
+        means.append(mean.float().cpu())
         stds.append(distribution.std.float().cpu())
     # Contiguous: torch.cat of the distribution's channel slices comes out channels-last, and every training
     # step is then slower (benchmarks/results/step_overhead.md).

@@ -557,7 +557,7 @@ def encode_pictures(pipe, data: TrainingData, config: TrainConfig, resolution: i
     """The pictures through the VAE once, each at its bucket's size (or the square with --no-bucket)."""
     sizes = picture_sizes(data.images, resolution, size_step(pipe), config.bucket)
     return encode_images(pipe.vae, data.images, sizes, config.crop, config.crop_variants, config.flip, config.seed,
-                         device, torch.float32, data.masks)
+                         device, torch.float32, data.masks, config.refine_latents)
 
 
 def report_settings(config: TrainConfig, method: Method) -> None:
