@@ -20,14 +20,20 @@ PATTERNS = ("solid", "striped", "dotted", "checkered")
 SIZES = ("small", "big")
 
 
-def round_trip(vae, images: list) -> list:
-    """The images encoded to the latent mean and decoded again, as PIL images."""
+def round_trip(vae, images: list, refine_steps: int = 0) -> list:
+    """The images encoded to the latent mean (refined by `refine_steps` of decoder inversion) and decoded again, as
+    PIL images."""
     from diffusers.image_processor import VaeImageProcessor
 
+    from textual_inversion.data import decoder_inversion
     from textual_inversion.images import to_tensor
 
+    pixels = to_tensor(images)
     with torch.no_grad():
-        decoded = vae.decode(vae.encode(to_tensor(images)).latent_dist.mean).sample
+        latents = vae.encode(pixels).latent_dist.mean
+        if refine_steps:
+            latents = decoder_inversion(vae, pixels, latents, refine_steps)
+        decoded = vae.decode(latents).sample
     return VaeImageProcessor().postprocess(decoded, output_type="pil")
 
 

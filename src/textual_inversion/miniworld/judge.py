@@ -1,6 +1,9 @@
 """A small CNN that reads a miniworld image's attributes, for scoring generations.
 
-    python -m textual_inversion.miniworld.judge --train [--steps N] [--threads N]
+    python -m textual_inversion.miniworld.judge --train [--steps N] [--threads N] [--start FOLDER --learn shape]
+
+The shipped judge is the one of 2026-12-05 with its shape head trained again for "blob" (--start that judge,
+--learn shape, 1500 steps; judge/config.json says so): its other readings are that judge's, bit for bit.
 
 Heads: shape (star included, and "blob" for no shape of the world), colour (hidden colour
 included), background, size, pattern. Trained on fresh renders with mild blur/noise so that
@@ -42,8 +45,9 @@ WIDTHS = (32, 64, 96, 128)
 NO_SHAPE = "blob"
 JUDGE_VOCAB: dict[str, tuple[str, ...]] = {**VOCAB, "shape": (*SHAPES, NO_SHAPE)}
 # Radii in output pixels. "small" starts at 9 (world.SIZE_RADIUS) and no dot or smudge reaches 8, so the sizes
-# between are taught neither way. A lump is no shape at any size, so lumps reach the small shapes' sizes.
-DOT_RADIUS = (1.5, 4.5)
+# between are taught neither way; a crisp circle of radius 5 is still a circle (the demo draws such). A lump is no shape at any size, so lumps reach the small shapes' sizes.
+DOT_RADIUS = (1.5, 4.0)
+ROUND_SHAPES = ("circle", "ring")
 SMUDGE_RADIUS, SMUDGE_BLUR = (4.5, 7.5), (1.0, 2.0)
 LUMP_RADIUS = (5.0, 12.0)
 UNLABELLED = -100  # cross_entropy's ignore_index: a dot's size and pattern have no true value
@@ -118,7 +122,8 @@ def no_shape_picture(rng: random.Random) -> tuple[Image.Image, dict[str, str]]:
     kind = rng.randrange(3)
     if kind == 0:
         image = render(replace(scene, radius=rng.uniform(*DOT_RADIUS)))
-    elif kind == 1:
+    elif kind == 1:  # a blurred circle or ring is still one: smudges come from the shapes with corners
+        scene = replace(scene, shape=rng.choice([shape for shape in SHAPES if shape not in ROUND_SHAPES]))
         image = render(replace(scene, radius=rng.uniform(*SMUDGE_RADIUS)))
         image = image.filter(ImageFilter.GaussianBlur(rng.uniform(*SMUDGE_BLUR)))
     else:
