@@ -154,10 +154,7 @@ def evaluate(net: JudgeNet, n: int = 2000, seed: int = 12345) -> dict[str, float
     net.eval()
     rng = random.Random(seed)
     scenes = [random_scene(rng, shapes=SHAPES, hidden_colour_prob=1 / len(VOCAB["colour"])) for _ in range(n)]
-    logits = net(to_batch([render(s) for s in scenes]))
-    accuracy = {k: float(np.mean([net.vocab[k][i] == getattr(s, k) for i, s in zip(logits[k].argmax(1).tolist(),
-                                                                                    scenes, strict=True)]))
-                for k in ATTRIBUTES}
+    accuracy = match_rates(predict([render(s) for s in scenes], net), [s.attributes() for s in scenes])
     blobs = predict([no_shape_picture(rng)[0] for _ in range(n // 4)], net)
     accuracy[NO_SHAPE] = float(np.mean([p["shape"] == NO_SHAPE for p in blobs]))
     return accuracy
