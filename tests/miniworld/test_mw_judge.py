@@ -3,20 +3,24 @@
 import random
 
 import pytest
+import torch
 from PIL import Image
 
 from textual_inversion.miniworld.judge import (
     JUDGE_DIR,
     NO_SHAPE,
+    JudgeNet,
     load_judge,
     no_shape_picture,
     predict,
     score,
+    train,
 )
 from textual_inversion.miniworld.world import (
     ATTRIBUTES,
     BACKGROUND_RGB,
     SHAPES,
+    VOCAB,
     random_scene,
     render,
     shape_mask,
@@ -61,3 +65,20 @@ def test_a_mask_replaces_the_scenes_shape():
     assert render(scene, shape_mask(scene.shape, scene.x * 4, scene.y * 4, scene.radius * 4, 256)) == render(scene)
     empty = Image.new("L", (256, 256), 0)
     assert render(scene, empty).getcolors() == [(64 * 64, BACKGROUND_RGB[scene.background])]
+
+
+def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+@pytest.mark.parametrize("distil", [False, True])
+def test_training_one_head_from_a_judge_keeps_or_distils_the_rest(distil):
+    """--learn shape alone leaves the features and the other heads as they were; --distil lets the features learn
+    and trains the other heads towards the former judge's readings."""
+    torch.manual_seed(0)
+    former = JudgeNet(VOCAB, widths=(4, 4, 4, 4)).eval()  # a judge without "blob", like the one shipped until 2026-12-06
+    net, accuracy = train(steps=3, batch=4, start=former, learn=("shape",), distil=distil)
+    assert net.vocab["shape"][-1] == NO_SHAPE and NO_SHAPE in accuracy
+    assert _same(net.features, former.features) is not distil
+    assert _same(net.heads["colour"], former.heads["colour"]) is not distil
+    assert not torch.equal(net.heads["shape"].weight[:-1], former.heads["shape"].weight)

@@ -73,7 +73,9 @@ class TextualInversion(Method):
               "again with --timestep-bias later --timestep-bias-portion 0.1 --timestep-bias-multiplier 9 (miniworld chooses "
               "stripes at the noisiest steps); if they miss the subject, train the "
               "same pictures with --method pivotal (the token plus a LoRA) or lora, or for a shape the model never "
-              "drew --method lora --lora-layers all --lr-scheduler cosine, for longer: they change the model itself")
+              "drew --method lora --lora-layers all --lr-scheduler cosine, for longer: they change the model itself; if "
+              "the shape is small and the previews draw it as a dot or a smudge, add --refine-latents 300 (the VAE's "
+              "encoder loses small shapes' corners, its decoder can draw them)")
 
     def __init__(self, config):
         super().__init__(config)

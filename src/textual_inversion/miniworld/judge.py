@@ -178,15 +178,22 @@ def extended(judge: JudgeNet) -> JudgeNet:
 
 
 def train(steps: int = 2500, batch: int = 64, seed: int = 0, lr: float = 2e-3, start: JudgeNet | None = None,
-          learn: tuple[str, ...] = ATTRIBUTES) -> tuple[JudgeNet, dict[str, float]]:
+          learn: tuple[str, ...] = ATTRIBUTES, distil: bool = False) -> tuple[JudgeNet, dict[str, float]]:
     """A judge trained from scratch, or from `start` (extended to JUDGE_VOCAB) with only the heads in `learn`
-    learning: the others, and the shared features, then read every picture as `start` does."""
+    learning: the others, and the shared features, then read every picture as `start` does.
+
+    With `distil`, the shared features learn too, and every head not in `learn` is held to `start`'s readings of
+    the same pictures (its softmax matched to `start`'s, the KL divergence as its loss), so that a new value can
+    reshape the features while the other heads keep reading as before, near enough to be checked.
+    """
     from tqdm import tqdm
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
     net = JudgeNet() if start is None else extended(start)
-    whole = start is None or set(learn) == set(ATTRIBUTES)
+    whole = start is None or set(learn) == set(ATTRIBUTES) or distil
+    held = [k for k in ATTRIBUTES if k not in learn] if start is not None and distil else []
+    teacher = extended(start).eval() if held else None
     for name, parameter in net.named_parameters():
         parameter.requires_grad_(whole or any(name.startswith(f"heads.{k}.") for k in learn))
     learning = [parameter for parameter in net.parameters() if parameter.requires_grad]
@@ -200,6 +207,11 @@ def train(steps: int = 2500, batch: int = 64, seed: int = 0, lr: float = 2e-3, s
         x, y = _sample(rng, batch, augment=True)
         out = net(x)
         loss = sum(F.cross_entropy(out[k], y[k], ignore_index=UNLABELLED) for k in learn)
+        if teacher is not None:
+            with torch.no_grad():
+                former = teacher(x)
+            loss = loss + sum(F.kl_div(F.log_softmax(out[k], 1), F.log_softmax(former[k], 1), log_target=True,
+                                       reduction="batchmean") for k in held)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -283,6 +295,9 @@ def main(argv=None) -> None:
     p.add_argument("--start", metavar="FOLDER", help="train from this judge (extended with the values it lacks)")
     p.add_argument("--learn", nargs="+", choices=ATTRIBUTES, default=list(ATTRIBUTES),
                    help="with --start: the heads that learn (the features and other heads stay as they are)")
+    p.add_argument("--distil", action="store_true",
+                   help="with --start and --learn: the features learn too; the other heads are held to --start's "
+                        "readings")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.threads:
@@ -290,8 +305,9 @@ def main(argv=None) -> None:
     if args.train:
         t0 = time.time()
         start = load_judge(args.start) if args.start else None
-        net, acc = train(args.steps, seed=args.seed, start=start, learn=tuple(args.learn))
-        recipe = {"steps": args.steps, "seed": args.seed, "start": args.start, "learn": args.learn}
+        net, acc = train(args.steps, seed=args.seed, start=start, learn=tuple(args.learn), distil=args.distil)
+        recipe = {"steps": args.steps, "seed": args.seed, "start": args.start, "learn": args.learn,
+                  "distil": args.distil}
         save(net, acc, Path(args.output), recipe)
         print(f"trained in {time.time() - t0:.0f} s; saved to {args.output}")
     else:
