@@ -2,6 +2,7 @@
 
 import json
 import random
+from collections import Counter
 from dataclasses import replace
 
 import pytest
@@ -41,8 +42,10 @@ def test_read_again_scores_the_grids_pictures_and_counts_blobs(tmp_path):
         ("<red-star>", "fidelity", {"shape": "star", "colour": "red"}, fidelity),
         ("a <red-star> on a black background", "edit:background", {"shape": "star", "background": "black"}, on_black),
     ])
-    read = read_again(report, {"packaged": load_judge()})["packaged"]
-    assert read == {"fidelity": 0.5, "editability": 1.0, "blobs": 2, "pictures": 4}
+    changed = {"packaged": Counter(), "again": Counter()}
+    read = read_again(report, {"packaged": load_judge(), "again": load_judge()}, changed)
+    assert read["packaged"] == {"fidelity": 0.5, "editability": 1.0, "blobs": 2, "pictures": 4}
+    assert changed["again"] == Counter(pictures=8)  # both prompts' pictures read, none read otherwise
 
 
 def test_the_judges_blob_is_the_hands_question_mark():

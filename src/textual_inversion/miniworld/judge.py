@@ -2,8 +2,10 @@
 
     python -m textual_inversion.miniworld.judge --train [--steps N] [--threads N] [--start FOLDER --learn shape]
 
-The shipped judge is the one of 2026-12-05 with its shape head trained again for "blob" (--start that judge,
---learn shape, 1500 steps; judge/config.json says so): its other readings are that judge's, bit for bit.
+The shipped judge is the one of 2026-12-05 taught "blob" in two rounds (judge/config.json has the last): its shape
+head alone (--start that judge --learn shape, 1500 steps), then every weight (--start the first round --learn shape
+--distil, 1500 steps), its colour, background, size and pattern heads held to the first round's readings, which
+are those of 2026-12-05. Chosen by benchmarks/judge_compare.py on the hand-read samples (docs/subjects.md).
 
 Heads: shape (star included, and "blob" for no shape of the world), colour (hidden colour
 included), background, size, pattern. Trained on fresh renders with mild blur/noise so that
