@@ -53,6 +53,7 @@ ROUND_SHAPES = ("circle", "ring")
 SMUDGE_RADIUS, SMUDGE_BLUR = (4.5, 7.5), (1.0, 2.0)
 LUMP_RADIUS = (5.0, 12.0)
 UNLABELLED = -100  # cross_entropy's ignore_index: a dot's size and pattern have no true value
+EVALUATION_RENDERS = 2000  # fresh renders `evaluate` reads, and a quarter as many no-shape pictures
 
 
 class JudgeNet(nn.Module):
@@ -150,7 +151,7 @@ def _sample(rng: random.Random, n: int, augment: bool) -> tuple[torch.Tensor, di
 
 
 @torch.no_grad()
-def evaluate(net: JudgeNet, n: int = 2000, seed: int = 12345) -> dict[str, float]:
+def evaluate(net: JudgeNet, n: int = EVALUATION_RENDERS, seed: int = 12345) -> dict[str, float]:
     """Per-head accuracy on ``n`` fresh, un-augmented renders of the world, and how many of ``n // 4`` fresh
     no-shape pictures it reads as "blob"."""
     net.eval()
@@ -315,7 +316,8 @@ def main(argv=None) -> None:
     else:
         acc = evaluate(load_judge(args.output))
     for k, v in acc.items():
-        seen = "500 fresh dots and blobs read as blob" if k == NO_SHAPE else "2000 fresh renders"
+        seen = (f"{EVALUATION_RENDERS // 4} fresh dots and blobs read as blob" if k == NO_SHAPE
+                else f"{EVALUATION_RENDERS} fresh renders")
         print(f"{k:>10}: {100 * v:.2f}% on {seen}")
 
 
