@@ -6,7 +6,7 @@ made (its grids, under --workdir), and works in two steps:
 
     python -m benchmarks.judge_check sheet [--workdir runs/concept-sweep] [--count 60]
         writes contact sheets (numbered, 3x enlarged) and judge_check.csv with the judge's reading of each
-        picture and empty columns for a person's;
+        picture and empty columns for a person's (with --fidelity: every fidelity picture, not a sample);
     python -m benchmarks.judge_check score --labels benchmarks/results/judge_check_labels.csv [--results-suffix _X]
         compares the person's reading (filled in from the sheets) with the judge's, per attribute, and writes
         benchmarks/results/judge_check<suffix>.md (a suffix per model: its pictures are that model's).
@@ -32,6 +32,13 @@ PER_SHEET = 20
 
 def sampled_pictures(workdir: Path, count: int, seed: int) -> list[dict]:
     """`count` pictures drawn at random from every evaluation under `workdir`: where each is, and the judge's reading."""
+    pictures = every_picture(workdir)
+    return random.Random(seed).sample(pictures, min(count, len(pictures)))
+
+
+def every_picture(workdir: Path, kind: str | None = None) -> list[dict]:
+    """Every picture of every evaluation under `workdir` (of prompts of `kind` only, e.g. "fidelity", where given), in
+    order: where each is, and the judge's reading."""
     from textual_inversion.evaluate import grid_file_name
 
     pictures = []
@@ -42,6 +49,8 @@ def sampled_pictures(workdir: Path, count: int, seed: int) -> list[dict]:
         # has one grid, the last one written: only that record's readings belong to its pictures.
         last = {(prompt["condition"], prompt["prompt"]): prompt for prompt in report["prompts"]}
         for prompt in last.values():
+            if kind is not None and prompt["kind"] != kind:
+                continue
             template = prompt["prompt"]  # the filled prompt; its grid is named after the template with the token
             grid = report_file.parent / "grids" / prompt["condition"] / grid_file_name(
                 template, token, token) if token in template else None
@@ -50,7 +59,7 @@ def sampled_pictures(workdir: Path, count: int, seed: int) -> list[dict]:
             for position, reading in enumerate(prompt["predicted"]):
                 pictures.append({"grid": str(grid), "position": position, "count": len(prompt["predicted"]),
                                  "prompt": template, **{f"judge_{k}": reading[k] for k in CHECKED}})
-    return random.Random(seed).sample(pictures, min(count, len(pictures)))
+    return pictures
 
 
 def cut(picture: dict):
@@ -230,6 +239,8 @@ def main() -> None:
     parser.add_argument("step", choices=("sheet", "score"))
     parser.add_argument("--workdir", default="runs/concept-sweep")
     parser.add_argument("--count", type=int, default=60)
+    parser.add_argument("--fidelity", action="store_true",
+                        help="with sheet: every fidelity picture under --workdir, in order, instead of --count at random")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--labels", default=str(RESULTS_DIR / "judge_check_labels.csv"))
     parser.add_argument("--results-suffix", default="", help="with score: write judge_check<suffix>.md")
@@ -239,7 +250,8 @@ def main() -> None:
     if args.step == "score":
         print_and_write(score(Path(args.labels), args.judge), RESULTS_DIR / f"judge_check{args.results_suffix}.md")
         return
-    pictures = sampled_pictures(Path(args.workdir), args.count, args.seed)
+    pictures = (every_picture(Path(args.workdir), "fidelity") if args.fidelity
+                else sampled_pictures(Path(args.workdir), args.count, args.seed))
     folder = Path(args.workdir) / "judge-check"
     for sheet in write_sheets(pictures, folder):
         print(sheet)
