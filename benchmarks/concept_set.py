@@ -99,7 +99,12 @@ HELD_OUT_STRIPES: tuple[tuple[str, Concept], ...] = (
     ("held-out stripes", composite("heart", "orange", "striped", 8501)),
     ("held-out stripes", composite("ring", "green", "striped", 8502)),
 )
-EVERY_RENDERED_CONCEPT = CONCEPT_SET + HELD_OUT_STRIPES  # what the benchmarks can name
+# The unseen shape in a third colour, rendered after LoRA's defaults on refined latents (lora-all-cosine-refined, 25600
+# passes) were chosen on the set's red and blue stars, to check that setting on a star it was not chosen on.
+HELD_OUT_STARS: tuple[tuple[str, Concept], ...] = (
+    ("held-out star", composite("star", "green", "solid", 8601, init_word="cross")),
+)
+EVERY_RENDERED_CONCEPT = CONCEPT_SET + HELD_OUT_STRIPES + HELD_OUT_STARS  # what the benchmarks can name
 
 
 def write_concept_set(output: Path) -> dict[str, tuple[str, Path, ConceptSpec]]:
