@@ -222,8 +222,9 @@ def first_stop(scores: dict[int, dict], name: str, share: float, in_a_row: int) 
     `train`'s own rule (learned_check.should_stop) over the checks up to each step."""
     from textual_inversion.learned_check import should_stop
 
-    shares = [scores[step][name] for step in sorted(scores)]
-    return next((step for i, step in enumerate(sorted(scores)) if should_stop(shares[:i + 1], share, in_a_row)), None)
+    steps = sorted(scores)
+    shares = [scores[step][name] for step in steps]
+    return next((step for i, step in enumerate(steps) if should_stop(shares[:i + 1], share, in_a_row)), None)
 
 
 def rule_row(runs: list, name: str, share: float, in_a_row: int, target: float, seconds_a_check: float) -> str:
