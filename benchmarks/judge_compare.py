@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .common import RESULTS_DIR, ROOT, argument_parser, command, print_and_write
 from .judge_check import CHECKED, agrees, row_picture
+from .rejudge import add_judges_option, named_judges
 
 HAND_SAMPLES = ("judge_check_labels_2a05c6767420493f.csv", "judge_check_labels_shapes_2a05c6767420493f.csv",
                 "judge_check_labels_stars_2a05c6767420493f.csv", "judge_check_labels_refined_star_2a05c6767420493f.csv",
@@ -80,20 +81,12 @@ def compare(samples: list[Path], judges: dict[str, object]) -> list[str]:
 
 def main() -> None:
     parser = argument_parser(__doc__)
-    parser.add_argument("--judge", action="append", required=True, metavar="NAME=FOLDER",
-                        help="a judge's folder (judge.safetensors and config.json) and the name its column gets")
+    add_judges_option(parser)
     parser.add_argument("--labels", nargs="+", default=[str(RESULTS_DIR / name) for name in HAND_SAMPLES],
                         help="judge_check labels files (the hand-read samples)")
     parser.add_argument("--results-suffix", default="", help="write judge_compare<suffix>.md")
     args = parser.parse_args()
-    from textual_inversion.miniworld.judge import load_judge
-
-    judges = {}
-    for named in args.judge:
-        name, _, folder = named.partition("=")
-        if not folder:
-            parser.error(f"--judge {named}: write NAME=FOLDER, e.g. shipped=src/textual_inversion/miniworld/judge")
-        judges[name] = load_judge(folder)
+    judges = named_judges(parser, args.judge)
     samples = [Path(labels) for labels in args.labels]
     for sample in samples:
         if not sample.is_file():

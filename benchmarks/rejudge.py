@@ -13,6 +13,7 @@ pictures each judge reads otherwise than the first.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from collections import Counter
@@ -97,21 +98,33 @@ def table(workdir: Path, judges: dict[str, object]) -> list[str]:
     return lines
 
 
+def add_judges_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--judge", action="append", required=True, metavar="NAME=FOLDER",
+                        help="a judge's folder (judge.safetensors and config.json) and the name its column gets")
+
+
+def named_judges(parser: argparse.ArgumentParser, named: list[str]) -> dict[str, object]:
+    """{name: judge} from --judge NAME=FOLDER values, in their order; a bad value ends with a one-line error."""
+    from textual_inversion.miniworld.judge import WEIGHTS, load_judge
+
+    judges = {}
+    for value in named:
+        name, _, folder = value.partition("=")
+        if not folder:
+            parser.error(f"--judge {value}: write NAME=FOLDER, e.g. packaged=src/textual_inversion/miniworld/judge")
+        if not (Path(folder) / WEIGHTS).is_file():
+            parser.error(f"--judge {value}: no {WEIGHTS} in {folder}; name a judge's folder")
+        judges[name] = load_judge(folder)
+    return judges
+
+
 def main() -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("--workdir", required=True, help="a folder whose evaluation.json files (any depth) are read")
-    parser.add_argument("--judge", action="append", required=True, metavar="NAME=FOLDER",
-                        help="a judge's folder (judge.safetensors and config.json) and the name its column gets")
+    add_judges_option(parser)
     parser.add_argument("--results-suffix", default="", help="write rejudge<suffix>.md")
     args = parser.parse_args()
-    from textual_inversion.miniworld.judge import load_judge
-
-    judges = {}
-    for named in args.judge:
-        name, _, folder = named.partition("=")
-        if not folder:
-            parser.error(f"--judge {named}: write NAME=FOLDER, e.g. packaged=src/textual_inversion/miniworld/judge")
-        judges[name] = load_judge(folder)
+    judges = named_judges(parser, args.judge)
     print_and_write(table(Path(args.workdir), judges), RESULTS_DIR / f"rejudge{args.results_suffix}.md")
 
 

@@ -66,7 +66,8 @@ class TextualInversion(Method):
     miniworld_defaults = {"vectors": 6, "lr": 0.1, "batch_size": 4, "ema_decay": 0.99, "steps": 800}
     # The shape's settings: lora-all-cosine in benchmarks/results/concept_sweep.md (the set's two stars at the targets
     # on both seeds by the judge of then, against 2 of 4 at a constant rate; by eye stars only where drawn big or on a
-    # colour, and with --refine-latents the red star on both seeds, the blue on one: docs/subjects.md).
+    # colour, and with --refine-latents both stars on both seeds by the judge, the blue one at twice the passes:
+    # docs/subjects.md).
     # The stripes' settings: ti-average-noisiest in benchmarks/results/concept_sweep_2a05c6767420493f.md (the blue
     # striped square and the striped style on both seeds, against neither with the defaults; it loses checkers).
     advice = ("a token can only ask for what the model already draws; if the previews lose a striped pattern, train "
