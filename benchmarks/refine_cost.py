@@ -7,8 +7,8 @@ The VAE is built with random weights from the published config in benchmarks/rea
 share one architecture; SDXL's differs in its scaling factor only, so its figures are a check). A refine step is a
 decoder forward and backward on one picture's latent (`data.decoder_inversion`, the code `train` runs); the
 encoder's pass is what caching the picture costs without it, timed beside it on the same picture in one process.
-Projected: the default 300 steps for each of a run's views (5 pictures, each flipped: 10), against the training
-steps' time measured by benchmarks/real_scale.py. Peak memory: the process's peak RSS (VmHWM) on the CPU,
+Projected: the default 300 steps for each of a run's views (5 pictures, each flipped: 10); the training step at the
+same size is benchmarks/real_scale.py's to compare with. Peak memory: the process's peak RSS (VmHWM) on the CPU,
 `torch.cuda.max_memory_allocated` on CUDA, after the refine steps.
 """
 
@@ -61,7 +61,7 @@ def measure(name: str, resolution: int, steps: int, device: torch.device) -> dic
     with torch.no_grad():
         start = vae.encode(pixels).latent_dist.mean
     encode = timed(lambda: vae.encode(pixels).latent_dist.mean, device, steps)
-    # decoder_inversion with `steps` steps, timed per step; the untimed first call is one step
+    # one call of decoder_inversion with `steps` steps, after an untimed one, per step
     refine = timed(lambda: decoder_inversion(vae, pixels, start, steps), device, 1) / steps
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else read_status("VmHWM")
     return {"model": name, "resolution": resolution, "encode": encode, "refine_step": refine, "peak": peak}

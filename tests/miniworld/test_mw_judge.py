@@ -11,6 +11,7 @@ from textual_inversion.miniworld.judge import (
     NO_SHAPE,
     JudgeNet,
     load_judge,
+    main,
     no_shape_picture,
     predict,
     score,
@@ -82,3 +83,9 @@ def test_training_one_head_from_a_judge_keeps_or_distils_the_rest(distil):
     assert _same(net.features, former.features) is not distil
     assert _same(net.heads["colour"], former.heads["colour"]) is not distil
     assert not torch.equal(net.heads["shape"].weight[:-1], former.heads["shape"].weight)
+
+
+def test_distil_without_a_former_judge_is_refused_in_one_line(capsys):
+    with pytest.raises(SystemExit):
+        main(["--train", "--distil"])
+    assert "--start FOLDER" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """A small CNN that reads a miniworld image's attributes, for scoring generations.
 
-    python -m textual_inversion.miniworld.judge --train [--steps N] [--threads N] [--start FOLDER --learn shape]
+    python -m textual_inversion.miniworld.judge --train [--steps N] [--threads N] [--start FOLDER --learn shape [--distil]]
 
 The shipped judge is the one of 2026-12-05 taught "blob" in two rounds (judge/config.json has the last): its shape
 head alone (--start that judge --learn shape, 1500 steps), then every weight (--start the first round --learn shape
@@ -302,6 +302,8 @@ def main(argv=None) -> None:
                    help="with --start and --learn: the features learn too; the other heads are held to --start's "
                         "readings")
     args = p.parse_args(argv)
+    if args.distil and not args.start:
+        p.error("--distil holds the heads to a former judge's readings: name it with --start FOLDER")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
