@@ -16,32 +16,26 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 
 import torch
 
 from .common import RESULTS_DIR, argument_parser, command, machine, print_and_write
-from .real_scale import CONFIGS_DIR, mib, read_status, reset_peak
+from .real_scale import CONFIGS_DIR, PhaseClock, mib, read_status, reset_peak
 
 VIEWS = 10  # 5 pictures, each also flipped: the views of a typical run's cache
 DEFAULT_REFINE = 300  # the steps shown on miniworld (docs/subjects.md)
 
 
-def synchronise(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed(run, device: torch.device, repeats: int) -> float:
-    """Median seconds of `repeats` calls of `run` (after one untimed call)."""
+    """Median seconds of `repeats` calls of `run` (after one untimed call), waiting for the GPU's queue on CUDA."""
+    clock = PhaseClock(device)
+    clock.split = False  # one span per call, no phases
     run()
     seconds = []
     for _ in range(repeats):
-        synchronise(device)
-        start = time.perf_counter()
+        clock.start()
         run()
-        synchronise(device)
-        seconds.append(time.perf_counter() - start)
+        seconds.append(clock.stop())
     return statistics.median(seconds)
 
 

@@ -47,9 +47,10 @@ WIDTHS = (32, 64, 96, 128)
 NO_SHAPE = "blob"
 JUDGE_VOCAB: dict[str, tuple[str, ...]] = {**VOCAB, "shape": (*SHAPES, NO_SHAPE)}
 # Radii in output pixels. "small" starts at 9 (world.SIZE_RADIUS) and no dot or smudge reaches 8, so the sizes
-# between are taught neither way; a crisp circle of radius 5 is still a circle (the demo draws such). A lump is no shape at any size, so lumps reach the small shapes' sizes.
+# between are taught neither way; a crisp circle of radius 5 is still a circle (the demo draws such). A lump is no
+# shape at any size, so lumps reach the small shapes' sizes.
 DOT_RADIUS = (1.5, 4.0)
-ROUND_SHAPES = ("circle", "ring")
+CORNERED_SHAPES = tuple(shape for shape in SHAPES if shape not in ("circle", "ring"))  # a blurred circle is a circle
 SMUDGE_RADIUS, SMUDGE_BLUR = (4.5, 7.5), (1.0, 2.0)
 LUMP_RADIUS = (5.0, 12.0)
 UNLABELLED = -100  # cross_entropy's ignore_index: a dot's size and pattern have no true value
@@ -125,8 +126,8 @@ def no_shape_picture(rng: random.Random) -> tuple[Image.Image, dict[str, str]]:
     kind = rng.randrange(3)
     if kind == 0:
         image = render(replace(scene, radius=rng.uniform(*DOT_RADIUS)))
-    elif kind == 1:  # a blurred circle or ring is still one: smudges come from the shapes with corners
-        scene = replace(scene, shape=rng.choice([shape for shape in SHAPES if shape not in ROUND_SHAPES]))
+    elif kind == 1:  # smudges come from the shapes with corners
+        scene = replace(scene, shape=rng.choice(CORNERED_SHAPES))
         image = render(replace(scene, radius=rng.uniform(*SMUDGE_RADIUS)))
         image = image.filter(ImageFilter.GaussianBlur(rng.uniform(*SMUDGE_BLUR)))
     else:
