@@ -107,22 +107,43 @@ def agrees(judge: str, hand: str) -> bool:
     return judge == hand.strip() or (judge == NO_SHAPE and hand.strip() == "?")
 
 
-def read_again(rows: list[dict], judge_folder: str) -> list[dict]:
-    """The rows with the judge's columns read again from their pictures by the judge in `judge_folder`."""
-    from textual_inversion.miniworld.judge import load_judge, predict
+def read_again(rows: list[dict], judge_folder: str | None) -> tuple[list[dict], dict[str, list[float]]]:
+    """The rows with the judge's columns read again from their pictures by the judge in `judge_folder` (the packaged
+    one if None), and its certainty for each name it gives (softmax probability), per attribute, in the rows' order."""
+    import torch
 
-    readings = predict([row_picture(row) for row in rows], load_judge(judge_folder))
-    return [{**row, **{f"judge_{k}": reading[k] for k in CHECKED}} for row, reading in zip(rows, readings, strict=True)]
+    from textual_inversion.miniworld.judge import load_judge, to_batch
+
+    judge = load_judge(judge_folder)
+    with torch.no_grad():
+        logits = judge(to_batch([row_picture(row) for row in rows]))
+    names = {attribute: [judge.vocab[attribute][i] for i in values.argmax(1).tolist()]
+             for attribute, values in logits.items()}
+    certainty = {attribute: values.softmax(1).max(1).values.tolist() for attribute, values in logits.items()}
+    read = [{**row, **{f"judge_{k}": names[k][i] for k in CHECKED}} for i, row in enumerate(rows)]
+    return read, certainty
+
+
+def shown_path(path: Path) -> str:
+    """`path` as the results file names it: from the repository's root where it lies inside it."""
+    resolved = path.resolve()
+    return resolved.relative_to(ROOT).as_posix() if resolved.is_relative_to(ROOT) else resolved.as_posix()
 
 
 def score(labels: Path, judge_folder: str | None = None) -> list[str]:
     rows = list(csv.DictReader(labels.open()))
-    if judge_folder:
-        rows = read_again(rows, judge_folder)
+    # The sweep's pictures are here (always so with --judge): the judge reads them once, for its names and certainty.
+    certainty = None
+    if judge_folder or all(Path(row["grid"]).is_file() for row in rows):
+        read_now, certainty = read_again(rows, judge_folder)
+        if judge_folder:
+            rows = read_now
+        elif read_now != rows:  # the packaged judge is not the one the sheet was drawn with: its certainty is not theirs
+            certainty = None
     read_by = (f" The judge's readings are those of `{judge_folder}`, read again from the pictures; the sheet's "
                "columns hold the judge's at the time the sample was drawn." if judge_folder else "")
     lines = [f"# The judge on the model's own pictures: {len(rows)} generated images read by hand", "",
-             f"Produced by `{command()}` from `{labels.resolve().relative_to(ROOT).as_posix()}` (the sample, drawn by "
+             f"Produced by `{command()}` from `{shown_path(labels)}` (the sample, drawn by "
              "`judge_check sheet` from the concept sweep's evaluations, and the hand readings). A hand "
              "reading of \"?\" (no clear value in the picture) counts against the judge unless it reads the shape as "
              f"\"blob\" (no shape of the world, a value of the judge since 2026-12-06).{read_by}", "",
@@ -141,10 +162,8 @@ def score(labels: Path, judge_folder: str | None = None) -> list[str]:
     lines += ["", f"Every attribute read by hand ({', '.join(read)}) right: {sum(every)} of {len(every)} "
               f"({sum(every) / len(every):.0%})."]
     if all(Path(row["grid"]).is_file() for row in rows):  # the sweep's pictures are here: how sure was the judge?
-        from textual_inversion.miniworld.judge import JUDGE_DIR
-
-        if judge_folder or read_again(rows, str(JUDGE_DIR)) == rows:
-            lines += ["", *confidence(rows, read, judge_folder)]
+        if certainty is not None:
+            lines += ["", *confidence(rows, read, certainty)]
         else:
             lines += ["", "(The judge's certainty is not shown: the packaged judge reads these pictures otherwise than "
                       "the one the sheet was drawn with; `--judge` reads them again.)"]
@@ -184,20 +203,11 @@ def colour_disagreements(rows: list[dict]) -> list[str]:
                         f"neither in {nearer['neither']}."]
 
 
-def confidence(rows: list[dict], read: tuple[str, ...], judge_folder: str | None = None) -> list[str]:
-    """Whether the judge's own certainty (its softmax probability for the name it gives) tells its misreads
-    apart, so that it could answer "unclear" below a threshold instead of naming a blob."""
+def confidence(rows: list[dict], read: tuple[str, ...], certainty: dict[str, list[float]]) -> list[str]:
+    """Whether the judge's own certainty (`read_again`'s) tells its misreads apart, so that it could answer "unclear"
+    below a threshold instead of naming a blob."""
     import statistics
 
-    import torch
-
-    from textual_inversion.miniworld.judge import load_judge, to_batch
-
-    pictures = [row_picture(row) for row in rows]
-    judge = load_judge(judge_folder)
-    with torch.no_grad():
-        logits = judge(to_batch(pictures))
-    certainty = {attribute: values.softmax(1).max(1).values.tolist() for attribute, values in logits.items()}
     lines = ["The judge's certainty (softmax probability of the name it gives) on the same pictures: a threshold "
              "that makes it answer \"unclear\" helps only if its misreads are less certain than its agreements.", "",
              "| attribute | certainty when it agrees: min, median | when it misreads: min, median, max | agreements "

@@ -20,21 +20,22 @@ PATTERNS = ("solid", "striped", "dotted", "checkered")
 SIZES = ("small", "big")
 
 
-def round_trip(vae, images: list, refine_steps: int = 0) -> list:
-    """The images encoded to the latent mean (refined by `refine_steps` of decoder inversion) and decoded again, as
-    PIL images."""
+def round_trip(vae, images: list, refine_steps: tuple[int, ...] = (0,)) -> list[list]:
+    """The images encoded once to the latent mean and decoded again as PIL images, once for each entry of
+    `refine_steps`: the mean refined by that many steps of decoder inversion first (0: as the encoder gave it)."""
     from diffusers.image_processor import VaeImageProcessor
 
     from textual_inversion.data import decoder_inversion
     from textual_inversion.images import to_tensor
 
     pixels = to_tensor(images)
+    trips = []
     with torch.no_grad():
-        latents = vae.encode(pixels).latent_dist.mean
-        if refine_steps:
-            latents = decoder_inversion(vae, pixels, latents, refine_steps)
-        decoded = vae.decode(latents).sample
-    return VaeImageProcessor().postprocess(decoded, output_type="pil")
+        means = vae.encode(pixels).latent_dist.mean
+        for steps in refine_steps:
+            latents = decoder_inversion(vae, pixels, means, steps) if steps else means
+            trips.append(VaeImageProcessor().postprocess(vae.decode(latents).sample, output_type="pil"))
+    return trips
 
 
 def main() -> None:
@@ -63,7 +64,7 @@ def main() -> None:
                       for _ in range(args.scenes)]
             rendered = [render(scene) for scene in scenes]
             rates = []
-            for images in (rendered, round_trip(vae, rendered)):
+            for images in (rendered, *round_trip(vae, rendered)):
                 reads = predict(images, judge)
                 rates.append(sum(read["shape"] == scene.shape and read["colour"] == scene.colour
                                  and read["pattern"] == scene.pattern for read, scene in zip(reads, scenes, strict=True))

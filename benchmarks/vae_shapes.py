@@ -59,7 +59,7 @@ def main() -> None:
                                        patterns=("solid",), hidden_colour_prob=1 / 9) for _ in range(args.scenes)]
                 rendered = [render(scene) for scene in scenes]
                 before.append(sum(read["shape"] == shape for read in predict(rendered, judge)))
-                trips = [round_trip(vae, rendered)] + ([round_trip(vae, rendered, args.refine)] if args.refine else [])
+                trips = round_trip(vae, rendered, (0, args.refine) if args.refine else (0,))
                 reads = [predict(trip, judge) for trip in trips]
                 cells.append(" / ".join(f"{100 * sum(r['shape'] == shape for r in read) / len(scenes):.0f} % "
                                         f"({sum(r['shape'] == NO_SHAPE for r in read)})" for read in reads))

@@ -42,16 +42,20 @@ def test_the_committed_sweep_results_are_the_packaged_models():
 def test_the_held_out_concepts_are_new_subjects_found_by_name(tmp_path):
     from benchmarks.concept_set import (
         CONCEPT_SET,
+        HELD_OUT_COLOURS,
         HELD_OUT_STARS,
         HELD_OUT_STRIPES,
         concept_kind,
         find_concept,
     )
 
-    held_out = HELD_OUT_STRIPES + HELD_OUT_STARS
+    held_out = HELD_OUT_STRIPES + HELD_OUT_STARS + HELD_OUT_COLOURS
     assert not {c.name for _, c in held_out} & {c.name for _, c in CONCEPT_SET}
     assert len({c.seed for _, c in held_out + CONCEPT_SET}) == len(held_out + CONCEPT_SET)  # scenes used nowhere else
     assert concept_kind("green-star") == "held-out star"
     folder, spec = find_concept("orange-striped-heart", tmp_path)
     assert spec.attributes == {"shape": "heart", "colour": "orange", "pattern": "striped"}
     assert len(list(folder.glob("*.png"))) == 5 and concept_kind("orange-striped-heart") == "held-out stripes"
+    folder, spec = find_concept("teal-heart-held-out", tmp_path)
+    assert spec.token == "<teal-heart-held-out>" and spec.attributes["colour"] == "teal"
+    assert concept_kind("teal-heart-held-out") == "held-out hidden colour"
