@@ -127,7 +127,7 @@ def test_train_inspect_convert_generate_end_to_end(tiny_sd1_path, image_folder, 
     assert result.returncode == 0, result.stderr
     assert "learned" in result.stdout and (run / "learned_embeds.safetensors").is_file()
     assert "if it falls short:" in result.stdout and "--method lora --lora-layers all" in result.stdout  # what to try next
-    assert "--refine-latents" in result.stdout
+    assert "--refine-latents" in result.stdout and "train twice as long first (--steps doubled)" in result.stdout
     assert "--timestep-bias later --timestep-bias-portion 0.1" in result.stdout  # for a striped pattern it lost
 
     shown = cli("inspect", str(run / "learned_embeds.safetensors"))
