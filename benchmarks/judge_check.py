@@ -110,17 +110,10 @@ def agrees(judge: str, hand: str) -> bool:
 def read_again(rows: list[dict], judge_folder: str | None) -> tuple[list[dict], dict[str, list[float]]]:
     """The rows with the judge's columns read again from their pictures by the judge in `judge_folder` (the packaged
     one if None), and its certainty for each name it gives (softmax probability), per attribute, in the rows' order."""
-    import torch
+    from textual_inversion.miniworld.judge import load_judge, predict_with_certainty
 
-    from textual_inversion.miniworld.judge import load_judge, to_batch
-
-    judge = load_judge(judge_folder)
-    with torch.no_grad():
-        logits = judge(to_batch([row_picture(row) for row in rows]))
-    names = {attribute: [judge.vocab[attribute][i] for i in values.argmax(1).tolist()]
-             for attribute, values in logits.items()}
-    certainty = {attribute: values.softmax(1).max(1).values.tolist() for attribute, values in logits.items()}
-    read = [{**row, **{f"judge_{k}": names[k][i] for k in CHECKED}} for i, row in enumerate(rows)]
+    readings, certainty = predict_with_certainty([row_picture(row) for row in rows], load_judge(judge_folder))
+    read = [{**row, **{f"judge_{k}": reading[k] for k in CHECKED}} for row, reading in zip(rows, readings, strict=True)]
     return read, certainty
 
 
@@ -132,9 +125,10 @@ def shown_path(path: Path) -> str:
 
 def score(labels: Path, judge_folder: str | None = None) -> list[str]:
     rows = list(csv.DictReader(labels.open()))
-    # The sweep's pictures are here (always so with --judge): the judge reads them once, for its names and certainty.
+    # Where the sweep's pictures are here (--judge needs them), the judge reads them once, for its names and certainty.
     certainty = None
-    if judge_folder or all(Path(row["grid"]).is_file() for row in rows):
+    pictures_here = all(Path(row["grid"]).is_file() for row in rows)
+    if judge_folder or pictures_here:
         read_now, certainty = read_again(rows, judge_folder)
         if judge_folder:
             rows = read_now
@@ -161,7 +155,7 @@ def score(labels: Path, judge_folder: str | None = None) -> list[str]:
     every = [all(agrees(row[f"judge_{a}"], row[a]) for a in read) for row in rows]
     lines += ["", f"Every attribute read by hand ({', '.join(read)}) right: {sum(every)} of {len(every)} "
               f"({sum(every) / len(every):.0%})."]
-    if all(Path(row["grid"]).is_file() for row in rows):  # the sweep's pictures are here: how sure was the judge?
+    if pictures_here:  # how sure was the judge?
         if certainty is not None:
             lines += ["", *confidence(rows, read, certainty)]
         else:

@@ -14,6 +14,7 @@ from textual_inversion.miniworld.judge import (
     main,
     no_shape_picture,
     predict,
+    predict_with_certainty,
     score,
     train,
 )
@@ -46,6 +47,15 @@ def test_predict_and_partial_expectations():
     assert set(pred) == set(ATTRIBUTES)
     rates = score([im, im], {"colour": scene.colour})
     assert set(rates) == {"colour"}
+
+
+def test_predict_with_certainty_gives_predicts_names_and_a_probability_for_each():
+    rng = random.Random(6)
+    images = [render(random_scene(rng)) for _ in range(3)]
+    names, certainty = predict_with_certainty(images)
+    assert names == predict(images)
+    assert set(certainty) == set(ATTRIBUTES)
+    assert all(len(values) == 3 and all(0.5 < v <= 1.0 for v in values) for values in certainty.values())  # clean renders
 
 
 def test_load_judge_is_cached():

@@ -253,16 +253,27 @@ def load_judge(path: str | None = None) -> JudgeNet:
 
 
 @torch.no_grad()
-def predict(images: list[Image.Image], judge: JudgeNet | None = None) -> list[dict[str, str]]:
-    """Attribute names the judge reads from each image."""
+def predict_with_certainty(
+    images: list[Image.Image], judge: JudgeNet | None = None
+) -> tuple[list[dict[str, str]], dict[str, list[float]]]:
+    """Attribute names the judge reads from each image, and its certainty in each name (the softmax probability it
+    gives it), per attribute in the images' order."""
     net = judge or load_judge()
     out: list[dict[str, str]] = [{} for _ in images]
+    certainty: dict[str, list[float]] = {}
     for i in range(0, len(images), 256):
         logits = net(to_batch(images[i : i + 256]))
         for k, lg in logits.items():
-            for j, idx in enumerate(lg.argmax(1).tolist()):
+            sure, indices = lg.softmax(1).max(1)
+            certainty.setdefault(k, []).extend(sure.tolist())
+            for j, idx in enumerate(indices.tolist()):
                 out[i + j][k] = net.vocab[k][idx]
-    return out
+    return out, certainty
+
+
+def predict(images: list[Image.Image], judge: JudgeNet | None = None) -> list[dict[str, str]]:
+    """Attribute names the judge reads from each image."""
+    return predict_with_certainty(images, judge)[0]
 
 
 def score(
