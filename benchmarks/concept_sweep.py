@@ -109,6 +109,19 @@ METHODS = {
     # triangle; the moving average is what kept it in ti-average. Set once from that, not tuned.
     "ti-average-noisiest": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "timestep_bias": "later",
                             "timestep_bias_portion": 0.1, "timestep_bias_multiplier": 9.0},
+    # ti-average-noisiest with its own vectors for each quarter of the schedule (--time-stages 4): the stripes are
+    # chosen in the noisiest quarter and the checkers and colours in the quieter ones (phrase_loss_*.md), and one set
+    # of vectors trained mostly where the stripes are chosen lost the checkers; with a set per quarter the noisiest
+    # draws cannot move the others'. Set once from that, not tuned.
+    "ti-average-stages4-noisiest": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "time_stages": 4,
+                                    "timestep_bias": "later", "timestep_bias_portion": 0.1,
+                                    "timestep_bias_multiplier": 9.0},
+    # A milder bias for twice the steps (a quarter of the timesteps from the noisiest tenth, --timestep-bias-multiplier
+    # 3, at 6400 passes): as many draws from t >= 900 as ti-average-noisiest makes at 3200 passes, which taught the
+    # stripes, and more from the quieter timesteps than ti-average makes at 3200, where the checkers and the colours
+    # are taught (phrase_loss_*.md). Set once from that count, not tuned.
+    "ti-average-noisier": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "timestep_bias": "later",
+                           "timestep_bias_portion": 0.1, "timestep_bias_multiplier": 3.0},
     "ti-words": {**TEXTUAL_INVERSION, "init_token": "{words}"},
     "ti-words-spread": {**TEXTUAL_INVERSION, "init_token": "{words}", "spread_words": True},
     "lora": {"method": "lora", **MINIWORLD_SETTINGS["lora"]},
@@ -149,6 +162,7 @@ PAIRED_WITH = {"ti-cosine-later": "ti-cosine", "ti-average-later": "ti-average",
                "ti-average-finest": "ti-average", "ti-average-up": "ti-average",
                "ti-average-finest-half": "ti-average", "ti-average-later300": "ti-average",
                "ti-average-quieter": "ti-average", "ti-average-noisiest": "ti-average",
+               "ti-average-stages4-noisiest": "ti-average-noisiest", "ti-average-noisier": "ti-average",
                "ti-former-defaults": "ti-average", "pivotal-former-defaults": "pivotal", "lora-all-cosine": "lora-all",
                "lora-all-cosine-later": "lora-all-cosine", "pivotal-noisiest": "pivotal",
                "lora-all-cosine-refined": "lora-all-cosine"}
@@ -275,6 +289,13 @@ def write_spread_init(pipe, token: str, words: str, num_vectors: int, path: Path
     return write_embedding(Embedding(token, {SINGLE_ENCODER: vectors}, {"init_words": words}), path)
 
 
+def run_folder(workdir: Path, concept: str, method: str, seed: int, passes: int) -> Path:
+    """Where a run of `method` trained to `passes` UNet passes keeps its evaluations: one folder per budget, because
+    train's --overwrite empties a run's folder, and a method whose result exists only after its last step (a moving
+    average, a decaying rate) is trained again for each budget."""
+    return workdir / concept / f"{'ti' if method == 'textual-inversion' else method}-{passes}-seed{seed}"
+
+
 def sweep(names: list[str], seeds: list[int], budgets: list[int], num_images: int, workdir: Path, results: Path,
           threads: int, method: str = "textual-inversion") -> None:
     from textual_inversion.evaluate import evaluate_concept
@@ -295,7 +316,7 @@ def sweep(names: list[str], seeds: list[int], budgets: list[int], num_images: in
             wanted = [b for b in budgets if not any(r["condition"] == method and r["seed"] == seed and r["passes"] == b
                                                     for r in own)]
             if wanted:
-                run = workdir / name / (f"ti-seed{seed}" if method == "textual-inversion" else f"{method}-seed{seed}")
+                run = run_folder(workdir, name, method, seed, max(budgets))
                 for row in train_and_score(method, name, kind, folder, spec, seed, budgets, wanted, num_images, run,
                                            threads):
                     record(results, row)
@@ -558,6 +579,8 @@ def main() -> None:
              "after (--timestep-bias-steps 300), ti-average-quieter ti-average with --timestep-bias later "
              "--timestep-bias-portion 0.25 --timestep-bias-multiplier 0.1 (the noisiest quarter, t >= 750, drawn a tenth as "
              "often), ti-average-noisiest ti-average with ti-cosine-later's bias (half the timesteps from t >= 900), "
+             "ti-average-stages4-noisiest that with --time-stages 4, ti-average-noisier ti-average with a quarter of the "
+             "timesteps from t >= 900 (--timestep-bias-multiplier 3), "
              "lora-all-cosine lora-all with --lr-scheduler cosine, "
              "lora-all-cosine-later that with ti-cosine-later's bias (half the timesteps from t >= 900), "
              "lora-all-cosine-refined lora-all-cosine on latents refined by 300 steps of decoder inversion "

@@ -1,7 +1,7 @@
 """benchmarks/concept_sweep.py: issue 20's goals read from the sweep's rows; its methods' settings."""
 
 from benchmarks.concept_set import find_concept
-from benchmarks.concept_sweep import METHODS, goals, sweep_values
+from benchmarks.concept_sweep import METHODS, goals, run_folder, sweep_values
 
 from textual_inversion import TrainConfig
 
@@ -57,3 +57,9 @@ def test_every_method_setting_is_a_valid_train_config(tmp_path):
         config = TrainConfig.from_values(values, source=name)
         config.validate()
         assert config.method == setting.get("method", "textual-inversion"), name
+
+
+def test_runs_at_two_budgets_keep_folders_of_their_own(tmp_path):
+    first, second = (run_folder(tmp_path, "teal-heart", "ti-average", 0, passes) for passes in (3200, 6400))
+    assert first != second and first.parent == second.parent == tmp_path / "teal-heart"
+    assert run_folder(tmp_path, "teal-heart", "textual-inversion", 1, 3200).name == "ti-3200-seed1"
