@@ -64,7 +64,7 @@ def test_same_seed_builds_identical_weights(tmp_path):
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["model"]  # no staging folder left beside it
 
 
-@pytest.mark.slow  # a build, then two continuations of it (one with pattern twins, one with 16x16 attention)
+@pytest.mark.slow  # a build, two continuations (pattern twins; 16x16 attention), an encoder refinement
 def test_continue_from_trains_the_unet_further_and_keeps_the_vae(tmp_path):
     build([*TINY_BUILD, "--output", str(tmp_path / "a" / "model")])
     continuation = ["--threads", "1", "--cache-size", "8", "--unet-steps", "2", "--batch-size", "4", "--warmup", "1",
@@ -83,6 +83,12 @@ def test_continue_from_trains_the_unet_further_and_keeps_the_vae(tmp_path):
     scale = [json.loads((tmp_path / name / "model" / "vae" / "config.json").read_text())["scaling_factor"]
              for name in "ab"]
     assert scale[0] == scale[1]
+    # The encoder refined on the continuation: only the encoder's weights change.
+    build(["--threads", "1", "--vae-batch", "2", "--only-refine-encoder", "2", "--output", str(tmp_path / "b" / "model")])
+    refined = weight_files(tmp_path / "b" / "model")
+    changed = {k for k in b[vae] if not b[vae][k].equal(refined[vae][k])}
+    assert changed and all(k.startswith(("encoder.", "quant_conv.")) for k in changed), changed
+    assert all(b[name][k].equal(refined[name][k]) for name in b if name != vae for k in b[name])
 
 
 @pytest.mark.parametrize("argv, message", [
