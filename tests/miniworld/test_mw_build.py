@@ -96,6 +96,7 @@ def test_continue_from_trains_the_unet_further_and_keeps_the_vae(tmp_path):
     (["--twin-weight", "0.5"], "--twin-weight only scales pattern twins' loss; give --pattern-twins too"),
     (["--hidden-colour-prob", "0"], "--hidden-colour-prob 0.0: give a share between 0 and 1"),
     (["--hidden-colour-prob", "1.5"], "--hidden-colour-prob 1.5: give a share between 0 and 1"),
+    (["--only-refine-encoder", "-5"], "--only-refine-encoder -5: give a number of steps above 0"),
 ])
 def test_build_options_that_cannot_work_say_so(argv, message, capsys):
     with pytest.raises(SystemExit):

@@ -487,6 +487,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not 0 < args.hidden_colour_prob < 1:
         p.error(f"--hidden-colour-prob {args.hidden_colour_prob}: give a share between 0 and 1 (default "
                 f"{HIDDEN_COLOUR_PROB}); at 0 no scene shows the colour that textual inversion is meant to find")
+    if args.only_refine_encoder < 0:
+        p.error(f"--only-refine-encoder {args.only_refine_encoder}: give a number of steps above 0 (e.g. 1500)")
     if args.twin_weight <= 0:
         p.error(f"--twin-weight {args.twin_weight}: give a weight above 0 (1 keeps the twins' x0 error as it is)")
     if args.twin_weight != 1 and not args.pattern_twins:
