@@ -4,9 +4,10 @@ One seed says little: whether the new vectors find the hidden colour depends on 
 timesteps. Each seed is a full demo (render, train, evaluate with both baselines); the table lists
 each and the spread. Written to benchmarks/results/demo.md.
 
-    python -m benchmarks.demo_seeds [--seeds 0 1 2 3] [--threads N] [--steps N] [--set lr=0.1 ...]
+    python -m benchmarks.demo_seeds [--seeds 0 1 2 3] [--threads N] [--steps N] [--fast] [--set lr=0.1 ...]
 
-`--set` and `--steps` try other training settings than the demo's (DEMO_TRAINING, DemoConfig's steps);
+`--set` and `--steps` try other training settings than the demo's (DEMO_TRAINING, DemoConfig's steps; with
+`--fast` the demo's --fast training, FAST_TRAINING);
 the table's title says which ran. `--results-suffix` keeps the shipped settings' table.
 """
 
@@ -27,6 +28,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="the demo's --threads (default: the demo's own default)")
     parser.add_argument("--device", default="cpu", help="cpu (the target's machine) or cuda")
     parser.add_argument("--steps", type=int, help="training steps (default: the demo's)")
+    parser.add_argument("--fast", action="store_true", help="the demo's --fast training (FAST_TRAINING) as the base")
     parser.add_argument("--set", nargs="+", default=[], metavar="OPTION=VALUE",
                         help="a train option (its config name, e.g. lr_scheduler=cosine) over the demo's; "
                              "values read as JSON where they parse, else as text")
@@ -37,11 +39,11 @@ def main() -> None:
     import torch
 
     from textual_inversion.config import DemoConfig
-    from textual_inversion.demo import DEMO_TRAINING, run_demo
+    from textual_inversion.demo import DEMO_TRAINING, FAST_TRAINING, run_demo
     from textual_inversion.models import default_threads
 
-    training = {**DEMO_TRAINING, **overrides}
-    steps = args.steps or DemoConfig().steps
+    training = {**(FAST_TRAINING if args.fast else DEMO_TRAINING), **overrides}
+    steps = args.steps or DemoConfig(fast=args.fast).training_steps
     threads = args.threads or default_threads()
     torch.set_num_threads(threads)
     rows = []

@@ -1,7 +1,7 @@
 """`textual-inversion demo` from launch to exit, two ways side by side.
 
     python -m benchmarks.demo_speed [--compare baselines|evaluation-threads|training-threads|settings|previews|
-                                               token-gradient]
+                                               token-gradient|fast]
                                     [--rounds 2] [--seed 0]
 
 --compare baselines (the default; writes demo_speed.md):
@@ -29,6 +29,9 @@ draw from their own generator and give the pipeline its own sampler back.
 --compare token-gradient (writes demo_speed_token_gradient.md): the demo's training with --token-gradient finest
 --token-gradient-fraction 0.5 (the backward pass stopping at the finest cross-attention layers for steps 0-399)
 against the demo as installed. The scores differ: other vectors.
+
+--compare fast (writes demo_speed_fast.md): `demo --fast` (pivotal tuning stopped when learned) against the demo as
+installed. The scores differ: another method.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ VARIANTS = {
     # The token learning through the finest cross-attention layers for the first half of the steps, then every layer.
     "finest-half": patched_cli("import textual_inversion.demo as demo; "
                                "demo.DEMO_TRAINING.update(token_gradient='finest', token_gradient_fraction=0.5)"),
+    "fast": patched_cli("pass", "--fast"),
     # The previews drawn with the model's own sampler (DDIM) at 25 steps, everything else as installed.
     "previews-ddim-25": patched_cli("import textual_inversion.demo as demo; "
                                     "demo.DEMO_OUTPUTS.update(validation_sampler=None, validation_steps=25)"),
@@ -84,6 +88,8 @@ COMPARISONS = {  # name: (the demo as installed, the other way), the results fil
     "settings": (("lr0.2-500-steps", "lr0.1-800-steps"), "500 steps at lr 0.2 against 800 at lr 0.1"),
     "token-gradient": (("finest-half", "beside"), "the token learning through the finest layers for the first half "
                                                   "of the steps against every layer throughout"),
+    "fast": (("fast", "beside"), "demo --fast (pivotal tuning stopped when learned) against the demo's textual "
+                                 "inversion"),
     "previews": (("beside", "previews-ddim-25"), "previews drawn with DPM++ at 15 steps against the model's DDIM at "
                                                  "25"),
 }

@@ -83,7 +83,7 @@ def main() -> None:
     if args.prodigy:
         use_prodigy()
     training = {**DEMO_TRAINING, **overrides}
-    steps = args.steps or DemoConfig().steps
+    steps = args.steps or DemoConfig().training_steps
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for seed in args.seeds:

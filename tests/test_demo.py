@@ -156,3 +156,12 @@ def test_other_training_settings_reach_the_training_in_place_of_the_demos(tmp_pa
     assert (shipped.lr, shipped.lr_scheduler, shipped.ema_decay) == (0.1, "constant", 0.99)
     assert (other.lr, other.lr_scheduler) == (0.2, "cosine")
     assert shipped.steps == other.steps == 250 and other.options.vectors == demo.DEMO_TRAINING["vectors"]
+
+
+def test_the_fast_demo_trains_pivotal_tuning_until_learned_and_steps_still_win(tmp_path, fidelity_only_spec):
+    fast = demo.demo_train_config(DemoConfig(output_dir=str(tmp_path), fast=True), fidelity_only_spec)
+    assert (fast.method, fast.steps, fast.stop_when_learned, fast.learned_passes) == ("pivotal", 300, True, 2)
+    plain = demo.demo_train_config(DemoConfig(output_dir=str(tmp_path)), fidelity_only_spec)
+    assert (plain.method, plain.steps, plain.stop_when_learned) == ("textual-inversion", 800, False)
+    assert demo.demo_train_config(DemoConfig(output_dir=str(tmp_path), fast=True, steps=120),
+                                  fidelity_only_spec).steps == 120

@@ -367,19 +367,34 @@ class EvaluateConfig:
         check_choices(self)
 
 
+# The demo's training steps; --fast's run usually stops before its cap (docs/demo.md).
+DEMO_STEPS = 800
+FAST_DEMO_STEPS = 300
+
+
 @dataclass
 class DemoConfig:
     """The offline demo: teach miniworld a colour it can draw but has no word for, then measure it."""
 
     output_dir: str = option("runs/demo", "folder for the images, the run, previews and the evaluation")
-    steps: int = option(800, "training steps")
+    steps: int | None = option(None, f"training steps (default {DEMO_STEPS}; with --fast at most {FAST_DEMO_STEPS}, "
+                               "the run stopping when the concept is learned)")
+    fast: bool = option(False, "a faster demo: pivotal tuning (the token and a rank-8 LoRA, a 525 KB file) that stops "
+                        "once 7 of 8 check images show the concept at two checks in a row (docs/demo.md)")
     seed: int = option(0, "random seed")
     overwrite: bool = option(False, "replace an earlier demo in --output-dir")
     device: str = option("auto", "device: auto, cpu, cuda, mps")
     threads: int | None = threads_option()
 
+    @property
+    def training_steps(self) -> int:
+        """--steps, or the default for the demo asked for."""
+        if self.steps is not None:
+            return self.steps
+        return FAST_DEMO_STEPS if self.fast else DEMO_STEPS
+
     def validate(self) -> None:
-        if self.steps < 1:
+        if self.training_steps < 1:
             raise UserError(f"--steps {self.steps}: must be at least 1")
 
 

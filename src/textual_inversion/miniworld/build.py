@@ -197,7 +197,7 @@ def refine_encoder(model_dir: Path, steps: int, batch: int, seed: int, lr: float
             target = before.encode(x).latent_dist.mean
         mean = vae.encode(x).latent_dist.mean
         err = vae.decode(mean).sample - x
-        drift = F.mse_loss(mean, target) / target.var()
+        drift = relative_drift(mean, target)
         loss = (w * err.abs()).mean() + (w * err.square()).mean() + anchor * drift
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -209,12 +209,16 @@ def refine_encoder(model_dir: Path, steps: int, batch: int, seed: int, lr: float
     save_vae(vae, model_dir)
 
 
+def relative_drift(means: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+    """Mean squared change of latent means from ``before``, in units of ``before``'s variance."""
+    return F.mse_loss(means, before) / before.var()
+
+
 def latent_drift(vae, before, rng: random.Random, n: int = 64) -> float:
-    """Mean squared change of the encoder's means on ``n`` fresh renders, in units of their variance."""
+    """``relative_drift`` of the encoder's means from ``before``'s on ``n`` fresh renders."""
     with torch.no_grad():
         x = to_tensor([render(random_scene(rng, shapes=SHAPES)) for _ in range(n)])
-        old = before.encode(x).latent_dist.mean
-        return (F.mse_loss(vae.encode(x).latent_dist.mean, old) / old.var()).item()
+        return relative_drift(vae.encode(x).latent_dist.mean, before.encode(x).latent_dist.mean).item()
 
 
 # Where pattern twins train: the noisiest tenth of the timesteps. Below it the shipped UNet reads the pattern off
