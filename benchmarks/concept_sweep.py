@@ -112,7 +112,8 @@ METHODS = {
     # ti-average-noisiest with its own vectors for each quarter of the schedule (--time-stages 4): the stripes are
     # chosen in the noisiest quarter and the checkers and colours in the quieter ones (phrase_loss_*.md), and one set
     # of vectors trained mostly where the stripes are chosen lost the checkers; with a set per quarter the noisiest
-    # draws cannot move the others'. Set once from that, not tuned.
+    # draws cannot move the others'. Set once from that, not tuned; it lost the checkered style all the same
+    # (docs/subjects.md), as did ti-average-noisier below.
     "ti-average-stages4-noisiest": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "time_stages": 4,
                                     "timestep_bias": "later", "timestep_bias_portion": 0.1,
                                     "timestep_bias_multiplier": 9.0},
