@@ -184,11 +184,11 @@ def refine_encoder(model_dir: Path, steps: int, batch: int, seed: int, lr: float
     opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     rng = random.Random(seed + 3)
     log.info("encoder refinement: PSNR before %.2f dB", vae_psnr(vae, random.Random(seed + 2)))
+    lossy = round(lossy_share * batch)
     bar = tqdm(range(steps), desc="encoder", mininterval=10)
     for step in bar:
         for grp in opt.param_groups:
             grp["lr"] = lr_at(step, steps, lr, 20)
-        lossy = round(lossy_share * batch)
         scenes = ([random_scene(rng, shapes=SHAPES, **LOSSY_SCENES) for _ in range(lossy)]
                   + [random_scene(rng, shapes=SHAPES) for _ in range(batch - lossy)])
         x = to_tensor([render(s) for s in scenes])
