@@ -229,6 +229,32 @@ def test_ti_encoders_picks_the_encoders_that_learn(family, choice, model_paths, 
     assert torch.equal(encode(fresh, PROMPT), encode(pipe, PROMPT))
 
 
+def test_flux_t5_runs_once_per_prompt_where_only_clip_l_learns(model_paths, pictures, tmp_path):
+    import shutil
+
+    from textual_inversion.flow_matching import flow_conditioning
+
+    captioned = tmp_path / "captioned"
+    shutil.copytree(pictures, captioned)
+    for index, picture in enumerate(sorted(captioned.glob("*.png"))):  # two captions between four pictures
+        picture.with_suffix(".txt").write_text("a photo of {token}" if index % 2 else "a {token} on the beach")
+    pipe = load_pipeline(model_paths["flux"])
+    calls = []
+    pipe.text_encoder_2.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    train(run_config(model_paths["flux"], str(captioned), tmp_path / "run", steps=6, ti_encoders="clip_l"), pipe=pipe)
+    assert calls == [1, 1]  # each caption's T5 output once, alone, over 6 steps of 2 pictures
+    texts, cpu = ["a photo of <blob>", "a <blob> on the beach"], torch.device("cpu")
+    kept = {}
+    cached, fresh = flow_conditioning(pipe, texts, cpu, kept), flow_conditioning(pipe, texts, cpu)
+    assert {key for key, _ in kept} == {"clip_l", "t5"}  # trained: nothing learns any more
+    for name in ("encoder_hidden_states", "pooled_projections"):  # alone or in a batch: the same to rounding
+        assert torch.allclose(cached[name], fresh[name], atol=1e-6), name
+    pipe.text_encoder.get_input_embeddings().weight.requires_grad_(True)
+    learning = {}
+    assert flow_conditioning(pipe, texts, cpu, learning)["pooled_projections"].requires_grad
+    assert {key for key, _ in learning} == {"t5"}  # CLIP-L learns: computed every time
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_an_unknown_ti_encoder_is_refused_naming_the_models_encoders(family, model_paths, pictures, tmp_path):
     config = run_config(model_paths[family], pictures, tmp_path / "run", ti_encoders="clip_l,vit")

@@ -41,14 +41,25 @@ def flow_indices(pipe, indices: torch.Tensor, count: int) -> torch.Tensor:
     return (torch.sigmoid(mean + std * normal) * count).long().clamp(0, count - 1)
 
 
-def flow_conditioning(pipe, prompts: list[str], device: torch.device) -> dict:
-    """The transformer's text inputs for `prompts`, by the pipeline's own `encode_prompt` (with gradients, so
+def flow_conditioning(pipe, prompts: list[str], device: torch.device, frozen_outputs: dict | None = None) -> dict:
+    """The transformer's text inputs for `prompts`, by the pipeline's own prompt encoding (with gradients, so
     that new token rows learn): Flux's T5 sequence [B, L, D], pooled CLIP [B, 768] and text ids; SD3's joint
-    sequence and pooled CLIP-L + CLIP-G; Z-Image's per-prompt Qwen3 hidden states (a list: each its own length)."""
+    sequence and pooled CLIP-L + CLIP-G; Z-Image's per-prompt Qwen3 hidden states (a list: each its own length).
+
+    With `frozen_outputs` (a dict the caller keeps), Flux's encoders in which nothing learns give each prompt's
+    output once (see `frozen_encoder_output`): T5-XXL, a 4.8-billion-weight pass over 512 tokens, where only CLIP-L
+    learns the token (`--ti-encoders clip_l`, as diffusers' Flux script trains it), and both where only the
+    transformer learns (LoRA)."""
     family = model_family(pipe)
     arguments = prompt_arguments(pipe, list(prompts))  # multi-vector tokens spelled out where diffusers does not
     if family == "flux":
-        embeds, pooled, text_ids = pipe.encode_prompt(arguments["prompt"], device=device, num_images_per_prompt=1)
+        # FluxPipeline.encode_prompt's two halves (it takes no precomputed T5 output beside a computed CLIP one)
+        prompts = list(arguments["prompt"])
+        pooled = frozen_encoder_output(pipe.text_encoder, frozen_outputs, "clip_l", prompts,
+                                       lambda texts: pipe._get_clip_prompt_embeds(texts, device=device))
+        embeds = frozen_encoder_output(pipe.text_encoder_2, frozen_outputs, "t5", prompts,
+                                       lambda texts: pipe._get_t5_prompt_embeds(texts, device=device))
+        text_ids = torch.zeros(embeds.shape[1], 3, device=device, dtype=pipe.text_encoder.dtype)
         return {"encoder_hidden_states": embeds, "pooled_projections": pooled, "txt_ids": text_ids}
     if family == "sd3":
         others = {key: arguments[key] for key in ("prompt_2", "prompt_3") if key in arguments}
@@ -57,6 +68,19 @@ def flow_conditioning(pipe, prompts: list[str], device: torch.device) -> dict:
         return {"encoder_hidden_states": embeds, "pooled_projections": pooled}
     embeds, _ = pipe.encode_prompt(list(arguments["prompt"]), device=device, do_classifier_free_guidance=False)
     return {"prompt_embeds": embeds}
+
+
+def frozen_encoder_output(encoder, outputs: dict | None, key: str, prompts: list[str], encode) -> torch.Tensor:
+    """`encode(prompts)` [B, ...]. Where `outputs` is given and nothing in `encoder` learns (no parameter needs a
+    gradient, no dropout), each prompt's output is computed once, alone, and kept in `outputs` under (key, prompt):
+    a prompt's output then never depends on the prompts that shared its first batch, so a resumed run reads the same."""
+    if outputs is None or encoder.training or any(p.requires_grad for p in encoder.parameters()):
+        return encode(prompts)
+    for prompt in dict.fromkeys(prompts):
+        if (key, prompt) not in outputs:
+            with torch.no_grad():
+                outputs[(key, prompt)] = encode([prompt])[0]
+    return torch.stack([outputs[(key, prompt)] for prompt in prompts])
 
 
 def flow_velocity(pipe, noisy: torch.Tensor, sigmas: torch.Tensor, timesteps: torch.Tensor,

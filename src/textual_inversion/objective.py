@@ -27,13 +27,15 @@ def training_scheduler(pipe):
     return DDPMScheduler.from_config(pipe.scheduler.config)
 
 
-def encode_conditioning(pipe, prompts: list[str], size_conditions: list[tuple], device: torch.device) -> dict:
+def encode_conditioning(pipe, prompts: list[str], size_conditions: list[tuple], device: torch.device,
+                        frozen_outputs: dict | None = None) -> dict:
     """The denoiser's keyword arguments for `prompts`: `encoder_hidden_states` [B, 77, D], and for SDXL
     `added_cond_kwargs` (pooled text embeds [B, 1280] and time ids [B, 6]: `size_conditions`, each
     sample's original (height, width), crop (top, left) and target (height, width)); the transformer
-    families' text inputs from `flow_conditioning` (they take no size conditions)."""
+    families' text inputs from `flow_conditioning` (they take no size conditions; `frozen_outputs` keeps what
+    their frozen encoders gave)."""
     if is_transformer_family(pipe):
-        return flow_conditioning(pipe, prompts, device)
+        return flow_conditioning(pipe, prompts, device, frozen_outputs)
     if not hasattr(pipe, "text_encoder_2"):
         prompt_embeds, _ = pipe.encode_prompt(prompts, device, 1, False)
         return {"encoder_hidden_states": prompt_embeds}
@@ -116,12 +118,13 @@ class DenoisingLoss(torch.nn.Module):
         # autocast keeps its group norms and the residual stream around them in fp32 (on a GPU its forward and
         # backward took 1.17-1.24x theirs inside autocast, 0.87-1.01x outside: benchmarks/results/real_scale_cuda_*).
         # Where something in it learns (LoRA, DreamBooth), the fp32 weights that learn need autocast.
+        self.frozen_outputs = {}  # (encoder key, prompt) -> what a frozen text encoder gave (flow_conditioning)
         self.unet_in_own_precision = not is_transformer_family(pipe) and self.denoiser.dtype != torch.float32 and \
             not any(parameter.requires_grad for parameter in self.denoiser.parameters())
 
     def forward(self, batch: Batch) -> torch.Tensor:
         device = self.denoiser.device
-        conditioning = encode_conditioning(self.pipe, batch.prompts, batch.sizes, device)
+        conditioning = encode_conditioning(self.pipe, batch.prompts, batch.sizes, device, self.frozen_outputs)
         weights = None
         if batch.masks is not None:  # the subject counts 1, the rest --mask-weight
             weights = batch.masks + self.mask_weight * (1 - batch.masks)
