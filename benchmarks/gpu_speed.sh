@@ -23,11 +23,13 @@ measure() {  # a benchmark module and its options; says how long it took, and go
   echo "== $(( SECONDS - started )) s"
 }
 # First the tests that only a GPU runs (fp16/bf16 training and previews of each family and method, nf4): a
-# minute; then the measurements, the ones not yet taken after the GPU fixes first (about 10 minutes in all, so in
-# one 10-minute call the last may be cut off; each result is already written when the next begins).
+# minute; then the measurements, the ones not yet taken first (Flux.1-dev whole, at 1024 px: never measured on a
+# GPU; then SD 2.1 after the GPU fixes): more than one 10-minute call holds, and each result is already written when
+# the next begins.
 python3 -m pytest tests/test_training.py tests/test_memory_options.py tests/methods/test_methods.py \
   -k "gpu or mixed_precision" -q -p no:cacheprovider -rs --tb=short > "$out/pytest-gpu.log" 2>&1
 grep -E "^(FAILED|ERROR)|passed|failed" "$out/pytest-gpu.log"
+measure benchmarks.real_scale --models flux-dev --resolution 0 --rounds 3 --device cuda --precision bf16 --threads "$(nproc)" --output "$out/real_scale_cuda_flux.md"
 measure benchmarks.real_scale --models sd21 --resolution 0 --device cuda --precision bf16 --threads "$(nproc)" --output "$out/real_scale_cuda_sd21.md"
 measure benchmarks.real_scale --models sd15 --resolution 0 --device cuda --precision bf16 --threads "$(nproc)" --output "$out/real_scale_cuda_sd15.md"
 measure benchmarks.real_scale --models sdxl --resolution 0 --device cuda --precision bf16 --threads "$(nproc)" --output "$out/real_scale_cuda_sdxl.md"

@@ -255,6 +255,32 @@ def test_flux_t5_runs_once_per_prompt_where_only_clip_l_learns(model_paths, pict
     assert {key for key, _ in learning} == {"t5"}  # CLIP-L learns: computed every time
 
 
+@pytest.mark.parametrize("family", ["flux", "sd3"])
+def test_the_conditioning_is_the_pipelines_own_and_frozen_encoders_run_once_per_prompt(family, model_paths):
+    from textual_inversion.flow_matching import flow_conditioning
+
+    pipe = load_pipeline(model_paths[family])
+    for _, _, encoder in text_encoders(pipe):  # as `train` freezes them where nothing in them learns
+        encoder.requires_grad_(False)
+    texts, cpu = ["a photo of a cat", "a dog on the beach", "a photo of a cat"], torch.device("cpu")
+    if family == "flux":
+        embeds, pooled, _ = pipe.encode_prompt(texts, device=cpu)
+    else:
+        embeds, _, pooled, _ = pipe.encode_prompt(texts, texts, texts, device=cpu, do_classifier_free_guidance=False)
+    kept = {}
+    for frozen_outputs in (None, kept, kept):  # computed, kept, read back
+        conditioning = flow_conditioning(pipe, texts, cpu, frozen_outputs)
+        # (each prompt alone, or in a batch of three: the same to rounding)
+        assert torch.allclose(conditioning["encoder_hidden_states"], embeds, atol=1e-6)
+        assert torch.allclose(conditioning["pooled_projections"], pooled, atol=1e-6)
+    assert {prompt for _, prompt in kept} == set(texts) and len(kept) == 2 * len(TRANSFORMER_KEYS[family])
+    calls = []
+    for _, _, encoder in text_encoders(pipe):
+        encoder.register_forward_hook(lambda *_: calls.append(1))
+    flow_conditioning(pipe, texts, cpu, kept)
+    assert calls == []
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_an_unknown_ti_encoder_is_refused_naming_the_models_encoders(family, model_paths, pictures, tmp_path):
     config = run_config(model_paths[family], pictures, tmp_path / "run", ti_encoders="clip_l,vit")

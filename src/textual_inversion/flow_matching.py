@@ -46,10 +46,11 @@ def flow_conditioning(pipe, prompts: list[str], device: torch.device, frozen_out
     that new token rows learn): Flux's T5 sequence [B, L, D], pooled CLIP [B, 768] and text ids; SD3's joint
     sequence and pooled CLIP-L + CLIP-G; Z-Image's per-prompt Qwen3 hidden states (a list: each its own length).
 
-    With `frozen_outputs` (a dict the caller keeps), Flux's encoders in which nothing learns give each prompt's
-    output once (see `frozen_encoder_output`): T5-XXL, a 4.8-billion-weight pass over 512 tokens, where only CLIP-L
-    learns the token (`--ti-encoders clip_l`, as diffusers' Flux script trains it), and both where only the
-    transformer learns (LoRA)."""
+    With `frozen_outputs` (a dict the caller keeps), Flux's and SD3's encoders in which nothing learns give each
+    prompt's output once (see `frozen_encoder_output`): T5-XXL, a 4.8-billion-weight pass over 256-512 tokens, where
+    only the CLIP encoders learn the token (`--ti-encoders clip_l`, as diffusers' Flux script trains it), and every
+    encoder where only the transformer learns (LoRA). Their pipelines' `encode_prompt` computes every encoder or
+    none, so the halves it joins are called here, joined as it joins them."""
     family = model_family(pipe)
     arguments = prompt_arguments(pipe, list(prompts))  # multi-vector tokens spelled out where diffusers does not
     if family == "flux":
@@ -61,26 +62,40 @@ def flow_conditioning(pipe, prompts: list[str], device: torch.device, frozen_out
                                        lambda texts: pipe._get_t5_prompt_embeds(texts, device=device))
         text_ids = torch.zeros(embeds.shape[1], 3, device=device, dtype=pipe.text_encoder.dtype)
         return {"encoder_hidden_states": embeds, "pooled_projections": pooled, "txt_ids": text_ids}
-    if family == "sd3":
-        others = {key: arguments[key] for key in ("prompt_2", "prompt_3") if key in arguments}
-        embeds, _, pooled, _ = pipe.encode_prompt(arguments["prompt"], device=device, num_images_per_prompt=1,
-                                                  do_classifier_free_guidance=False, **others)
-        return {"encoder_hidden_states": embeds, "pooled_projections": pooled}
+    if family == "sd3":  # each encoder its own spelling of the prompts (`prompt_arguments`)
+        texts = [list(arguments.get(key, arguments["prompt"])) for key in ("prompt", "prompt_2", "prompt_3")]
+        clip_l, clip_l_pooled = frozen_encoder_output(
+            pipe.text_encoder, frozen_outputs, "clip_l", texts[0],
+            lambda batch: pipe._get_clip_prompt_embeds(batch, device=device, clip_model_index=0))
+        clip_g, clip_g_pooled = frozen_encoder_output(
+            pipe.text_encoder_2, frozen_outputs, "clip_g", texts[1],
+            lambda batch: pipe._get_clip_prompt_embeds(batch, device=device, clip_model_index=1))
+        t5 = frozen_encoder_output(pipe.text_encoder_3, frozen_outputs, "t5", texts[2],
+                                   lambda batch: pipe._get_t5_prompt_embeds(batch, device=device))  # zeros without T5
+        clip = torch.cat([clip_l, clip_g], dim=-1)
+        clip = torch.nn.functional.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))  # [B, 77, 4096]
+        return {"encoder_hidden_states": torch.cat([clip, t5], dim=-2),
+                "pooled_projections": torch.cat([clip_l_pooled, clip_g_pooled], dim=-1)}
     embeds, _ = pipe.encode_prompt(list(arguments["prompt"]), device=device, do_classifier_free_guidance=False)
     return {"prompt_embeds": embeds}
 
 
-def frozen_encoder_output(encoder, outputs: dict | None, key: str, prompts: list[str], encode) -> torch.Tensor:
-    """`encode(prompts)` [B, ...]. Where `outputs` is given and nothing in `encoder` learns (no parameter needs a
-    gradient, no dropout), each prompt's output is computed once, alone, and kept in `outputs` under (key, prompt):
-    a prompt's output then never depends on the prompts that shared its first batch, so a resumed run reads the same."""
-    if outputs is None or encoder.training or any(p.requires_grad for p in encoder.parameters()):
+def frozen_encoder_output(encoder, outputs: dict | None, key: str, prompts: list[str], encode):
+    """`encode(prompts)`: a tensor [B, ...] or a tuple of them. Where `outputs` is given and nothing in `encoder`
+    learns (no parameter needs a gradient, no dropout), each prompt's output is computed once, alone, and kept in
+    `outputs` under (key, prompt): a prompt's output then never depends on the prompts that shared its first batch,
+    so a resumed run reads the same."""
+    if outputs is None or encoder is None or encoder.training or any(p.requires_grad for p in encoder.parameters()):
         return encode(prompts)
     for prompt in dict.fromkeys(prompts):
         if (key, prompt) not in outputs:
             with torch.no_grad():
-                outputs[(key, prompt)] = encode([prompt])[0]
-    return torch.stack([outputs[(key, prompt)] for prompt in prompts])
+                output = encode([prompt])
+            outputs[(key, prompt)] = tuple(part[0] for part in output) if isinstance(output, tuple) else output[0]
+    rows = [outputs[(key, prompt)] for prompt in prompts]
+    if isinstance(rows[0], tuple):
+        return tuple(torch.stack(parts) for parts in zip(*rows, strict=True))
+    return torch.stack(rows)
 
 
 def flow_velocity(pipe, noisy: torch.Tensor, sigmas: torch.Tensor, timesteps: torch.Tensor,
