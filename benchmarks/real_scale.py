@@ -3,7 +3,7 @@
 Models: SD 1.5, SD 2.1, SDXL base 1.0 and Flux.1-dev built with random weights from their published diffusers
 configs (benchmarks/real_scale_configs/, nothing is downloaded), with a local CLIP-sized tokenizer: the real
 vocabulary size (49408) and special ids, so the text encoders' embedding matrices have their real size (Flux's T5
-gets a small local tokenizer; its 32128-row matrix is built at full size). Flux.1-dev whole takes 66 GB in fp32:
+gets a small local tokenizer; its 32128-row matrix is built at full size). Flux.1-dev whole takes 67 GB in fp32:
 `--depth N` builds it with N of its 19 double-stream blocks, 2N of its 38 single-stream ones and N of T5-XXL's 24
 layers, each at full width, and the results estimate the whole model's step from each stack's share. `tiny-sd1`,
 `tiny-sdxl` and `tiny-flux` are this repo's tiny pipelines (at their native size), for a run in seconds.
@@ -645,7 +645,7 @@ def main() -> None:
                         "layers only; a cheaper backward pass, and another gradient than theirs)")
     parser.add_argument("--depth", type=int, default=0,
                         help="Flux.1-dev with this many double-stream blocks, twice as many single-stream ones and "
-                        "this many T5 layers, each at full width (0: all 19, 38 and 24; the whole model takes 66 GB in "
+                        "this many T5 layers, each at full width (0: all 19, 38 and 24; the whole model takes 67 GB in "
                         "fp32); the results extrapolate each stack's time to its full depth")
     parser.add_argument("--frozen-text", default="once", choices=("once", "every-step"),
                         help="ours on Flux: a frozen text encoder's output (T5's) computed once per prompt, as train "
