@@ -54,6 +54,18 @@ def plain_embedding(encoder) -> torch.nn.Embedding:
     return getattr(embedding, "base", embedding)
 
 
+def grown_matrix(encoder, tokenizer, token: str, init_token: str, dtype: torch.dtype) -> tuple[torch.nn.Embedding, int]:
+    """`token` added to `tokenizer`, and the trainable matrix their scripts give the encoder for it, in `dtype`:
+    what `resize_token_embeddings(len(tokenizer))` and their initialisation from `init_token` give, as a module of its
+    own, so that our wrapped embedding stays intact beside it. Returns it and the token's id."""
+    tokenizer.add_tokens([token])  # their check that it is new is left out: our step may have added it
+    init_id = tokenizer.encode(init_token, add_special_tokens=False)[0]
+    base = plain_embedding(encoder).weight.detach()
+    rows = torch.cat([base, base[[init_id] * (len(tokenizer) - base.shape[0])]])
+    embedding = torch.nn.Embedding.from_pretrained(rows.to(dtype).clone(), freeze=False)
+    return embedding, tokenizer.convert_tokens_to_ids(token)
+
+
 class DiffusersExampleStep:
     """Their step on `pipe`; `shares_pipe` when our step trains on the same modules in this process."""
 
@@ -77,15 +89,8 @@ class DiffusersExampleStep:
                 # Our step uses the pipeline's encoder in another dtype; a shared one is left as it is, since
                 # casting it would cast our rows too.
                 encoder = copy.deepcopy(encoder).to(device, dtype)
-            tokenizer.add_tokens([token])  # their check that it is new is left out: our step may have added it
-            placeholder_id = tokenizer.convert_tokens_to_ids(token)
-            init_id = tokenizer.encode(init_token, add_special_tokens=False)[0]
-            # What `resize_token_embeddings(len(tokenizer))` and their initialisation give, as a module of
-            # its own, so that our wrapped embedding stays intact beside it.
-            base = plain_embedding(encoder).weight.detach()
-            rows = torch.cat([base, base[[init_id] * (len(tokenizer) - base.shape[0])]])
             matrix_dtype = torch.float32 if weight_dtype == torch.float16 else dtype  # see the module docstring
-            embedding = torch.nn.Embedding.from_pretrained(rows.to(matrix_dtype).clone(), freeze=False)
+            embedding, placeholder_id = grown_matrix(encoder, tokenizer, token, init_token, matrix_dtype)
             self.encoders.append(encoder)
             self.embeddings.append(embedding)
             self.placeholder_ids.append(placeholder_id)

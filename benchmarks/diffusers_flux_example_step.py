@@ -28,7 +28,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
 from diffusers.optimization import get_scheduler
 from PIL import Image
 
-from .diffusers_example_step import autocast, optimizer_step, plain_embedding
+from .diffusers_example_step import autocast, grown_matrix, optimizer_step
 
 GUIDANCE = 3.5  # --guidance_scale's default
 MAX_SEQUENCE_LENGTH = 512  # --max_sequence_length's default
@@ -65,15 +65,10 @@ class DiffusersFluxExampleStep:
         if not shares_pipe:
             encoder.to(device, weight_dtype)
         tokenizer = pipe.tokenizer
-        tokenizer.add_tokens([token])  # (their add_special_tokens; our step may have added it already)
-        self.placeholder_ids = [tokenizer.convert_tokens_to_ids(token)]
-        init_id = tokenizer.encode(init_token, add_special_tokens=False)[0]
-        # `resize_token_embeddings` and the rows copied from the initializer concept, as a module of its own so
-        # that our wrapped embedding stays intact beside it.
-        base = plain_embedding(encoder).weight.detach()
-        rows = torch.cat([base, base[[init_id] * (len(tokenizer) - base.shape[0])]])
+        # (their add_special_tokens and rows copied from the initializer concept)
         matrix_dtype = torch.float32 if weight_dtype == torch.float16 else weight_dtype
-        self.embedding = torch.nn.Embedding.from_pretrained(rows.to(device, matrix_dtype).clone(), freeze=False)
+        self.embedding, placeholder_id = grown_matrix(encoder, tokenizer, token, init_token, matrix_dtype)
+        self.placeholder_ids = [placeholder_id]
         self.encoder = encoder
         self.original = self.embedding.weight.data.clone()
         self.std = self.embedding.weight.data.std()

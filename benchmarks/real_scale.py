@@ -285,6 +285,7 @@ class OurStep:
         if frozen_text == "every-step":  # as before the loss kept a frozen encoder's output per prompt
             self.model.frozen_outputs = None
         self.wrappers = [(encoder, encoder.get_input_embeddings()) for _, _, encoder in text_encoders(pipe)]
+        self.phases = [(encoder, "T5 encoder" if key == "t5" else "text encoder") for key, _, encoder in text_encoders(pipe)]
         self.shift_factor = getattr(pipe.vae.config, "shift_factor", None) or 0.0
         self.generator = torch.Generator().manual_seed(config.seed)
         # accelerate's gradient scaling under fp16, which `accelerator.backward` and its optimizer wrapper do
@@ -312,8 +313,7 @@ class OurStep:
 
     def modules(self) -> list:
         """The modules whose forward passes the phase clock times: (module, phase); T5 has a phase of its own."""
-        return ([(encoder, "T5 encoder" if "T5" in type(encoder).__name__ else "text encoder")
-                 for encoder, _ in self.wrappers] + [(self.denoiser, "UNet forward")])
+        return self.phases + [(self.denoiser, "UNet forward")]
 
 
     def step(self, clock) -> float:
