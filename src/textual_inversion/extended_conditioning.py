@@ -56,19 +56,31 @@ class SetLayout:
 
 class SetRows(nn.Module):
     """The text encoder's frozen token embedding plus trainable rows [S, n, D] for the ids from `first_new_id` on;
-    `active` says which set a lookup uses."""
+    `active` says which set a lookup uses. With `shared`, set s is `shared` [n, D] plus `rows[s]`, its offset: the
+    shared vectors learn from every sample, whatever its set, and each offset only from its own."""
 
-    def __init__(self, base: nn.Embedding, first_new_id: int, rows: torch.Tensor):
+    def __init__(self, base: nn.Embedding, first_new_id: int, rows: torch.Tensor, shared: bool = False):
         super().__init__()
         self.base, self.first_new_id, self.active = base, first_new_id, 0
-        self.rows = nn.Parameter(rows.detach().clone().float())
+        if shared:  # the sets start where `rows` says: the shared part at their mean, each offset at the rest
+            mean = rows.detach().float().mean(0)
+            self.shared = nn.Parameter(mean.clone())
+            self.rows = nn.Parameter(rows.detach().float() - mean)
+        else:
+            self.shared = None
+            self.rows = nn.Parameter(rows.detach().clone().float())
+
+    def sets(self) -> torch.Tensor:
+        """Every set's vectors [S, n, D] as a lookup uses them."""
+        return self.rows if self.shared is None else self.rows + self.shared
 
     @property
     def weight(self) -> torch.Tensor:  # callers read it for the dtype, device or width: the frozen matrix answers
         return self.base.weight
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return lookup_with_new_rows(self.base, self.first_new_id, self.rows[self.active], input_ids)
+        rows = self.rows[self.active] if self.shared is None else self.rows[self.active] + self.shared
+        return lookup_with_new_rows(self.base, self.first_new_id, rows, input_ids)
 
 
 class SetTextEncoder(nn.Module):
@@ -139,15 +151,16 @@ class SetSlice:
         return self.inner(attn, hidden_states, encoder_hidden_states, *args, **kwargs)
 
 
-def install(pipe, first_new_id: int, rows: torch.Tensor, layout: SetLayout) -> SetRows:
-    """Make `pipe` condition its cross-attention on the token's sets of vectors `rows` [S, n, D] laid out as `layout`."""
+def install(pipe, first_new_id: int, rows: torch.Tensor, layout: SetLayout, shared: bool = False) -> SetRows:
+    """Make `pipe` condition its cross-attention on the token's sets of vectors `rows` [S, n, D] laid out as `layout`
+    (with `shared`, learned as a shared set plus an offset per set: `SetRows`)."""
     if isinstance(pipe.text_encoder, SetTextEncoder):
         raise UserError("a per-layer or per-stage concept is loaded already; load one such concept at a time")
     if rows.shape[0] != layout.count:
         raise UserError(f"{rows.shape[0]} sets of vectors, but this model needs {layout.count}; use a concept "
                         "trained on this model")
     encoder = pipe.text_encoder
-    set_rows = SetRows(encoder.get_input_embeddings(), first_new_id, rows.to(encoder.device))
+    set_rows = SetRows(encoder.get_input_embeddings(), first_new_id, rows.to(encoder.device), shared)
     encoder.set_input_embeddings(set_rows)
     pipe.text_encoder = SetTextEncoder(encoder, set_rows)
     clock = None

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from textual_inversion import GenerateConfig, TrainConfig, UserError, generate, train
 from textual_inversion.concepts import load_concepts, resolve_concept
-from textual_inversion.extended_conditioning import SetTextEncoder, cross_attention_layers
+from textual_inversion.extended_conditioning import SetRows, SetTextEncoder, cross_attention_layers
 from textual_inversion.models import load_pipeline
 
 
@@ -106,10 +106,10 @@ def test_each_denoising_stage_uses_its_own_vectors(tiny_sd1_path):
         assert torch.allclose(both[row], expected[row], atol=1e-5)
 
 
-@pytest.mark.parametrize("per_layer", [False, True])
-def test_a_staged_run_writes_every_set_generates_and_resumes(per_layer, per_layer_config, tmp_path):
+@pytest.mark.parametrize(("per_layer", "shared"), [(False, False), (True, False), (False, True)])
+def test_a_staged_run_writes_every_set_generates_and_resumes(per_layer, shared, per_layer_config, tmp_path):
     config = dataclasses.replace(per_layer_config, options=dataclasses.replace(
-        per_layer_config.options, per_layer=per_layer, time_stages=2))
+        per_layer_config.options, per_layer=per_layer, time_stages=2, shared_vectors=shared))
     pipe = load_pipeline(config.model)
     result = train(config, pipe=pipe)
     sets = load_file(result.outputs["embedding-extended"])
@@ -124,3 +124,35 @@ def test_a_staged_run_writes_every_set_generates_and_resumes(per_layer, per_laye
     resumed = train(dataclasses.replace(config, output_dir=str(tmp_path / "resumed"), resume=True))
     again = load_file(resumed.outputs["embedding-extended"])
     assert all(torch.equal(sets[key], again[key]) for key in sets)
+
+
+def test_shared_vectors_learn_from_every_set_and_each_offset_from_its_own():
+    start = torch.randn(2, 3, 8)  # [S, n, D]
+    rows = SetRows(torch.nn.Embedding(10, 8), 10, start, shared=True)
+    assert torch.allclose(rows.sets(), start, atol=1e-6)  # the sets start where they were asked to
+    rows.active = 0
+    rows(torch.tensor([[1, 10, 11, 12]])).sum().backward()
+    assert rows.shared.grad.abs().sum() > 0 and rows.rows.grad[0].abs().sum() > 0
+    assert rows.rows.grad[1].abs().sum() == 0  # set 1 was not looked up: only the shared part moves it
+    plain = SetRows(torch.nn.Embedding(10, 8), 10, start)
+    assert plain.shared is None and torch.equal(plain.sets(), start)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"shared_vectors": True, "per_layer": False}, "add --time-stages N"),
+    ({"shared_vectors": True, "time_stages": 2, "keep_norm": True}, "leave out --keep-norm or --shared-vectors"),
+])
+def test_shared_vectors_are_refused_where_they_mean_nothing(options, message, per_layer_config):
+    config = dataclasses.replace(per_layer_config, options=dataclasses.replace(per_layer_config.options, **options))
+    with pytest.raises(UserError, match=message):
+        train(config)
+
+
+def test_a_checkpoint_of_other_vector_options_is_refused_on_resume(per_layer_config, tmp_path):
+    config = dataclasses.replace(per_layer_config, steps=2, options=dataclasses.replace(
+        per_layer_config.options, per_layer=False, time_stages=2))
+    train(config)
+    shared = dataclasses.replace(config, steps=4, resume=True, options=dataclasses.replace(config.options,
+                                                                                           shared_vectors=True))
+    with pytest.raises(UserError, match="--shared-vectors"):
+        train(shared)

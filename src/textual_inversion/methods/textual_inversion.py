@@ -12,6 +12,7 @@ from ..options import option
 from ..outputs import EMBEDDING, EXTENDED, OUTPUT_FILES
 from .base import Method, MethodOptions
 
+SHARED = "shared"  # with --shared-vectors, the shared set's key in `rows` and in checkpoints
 MAX_VECTORS = 75  # a CLIP prompt holds 77 tokens: start, end and at most 75 others
 TOKEN_GRADIENT_CHOICES = ("all", "up", "finest")
 
@@ -35,6 +36,9 @@ class TextualInversionOptions(MethodOptions):
                              "vectors as a standard embedding")
     time_stages: int = option(1, "the token gets its own vectors for each of this many denoising stages (equal ranges "
                               "of the timesteps, as in NeTI/ProSpect); with --per-layer, per layer and stage")
+    shared_vectors: bool = option(False, "with --time-stages or --per-layer: each set of vectors is one shared set plus "
+                                  "an offset of its own, so the shared set learns from every sample and each offset "
+                                  "only what its stage or layer adds")
     token_gradient: str = option("all", "the UNet's cross-attention layers the token learns through: all, up (the up "
                                  "blocks') or finest (the up blocks' last, at the highest resolution); elsewhere the "
                                  "backward pass stops, so a step computes less (SD 1.x/2.x, SDXL, miniworld)",
@@ -90,6 +94,7 @@ class TextualInversion(Method):
         self.initial_norms: list = []
         self.num_vectors = self.options.vectors  # with --init-embedding, the file's count (set by prepare)
         self.layout = None  # with --per-layer or --time-stages, how the token's sets of vectors are laid out
+        self.set_rows = None  # with --per-layer or --time-stages, the sets' trainable rows (`SetRows`)
         self.tokenizers: list = []  # beside `encoders`, for --context-weight
         self.gradient_stops: list = []  # with --token-gradient up or finest, the hooks that detach the text elsewhere
         self.narrow_steps = math.ceil(self.options.token_gradient_fraction * config.steps)  # steps with those hooks
@@ -101,6 +106,12 @@ class TextualInversion(Method):
             raise UserError(f"--time-stages {options.time_stages}: must be at least 1 (1: one set for every stage)")
         if options.context_weight < 0:
             raise UserError(f"--context-weight {options.context_weight}: cannot be negative (0: off)")
+        if options.shared_vectors and not (options.per_layer or options.time_stages > 1):
+            raise UserError("--shared-vectors shares one set among several: add --time-stages N (N > 1) or --per-layer, "
+                            "or leave it out")
+        if options.shared_vectors and options.keep_norm:
+            raise UserError("--keep-norm keeps each vector's length, which an offset has not: leave out --keep-norm or "
+                            "--shared-vectors")
         if options.context_weight and (options.per_layer or options.time_stages > 1 or options.init_embedding):
             raise UserError(f"--context-weight {options.context_weight} compares the token with --init-token's word "
                             "in one text encoding; leave it out with --per-layer, --time-stages and --init-embedding")
@@ -181,9 +192,12 @@ class TextualInversion(Method):
             raise UserError(f"{flag}: for SD 1.x, 2.x and miniworld (one text encoder and a UNet); leave it out")
         self.layout = SetLayout(cross_attention_layers(pipe.unet) if self.options.per_layer else [],
                                 self.options.time_stages)
-        set_rows = install(pipe, first_id, initial.unsqueeze(0).repeat(self.layout.count, 1, 1), self.layout)
-        self.rows[SINGLE_ENCODER] = set_rows.rows
-        self.initial_norms.append(initial.norm(dim=-1, keepdim=True).to(set_rows.rows.device))
+        self.set_rows = install(pipe, first_id, initial.unsqueeze(0).repeat(self.layout.count, 1, 1), self.layout,
+                                self.options.shared_vectors)
+        self.rows[SINGLE_ENCODER] = self.set_rows.rows
+        if self.set_rows.shared is not None:
+            self.rows[SHARED] = self.set_rows.shared
+        self.initial_norms.append(initial.norm(dim=-1, keepdim=True).to(self.set_rows.rows.device))
 
     def parameter_groups(self, lr: float) -> list[dict]:
         return [{"params": list(self.rows.values()), "lr": lr}]
@@ -222,6 +236,10 @@ class TextualInversion(Method):
     def load_state_dict(self, state: dict) -> None:
         import torch
 
+        if set(state) != set(self.rows):
+            raise UserError("--resume: the checkpoint was written with other options for the token's vectors than this "
+                            "run's; resume with the options the run began with (its --per-layer, --time-stages, "
+                            "--shared-vectors)")
         for name, rows in self.rows.items():
             if state[name].shape != rows.shape:
                 # e.g. a run begun before miniworld's defaults changed, resumed without its --vectors
@@ -238,12 +256,21 @@ class TextualInversion(Method):
             metadata["init_embedding"] = self.options.init_embedding
         return metadata
 
+    def learned_vectors(self) -> dict:
+        """File key -> the token's vectors as lookups use them: [n, D], or with --per-layer or --time-stages
+        every set's [S, n, D] (with --shared-vectors the shared set added to each offset)."""
+        from ..formats import SINGLE_ENCODER
+
+        if self.extended:
+            return {SINGLE_ENCODER: self.set_rows.sets().detach().clone()}
+        return self.state_dict()
+
     def embedding(self, metadata: dict[str, str]):
         """The learned vectors as an `Embedding` (the token, a tensor per text encoder, `metadata`); with
         --per-layer or --time-stages the mean of its sets, which any tool loads as an ordinary token."""
         from ..formats import Embedding
 
-        vectors = {key: rows.mean(0) if self.extended else rows for key, rows in self.state_dict().items()}
+        vectors = {key: rows.mean(0) if self.extended else rows for key, rows in self.learned_vectors().items()}
         return Embedding(self.config.token, vectors, dict(metadata))
 
     def save(self, folder: Path, metadata: dict[str, str]) -> dict[str, Path]:
@@ -256,7 +283,7 @@ class TextualInversion(Method):
         if self.extended:
             from ..extended_conditioning import write_extended
 
-            written[EXTENDED] = write_extended(self.config.token, self.layout, self.state_dict()["text_encoder"],
+            written[EXTENDED] = write_extended(self.config.token, self.layout, self.learned_vectors()["text_encoder"],
                                                Path(folder) / OUTPUT_FILES[EXTENDED], metadata)
         return written
 
