@@ -83,6 +83,17 @@ METHODS = {
     # Twice ti-average's rate for fewer steps (500 against 800, so 2000 passes against 3200): the saved average
     # reached fidelity 0.8 by step 500 on 7 of the demo's seeds 0-7 (demo_trajectory_lr02.md); not tuned otherwise.
     "ti-average-lr02": {**TEXTUAL_INVERSION, "lr": 0.2, "ema_decay": 0.99},
+    # Its own vectors for each of the UNet's cross-attention layers (--per-layer, P+), every set learning from every
+    # sample: vectors that change with the timestep lost the checkers whether their sets were learned apart
+    # (ti-average-stages4) or shared (ti-average-stages4-shared), and one set misses the stripes; sets per layer let
+    # the layers that draw the stripes want other vectors than those that draw colour. Not tuned.
+    "ti-average-per-layer": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "per_layer": True},
+    # ti-average-per-layer with the stripes' bias (ti-average-noisiest's): a set per layer kept the checkers at the
+    # uniform draw and missed the stripes, as one set does; with the bias one set learns the stripes and loses the
+    # checkers, on the guess that it is one set's compromise between the layers that loses them. Not tuned.
+    "ti-average-per-layer-noisiest": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "per_layer": True,
+                                      "timestep_bias": "later", "timestep_bias_portion": 0.1,
+                                      "timestep_bias_multiplier": 9.0},
     # ti-average-stages4 with the quarters' vectors as one shared set plus an offset each (--shared-vectors): at 6400
     # passes the quarters' own vectors learned the striped style without the stripes' bias but drew the checkered
     # concepts solid in 6-7 of 16 pictures, as if each quarter's set learned the checkers, chosen in the quieter
@@ -115,6 +126,13 @@ METHODS = {
     # triangle; the moving average is what kept it in ti-average. Set once from that, not tuned.
     "ti-average-noisiest": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "timestep_bias": "later",
                             "timestep_bias_portion": 0.1, "timestep_bias_multiplier": 9.0},
+    # The stripes' bias for the defaults' 800 steps, then 800 uniform ones (run at 6400 passes): the bias learns the
+    # stripes and loses the checkers, one set drawn uniformly for as long keeps the checkers and misses the stripes;
+    # on the guess that stripes once learned stay a place the uniform draw does not leave, and that it brings the
+    # checkers back from wherever the bias left them. Set once from that, not tuned.
+    "ti-average-noisiest-800": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "timestep_bias": "later",
+                                "timestep_bias_portion": 0.1, "timestep_bias_multiplier": 9.0,
+                                "timestep_bias_steps": 800},
     # ti-average-noisiest with its own vectors for each quarter of the schedule (--time-stages 4): the stripes are
     # chosen in the noisiest quarter and the checkers and colours in the quieter ones (phrase_loss_*.md), and one set
     # of vectors trained mostly where the stripes are chosen lost the checkers; with a set per quarter the noisiest
@@ -166,10 +184,12 @@ METHODS = {
 # The method each variant is compared with run for run (the rest: plain textual inversion).
 PAIRED_WITH = {"ti-cosine-later": "ti-cosine", "ti-average-later": "ti-average", "ti-average-batch8": "ti-average",
                "ti-average-cross": "ti-average", "ti-average-stages4": "ti-average",
-               "ti-average-stages4-shared": "ti-average-stages4", "ti-average-lr02": "ti-average",
+               "ti-average-stages4-shared": "ti-average-stages4", "ti-average-per-layer": "ti-average",
+               "ti-average-per-layer-noisiest": "ti-average-noisiest", "ti-average-lr02": "ti-average",
                "ti-average-finest": "ti-average", "ti-average-up": "ti-average",
                "ti-average-finest-half": "ti-average", "ti-average-later300": "ti-average",
                "ti-average-quieter": "ti-average", "ti-average-noisiest": "ti-average",
+               "ti-average-noisiest-800": "ti-average",
                "ti-average-stages4-noisiest": "ti-average-noisiest", "ti-average-noisier": "ti-average",
                "ti-former-defaults": "ti-average", "pivotal-former-defaults": "pivotal", "lora-all-cosine": "lora-all",
                "lora-all-cosine-later": "lora-all-cosine", "pivotal-noisiest": "pivotal",
@@ -580,14 +600,14 @@ def main() -> None:
              "--timestep-bias-multiplier 3 (three quarters of the timesteps from t >= 500), ti-average-batch8 ti-average "
              "at batch 8 (the same passes in half the steps), ti-average-cross ti-average with --init-strategy cross "
              "(the vectors start from the text encoder's output for the init word), ti-average-stages4 ti-average with "
-             "--time-stages 4, ti-average-stages4-shared that with --shared-vectors, ti-average-lr02 ti-average at lr 0.2, ti-average-finest ti-average with --token-gradient "
+             "--time-stages 4, ti-average-stages4-shared that with --shared-vectors, ti-average-per-layer ti-average with --per-layer, ti-average-per-layer-noisiest that with ti-average-noisiest's bias, ti-average-lr02 ti-average at lr 0.2, ti-average-finest ti-average with --token-gradient "
              "finest (the token learns through the up path's last cross-attention block only), ti-average-up the same through "
              "every up block's (--token-gradient up), ti-average-finest-half ti-average-finest for the first half of the steps "
              "and through every layer after (--token-gradient-fraction 0.5), ti-average-later300 ti-average-later for the first 300 steps and uniform "
              "after (--timestep-bias-steps 300), ti-average-quieter ti-average with --timestep-bias later "
              "--timestep-bias-portion 0.25 --timestep-bias-multiplier 0.1 (the noisiest quarter, t >= 750, drawn a tenth as "
              "often), ti-average-noisiest ti-average with ti-cosine-later's bias (half the timesteps from t >= 900), "
-             "ti-average-stages4-noisiest that with --time-stages 4, ti-average-noisier ti-average with a quarter of the "
+             "ti-average-noisiest-800 that for the first 800 steps and uniform after, ti-average-stages4-noisiest that with --time-stages 4, ti-average-noisier ti-average with a quarter of the "
              "timesteps from t >= 900 (--timestep-bias-multiplier 3), "
              "lora-all-cosine lora-all with --lr-scheduler cosine, "
              "lora-all-cosine-later that with ti-cosine-later's bias (half the timesteps from t >= 900), "
