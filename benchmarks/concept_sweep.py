@@ -36,6 +36,10 @@ from .methods import human_size, output_bytes, run_settings, train_values
 
 BATCH = 4
 TEXTUAL_INVERSION = {"vectors": 6, "lr": 0.05}  # the demo's settings until 2026-12-02 (the README's by-hand command)
+# The demo's settings since 2026-12-02: twice the rate, the saved vectors their moving average (ti-average below).
+TI_AVERAGE = {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99}
+# Half of the timesteps from the noisiest tenth (t >= 900), where miniworld decides the pattern (pattern_binding.md).
+STRIPES_BIAS = {"timestep_bias": "later", "timestep_bias_portion": 0.1, "timestep_bias_multiplier": 9.0}
 DREAMBOOTH = {"method": "dreambooth", **MINIWORLD_SETTINGS["dreambooth"], "class_prompt": "a {init}"}
 # --method's choices: the name each is recorded under and its training settings. LoRA, pivotal tuning and
 # DreamBooth take benchmarks/methods.py's settings for miniworld (chosen on the bundled concepts, not on this
@@ -59,27 +63,26 @@ METHODS = {
     "ti-cosine": {**TEXTUAL_INVERSION, "lr_scheduler": "cosine"},
     # Half of the timesteps from the noisiest tenth (t >= 900), where miniworld decides the pattern
     # (pattern_binding.md); set once from that diagnosis, not tuned.
-    "ti-cosine-later": {**TEXTUAL_INVERSION, "lr_scheduler": "cosine", "timestep_bias": "later",
-                        "timestep_bias_portion": 0.1, "timestep_bias_multiplier": 9.0},
+    "ti-cosine-later": {**TEXTUAL_INVERSION, "lr_scheduler": "cosine", **STRIPES_BIAS},
     # --init-token as the concept's plain words ("blue striped square") instead of one word: with the tool's rule
     # every vector starts from the words' mean (ti-words), or each word starts its share of the vectors in order
     # (ti-words-spread: blue blue striped striped square square, given as an --init-embedding file).
     # The saved vectors are their moving average over about the last 100 steps (decay 0.99), which only the
     # last step's result has: one budget per run. At twice the rate, which the average steadies; chosen on the
     # demo's seeds 0-7 (demo.md, demo_seeds4-7.md; they are the demo's settings since).
-    "ti-average": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99},
+    "ti-average": TI_AVERAGE,
     # The same with three quarters of the timesteps from the noisier half of the schedule, on the guess that a flat
     # colour is chosen there; set once (0.5, x3), first run on the demo's slow seeds 4 and 7 (demo_trajectory_later50x3.md).
-    "ti-average-later": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "timestep_bias": "later",
+    "ti-average-later": {**TI_AVERAGE, "timestep_bias": "later",
                          "timestep_bias_portion": 0.5, "timestep_bias_multiplier": 3.0},
     # The same passes in half the steps, 8 pictures a step: a step took 1.55-1.8x (demo_trajectory_batch8.md).
-    "ti-average-batch8": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "batch_size": 8},
+    "ti-average-batch8": {**TI_AVERAGE, "batch_size": 8},
     # The vectors start from the text encoder's output for the init word (--init-strategy cross, Cross-Initialization,
     # Pang et al.), whose claim is fewer steps to the concept; not tuned (the demo's settings otherwise).
-    "ti-average-cross": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "init_strategy": "cross"},
+    "ti-average-cross": {**TI_AVERAGE, "init_strategy": "cross"},
     # Its own vectors for each quarter of the schedule (--time-stages 4); first run on the two runs ti-average misses
     # and two it learns (guided_objective_stages4_plain.md), where it learned the seed-0 heart.
-    "ti-average-stages4": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "time_stages": 4},
+    "ti-average-stages4": {**TI_AVERAGE, "time_stages": 4},
     # Twice ti-average's rate for fewer steps (500 against 800, so 2000 passes against 3200): the saved average
     # reached fidelity 0.8 by step 500 on 7 of the demo's seeds 0-7 (demo_trajectory_lr02.md); not tuned otherwise.
     "ti-average-lr02": {**TEXTUAL_INVERSION, "lr": 0.2, "ema_decay": 0.99},
@@ -87,65 +90,56 @@ METHODS = {
     # sample: vectors that change with the timestep lost the checkers whether their sets were learned apart
     # (ti-average-stages4) or shared (ti-average-stages4-shared), and one set misses the stripes; sets per layer let
     # the layers that draw the stripes want other vectors than those that draw colour. Not tuned.
-    "ti-average-per-layer": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "per_layer": True},
+    "ti-average-per-layer": {**TI_AVERAGE, "per_layer": True},
     # ti-average-per-layer with the stripes' bias (ti-average-noisiest's): a set per layer kept the checkers at the
     # uniform draw and missed the stripes, as one set does; with the bias one set learns the stripes and loses the
     # checkers, on the guess that it is one set's compromise between the layers that loses them. Not tuned.
-    "ti-average-per-layer-noisiest": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "per_layer": True,
-                                      "timestep_bias": "later", "timestep_bias_portion": 0.1,
-                                      "timestep_bias_multiplier": 9.0},
+    "ti-average-per-layer-noisiest": {**TI_AVERAGE, "per_layer": True, **STRIPES_BIAS},
     # ti-average-stages4 with the quarters' vectors as one shared set plus an offset each (--shared-vectors): at 6400
     # passes the quarters' own vectors learned the striped style without the stripes' bias but drew the checkered
     # concepts solid in 6-7 of 16 pictures, as if each quarter's set learned the checkers, chosen in the quieter
     # three quarters, from its own quarter's samples alone; the shared set learns from all of them. Not tuned.
-    "ti-average-stages4-shared": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "time_stages": 4,
-                                  "shared_vectors": True},
+    "ti-average-stages4-shared": {**TI_AVERAGE, "time_stages": 4, "shared_vectors": True},
     # The token learning through the up path's last cross-attention block only (--token-gradient finest; on
     # miniworld its two layers at 8x8): a backward pass that stops there. Not tuned (the demo's settings otherwise).
-    "ti-average-finest": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "token_gradient": "finest"},
+    "ti-average-finest": {**TI_AVERAGE, "token_gradient": "finest"},
     # The same through every up block's cross-attention (--token-gradient up), after finest lost half its runs.
-    "ti-average-up": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "token_gradient": "up"},
+    "ti-average-up": {**TI_AVERAGE, "token_gradient": "up"},
     # finest for the first half of the steps, then every layer: finest had learned the circle, heart and ring as
     # well or better and lost the triangle, square and cross, which every layer learned. Halfway set once, not tuned.
-    "ti-average-finest-half": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "token_gradient": "finest",
-                               "token_gradient_fraction": 0.5},
+    "ti-average-finest-half": {**TI_AVERAGE, "token_gradient": "finest", "token_gradient_fraction": 0.5},
     # ti-average-later for the first 300 steps only, then uniform, in 500 steps (2000 passes): early in a run the
     # noisiest timesteps carry the gradient's direction, after 200 steps only its noise (gradient_noise.md), and
     # ti-average-later reached the targets in 2 of its 8 runs where ti-average reached 7. 300 chosen on the demo's
     # seeds 0-7 (200 and 300 tried, docs/demo.md); not tuned on this set.
-    "ti-average-later300": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "timestep_bias": "later",
+    "ti-average-later300": {**TI_AVERAGE, "timestep_bias": "later",
                             "timestep_bias_portion": 0.5, "timestep_bias_multiplier": 3.0, "timestep_bias_steps": 300},
     # The noisiest quarter (t >= 750) drawn a tenth as often (3 % of the draws against 25 %): there the objective
     # rates vectors that hedge towards blue better than those that learned teal (loss_against_fidelity.md), so the
     # colour is left to the quieter timesteps that tell them apart. Set once from that diagnosis, not tuned.
-    "ti-average-quieter": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "timestep_bias": "later",
+    "ti-average-quieter": {**TI_AVERAGE, "timestep_bias": "later",
                            "timestep_bias_portion": 0.25, "timestep_bias_multiplier": 0.1},
     # ti-average with ti-cosine-later's bias (half the timesteps from t >= 900): on the model shipped since 2026-12-05
     # only the noisiest quarter's loss prefers a striped concept's words to the solid phrase (phrase_loss_*.md), and
     # ti-cosine-later learned the blue striped square on both seeds but kept little editability on the teal striped
     # triangle; the moving average is what kept it in ti-average. Set once from that, not tuned.
-    "ti-average-noisiest": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "timestep_bias": "later",
-                            "timestep_bias_portion": 0.1, "timestep_bias_multiplier": 9.0},
+    "ti-average-noisiest": {**TI_AVERAGE, **STRIPES_BIAS},
     # The stripes' bias for the defaults' 800 steps, then 800 uniform ones (run at 6400 passes): the bias learns the
     # stripes and loses the checkers, one set drawn uniformly for as long keeps the checkers and misses the stripes;
     # on the guess that stripes once learned stay a place the uniform draw does not leave, and that it brings the
     # checkers back from wherever the bias left them. Set once from that, not tuned.
-    "ti-average-noisiest-800": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "timestep_bias": "later",
-                                "timestep_bias_portion": 0.1, "timestep_bias_multiplier": 9.0,
-                                "timestep_bias_steps": 800},
+    "ti-average-noisiest-800": {**TI_AVERAGE, **STRIPES_BIAS, "timestep_bias_steps": 800},
     # ti-average-noisiest with its own vectors for each quarter of the schedule (--time-stages 4): the stripes are
     # chosen in the noisiest quarter and the checkers and colours in the quieter ones (phrase_loss_*.md), and one set
     # of vectors trained mostly where the stripes are chosen lost the checkers; with a set per quarter the noisiest
     # draws cannot move the others'. Set once from that, not tuned; it lost the checkered style all the same
     # (docs/subjects.md), as did ti-average-noisier below.
-    "ti-average-stages4-noisiest": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "time_stages": 4,
-                                    "timestep_bias": "later", "timestep_bias_portion": 0.1,
-                                    "timestep_bias_multiplier": 9.0},
+    "ti-average-stages4-noisiest": {**TI_AVERAGE, "time_stages": 4, **STRIPES_BIAS},
     # A milder bias for twice the steps (a quarter of the timesteps from the noisiest tenth, --timestep-bias-multiplier
     # 3, at 6400 passes): as many draws from t >= 900 as ti-average-noisiest makes at 3200 passes, which taught the
     # stripes, and more from the quieter timesteps than ti-average makes at 3200, where the checkers and the colours
     # are taught (phrase_loss_*.md). Set once from that count, not tuned.
-    "ti-average-noisier": {**TEXTUAL_INVERSION, "lr": 0.1, "ema_decay": 0.99, "timestep_bias": "later",
+    "ti-average-noisier": {**TI_AVERAGE, "timestep_bias": "later",
                            "timestep_bias_portion": 0.1, "timestep_bias_multiplier": 3.0},
     "ti-words": {**TEXTUAL_INVERSION, "init_token": "{words}"},
     "ti-words-spread": {**TEXTUAL_INVERSION, "init_token": "{words}", "spread_words": True},
@@ -159,8 +153,7 @@ METHODS = {
     # noise and not from the word (docs/subjects.md, "Why the patterns fail"): a token cannot move that choice, adapters
     # on the UNet might. The bias is ti-cosine-later's, set once from that diagnosis, not tuned.
     "lora-all-cosine-later": {"method": "lora", **MINIWORLD_SETTINGS["lora"], "lora_layers": "all",
-                              "lr_scheduler": "cosine", "timestep_bias": "later", "timestep_bias_portion": 0.1,
-                              "timestep_bias_multiplier": 9.0},
+                              "lr_scheduler": "cosine", **STRIPES_BIAS},
     # LoRA's defaults on latents refined by decoder inversion: miniworld's VAE encodes a small star on grey or sand as
     # a dot (benchmarks/vae_shapes.py) that the decoder can draw as a star from a latent refined for 300 steps.
     "lora-all-cosine-refined": {"method": "lora", **MINIWORLD_SETTINGS["lora"], "lora_layers": "all",
@@ -173,8 +166,7 @@ METHODS = {
     # Pivotal tuning with the stripes' bias (ti-average-noisiest's): on the teal striped triangle that bias gave the
     # token the stripes (0.94 fidelity on seed 0) but not the editability, which pivotal's LoRA might carry. Set from
     # those two runs, not tuned.
-    "pivotal-noisiest": {"method": "pivotal", **MINIWORLD_SETTINGS["pivotal"], **TEXTUAL_INVERSION,
-                         "timestep_bias": "later", "timestep_bias_portion": 0.1, "timestep_bias_multiplier": 9.0},
+    "pivotal-noisiest": {"method": "pivotal", **MINIWORLD_SETTINGS["pivotal"], **TEXTUAL_INVERSION, **STRIPES_BIAS},
     "dreambooth": DREAMBOOTH,
     # 4x the rate, for what only the UNet can learn (a new shape; patterns the conditioning ceiling cannot draw).
     "dreambooth-2e-4": {**DREAMBOOTH, "lr": 2e-4},
