@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import time
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from .common import (
     command,
     former_settings,
     print_and_write,
+    takes_init_token,
+    with_former_defaults,
 )
 from .concept_set import SWEEP_RESULTS, concept_kind, find_concept, measured_on_packaged_model
 from .methods import METHODS as MINIWORLD_SETTINGS
@@ -171,6 +174,11 @@ METHODS = {
     # 4x the rate, for what only the UNet can learn (a new shape; patterns the conditioning ceiling cannot draw).
     "dreambooth-2e-4": {**DREAMBOOTH, "lr": 2e-4},
     "dreambooth-text-encoder": {**DREAMBOOTH, "train_text_encoder": True},
+    # DreamBooth with the stripes' bias, and on refined latents: the two changes that gave LoRA's defaults a seed of
+    # the teal striped triangle and the stars, on the method that trains the whole UNet (more than LoRA's rank 8 can
+    # change). Set from LoRA's runs, not tuned.
+    "dreambooth-later": {**DREAMBOOTH, **STRIPES_BIAS},
+    "dreambooth-refined": {**DREAMBOOTH, "refine_latents": 300},
 }
 
 # The method each variant is compared with run for run (the rest: plain textual inversion).
@@ -185,7 +193,8 @@ PAIRED_WITH = {"ti-cosine-later": "ti-cosine", "ti-average-later": "ti-average",
                "ti-average-stages4-noisiest": "ti-average-noisiest", "ti-average-noisier": "ti-average",
                "ti-former-defaults": "ti-average", "pivotal-former-defaults": "pivotal", "lora-all-cosine": "lora-all",
                "lora-all-cosine-later": "lora-all-cosine", "pivotal-noisiest": "pivotal",
-               "lora-all-cosine-refined": "lora-all-cosine"}
+               "lora-all-cosine-refined": "lora-all-cosine", "dreambooth-later": "dreambooth",
+               "dreambooth-refined": "dreambooth"}
 # A variant compared at a budget of its own against the other's at the paired table's (fewer steps for the same end).
 PAIRED_BUDGET = {"ti-average-lr02": 2000, "ti-average-later300": 2000, "ti-former-defaults": 500,
                  "pivotal-former-defaults": 500}
@@ -340,6 +349,28 @@ def sweep(names: list[str], seeds: list[int], budgets: list[int], num_images: in
                 for row in train_and_score(method, name, kind, folder, spec, seed, budgets, wanted, num_images, run,
                                            threads):
                     record(results, row)
+
+
+def train_options(method: str) -> str:
+    """`method`'s TrainConfig values as `train` options, as sweep_values gives them (the former defaults filled in),
+    with the concept's own words as <placeholders> and the steps left out (a budget sets them)."""
+    from types import SimpleNamespace
+
+    settings, _ = run_settings(METHODS[method], SimpleNamespace(init_word="<init word>"))
+    values = with_former_defaults(settings)
+    values = {"method": values.pop("method", "textual-inversion"), **values}
+    if takes_init_token(values.get("method", "textual-inversion")):
+        values["init_token"] = values.get("init_token", "{init}").format(init="<init word>", words="<plain words>")
+    options = []
+    for name, value in values.items():
+        if name == "steps" or value is False:
+            continue
+        if name == "spread_words":  # written by the sweep as an --init-embedding file (write_spread_init)
+            options.append("--init-embedding <the plain words' tokens spread over the vectors>")
+            continue
+        flag = "--" + name.replace("_", "-")
+        options.append(flag if value is True else f"{flag} {shlex.quote(str(value))}")
+    return " ".join(options)
 
 
 def methods_in(rows: list[dict]) -> list[str]:
@@ -538,9 +569,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--report", action="store_true", help="write the tables from the results so far, train nothing")
     parser.add_argument("--method", choices=list(METHODS), default="textual-inversion",
-                        help="textual inversion as the demo's settings until 2026-12-02 (lr 0.05), with --vectors 16 (more-vectors), "
-                        "--per-layer (P+), --time-stages 4 or --context-weight 0.1 or 1; lora, pivotal and dreambooth with benchmarks/methods.py's "
-                        "settings")
+                        help="a setting of METHODS (their options are listed at the end of the report)")
     args = parser.parse_args()
     from textual_inversion.models import use_threads
 
@@ -578,44 +607,11 @@ def main() -> None:
     loads = [r["load"] for r in rows if "load" in r] + [x for r in timings.values() for x in r["load"]]
     lines = [f"# Methods on the new concept set ({len(args.concepts)} concepts, seeds "
              f"{', '.join(map(str, args.seeds))}, CPU)", "",
-             f"Produced by `{produced_by}`, on miniworld weights {weights} (the results file's first row). Settings: textual inversion as the demo and the README's by-hand command had it until 2026-12-02 (6 vectors, lr "
-             "0.05, batch 4, the concepts' caption files), more-vectors with 16, per-layer with --per-layer, "
-             "time-stages with --time-stages 4, context-W with --context-weight W; lora (rank 8, lr 1e-3; lora-all the same with --lora-layers all; lora-all-prior "
-             "that with dreambooth's prior preservation, class prompt and batch), pivotal (6 vectors, lr 0.05, LoRA rank 8 at "
-             "1e-3, embeddings for the first half; pivotal-all with --lora-layers all, pivotal-noisiest with --timestep-bias later "
-             "--timestep-bias-portion 0.1 --timestep-bias-multiplier 9) and dreambooth (lr 5e-5, prior preservation with 20 pictures of "
-             "'a <init word>', batch 2 + 2) as benchmarks/methods.py sets them for miniworld; ti-cosine is textual "
-             "inversion with --lr-scheduler cosine, ti-cosine-later the same with --timestep-bias later "
-             "--timestep-bias-portion 0.1 --timestep-bias-multiplier 9 (half the timesteps from t >= 900), "
-             "ti-average textual inversion at lr 0.1 with --ema-decay 0.99 (the saved vectors their moving average), "
-             "ti-average-later the same with --timestep-bias later --timestep-bias-portion 0.5 "
-             "--timestep-bias-multiplier 3 (three quarters of the timesteps from t >= 500), ti-average-batch8 ti-average "
-             "at batch 8 (the same passes in half the steps), ti-average-cross ti-average with --init-strategy cross "
-             "(the vectors start from the text encoder's output for the init word), ti-average-stages4 ti-average with "
-             "--time-stages 4, ti-average-stages4-shared that with --shared-vectors, ti-average-per-layer ti-average with --per-layer, ti-average-per-layer-noisiest that with ti-average-noisiest's bias, ti-average-lr02 ti-average at lr 0.2, ti-average-finest ti-average with --token-gradient "
-             "finest (the token learns through the up path's last cross-attention block only), ti-average-up the same through "
-             "every up block's (--token-gradient up), ti-average-finest-half ti-average-finest for the first half of the steps "
-             "and through every layer after (--token-gradient-fraction 0.5), ti-average-later300 ti-average-later for the first 300 steps and uniform "
-             "after (--timestep-bias-steps 300), ti-average-quieter ti-average with --timestep-bias later "
-             "--timestep-bias-portion 0.25 --timestep-bias-multiplier 0.1 (the noisiest quarter, t >= 750, drawn a tenth as "
-             "often), ti-average-noisiest ti-average with ti-cosine-later's bias (half the timesteps from t >= 900), "
-             "ti-average-noisiest-800 that for the first 800 steps and uniform after, ti-average-stages4-noisiest that with --time-stages 4, ti-average-noisier ti-average with a quarter of the "
-             "timesteps from t >= 900 (--timestep-bias-multiplier 3), "
-             "lora-all-cosine lora-all with --lr-scheduler cosine, "
-             "lora-all-cosine-later that with ti-cosine-later's bias (half the timesteps from t >= 900), "
-             "lora-all-cosine-refined lora-all-cosine on latents refined by 300 steps of decoder inversion "
-             "(--refine-latents 300), "
-             "dreambooth-2e-4 DreamBooth at lr 2e-4, dreambooth-text-encoder with "
-             "--train-text-encoder; ti-words starts textual inversion from the concept's plain words (--init-token 'blue "
-             "striped square', every vector from the words' mean) and ti-words-spread gives each word its share of the 6 "
-             "vectors in order (an --init-embedding file); ti-former-defaults is what train gave a user who left every option "
-             "out until 2026-12-05 (1 vector, lr 5e-3, batch 1, no moving average, 500 steps; on miniworld its defaults are "
-             "ti-average's since), pivotal-former-defaults the same for pivotal tuning (with a rank-4 LoRA at 1e-4, the "
-             "embeddings learning every step; pivotal's settings since), lora-former-defaults the same for LoRA (rank 4 "
-             "at 1e-4 on the attention, a constant rate, batch 1, 500 steps; lora-all-cosine's settings since). Each cell "
-             "is fidelity / "
-             f"editability as the judge reads {args.num_images} images per prompt, one entry per seed in seed order (named "
-             "where a cell lacks a seed). "
+             f"Produced by `{produced_by}`, on miniworld weights {weights} (the results file's first row). Each "
+             "method's `train` options are in the table at the end (benchmarks/concept_sweep.py's METHODS says why "
+             "each was tried); its steps are a budget's passes over the batch, class pictures included. Each cell "
+             f"is fidelity / editability as the judge reads {args.num_images} images per prompt, one entry per seed "
+             "in seed order (named where a cell lacks a seed). "
              "Baselines: the base model given the init word or the plain words instead of the token. Conditioning "
              "ceiling: the fidelity of pictures drawn from the whole conditioning optimised on the concept's "
              "pictures, with no text encoder (benchmarks/conditioning_ceiling.py --concept-set, 400 steps; what the "
@@ -638,6 +634,9 @@ def main() -> None:
         else:
             continue
         lines.append(f"| {method} | {largest} | {min(seconds):.0f}-{max(seconds):.0f} | {size} |")
+    lines += ["", "Each method's options (`textual-inversion train` with these, the concept's pictures and token):", "",
+              "| method | options |", "|---|---|",
+              *(f"| {method} | `{train_options(method)}` |" for method in methods_in(rows))]
     # The tables beside their rows: a sweep on a scratch results file leaves the committed tables alone.
     print_and_write(lines, results.with_suffix(".md"))
     plot(rows, budgets, results.with_suffix(".png"))

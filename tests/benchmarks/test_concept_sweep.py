@@ -1,9 +1,13 @@
 """benchmarks/concept_sweep.py: issue 20's goals read from the sweep's rows; its methods' settings."""
 
+import shlex
+
 from benchmarks.concept_set import find_concept
-from benchmarks.concept_sweep import METHODS, goals, run_folder, sweep_values
+from benchmarks.concept_sweep import METHODS, goals, run_folder, sweep_values, train_options
 
 from textual_inversion import TrainConfig
+from textual_inversion.cli import build_parser, config_from_args
+from textual_inversion.evaluate import stand_in
 
 
 def run(concept: str, method: str, seed: int, passes: int, fidelity: float, editability: float = 0.9) -> dict:
@@ -58,6 +62,23 @@ def test_every_method_setting_is_a_valid_train_config(tmp_path):
         config = TrainConfig.from_values(values, source=name)
         config.validate()
         assert config.method == setting.get("method", "textual-inversion"), name
+
+
+def test_the_report_lists_each_method_as_the_train_options_it_ran_with(tmp_path):
+    # The report's options table, given to `train` with the concept's own words, is the run's TrainConfig.
+    folder, spec = find_concept("teal-heart", tmp_path)
+    words = {"<init word>": spec.init_word, "<plain words>": stand_in(spec, "words")}
+    for name in METHODS:
+        values = sweep_values(name, spec, folder, tmp_path / name, seed=0, steps=1600, threads=1)
+        if values.pop("spread_words", False):
+            continue  # its --init-embedding file is written from the pipeline, so the listing names it in words
+        options = [words.get(option, option) for option in shlex.split(train_options(name))]
+        options = [option.replace("<init word>", spec.init_word) for option in options]
+        args = build_parser().parse_args([
+            "train", "--images", str(folder), "--token", spec.token, "--property", spec.property, "--steps", "1600",
+            "--checkpoint-every", "0", "--overwrite", "--output-dir", str(tmp_path / name), "--model", "miniworld",
+            "--seed", "0", "--threads", "1", *options])
+        assert config_from_args(args, TrainConfig) == TrainConfig.from_values(values, source=name), name
 
 
 def test_runs_at_two_budgets_keep_folders_of_their_own(tmp_path):
