@@ -75,7 +75,8 @@ METHODS = {
     # demo's seeds 0-7 (demo.md, demo_seeds4-7.md; they are the demo's settings since).
     "ti-average": TI_AVERAGE,
     # The same with three quarters of the timesteps from the noisier half of the schedule, on the guess that a flat
-    # colour is chosen there; set once (0.5, x3), first run on the demo's slow seeds 4 and 7 (demo_trajectory_later50x3.md).
+    # colour is chosen there; set once (0.5, x3), first run on the demo's slow seeds 4 and 7
+    # (demo_trajectory_later50x3.md).
     "ti-average-later": {**TI_AVERAGE, "timestep_bias": "later",
                          "timestep_bias_portion": 0.5, "timestep_bias_multiplier": 3.0},
     # The same passes in half the steps, 8 pictures a step: a step took 1.55-1.8x (demo_trajectory_batch8.md).
@@ -225,7 +226,8 @@ def sweep_values(method: str, spec, folder: Path, run: Path, seed: int, steps: i
 
 
 def train_and_score(method: str, name: str, kind: str, folder: Path, spec, seed: int, budgets: list[int],
-                    wanted: list[int], num_images: int, run: Path, threads: int, model: str = "miniworld") -> list[dict]:
+                    wanted: list[int], num_images: int, run: Path, threads: int,
+                    model: str = "miniworld") -> list[dict]:
     """Train `method` on `model` to the largest budget, scoring the live pipeline at each wanted budget; the result
     rows."""
     from textual_inversion import TrainConfig, train
@@ -441,9 +443,10 @@ def goals(rows: list[dict], seeds: list[int]) -> list[str]:
     """Issue 20's goals per concept: which settings reach the demo's targets on every seed at one budget, for any
     method and for textual inversion alone, beside the conditioning ceiling's best check (at least 0.8: the UNet
     can draw the concept when its conditioning is optimised directly, from the init word or from the plain words)."""
-    lines = ["| kind | concept | conditioning ceiling, best check (from the init word; from the plain words where run) | runs at the targets, any setting (a run scored at "
-             "several budgets counted at each) | settings at the "
-             f"targets on every seed ({', '.join(map(str, seeds))}) | of them textual inversion |", "|---|---|---|---|---|---|"]
+    lines = ["| kind | concept | conditioning ceiling, best check (from the init word; from the plain words where "
+             "run) | runs at the targets, any setting (a run scored at several budgets counted at each) | settings at "
+             f"the targets on every seed ({', '.join(map(str, seeds))}) | of them textual inversion |",
+             "|---|---|---|---|---|---|"]
     names = list(dict.fromkeys(r["concept"] for r in rows))
     met, drawn, met_by_token = 0, 0, 0
     # Each textual-inversion setting on the concepts the ceiling draws: met on every seed (None: a seed not run).
@@ -479,7 +482,8 @@ def goals(rows: list[dict], seeds: list[int]) -> list[str]:
     complete = {setting: sum(hits) for setting, hits in token_settings.items()
                 if len(hits) == drawn and None not in hits}
     lines += ["", f"Some setting at the targets on every seed: {met} of {len(names)} concepts. Of the {drawn} "
-              f"whose conditioning ceiling reaches 0.8 at its best check from either start, a textual-inversion setting at the targets on "
+              f"whose conditioning ceiling reaches 0.8 at its best check from either start, a textual-inversion "
+              "setting at the targets on "
               f"every seed: {met_by_token}. Each textual-inversion setting run on all {drawn} of those on every seed, "
               "with how many of them it met: " + ", ".join(
                   f"{m} {b} {hits}" for (m, b), hits in sorted(complete.items(), key=lambda item: -item[1])) + "."]
@@ -616,7 +620,8 @@ def main() -> None:
              "ceiling: the fidelity of pictures drawn from the whole conditioning optimised on the concept's "
              "pictures, with no text encoder (benchmarks/conditioning_ceiling.py --concept-set, 400 steps; what the "
              "UNet can draw at all).", "",
-             *tables(rows, budgets, args.seeds), "", "Runs reaching the demo's targets (fidelity >= 0.8 and editability >= 0.7):",
+             *tables(rows, budgets, args.seeds), "",
+             "Runs reaching the demo's targets (fidelity >= 0.8 and editability >= 0.7):",
              "", *summary(rows, budgets), "",
              "Issue 20's goals per concept (a setting is a method at one budget, as named in the tables above):", "",
              *goals(rows, args.seeds), "", *paired(rows, 3200 if 3200 in budgets else budgets[-1]), "",
