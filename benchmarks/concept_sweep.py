@@ -368,7 +368,7 @@ def train_options(method: str) -> str:
     settings, _ = run_settings(METHODS[method], SimpleNamespace(init_word="<init word>"))
     values = with_former_defaults(settings)
     values = {"method": values.pop("method", "textual-inversion"), **values}
-    if takes_init_token(values.get("method", "textual-inversion")):
+    if takes_init_token(values["method"]):
         values["init_token"] = values.get("init_token", "{init}").format(init="<init word>", words="<plain words>")
     options = []
     for name, value in values.items():
