@@ -32,9 +32,14 @@ def scene_reads(pipe, judge, scene: dict[str, str], images: int, steps: int = 25
     return predict(pictures, judge)
 
 
+def read_as_asked(scene: dict[str, str], reads: list[dict[str, str]]) -> int:
+    """How many of the judge's `reads` have every attribute of `scene`."""
+    return sum(all(read[k] == v for k, v in scene.items()) for read in reads)
+
+
 def cell(scene: dict[str, str], reads: list[dict[str, str]]) -> str:
     """'5 of 8 (blob 3, purple 2)': pictures read as asked, and the commonest wrong readings among the others."""
-    right = sum(all(read[k] == v for k, v in scene.items()) for read in reads)
+    right = read_as_asked(scene, reads)
     wrong = Counter(read[k] for read in reads for k, v in scene.items() if read[k] != v)
     misses = ", ".join(f"{value} {count}" for value, count in wrong.most_common(2))
     return f"{right} of {len(reads)}" + (f" ({misses})" if misses else "")
@@ -71,7 +76,7 @@ def main() -> None:
             scene = {"shape": args.shape, "colour": colour, "pattern": args.pattern, "size": args.size,
                      "background": background}
             reads = scene_reads(pipe, judge, scene, args.images)
-            totals[background] += sum(all(read[k] == v for k, v in scene.items()) for read in reads)
+            totals[background] += read_as_asked(scene, reads)
             cells.append(cell(scene, reads))
         lines.append(f"| {colour} | " + " | ".join(cells) + " |")
     lines.append("| every colour | " + " | ".join(

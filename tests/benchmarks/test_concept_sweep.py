@@ -67,13 +67,12 @@ def test_every_method_setting_is_a_valid_train_config(tmp_path):
 def test_the_report_lists_each_method_as_the_train_options_it_ran_with(tmp_path):
     # The report's options table, given to `train` with the concept's own words, is the run's TrainConfig.
     folder, spec = find_concept("teal-heart", tmp_path)
-    words = {"<init word>": spec.init_word, "<plain words>": stand_in(spec, "words")}
     for name in METHODS:
         values = sweep_values(name, spec, folder, tmp_path / name, seed=0, steps=1600, threads=1)
         if values.pop("spread_words", False):
             continue  # its --init-embedding file is written from the pipeline, so the listing names it in words
-        options = [words.get(option, option) for option in shlex.split(train_options(name))]
-        options = [option.replace("<init word>", spec.init_word) for option in options]
+        options = [option.replace("<init word>", spec.init_word).replace("<plain words>", stand_in(spec, "words"))
+                   for option in shlex.split(train_options(name))]
         args = build_parser().parse_args([
             "train", "--images", str(folder), "--token", spec.token, "--property", spec.property, "--steps", "1600",
             "--checkpoint-every", "0", "--overwrite", "--output-dir", str(tmp_path / name), "--model", "miniworld",
