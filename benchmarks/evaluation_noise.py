@@ -1,8 +1,8 @@
 """How far does one evaluation's reading move when only its pictures change? Learned runs scored again with other
 evaluation seeds.
 
-Every verdict of the concept sweep reads one evaluation a run: 16 fidelity pictures and 24 edit pictures (4 a
-prompt), drawn from evaluation seed 0 for every run. A run "at the targets" (fidelity >= 0.8, editability >= 0.7)
+Every verdict of the concept sweep reads one evaluation a run: 16 fidelity pictures and 24 edit pictures for an
+object (4 a prompt), drawn from evaluation seed 0 for every run. A run "at the targets" (fidelity >= 0.8, editability >= 0.7)
 on one draw of pictures may miss them on another with nothing learned changed. This scores each given run folder of
 the sweep (`<workdir>/<concept>/<method>-<passes>-seed<N>`, its concept rendered in `<workdir>/concepts/<concept>`)
 with evaluation seeds far enough apart that no picture is drawn twice; seed 0 is the sweep's own draw, so its row
@@ -47,14 +47,13 @@ def concept_of(run: Path):
     return ConceptSpec.from_toml(spec_file)
 
 
-def evaluate_run(run: Path, eval_seeds: list[int], num_images: int) -> list[dict]:
-    """The run's fidelity and editability, one evaluation per seed of `eval_seeds` (pictures under the run's
-    evaluation-noise/seed-S folders)."""
+def evaluate_run(run: Path, spec, eval_seeds: list[int], num_images: int) -> list[dict]:
+    """The run's fidelity and editability on its concept `spec`, one evaluation per seed of `eval_seeds` (pictures
+    under the run's evaluation-noise/seed-S folders)."""
     from textual_inversion.concepts import load_concepts, pipeline_of, read_concept
     from textual_inversion.evaluate import evaluate_concept
     from textual_inversion.models import load_pipeline
 
-    spec = concept_of(run)
     concept = read_concept(run)
     pipe = load_pipeline(pipeline_of([concept]) or "miniworld")
     pipe.set_progress_bar_config(disable=True)
@@ -75,8 +74,8 @@ def main() -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("--runs", nargs="+", type=Path, required=True, help="run folders of benchmarks.concept_sweep")
     parser.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 1000, 2000, 3000, 4000, 5000],
-                        help="evaluation seeds; each prompt's pictures are seeds S + 4 x its number onwards, so "
-                             "seeds 1000 apart share none")
+                        help="evaluation seeds; each prompt's pictures are seeds S + num-images x its number "
+                             "onwards, so seeds 1000 apart share none")
     parser.add_argument("--num-images", type=int, default=4, help="pictures per prompt")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", default=str(RESULTS_DIR / "evaluation_noise.md"))
@@ -91,8 +90,9 @@ def main() -> None:
              "| run | fidelity per evaluation | editability per evaluation | fidelity mean, spread | "
              "editability mean, spread | at the targets |", "|---|---|---|---|---|---|"]
     for run in args.runs:
-        evaluations = evaluate_run(run, args.eval_seeds, args.num_images)
-        cases = judged_cases(concept_of(run))
+        spec = concept_of(run)
+        evaluations = evaluate_run(run, spec, args.eval_seeds, args.num_images)
+        cases = judged_cases(spec)
         fidelity_cases = sum(case.kind == "fidelity" for case in cases)
         pictures = {"fidelity": fidelity_cases * args.num_images,
                     "editability": (len(cases) - fidelity_cases) * args.num_images}
