@@ -117,6 +117,7 @@ CASES = {
     "negative prompt weight": (lambda t, m: ["generate", "--model", m, "--prompt", "a (cat:-1)", "--output-dir", str(t / "out")], "weight -1 is negative"),
     "merge of different families": (lambda t, m: ["merge", embedding_file(t), embedding_file(t, 1024, "<f>"), "-o", str(t / "m.safetensors")], "f.safetensors"),
     "export of a folder that is no run": (lambda t, m: ["export", str(t / "nothing"), str(t / "shared")], "no such run folder"),
+    "pick of folders that are no runs": (lambda t, m: ["pick", str(t), str(t / "nothing")], "no readable run.json"),
     "single file offline without its config": (lambda t, m: train(t, str((t / "m.safetensors").write_bytes(b"\x00" * 16) and t / "m.safetensors")), "cannot read this checkpoint"),
     "--ti-encoders naming no encoder of the model": (on_flux(lambda t, m: train(t, m, "--ti-encoders", "clip_g")), "--ti-encoders clip_g: this model's text encoders are clip_l, t5"),
     "--ti-encoders on an SD model": (lambda t, m: train(t, m, "--ti-encoders", "clip_l"), "on this model every text encoder learns the token; leave it out"),

@@ -204,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--push-to-hub", metavar="REPO_ID", help="then upload DIR to this model repo (created if missing)")
     export.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
 
+    pick = commands.add_parser("pick", help="rank runs of one concept by how like their training pictures they draw",
+                               description="Draw each run's training captions and compare the pictures with the "
+                                           "training pictures (Gram matrices of the model's VAE features: colour "
+                                           "and texture); the nearest run first. No judge or download needed.")
+    pick.add_argument("runs", nargs="+", metavar="RUN", help="finished run folders of `train`, same pictures")
+    pick.add_argument("--num-images", type=int, default=4, help="pictures per training caption (default: 4)")
+    pick.add_argument("--seed", type=int, help="the first picture's seed (default: one that evaluate never draws)")
+    pick.add_argument("--steps", type=int, default=25, help="sampling steps (default: 25, as evaluate)")
+    pick.add_argument("--guidance", type=float, default=4.0, help="guidance scale (default: 4, as evaluate)")
+    pick.add_argument("--device", default="auto", help="device: auto, cpu, cuda, mps")
+
     ui = commands.add_parser("ui", help="a local web page to teach concepts and generate with them",
                              description="Serve a web page (Gradio) with Teach, Generate and Concepts tabs; "
                                          "training runs in the server and survives closing the page.")
@@ -307,6 +318,15 @@ def run(argv: list[str] | None = None) -> int:
         print(f"wrote {result.folder}: {', '.join(result.files)}")
         if result.url:
             print(f"pushed to {result.url}")
+    elif args.command == "pick":
+        from .likeness import rank_runs
+
+        seed = {} if args.seed is None else {"seed": args.seed}
+        ranked = rank_runs(args.runs, args.num_images, steps=args.steps, guidance=args.guidance, device=args.device,
+                           **seed)
+        for likeness in ranked:
+            print(f"{likeness.distance:.4f}  {likeness.run}  ({likeness.pictures} pictures)")
+        print(f"nearest to its training pictures: {ranked[0].run}")
     elif args.command == "ui":
         from .ui import start
 
