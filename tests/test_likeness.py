@@ -8,7 +8,7 @@ from PIL import Image, ImageDraw
 
 from textual_inversion import UserError, cli
 from textual_inversion.images import to_tensor
-from textual_inversion.likeness import gram_distance, gram_matrices, rank_runs
+from textual_inversion.likeness import geometric_mean, gram_distance, gram_matrices, rank_runs
 from textual_inversion.models import load_pipeline
 from textual_inversion.training import train
 
@@ -108,3 +108,11 @@ def test_pick_refuses_what_it_cannot_compare(two_runs, tmp_path, train_config, i
                                             checkpoint_every=0))
     with pytest.raises(UserError, match="learned from the same pictures"):
         rank_runs([two_runs[0], elsewhere.output_dir])
+
+
+def test_the_geometric_mean_weighs_each_picture_by_its_ratio_not_its_size():
+    assert geometric_mean([0.01, 1.0]) == pytest.approx(0.1)
+    # The second run is nearer on one picture by a large absolute amount and farther on two by a factor 2.
+    first, second = [0.01, 0.01, 1.0], [0.02, 0.02, 0.5]
+    assert sum(first) > sum(second) and geometric_mean(first) < geometric_mean(second)
+    assert geometric_mean([0.0, 1.0]) > 0  # a picture drawn exactly as its training picture

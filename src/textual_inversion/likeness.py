@@ -52,6 +52,12 @@ def gram_distance(generated: list[torch.Tensor], reference: list[torch.Tensor]) 
     return torch.stack(per_layer).mean(dim=0)
 
 
+def geometric_mean(distances: list[float]) -> float:
+    """The mean that weighs each picture by its ratio: a picture's distance scales with its background (grey lies
+    near the VAE's zero, so its Gram matrices are small), and the arithmetic mean let one background decide."""
+    return math.exp(statistics.mean(math.log(max(d, 1e-12)) for d in distances))
+
+
 @dataclass
 class RunLikeness:
     run: Path
@@ -102,9 +108,7 @@ def run_likeness(run: Path, num_images: int = 4, seed: int = SEED, steps: int = 
         reference = ImageOps.fit(picture, drawn[0].size, Image.BICUBIC)
         distances.extend(gram_distance(gram_matrices(pipe.vae, to_tensor(drawn)),
                                        gram_matrices(pipe.vae, to_tensor([reference]))).tolist())
-    # The geometric mean: a picture's distance scales with its background (grey lies near the VAE's zero, so its
-    # Gram matrices are small), and the arithmetic mean let one background decide.
-    return RunLikeness(Path(run), math.exp(statistics.mean(math.log(max(d, 1e-12)) for d in distances)), len(distances))
+    return RunLikeness(Path(run), geometric_mean(distances), len(distances))
 
 
 def rank_runs(runs: list[Path], num_images: int = 4, seed: int = SEED, steps: int = 25, guidance: float = 4.0,
