@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from .common import RESULTS_DIR, argument_parser, command, print_and_write
+from .common import RESULTS_DIR, command, print_and_write
 from .concept_sweep import at_target
-from .pick_by_likeness import judged
+from .pick_by_likeness import judged, pair_parser
 
 
 @torch.no_grad()
@@ -59,15 +59,7 @@ def main() -> None:
     from textual_inversion.likeness import SEED, geometric_mean
     from textual_inversion.models import use_threads
 
-    parser = argument_parser(__doc__)
-    parser.add_argument("--workdir", type=Path, required=True, help="a concept sweep's --workdir")
-    parser.add_argument("--concepts", nargs="+", required=True)
-    parser.add_argument("--seeds", type=int, nargs="+", required=True)
-    parser.add_argument("--candidates", nargs=2, required=True, help="two run names without the seed")
-    parser.add_argument("--num-images", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--output", default=str(RESULTS_DIR / "likeness_variants.md"))
-    args = parser.parse_args()
+    args = pair_parser(__doc__, RESULTS_DIR / "likeness_variants.md").parse_args()
     use_threads(args.threads)
     first, second = args.candidates
     lines = [f"# Which runs the variants of the likeness pick: {first} or {second}", "",

@@ -46,20 +46,26 @@ def tally(pairs: list[dict[str, dict]]) -> dict[str, int]:
     return counts
 
 
-def main() -> None:
-    from textual_inversion.likeness import SEED, run_likeness
-    from textual_inversion.models import use_threads
-
-    parser = argument_parser(__doc__)
+def pair_parser(description: str, output: Path):
+    """The options of a benchmark over pairs of sweep runs: which concepts, seeds and two run names, where."""
+    parser = argument_parser(description)
     parser.add_argument("--workdir", type=Path, required=True, help="a concept sweep's --workdir")
     parser.add_argument("--concepts", nargs="+", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", required=True)
     parser.add_argument("--candidates", nargs=2, required=True,
                         help="two run names without the seed, as the sweep names them (<method>-<passes>)")
     parser.add_argument("--num-images", type=int, default=4, help="pictures per training caption")
-    parser.add_argument("--seed", type=int, default=SEED, help="the first picture's seed")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--output", default=str(RESULTS_DIR / "pick_by_likeness.md"))
+    parser.add_argument("--output", default=str(output))
+    return parser
+
+
+def main() -> None:
+    from textual_inversion.likeness import SEED, run_likeness
+    from textual_inversion.models import use_threads
+
+    parser = pair_parser(__doc__, RESULTS_DIR / "pick_by_likeness.md")
+    parser.add_argument("--seed", type=int, default=SEED, help="the first picture's seed")
     args = parser.parse_args()
     use_threads(args.threads)
     first, second = args.candidates

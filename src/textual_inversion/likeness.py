@@ -8,10 +8,10 @@ position, and which every latent diffusion model can compute. The caption fixes 
 alike, so what differs between runs is what the token draws. The run with the smallest geometric mean distance is
 the nearest.
 
-On miniworld, between `--steps 3200` and the stripes' bias, it picked the run the judge puts at the targets on every
-concept and seed where one of the two was (benchmarks/results/pick_by_likeness.md). Drawn from the paper's templates
-instead and compared with the nearest training picture, it picked wrong on 4 of 7 such pairs (docs/subjects.md), so
-it needs caption files.
+On miniworld, between `--steps 3200` and the stripes' bias, it kept a run the judge puts at the targets in 19 of 20
+concept-seed pairs (benchmarks/results/pick_by_likeness.md). Drawn from the paper's templates instead and compared
+with the nearest training picture, it picked wrong on 4 of the 7 pairs it was designed on (docs/subjects.md), so it
+needs caption files.
 """
 
 from __future__ import annotations

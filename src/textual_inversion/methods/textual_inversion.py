@@ -73,7 +73,9 @@ class TextualInversion(Method):
     # colour, and with --refine-latents both stars on both seeds by the judge, the blue one at twice the passes:
     # docs/subjects.md).
     # The stripes' settings: ti-average-noisiest in benchmarks/results/concept_sweep_2a05c6767420493f.md (the blue
-    # striped square and the striped style on both seeds, against neither with the defaults; it loses checkers).
+    # striped square and the striped style on both seeds, against neither with the defaults; it loses checkers), and
+    # `pick` between it and --steps 3200 in benchmarks/results/pick_by_likeness.md (a run at the targets kept in 19
+    # of 20 concept-seed pairs).
     # Twice as long: ti-average at 6400 passes in concept_sweep_2a05c6767420493f.md (the teal heart on both seeds,
     # nothing the defaults learned lost: 20 of 24 runs against 19) and on two hidden colours held out from that choice
     # (concept_sweep_2a05c6767420493f_held_out_colours.md: 4 of 4 runs against 1).
@@ -81,7 +83,8 @@ class TextualInversion(Method):
               "and not in others (a colour drawn as the nearest one the model has a word for), train twice as long "
               "first (--steps doubled); if they lose a striped pattern, train "
               "again with --timestep-bias later --timestep-bias-portion 0.1 --timestep-bias-multiplier 9 (miniworld chooses "
-              "stripes at the noisiest steps); if they miss the subject, train the "
+              "stripes at the noisiest steps) into another --output-dir, and keep the run that `textual-inversion pick` "
+              "prints first; if they miss the subject, train the "
               "same pictures with --method pivotal (the token plus a LoRA) or lora, or for a shape the model never "
               "drew --method lora --lora-layers all --lr-scheduler cosine, for longer: they change the model itself; if "
               "the shape is small and the previews draw it as a dot or a smudge, add --refine-latents 300 (the VAE's "
