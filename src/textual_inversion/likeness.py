@@ -78,6 +78,16 @@ def run_settings(run: Path) -> dict:
     return record["config"]
 
 
+def require_captions(folder: str | Path) -> None:
+    """UserError naming the first training picture in `folder` without its caption file: pick draws the captions."""
+    from .data import list_images
+
+    for path in list_images(folder):
+        if not path.with_suffix(".txt").is_file():
+            raise UserError(f"{path}: no caption file; pick draws each training picture's caption, so write "
+                            f"{path.with_suffix('.txt').name}, e.g. 'a photo of {{token}} on a beach'")
+
+
 @torch.no_grad()
 def run_likeness(run: Path, num_images: int = 4, seed: int = SEED, steps: int = 25, guidance: float = 4.0,
                  device: str = "auto") -> RunLikeness:
@@ -89,6 +99,7 @@ def run_likeness(run: Path, num_images: int = 4, seed: int = SEED, steps: int = 
     from .models import load_pipeline, pick_device
 
     settings = run_settings(run)
+    require_captions(settings["images"])
     concept = read_concept(run)
     pipe = load_pipeline(pipeline_of([concept]) or settings["model"], settings.get("model_config"))
     pipe = pipe.to(pick_device(device))
@@ -98,10 +109,7 @@ def run_likeness(run: Path, num_images: int = 4, seed: int = SEED, steps: int = 
         raise UserError(f"{run}: defines no token to draw")
     data = read_training_data(settings["images"], tokens[0], settings.get("property", "object"))
     distances = []
-    for index, (path, picture, captions) in enumerate(zip(data.image_paths, data.images, data.captions, strict=True)):
-        if not path.with_suffix(".txt").is_file():
-            raise UserError(f"{path}: no caption file; pick draws each training picture's caption, so write "
-                            f"{path.with_suffix('.txt').name}, e.g. 'a photo of {{token}} on a beach'")
+    for index, (picture, captions) in enumerate(zip(data.images, data.captions, strict=True)):
         generators = [torch.Generator().manual_seed(seed + index * num_images + i) for i in range(num_images)]
         drawn = pipe(captions[0], num_inference_steps=steps, guidance_scale=guidance, num_images_per_prompt=num_images,
                      generator=generators).images
@@ -123,5 +131,6 @@ def rank_runs(runs: list[Path], num_images: int = 4, seed: int = SEED, steps: in
     if len(set(folders.values())) > 1:
         learned = "; ".join(f"{run} from {folder}" for run, folder in folders.items())
         raise UserError(f"pick compares runs of one concept, learned from the same pictures: {learned}")
+    require_captions(next(iter(folders.values())))  # before any model loads
     return sorted((run_likeness(Path(run), num_images, seed, steps, guidance, device) for run in runs),
                   key=lambda r: r.distance)
