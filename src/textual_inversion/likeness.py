@@ -9,7 +9,7 @@ alike, so what differs between runs is what the token draws. The run with the sm
 the nearest.
 
 On miniworld, between `--steps 3200` and the stripes' bias, it kept a run the judge puts at the targets in 19 of 20
-concept-seed pairs (benchmarks/results/pick_by_likeness.md). Drawn from the paper's templates instead and compared
+concept-seed pairs, 18 of 20 on another draw of its pictures (benchmarks/results/pick_by_likeness*.md). Drawn from the paper's templates instead and compared
 with the nearest training picture, it picked wrong on 4 of the 7 pairs it was designed on (docs/subjects.md), so it
 needs caption files.
 """
