@@ -28,6 +28,7 @@ def picture_distances(run: Path, num_images: int, seed: int) -> dict[str, list[f
     training picture."""
     from textual_inversion.concepts import load_concepts, read_concept
     from textual_inversion.data import read_training_data
+    from textual_inversion.evaluate import prompt_generators
     from textual_inversion.images import to_tensor
     from textual_inversion.likeness import gram_distance, gram_matrices, run_settings
     from textual_inversion.models import load_pipeline
@@ -43,9 +44,8 @@ def picture_distances(run: Path, num_images: int, seed: int) -> dict[str, list[f
     distances = {"captions": [], "templates": []}
     for index, captions in enumerate(data.captions):
         for kind, prompt in (("captions", captions[0]), ("templates", templates[index % len(templates)])):
-            generators = [torch.Generator().manual_seed(seed + index * num_images + i) for i in range(num_images)]
             drawn = pipe(prompt, num_inference_steps=25, guidance_scale=4.0, num_images_per_prompt=num_images,
-                         generator=generators).images
+                         generator=prompt_generators(seed, index, num_images)).images
             grams = gram_matrices(pipe.vae, to_tensor(drawn))
             if kind == "captions":
                 distances[kind] += gram_distance(grams, references[index]).tolist()

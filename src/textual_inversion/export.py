@@ -35,7 +35,7 @@ from .model_card import (
 )
 from .models import first_line, hub_unreachable, read_as
 from .outputs import EMBEDDING, KOHYA_LORA, LORA, OUTPUT_FILES
-from .rundir import PREVIEW_DIR, read_run_file
+from .rundir import PREVIEW_DIR, read_run_file, require_finished
 
 logger = logging.getLogger(__name__)
 
@@ -74,9 +74,8 @@ def read_shared_run(run_dir: str | Path) -> SharedRun:
         raise UserError(f"{run_dir}: no such run folder; give the folder `train` wrote (runs/<token>)")
     record = read_run_file(run_dir) or {}
     status = record.get("status")
-    if status not in (None, "finished"):
-        raise UserError(f"{run_dir}: the run has not finished (run.json says {status}); "
-                        "finish it with `train --resume` first")
+    if status is not None:  # runs written before run.json had a status are finished ones
+        require_finished(run_dir, status)
     outputs, _ = run_outputs(run_dir)
     if EMBEDDING not in outputs:
         held = ", ".join(path.name for path in outputs.values())

@@ -67,14 +67,12 @@ class RunLikeness:
 
 def run_settings(run: Path) -> dict:
     """The training config of a finished run folder (its run.json); UserError saying what is missing."""
-    from .rundir import RUN_FILE, read_run_file
+    from .rundir import RUN_FILE, read_run_file, require_finished
 
     record = read_run_file(run)
     if record is None or "config" not in record:
         raise UserError(f"{run}: no readable {RUN_FILE}; give run folders that `train` wrote")
-    if record.get("status") != "finished":
-        raise UserError(f"{run}: the run has not finished ({RUN_FILE} says {record.get('status')}); resume it with "
-                        "`train` first")
+    require_finished(run, record.get("status"))
     return record["config"]
 
 
@@ -95,6 +93,7 @@ def run_likeness(run: Path, num_images: int = 4, seed: int = SEED, steps: int = 
     as `evaluate` samples."""
     from .concepts import load_concepts, pipeline_of, read_concept
     from .data import read_training_data
+    from .evaluate import prompt_generators
     from .images import to_tensor
     from .models import load_pipeline, pick_device
 
@@ -110,9 +109,8 @@ def run_likeness(run: Path, num_images: int = 4, seed: int = SEED, steps: int = 
     data = read_training_data(settings["images"], tokens[0], settings.get("property", "object"))
     distances = []
     for index, (picture, captions) in enumerate(zip(data.images, data.captions, strict=True)):
-        generators = [torch.Generator().manual_seed(seed + index * num_images + i) for i in range(num_images)]
         drawn = pipe(captions[0], num_inference_steps=steps, guidance_scale=guidance, num_images_per_prompt=num_images,
-                     generator=generators).images
+                     generator=prompt_generators(seed, index, num_images)).images
         reference = ImageOps.fit(picture, drawn[0].size, Image.BICUBIC)
         distances.extend(gram_distance(gram_matrices(pipe.vae, to_tensor(drawn)),
                                        gram_matrices(pipe.vae, to_tensor([reference]))).tolist())
@@ -131,6 +129,5 @@ def rank_runs(runs: list[Path], num_images: int = 4, seed: int = SEED, steps: in
     if len(set(folders.values())) > 1:
         learned = "; ".join(f"{run} from {folder}" for run, folder in folders.items())
         raise UserError(f"pick compares runs of one concept, learned from the same pictures: {learned}")
-    require_captions(next(iter(folders.values())))  # before any model loads
     return sorted((run_likeness(Path(run), num_images, seed, steps, guidance, device) for run in runs),
                   key=lambda r: r.distance)

@@ -110,6 +110,13 @@ def read_run_file(output_dir: Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
+def require_finished(output_dir: Path, status: str | None) -> None:
+    """UserError unless a run's run.json `status` says it finished: what it holds may be a checkpoint's."""
+    if status != "finished":
+        raise UserError(f"{output_dir}: the run has not finished ({RUN_FILE} says {status}); finish it with "
+                        "`train --resume` first")
+
+
 def write_loss_files(output_dir: Path, history: list[tuple[int, float, float]],
                      fixed_batch: list[tuple[int, float]] | None = None) -> None:
     """loss.csv (step, loss, lr), loss_fixed_batch.csv (step, loss) and loss.png: the training loss with its
