@@ -1,6 +1,7 @@
 """`textual-inversion pick`: runs of one concept ranked by how like their training pictures they draw."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,7 +9,14 @@ from PIL import Image, ImageDraw
 
 from textual_inversion import UserError, cli
 from textual_inversion.images import to_tensor
-from textual_inversion.likeness import geometric_mean, gram_distance, gram_matrices, rank_runs
+from textual_inversion.likeness import (
+    RunLikeness,
+    close_call,
+    geometric_mean,
+    gram_distance,
+    gram_matrices,
+    rank_runs,
+)
 from textual_inversion.models import load_pipeline
 from textual_inversion.training import train
 
@@ -45,6 +53,14 @@ def test_gram_matrices_hold_texture_rather_than_position(tiny_sd1_path):
     assert moved < striped / 3
 
 
+def test_close_call_is_the_runner_ups_margin_under_a_fifth():
+    def ranked(*distances):
+        return [RunLikeness(Path(f"run{i}"), d, 4, Path(f"run{i}/pick.png")) for i, d in enumerate(distances)]
+
+    assert close_call(ranked(0.040, 0.044, 0.09)) == pytest.approx(0.1)  # only the runner-up counts
+    assert close_call(ranked(0.040, 0.050)) is None  # 25 %: a margin every measured pick got right
+
+
 @pytest.fixture
 def two_runs(train_config, image_folder, tmp_path):
     """Two finished runs of the fixture pictures, each with a caption file."""
@@ -60,12 +76,18 @@ def test_rank_runs_orders_two_runs_by_their_distance(two_runs, capsys):
     assert sorted(r.run for r in ranked) == sorted(two_runs)
     assert ranked[0].distance <= ranked[1].distance
     assert all(r.pictures == 8 for r in ranked)  # 4 pictures x 2 drawn for each
+    for likeness in ranked:  # a row per training picture: it, then the 2 drawn from its caption
+        assert likeness.grid == likeness.run / "pick.png"
+        with Image.open(likeness.grid) as grid:
+            side = grid.width // 3  # the tiny model draws squares
+            assert grid.size == (3 * side, 4 * side)
     assert [r.distance for r in rank_runs(list(two_runs), num_images=2, steps=2)] == [r.distance for r in ranked]
 
     assert cli.run(["pick", *map(str, two_runs), "--num-images", "1", "--steps", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3 and lines[2].startswith("nearest to its training pictures: ")
-    assert all("(4 pictures)" in line for line in lines[:2])
+    assert lines[2].startswith("nearest to its training pictures: ")
+    assert lines[3:] == [] or (len(lines) == 4 and lines[3].startswith("close: "))  # as close_call finds it
+    assert all("(4 pictures: " in line and line.endswith("pick.png)") for line in lines[:2])
 
 
 def test_each_picture_is_drawn_from_its_own_caption(two_runs, monkeypatch):

@@ -207,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     pick = commands.add_parser("pick", help="rank runs of one concept by how like their training pictures they draw",
                                description="Draw each run's training captions and compare the pictures with the "
                                            "training pictures (Gram matrices of the model's VAE features: colour "
-                                           "and texture); the nearest run first. No judge or download needed.")
+                                           "and texture); the nearest run first. No judge or download needed. "
+                                           "Each run's pictures are left in RUN/pick.png, a row per training "
+                                           "picture.")
     pick.add_argument("runs", nargs="+", metavar="RUN", help="finished run folders of `train`, same pictures")
     pick.add_argument("--num-images", type=int, default=4, help="pictures per training caption (default: 4)")
     pick.add_argument("--seed", type=int, help="the first picture's seed (default: one that evaluate never draws)")
@@ -319,14 +321,18 @@ def run(argv: list[str] | None = None) -> int:
         if result.url:
             print(f"pushed to {result.url}")
     elif args.command == "pick":
-        from .likeness import rank_runs
+        from .likeness import close_call, rank_runs
 
         seed = {} if args.seed is None else {"seed": args.seed}
         ranked = rank_runs(args.runs, args.num_images, steps=args.steps, guidance=args.guidance, device=args.device,
                            **seed)
         for likeness in ranked:
-            print(f"{likeness.distance:.4f}  {likeness.run}  ({likeness.pictures} pictures)")
+            print(f"{likeness.distance:.4f}  {likeness.run}  ({likeness.pictures} pictures: {likeness.grid})")
         print(f"nearest to its training pictures: {ranked[0].run}")
+        margin = close_call(ranked)
+        if margin is not None:
+            print(f"close: {ranked[1].run} is only {margin:.0%} farther, where the pick was wrong 3 times in 16 on "
+                  f"miniworld; look at both pick.png grids before keeping one")
     elif args.command == "ui":
         from .ui import start
 

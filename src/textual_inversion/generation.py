@@ -173,9 +173,9 @@ def save_png(image: Image.Image, path: Path, parameters: str) -> None:
         image.save(temporary, format="PNG", pnginfo=info)
 
 
-def save_grid(images: list[Image.Image], path: Path) -> Path:
-    """Tile `images` into a near-square grid and write it atomically."""
-    columns = math.ceil(math.sqrt(len(images)))
+def save_grid(images: list[Image.Image], path: Path, columns: int | None = None) -> Path:
+    """Tile `images` row by row, `columns` a row (default: a near-square grid), and write it atomically."""
+    columns = columns or math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / columns)
     width, height = images[0].size
     grid = Image.new("RGB", (columns * width, rows * height), "white")

@@ -27,6 +27,7 @@ from PIL import Image, ImageOps
 from .errors import UserError
 
 SEED = 9000  # the first picture's seed; evaluation seeds 0-5000 draw below 5000 + 4 x their prompts
+GRID_FILE = "pick.png"  # in each run folder: a row per training picture, the picture then what the run drew
 
 
 def gram_matrices(vae, pixels: torch.Tensor) -> list[torch.Tensor]:
@@ -63,6 +64,7 @@ class RunLikeness:
     run: Path
     distance: float  # geometric mean over every drawn picture; smaller: more like the training pictures
     pictures: int
+    grid: Path  # the pictures it was measured on (GRID_FILE)
 
 
 def run_settings(run: Path) -> dict:
@@ -94,6 +96,7 @@ def run_likeness(run: Path, num_images: int = 4, seed: int = SEED, steps: int = 
     from .concepts import load_concepts, pipeline_of, read_concept
     from .data import read_training_data
     from .evaluate import prompt_generators
+    from .generation import save_grid
     from .images import to_tensor
     from .models import load_pipeline, pick_device
 
@@ -107,14 +110,16 @@ def run_likeness(run: Path, num_images: int = 4, seed: int = SEED, steps: int = 
     if not tokens:
         raise UserError(f"{run}: defines no token to draw")
     data = read_training_data(settings["images"], tokens[0], settings.get("property", "object"))
-    distances = []
+    distances, rows = [], []
     for index, (picture, captions) in enumerate(zip(data.images, data.captions, strict=True)):
         drawn = pipe(captions[0], num_inference_steps=steps, guidance_scale=guidance, num_images_per_prompt=num_images,
                      generator=prompt_generators(seed, index, num_images)).images
         reference = ImageOps.fit(picture, drawn[0].size, Image.BICUBIC)
+        rows += [reference, *drawn]
         distances.extend(gram_distance(gram_matrices(pipe.vae, to_tensor(drawn)),
                                        gram_matrices(pipe.vae, to_tensor([reference]))).tolist())
-    return RunLikeness(Path(run), geometric_mean(distances), len(distances))
+    grid = save_grid(rows, Path(run) / GRID_FILE, columns=num_images + 1)
+    return RunLikeness(Path(run), geometric_mean(distances), len(distances), grid)
 
 
 def rank_runs(runs: list[Path], num_images: int = 4, seed: int = SEED, steps: int = 25, guidance: float = 4.0,
@@ -131,3 +136,14 @@ def rank_runs(runs: list[Path], num_images: int = 4, seed: int = SEED, steps: in
         raise UserError(f"pick compares runs of one concept, learned from the same pictures: {learned}")
     return sorted((run_likeness(Path(run), num_images, seed, steps, guidance, device) for run in runs),
                   key=lambda r: r.distance)
+
+
+# On miniworld every wrong pick measured had the runner-up less than this much farther (relative); picks with a
+# wider margin were all right (benchmarks/results/pick_by_likeness*.md).
+CLOSE_MARGIN = 0.2
+
+
+def close_call(ranked: list[RunLikeness]) -> float | None:
+    """How much farther the runner-up is than the nearest (0.05: 5 %), when that is under CLOSE_MARGIN; else None."""
+    margin = ranked[1].distance / ranked[0].distance - 1
+    return margin if margin < CLOSE_MARGIN else None
