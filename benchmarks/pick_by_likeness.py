@@ -30,9 +30,13 @@ def judged(run: Path) -> dict:
 
 def tally(pairs: list[dict[str, dict]]) -> dict[str, int]:
     """Per concept-seed pair {run name: {distance, fidelity, editability}} (two names, the same in every pair), how
-    many runs are at the targets: the pick (the smaller distance), each name alone and the better of the two; and of
-    the pairs where exactly one is, how many the pick got."""
-    counts = {"pairs": len(pairs), "pick": 0, "either": 0, "split": 0, "split_right": 0}
+    many runs are at the targets: the pick (the smaller distance), each name alone and the better of the two; of
+    the pairs where exactly one is, how many the pick got; and how many picks `pick` calls close, and how many
+    were wrong (the other run at the targets, the pick not) among those and among the rest."""
+    from textual_inversion.likeness import close_call
+
+    counts = {"pairs": len(pairs), "pick": 0, "either": 0, "split": 0, "split_right": 0, "close": 0,
+              "close_wrong": 0, "wide_wrong": 0}
     for row in pairs:
         pick = min(row, key=lambda name: row[name]["distance"])
         hits = {name: at_target(row[name]) for name in row}
@@ -41,6 +45,10 @@ def tally(pairs: list[dict[str, dict]]) -> dict[str, int]:
         if sum(hits.values()) == 1:
             counts["split"] += 1
             counts["split_right"] += hits[pick]
+        close = close_call(sorted(r["distance"] for r in row.values())) is not None
+        wrong = not hits[pick] and any(hits.values())
+        counts["close"] += close
+        counts["close_wrong" if close else "wide_wrong"] += wrong
         for name, hit in hits.items():
             counts[name] = counts.get(name, 0) + hit
     return counts
@@ -61,7 +69,7 @@ def pair_parser(description: str, output: Path):
 
 
 def main() -> None:
-    from textual_inversion.likeness import SEED, run_likeness
+    from textual_inversion.likeness import CLOSE_MARGIN, SEED, run_likeness
     from textual_inversion.models import use_threads
 
     parser = pair_parser(__doc__, RESULTS_DIR / "pick_by_likeness.md")
@@ -98,7 +106,9 @@ def main() -> None:
     lines += ["", f"Runs at the targets, of {counts['pairs']} concept-seed pairs: the pick {counts['pick']}, "
               f"{first} alone {counts.get(first, 0)}, {second} alone {counts.get(second, 0)}, the better of the two "
               f"{counts['either']}. Where exactly one of the two is at the targets, the pick is that one in "
-              f"{counts['split_right']} of {counts['split']}."]
+              f"{counts['split_right']} of {counts['split']}. Picks `pick` calls close (the runner-up under "
+              f"{CLOSE_MARGIN:.0%} farther): {counts['close']}, wrong in {counts['close_wrong']}; the other "
+              f"{counts['pairs'] - counts['close']} wrong in {counts['wide_wrong']}."]
     print_and_write(lines, Path(args.output))
 
 

@@ -329,7 +329,7 @@ def run(argv: list[str] | None = None) -> int:
         for likeness in ranked:
             print(f"{likeness.distance:.4f}  {likeness.run}  ({likeness.pictures} pictures: {likeness.grid})")
         print(f"nearest to its training pictures: {ranked[0].run}")
-        margin = close_call(ranked)
+        margin = close_call([likeness.distance for likeness in ranked])
         if margin is not None:
             print(f"close: {ranked[1].run} is only {margin:.0%} farther, where the pick was wrong 3 times in 16 on "
                   f"miniworld; look at both pick.png grids before keeping one")

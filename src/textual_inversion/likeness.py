@@ -143,7 +143,8 @@ def rank_runs(runs: list[Path], num_images: int = 4, seed: int = SEED, steps: in
 CLOSE_MARGIN = 0.2
 
 
-def close_call(ranked: list[RunLikeness]) -> float | None:
-    """How much farther the runner-up is than the nearest (0.05: 5 %), when that is under CLOSE_MARGIN; else None."""
-    margin = ranked[1].distance / ranked[0].distance - 1
+def close_call(distances: list[float]) -> float | None:
+    """How much farther the runner-up is than the nearest of `distances` (sorted nearest first; 0.05: 5 %), when
+    that is under CLOSE_MARGIN; else None."""
+    margin = distances[1] / distances[0] - 1
     return margin if margin < CLOSE_MARGIN else None

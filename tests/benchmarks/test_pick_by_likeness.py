@@ -20,5 +20,9 @@ def test_tally_counts_the_pick_each_run_and_the_pairs_that_split():
     pairs = [{"long": row(0.2, 0.5, 0.5), "bias": row(0.1, 0.9, 0.9)},  # split, picked right
              {"long": row(0.1, 0.5, 0.5), "bias": row(0.2, 0.9, 0.9)},  # split, picked wrong
              {"long": row(0.1, 0.9, 0.8), "bias": row(0.2, 0.9, 0.8)},  # both at the targets
-             {"long": row(0.1, 0.7, 0.9), "bias": row(0.2, 0.9, 0.6)}]  # neither
-    assert tally(pairs) == {"pairs": 4, "pick": 2, "either": 3, "split": 2, "split_right": 1, "long": 1, "bias": 3}
+             {"long": row(0.1, 0.7, 0.9), "bias": row(0.2, 0.9, 0.6)},  # neither
+             {"long": row(0.11, 0.5, 0.5), "bias": row(0.1, 0.5, 0.9)},  # neither, close
+             {"long": row(0.1, 0.9, 0.9), "bias": row(0.11, 0.5, 0.9)},  # split, close, picked right
+             {"long": row(0.11, 0.9, 0.9), "bias": row(0.1, 0.5, 0.9)}]  # split, close, picked wrong
+    assert tally(pairs) == {"pairs": 7, "pick": 3, "either": 5, "split": 4, "split_right": 2, "long": 3, "bias": 3,
+                            "close": 3, "close_wrong": 1, "wide_wrong": 1}
