@@ -66,7 +66,7 @@ def two_runs(train_config, image_folder, tmp_path):
     return first.output_dir, second.output_dir
 
 
-def test_rank_runs_orders_two_runs_by_their_distance(two_runs, capsys):
+def test_rank_runs_orders_two_runs_by_their_distance(two_runs, capsys, monkeypatch):
     ranked = rank_runs(list(two_runs), num_images=2, steps=2)
     assert sorted(r.run for r in ranked) == sorted(two_runs)
     assert ranked[0].distance <= ranked[1].distance
@@ -78,11 +78,17 @@ def test_rank_runs_orders_two_runs_by_their_distance(two_runs, capsys):
             assert grid.size == (3 * side, 4 * side)
     assert [r.distance for r in rank_runs(list(two_runs), num_images=2, steps=2)] == [r.distance for r in ranked]
 
-    assert cli.run(["pick", *map(str, two_runs), "--num-images", "1", "--steps", "2"]) == 0
+    pick = ["pick", *map(str, two_runs), "--num-images", "1", "--steps", "2"]
+    monkeypatch.setattr("textual_inversion.likeness.CLOSE_MARGIN", 0.0)  # never close
+    assert cli.run(pick) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[2].startswith("nearest to its training pictures: ")
-    assert lines[3:] == [] or (len(lines) == 4 and lines[3].startswith("close: "))  # as close_call finds it
+    assert len(lines) == 3 and lines[2].startswith("nearest to its training pictures: ")
     assert all("(4 pictures: " in line and line.endswith("pick.png)") for line in lines[:2])
+    monkeypatch.setattr("textual_inversion.likeness.CLOSE_MARGIN", float("inf"))  # always close
+    assert cli.run(pick) == 0
+    lines = capsys.readouterr().out.splitlines()
+    runner_up = lines[1].split()[1]
+    assert len(lines) == 4 and lines[3].startswith(f"close: {runner_up} is only ")
 
 
 def test_each_picture_is_drawn_from_its_own_caption(two_runs, monkeypatch):
