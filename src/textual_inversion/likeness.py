@@ -10,9 +10,9 @@ the nearest.
 
 On miniworld, between `--steps 3200` and the stripes' bias, it kept a run the judge puts at the targets in 34 of 36
 concept-seed pairs, 32 of 36 on another draw of its pictures (benchmarks/results/pick_by_likeness*.md); most misses
-on the red checkered cross, where the two runs differ in a small area's pattern. Drawn from the paper's templates instead and compared
-with the nearest training picture, it picked wrong on 4 of the 7 pairs it was designed on (docs/subjects.md), so it
-needs caption files.
+on the red checkered cross, where the two runs differ in a small area's pattern. Drawn from the paper's templates
+instead and compared with the nearest training picture, it picked wrong on 4 of the 7 pairs it was designed on
+(docs/subjects.md), so it needs caption files.
 """
 
 from __future__ import annotations
