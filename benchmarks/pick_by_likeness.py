@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from .common import RESULTS_DIR, argument_parser, command, print_and_write
@@ -57,7 +58,8 @@ def tally(pairs: list[dict[str, dict]]) -> dict[str, int]:
 def pair_parser(description: str, output: Path):
     """The options of a benchmark over pairs of sweep runs: which concepts, seeds and two run names, where."""
     parser = argument_parser(description)
-    parser.add_argument("--workdir", type=Path, required=True, help="a concept sweep's --workdir")
+    parser.add_argument("--workdir", type=Path, nargs="+", required=True,
+                        help="one or more concept sweeps' --workdir; a pair that one lacks is looked for in the next")
     parser.add_argument("--concepts", nargs="+", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", required=True)
     parser.add_argument("--candidates", nargs=2, required=True,
@@ -66,6 +68,20 @@ def pair_parser(description: str, output: Path):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", default=str(output))
     return parser
+
+
+def sweep_pairs(args) -> Iterator[tuple[str, int, dict[str, Path]]]:
+    """(concept, seed, {candidate: its run folder}) for every concept and seed `pair_parser`'s `args` name, from the
+    first --workdir holding both runs; a pair none holds is skipped with a line saying so."""
+    for concept in args.concepts:
+        for seed in args.seeds:
+            for workdir in args.workdir:
+                runs = {name: workdir / concept / f"{name}-seed{seed}" for name in args.candidates}
+                if all(run.is_dir() for run in runs.values()):
+                    yield concept, seed, runs
+                    break
+            else:
+                print(f"skipped {concept} seed {seed}: no workdir holds both runs", flush=True)
 
 
 def main() -> None:
@@ -85,23 +101,17 @@ def main() -> None:
              f"| concept | seed | {first}: distance, fidelity / editability | {second}: distance, fidelity / "
              "editability | pick | pick at the targets | either at the targets |", "|---|---|---|---|---|---|---|"]
     pairs = []
-    for concept in args.concepts:
-        for seed in args.seeds:
-            runs = {name: args.workdir / concept / f"{name}-seed{seed}" for name in (first, second)}
-            missing = [str(run) for run in runs.values() if not run.is_dir()]
-            if missing:
-                print(f"skipped {concept} seed {seed}: no {', '.join(missing)}", flush=True)
-                continue
-            row = {name: {"distance": run_likeness(run, args.num_images, args.seed).distance, **judged(run)}
-                   for name, run in runs.items()}
-            pairs.append(row)
-            pick = min(row, key=lambda name: row[name]["distance"])
-            cells = [f"{row[n]['distance']:.4f}, {row[n]['fidelity']:.2f} / {row[n]['editability']:.2f}"
-                     for n in (first, second)]
-            lines.append(f"| {concept} | {seed} | {' | '.join(cells)} | {pick} | "
-                         f"{'yes' if at_target(row[pick]) else 'no'} | "
-                         f"{'yes' if any(at_target(r) for r in row.values()) else 'no'} |")
-            print(lines[-1], flush=True)
+    for concept, seed, runs in sweep_pairs(args):
+        row = {name: {"distance": run_likeness(run, args.num_images, args.seed).distance, **judged(run)}
+               for name, run in runs.items()}
+        pairs.append(row)
+        pick = min(row, key=lambda name: row[name]["distance"])
+        cells = [f"{row[n]['distance']:.4f}, {row[n]['fidelity']:.2f} / {row[n]['editability']:.2f}"
+                 for n in (first, second)]
+        lines.append(f"| {concept} | {seed} | {' | '.join(cells)} | {pick} | "
+                     f"{'yes' if at_target(row[pick]) else 'no'} | "
+                     f"{'yes' if any(at_target(r) for r in row.values()) else 'no'} |")
+        print(lines[-1], flush=True)
     counts = tally(pairs)
     lines += ["", f"Runs at the targets, of {counts['pairs']} concept-seed pairs: the pick {counts['pick']}, "
               f"{first} alone {counts.get(first, 0)}, {second} alone {counts.get(second, 0)}, the better of the two "
