@@ -94,8 +94,8 @@ def main() -> None:
     use_threads(args.threads)
     first, second = args.candidates
     lines = [f"# Picking between two trainings by likeness to the training pictures: {first} or {second}", "",
-             f"Produced by `{command()}`. Distance: geometric mean of the relative Gram distances (VAE encoder, "
-             f"first two down blocks) between {args.num_images} pictures of each training caption and its training "
+             f"Produced by `{command()}`. Distance: geometric mean of the relative Gram distances (the VAE encoder's "
+             f"input convolution) between {args.num_images} pictures of each training caption and its training "
              "picture, as `textual-inversion pick` measures it; the nearer run is picked. Fidelity / editability: the "
              "run's sweep evaluation (the judge). At the targets: fidelity >= 0.8 with editability >= 0.7.", "",
              f"| concept | seed | {first}: distance, fidelity / editability | {second}: distance, fidelity / "

@@ -1,10 +1,10 @@
-"""Which VAE encoder features should `textual-inversion pick` compare? Its Gram matrices come from the encoder's
-first two down blocks (at 1/2 and 1/4 of the picture's side); on miniworld its misses are mostly the red checkered
-cross, whose two runs draw the same red cross and differ in how clearly it is checkered, a pattern of a few pixels.
-This reads the pictures each run already drew for the pick (its pick.png: a row per training picture, the picture
-then what the run drew) and ranks the two runs of every pair again with Gram matrices of other layers: the input
-convolution at the picture's full size, which sees a few-pixel pattern before any downsampling, and the third down
-block. No drawing: the same pictures under every layer set.
+"""Which VAE encoder features should `textual-inversion pick` compare? Compared after the encoder's first two down
+blocks (at 1/2 and 1/4 of the picture's side), its misses on miniworld were mostly the red checkered cross, whose two
+runs draw the same red cross and differ in how clearly it is checkered, a pattern of a few pixels. This reads the
+pictures each run already drew for the pick (its pick.png: a row per training picture, the picture then what the run
+drew) and ranks the two runs of every pair again with Gram matrices of four layer sets: those two blocks, the input
+convolution at the picture's full size (which sees a few-pixel pattern before any downsampling; the pick's since
+this comparison), both, and the three down blocks. No drawing: the same pictures under every layer set.
 
     python -m benchmarks.pick_feature_layers --workdir runs/seeds01 --concepts red-checkered-cross \
         --seeds 0 1 --candidates ti-average-12800 ti-average-noisiest-3200
@@ -22,8 +22,8 @@ from .concept_sweep import at_target
 from .pick_by_likeness import judged, pair_parser, sweep_pairs, tally
 
 # Feature maps by index: 0 the input convolution (full size), 1-3 the down blocks (1/2, 1/4, 1/4).
-LAYER_SETS = {"blocks 1-2 (pick's)": (1, 2), "input conv + blocks 1-2": (0, 1, 2), "input conv": (0,),
-              "blocks 1-3": (1, 2, 3)}
+LAYER_SETS = {"blocks 1-2 (the pick's before)": (1, 2), "input conv + blocks 1-2": (0, 1, 2),
+              "input conv (the pick's now)": (0,), "blocks 1-3": (1, 2, 3)}
 
 
 def encoder_grams(vae, pixels: torch.Tensor) -> list[torch.Tensor]:

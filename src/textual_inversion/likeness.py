@@ -32,16 +32,14 @@ GRID_FILE = "pick.png"  # in each run folder: a row per training picture, the pi
 
 
 def gram_matrices(vae, pixels: torch.Tensor) -> list[torch.Tensor]:
-    """Gram matrices [B, C, C] of the VAE encoder's features after each of its first two down blocks, for
-    `pixels` [B, 3, H, W] in [-1, 1]; each divided by its feature map's H' x W'."""
-    encoder = vae.encoder
-    features = encoder.conv_in(pixels.to(vae.device, vae.dtype))
-    grams = []
-    for block in encoder.down_blocks[:2]:
-        features = block(features)
-        flat = features.float().flatten(2)  # [B, C, H' x W']
-        grams.append(flat @ flat.transpose(1, 2) / flat.shape[-1])
-    return grams
+    """Gram matrices [B, C, C] of the VAE encoder's input convolution features, for `pixels` [B, 3, H, W] in
+    [-1, 1], divided by H x W; a list of the layers compared (one), as `gram_distance` takes them.
+
+    At the picture's full size a pattern a few pixels wide is still there: compared after the first two down blocks
+    instead, the pick kept the red checkered cross's run that draws its checks faint on 4 of 4 pairs of one draw
+    (benchmarks/results/pick_feature_layers*.md)."""
+    features = vae.encoder.conv_in(pixels.to(vae.device, vae.dtype)).float().flatten(2)  # [B, C, H x W]
+    return [features @ features.transpose(1, 2) / features.shape[-1]]
 
 
 def gram_distance(generated: list[torch.Tensor], reference: list[torch.Tensor]) -> torch.Tensor:
