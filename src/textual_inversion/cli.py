@@ -331,8 +331,8 @@ def run(argv: list[str] | None = None) -> int:
         print(f"nearest to its training pictures: {ranked[0].run}")
         margin = close_call([likeness.distance for likeness in ranked])
         if margin is not None:
-            print(f"close: {ranked[1].run} is only {margin:.0%} farther; on miniworld picks this close were wrong 6 "
-                  f"times in 28 (wider ones 0 in 44), so look at both pick.png grids before keeping one")
+            print(f"close: {ranked[1].run} is only {margin:.0%} farther; on miniworld picks this close were wrong 1 "
+                  f"time in 28 (wider ones 0 in 68), so look at both pick.png grids before keeping one")
     elif args.command == "ui":
         from .ui import start
 

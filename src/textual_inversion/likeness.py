@@ -2,17 +2,17 @@
 
 A user's own subject has no ground-truth judge, but it has its pictures and their captions. Each run draws
 `num_images` pictures of every training picture's caption (its token in place), and each is compared with the
-training picture of that caption: the relative distance of Gram matrices of the model's own VAE encoder features
-(channel x channel, as style transfer compares textures; Gatys et al. 2016), which hold colour and texture and not
-position, and which every latent diffusion model can compute. The caption fixes the background and the other words
-alike, so what differs between runs is what the token draws. The run with the smallest geometric mean distance is
-the nearest.
+training picture of that caption: the relative distance of Gram matrices of the model's own VAE encoder's input
+convolution features (channel x channel, as style transfer compares textures; Gatys et al. 2016), which hold colour
+and fine texture and not position, and which every latent diffusion model can compute. The caption fixes the
+background and the other words alike, so what differs between runs is what the token draws. The run with the
+smallest geometric mean distance is the nearest.
 
-On miniworld, between `--steps 3200` and the stripes' bias, it kept a run the judge puts at the targets in 34 of 36
-concept-seed pairs, 32 of 36 on another draw of its pictures (benchmarks/results/pick_by_likeness*.md); most misses
-on the red checkered cross, where the two runs differ in a small area's pattern. Drawn from the paper's templates
-instead and compared with the nearest training picture, it picked wrong on 4 of the 7 pairs it was designed on
-(docs/subjects.md), so it needs caption files.
+On miniworld, between `--steps 3200` and the stripes' bias, it kept a run the judge puts at the targets in 47 of 48
+concept-seed pairs, 48 of 48 on another draw of its pictures (benchmarks/results/pick_by_likeness*.md); the miss is
+the red checkered cross, where the two runs differ in a small area's pattern. Drawn from the paper's templates
+instead and compared with the nearest training picture (when it compared the encoder's down blocks), it picked wrong
+on 4 of the 7 pairs it was designed on (docs/subjects.md), so it needs caption files.
 """
 
 from __future__ import annotations
@@ -137,9 +137,8 @@ def rank_runs(runs: list[Path], num_images: int = 4, seed: int = SEED, steps: in
                   key=lambda r: r.distance)
 
 
-# On miniworld every wrong pick measured had the runner-up less than this much farther (relative): set on 40 picks
-# (3 wrong, all within it), then 32 more picks on pairs nobody designed on kept it (3 wrong, all within it; the 19
-# wider ones right). benchmarks/results/pick_by_likeness*.md.
+# On miniworld every wrong pick measured had the runner-up less than this much farther (relative), with either layer
+# the pick has compared; how many were wrong is in the "close:" line `pick` prints (benchmarks/results/pick_*.md).
 CLOSE_MARGIN = 0.2
 
 

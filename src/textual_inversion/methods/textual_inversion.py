@@ -74,8 +74,8 @@ class TextualInversion(Method):
     # docs/subjects.md).
     # The stripes' settings: ti-average-noisiest in benchmarks/results/concept_sweep_2a05c6767420493f.md (the blue
     # striped square and the striped style on both seeds, against neither with the defaults; it loses checkers), and
-    # `pick` between it and --steps 3200 in benchmarks/results/pick_by_likeness*.md (a run at the targets kept in 34
-    # of 36 concept-seed pairs, 32 on another draw of its pictures).
+    # `pick` between it and --steps 3200 in benchmarks/results/pick_by_likeness*.md (a run at the targets kept in 47
+    # of 48 concept-seed pairs, 48 on another draw of its pictures).
     # Twice as long: ti-average at 6400 passes in concept_sweep_2a05c6767420493f.md (the teal heart on both seeds,
     # nothing the defaults learned lost: 20 of 24 runs against 19) and on two hidden colours held out from that choice
     # (concept_sweep_2a05c6767420493f_held_out_colours.md: 4 of 4 runs against 1).
