@@ -4,7 +4,9 @@ For pairs of sweep runs of one concept and seed (the first candidate and the sec
 each training caption (compared with that caption's picture) and 4 of one of the paper's templates per training
 picture in turn (compared with the nearest training picture), with the same seeds. Per pair it prints which run each
 variant picks: captions or templates, the arithmetic or the geometric mean of the per-picture Gram distances, and
-the share of pictures where the first run is the nearer; beside them the judge's reading of each run.
+the share of pictures where the first run is the nearer; beside them the judge's reading of each run. Its results
+file was measured when the pick compared the encoder's first two down blocks; it compares what `pick` compares
+(likeness.gram_matrices), the input convolution since benchmarks/pick_feature_layers.py.
 
     python -m benchmarks.likeness_variants --workdir runs/seeds23 --concepts striped-style --seeds 2 3 \
         --candidates ti-average-12800 ti-average-noisiest-3200
@@ -19,7 +21,7 @@ import torch
 
 from .common import RESULTS_DIR, command, print_and_write
 from .concept_sweep import at_target
-from .pick_by_likeness import judged, pair_parser
+from .pick_by_likeness import judged, pair_parser, sweep_pairs
 
 
 @torch.no_grad()
@@ -68,23 +70,20 @@ def main() -> None:
              f"how many {first}'s is nearer. Judge: fidelity / editability of each run, * at the targets.", "",
              "| concept | seed | judge | captions, arithmetic | captions, geometric | captions, nearer | "
              "templates, arithmetic | templates, geometric | templates, nearer |", "|---|---|---|---|---|---|---|---|---|"]
-    for concept in args.concepts:
-        for seed in args.seeds:
-            runs = [args.workdir / concept / f"{name}-seed{seed}" for name in (first, second)]
-            if not all(run.is_dir() for run in runs):
-                continue
-            distances = [picture_distances(run, args.num_images, SEED) for run in runs]
-            scores = [judged(run) for run in runs]
-            cells = ["; ".join(f"{s['fidelity']:.2f} / {s['editability']:.2f}{'*' if at_target(s) else ''}"
-                                for s in scores)]
-            for kind in ("captions", "templates"):
-                for average in (statistics.mean, geometric_mean):
-                    a, b = (average(d[kind]) for d in distances)
-                    cells.append(f"{a:.4f} / {b:.4f}: {1 if a < b else 2}")
-                pairs = list(zip(distances[0][kind], distances[1][kind], strict=True))
-                cells.append(f"{sum(a < b for a, b in pairs)} of {len(pairs)}")
-            lines.append(f"| {concept} | {seed} | {' | '.join(cells)} |")
-            print(lines[-1], flush=True)
+    for concept, seed, pair in sweep_pairs(args):
+        runs = list(pair.values())
+        distances = [picture_distances(run, args.num_images, SEED) for run in runs]
+        scores = [judged(run) for run in runs]
+        cells = ["; ".join(f"{s['fidelity']:.2f} / {s['editability']:.2f}{'*' if at_target(s) else ''}"
+                            for s in scores)]
+        for kind in ("captions", "templates"):
+            for average in (statistics.mean, geometric_mean):
+                a, b = (average(d[kind]) for d in distances)
+                cells.append(f"{a:.4f} / {b:.4f}: {1 if a < b else 2}")
+            pairs = list(zip(distances[0][kind], distances[1][kind], strict=True))
+            cells.append(f"{sum(a < b for a, b in pairs)} of {len(pairs)}")
+        lines.append(f"| {concept} | {seed} | {' | '.join(cells)} |")
+        print(lines[-1], flush=True)
     print_and_write(lines, Path(args.output))
 
 
