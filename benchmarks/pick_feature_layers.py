@@ -27,18 +27,16 @@ LAYER_SETS = {"blocks 1-2 (the pick's before)": (1, 2), "input conv + blocks 1-2
 
 
 def encoder_grams(vae, pixels: torch.Tensor) -> list[torch.Tensor]:
-    """Gram matrices [B, C, C] of every feature map LAYER_SETS indexes, for `pixels` [B, 3, H, W] in [-1, 1]; each
-    divided by its map's H' x W', as likeness.gram_matrices divides its own."""
+    """Gram matrices [B, C, C] (likeness.gram_matrix) of every feature map LAYER_SETS indexes, for `pixels`
+    [B, 3, H, W] in [-1, 1]."""
+    from textual_inversion.likeness import gram_matrix
+
     features = vae.encoder.conv_in(pixels.to(vae.device, vae.dtype))
     maps = [features]
     for block in vae.encoder.down_blocks:
         features = block(features)
         maps.append(features)
-    grams = []
-    for feature_map in maps:
-        flat = feature_map.float().flatten(2)
-        grams.append(flat @ flat.transpose(1, 2) / flat.shape[-1])
-    return grams
+    return [gram_matrix(feature_map) for feature_map in maps]
 
 
 def grid_rows(grid: Path, columns: int) -> list[list[Image.Image]]:

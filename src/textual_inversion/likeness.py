@@ -38,8 +38,14 @@ def gram_matrices(vae, pixels: torch.Tensor) -> list[torch.Tensor]:
     At the picture's full size a pattern a few pixels wide is still there: compared after the first two down blocks
     instead, the pick kept the red checkered cross's run that draws its checks faint on 4 of 4 pairs of one draw
     (benchmarks/results/pick_feature_layers*.md)."""
-    features = vae.encoder.conv_in(pixels.to(vae.device, vae.dtype)).float().flatten(2)  # [B, C, H x W]
-    return [features @ features.transpose(1, 2) / features.shape[-1]]
+    return [gram_matrix(vae.encoder.conv_in(pixels.to(vae.device, vae.dtype)))]
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """[B, C, C] for a feature map [B, C, H, W]: channel x channel products summed over positions, divided by H x W
+    (so that maps of other sizes compare)."""
+    flat = features.float().flatten(2)  # [B, C, H x W]
+    return flat @ flat.transpose(1, 2) / flat.shape[-1]
 
 
 def gram_distance(generated: list[torch.Tensor], reference: list[torch.Tensor]) -> torch.Tensor:
