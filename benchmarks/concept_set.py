@@ -112,7 +112,15 @@ HELD_OUT_COLOURS: tuple[tuple[str, Concept], ...] = (
     ("held-out hidden colour", hidden_colour("heart", 8701, name="teal-heart-held-out")),
     ("held-out hidden colour", hidden_colour("cross", 8702, name="teal-cross-held-out")),
 )
-EVERY_RENDERED_CONCEPT = CONCEPT_SET + HELD_OUT_STRIPES + HELD_OUT_STARS + HELD_OUT_COLOURS  # what benchmarks can name
+# Checkered subjects rendered after the two-run recipe's pick (`textual-inversion pick`, the VAE's input convolution)
+# was chosen on the set's checkered cross, to check the recipe where its pick should matter: one in a named colour, one
+# in the hidden colour (the kind of the set's striped triangle, with the pattern the base model draws best).
+HELD_OUT_CHECKERED: tuple[tuple[str, Concept], ...] = (
+    ("held-out checkered", composite("heart", "yellow", "checkered", 8801)),
+    ("held-out checkered", composite("square", "teal", "checkered", 8802)),
+)
+EVERY_RENDERED_CONCEPT = (CONCEPT_SET + HELD_OUT_STRIPES + HELD_OUT_STARS + HELD_OUT_COLOURS
+                          + HELD_OUT_CHECKERED)  # what benchmarks can name
 
 
 def write_concept_set(output: Path) -> dict[str, tuple[str, Path, ConceptSpec]]:

@@ -42,6 +42,7 @@ def test_the_committed_sweep_results_are_the_packaged_models():
 def test_the_held_out_concepts_are_new_subjects_found_by_name(tmp_path):
     from benchmarks.concept_set import (
         CONCEPT_SET,
+        HELD_OUT_CHECKERED,
         HELD_OUT_COLOURS,
         HELD_OUT_STARS,
         HELD_OUT_STRIPES,
@@ -49,7 +50,7 @@ def test_the_held_out_concepts_are_new_subjects_found_by_name(tmp_path):
         find_concept,
     )
 
-    held_out = HELD_OUT_STRIPES + HELD_OUT_STARS + HELD_OUT_COLOURS
+    held_out = HELD_OUT_STRIPES + HELD_OUT_STARS + HELD_OUT_COLOURS + HELD_OUT_CHECKERED
     assert not {c.name for _, c in held_out} & {c.name for _, c in CONCEPT_SET}
     assert len({c.seed for _, c in held_out + CONCEPT_SET}) == len(held_out + CONCEPT_SET)  # scenes used nowhere else
     assert concept_kind("green-star") == "held-out star"
@@ -59,3 +60,6 @@ def test_the_held_out_concepts_are_new_subjects_found_by_name(tmp_path):
     folder, spec = find_concept("teal-heart-held-out", tmp_path)
     assert spec.token == "<teal-heart-held-out>" and spec.attributes["colour"] == "teal"
     assert concept_kind("teal-heart-held-out") == "held-out hidden colour"
+    folder, spec = find_concept("teal-checkered-square", tmp_path)
+    assert spec.attributes == {"shape": "square", "colour": "teal", "pattern": "checkered"}
+    assert concept_kind("teal-checkered-square") == "held-out checkered"
