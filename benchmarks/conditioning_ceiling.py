@@ -21,8 +21,16 @@ from pathlib import Path
 
 import torch
 
+from textual_inversion.miniworld.concepts import ConceptSpec
+
 from .common import argument_parser, bundled_concept, command, print_and_write
-from .concept_set import SWEEP_RESULTS, measured_on_packaged_model, write_concept_set
+from .concept_set import (
+    SWEEP_RESULTS,
+    concept_kind,
+    find_concept,
+    measured_on_packaged_model,
+    write_concept_set,
+)
 from .concept_sweep import METHODS, done, is_ceiling, record
 
 # The optimisation and its checks, as --steps, --every, --lr, --batch-size and --num-images default to.
@@ -97,7 +105,7 @@ def concept_set_table(args, pipe, judge) -> None:
     """Run the ceiling on every concept (or --concepts) not yet in the sweep's results for this start, seed by seed,
     then write the table."""
     results = measured_on_packaged_model(Path(args.results))
-    concepts = write_concept_set(Path(args.workdir) / "concepts")
+    concepts = concepts_named(args)
     for name, (kind, folder, spec) in concepts.items():
         if args.concepts and name not in args.concepts:
             continue
@@ -112,6 +120,17 @@ def concept_set_table(args, pipe, judge) -> None:
                    "peak": max(c[2] for c in checks), "steps": args.steps}
             record(results, row if args.start_from == "init-word" else {**row, "start": start})  # the sweep's table shows it too
     write_table(args, concepts, results)
+
+
+def concepts_named(args) -> dict[str, tuple[str, Path, ConceptSpec]]:
+    """The set's concepts, and any held-out one --concepts names: {name: (kind, folder, spec)}, rendered under
+    --workdir/concepts."""
+    folder = Path(args.workdir) / "concepts"
+    concepts = write_concept_set(folder)
+    for name in args.concepts or ():
+        if name not in concepts:
+            concepts[name] = (concept_kind(name), *find_concept(name, folder))
+    return concepts
 
 
 def ceiling_rows(results: Path, start_from: str = "init-word") -> list[dict]:
@@ -178,7 +197,8 @@ def main() -> None:
     parser.add_argument("--start", default="a circle", help="prompt whose conditioning the optimisation starts from")
     parser.add_argument("--start-from", choices=("init-word", "words"), default="init-word",
                         help="with --concept-set: start from \"a <init word>\" or from the concept's plain words")
-    parser.add_argument("--concepts", nargs="*", help="with --concept-set: only these concepts")
+    parser.add_argument("--concepts", nargs="*", help="with --concept-set: only these concepts (a held-out one of "
+                        "concept_set by name, with a --results file of its own)")
     parser.add_argument("--model", default="miniworld", help="the base model (another miniworld build's folder: "
                         "give its own --results file)")
     parser.add_argument("--steps", type=int, default=SETTINGS["steps"])
@@ -191,7 +211,7 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="with --concept-set: write the table from the results")
     args = parser.parse_args()
     if args.concept_set and args.report:
-        write_table(args, write_concept_set(Path(args.workdir) / "concepts"), Path(args.results))
+        write_table(args, concepts_named(args), Path(args.results))
         return
 
     from textual_inversion.miniworld.judge import load_judge
