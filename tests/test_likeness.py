@@ -91,6 +91,21 @@ def test_rank_runs_orders_two_runs_by_their_distance(two_runs, capsys, monkeypat
     assert len(lines) == 4 and lines[3].startswith(f"close: {runner_up} is only ")
 
 
+def test_a_run_folder_that_takes_no_file_is_still_ranked(two_runs, capsys, monkeypatch, caplog):
+    def read_only(images, path, columns=None):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("textual_inversion.generation.save_grid", read_only)
+    ranked = rank_runs(list(two_runs), num_images=1, steps=1)
+    assert sorted(r.run for r in ranked) == sorted(two_runs) and all(r.grid is None for r in ranked)
+    assert "pick.png: not written (Permission denied)" in caplog.text
+    monkeypatch.setattr("textual_inversion.likeness.CLOSE_MARGIN", 0.0)
+    assert cli.run(["pick", *map(str, two_runs), "--num-images", "1", "--steps", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert all(line.endswith("(4 pictures: pick.png not written)") for line in lines[:2])
+    assert lines[2] == f"nearest to its training pictures: {ranked[0].run}"
+
+
 def test_each_picture_is_drawn_from_its_own_caption(two_runs, monkeypatch):
     from diffusers import StableDiffusionPipeline
 

@@ -321,13 +321,14 @@ def run(argv: list[str] | None = None) -> int:
         if result.url:
             print(f"pushed to {result.url}")
     elif args.command == "pick":
-        from .likeness import close_call, rank_runs
+        from .likeness import GRID_FILE, close_call, rank_runs
 
         seed = {} if args.seed is None else {"seed": args.seed}
         ranked = rank_runs(args.runs, args.num_images, steps=args.steps, guidance=args.guidance, device=args.device,
                            **seed)
         for likeness in ranked:
-            print(f"{likeness.distance:.4f}  {likeness.run}  ({likeness.pictures} pictures: {likeness.grid})")
+            grid = likeness.grid or f"{GRID_FILE} not written"
+            print(f"{likeness.distance:.4f}  {likeness.run}  ({likeness.pictures} pictures: {grid})")
         print(f"nearest to its training pictures: {ranked[0].run}")
         margin = close_call([likeness.distance for likeness in ranked])
         if margin is not None:

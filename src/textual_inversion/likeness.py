@@ -17,6 +17,7 @@ on 4 of the 7 pairs it was designed on (docs/subjects.md), so it needs caption f
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ import torch
 from PIL import Image, ImageOps
 
 from .errors import UserError
+
+logger = logging.getLogger(__name__)
 
 SEED = 9000  # the first picture's seed; evaluation seeds 0-5000 draw below 5000 + 4 x their prompts
 GRID_FILE = "pick.png"  # in each run folder: a row per training picture, the picture then what the run drew
@@ -69,7 +72,7 @@ class RunLikeness:
     run: Path
     distance: float  # geometric mean over every drawn picture; smaller: more like the training pictures
     pictures: int
-    grid: Path  # the pictures it was measured on (GRID_FILE)
+    grid: Path | None  # the pictures it was measured on (GRID_FILE); None where the run folder took no file
 
 
 def run_settings(run: Path) -> dict:
@@ -123,7 +126,12 @@ def run_likeness(run: Path, num_images: int = 4, seed: int = SEED, steps: int = 
         rows += [reference, *drawn]
         distances.extend(gram_distance(gram_matrices(pipe.vae, to_tensor(drawn)),
                                        gram_matrices(pipe.vae, to_tensor([reference]))).tolist())
-    grid = save_grid(rows, Path(run) / GRID_FILE, columns=num_images + 1)
+    grid = Path(run) / GRID_FILE
+    try:
+        save_grid(rows, grid, columns=num_images + 1)
+    except OSError as error:  # a read-only run (another's, a mounted copy) still gets its distance
+        logger.warning("%s: not written (%s); the distance does not need it", grid, error.strerror or error)
+        grid = None
     return RunLikeness(Path(run), geometric_mean(distances), len(distances), grid)
 
 
