@@ -38,6 +38,14 @@ def with_former_defaults(values: dict) -> dict:
     return {**FORMER_DEFAULTS.get(values.get("method", "textual-inversion"), {}), **values}
 
 
+def with_init_token(settings: dict, init: str, words: str) -> dict:
+    """`settings` (a method's, "method" naming it) with their --init-token filled in where the method has one:
+    "{init}" (the default) becomes `init`, "{words}" `words`."""
+    if not takes_init_token(settings.get("method", "textual-inversion")):
+        return settings
+    return {**settings, "init_token": settings.get("init_token", "{init}").format(init=init, words=words)}
+
+
 def takes_init_token(method: str) -> bool:
     """Whether `method` has --init-token. The benchmarks give the concept's initializer word only to the methods
     that have it and build their TrainConfig strictly, so that a misspelt option stops the run instead of being

@@ -30,8 +30,8 @@ from .common import (
     command,
     former_settings,
     print_and_write,
-    takes_init_token,
     with_former_defaults,
+    with_init_token,
 )
 from .concept_set import SWEEP_RESULTS, concept_kind, find_concept, measured_on_packaged_model
 from .methods import METHODS as MINIWORLD_SETTINGS
@@ -366,10 +366,8 @@ def train_options(method: str) -> str:
     from types import SimpleNamespace
 
     settings, _ = run_settings(METHODS[method], SimpleNamespace(init_word="<init word>"))
-    values = with_former_defaults(settings)
+    values = with_former_defaults(with_init_token(settings, "<init word>", "<plain words>"))
     values = {"method": values.pop("method", "textual-inversion"), **values}
-    if takes_init_token(values["method"]):
-        values["init_token"] = values.get("init_token", "{init}").format(init="<init word>", words="<plain words>")
     options = []
     for name, value in values.items():
         if name == "steps" or value is False:

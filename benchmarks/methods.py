@@ -24,8 +24,8 @@ from .common import (
     bundled_concept,
     command,
     print_and_write,
-    takes_init_token,
     with_former_defaults,
+    with_init_token,
 )
 
 CONCEPTS = ("hidden-colour", "star", "dotted-style", "my-toy")
@@ -68,9 +68,7 @@ def train_values(settings: dict, spec, folder: Path, output_dir: Path, steps: in
     concept's plain words), so that the TrainConfig is built strictly and a misspelt option stops the run."""
     from textual_inversion.evaluate import stand_in
 
-    if takes_init_token(settings.get("method", "textual-inversion")):
-        settings = {**settings, "init_token": settings.get("init_token", "{init}").format(
-            init=spec.init_word, words=stand_in(spec, "words"))}
+    settings = with_init_token(settings, spec.init_word, stand_in(spec, "words"))
     return with_former_defaults(dict(
         images=str(folder), token=spec.token, property=spec.property, steps=steps, checkpoint_every=0,
         overwrite=True, output_dir=str(output_dir), **fixed, **settings))
