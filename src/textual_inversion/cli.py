@@ -332,8 +332,8 @@ def run(argv: list[str] | None = None) -> int:
         print(f"nearest to its training pictures: {ranked[0].run}")
         margin = close_call([likeness.distance for likeness in ranked])
         if margin is not None:
-            print(f"close: {ranked[1].run} is only {margin:.0%} farther; on miniworld picks this close were wrong 1 "
-                  f"time in 28 (wider ones 0 in 68), so look at both pick.png grids before keeping one")
+            print(f"close: {ranked[1].run} is only {margin:.0%} farther; on miniworld picks this close were wrong 3 "
+                  f"times in 42 (wider ones 0 in 78), so look at both pick.png grids before keeping one")
     elif args.command == "ui":
         from .ui import start
 

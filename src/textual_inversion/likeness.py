@@ -10,7 +10,9 @@ smallest geometric mean distance is the nearest.
 
 On miniworld, between `--steps 3200` and the stripes' bias, it kept a run the judge puts at the targets in 47 of 48
 concept-seed pairs, 48 of 48 on another draw of its pictures (benchmarks/results/pick_by_likeness*.md); the miss is
-the red checkered cross, where the two runs differ in a small area's pattern. Drawn from the paper's templates
+the red checkered cross, where the two runs differ in a small area's pattern. On a new checkered subject it kept the
+bias's striped run over a checkered one whose colour was paler: Gram matrices weigh a shade more than whether the
+pattern is checks or stripes. Drawn from the paper's templates
 instead and compared with the nearest training picture (when it compared the encoder's down blocks), it picked wrong
 on 4 of the 7 pairs it was designed on (docs/subjects.md), so it needs caption files.
 """

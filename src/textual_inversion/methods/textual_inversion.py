@@ -75,7 +75,9 @@ class TextualInversion(Method):
     # The stripes' settings: ti-average-noisiest in benchmarks/results/concept_sweep_2a05c6767420493f.md (the blue
     # striped square and the striped style on both seeds, against neither with the defaults; it loses checkers), and
     # `pick` between it and --steps 3200 in benchmarks/results/pick_by_likeness*.md (a run at the targets kept in 47
-    # of 48 concept-seed pairs, 48 on another draw of its pictures).
+    # of 48 concept-seed pairs, 48 on another draw of its pictures; on striped subjects held out from that, 3 of 4,
+    # pick_by_likeness_held_out_stripes*.md). Not for checks: the bias draws them striped, and on a held-out checkered
+    # subject the pick kept its run (pick_by_likeness_held_out_checkered*.md).
     # Twice as long: ti-average at 6400 passes in concept_sweep_2a05c6767420493f.md (the teal heart on both seeds,
     # nothing the defaults learned lost: 20 of 24 runs against 19) and on two hidden colours held out from that choice
     # (concept_sweep_2a05c6767420493f_held_out_colours.md: 4 of 4 runs against 1).
