@@ -574,8 +574,8 @@ def main() -> None:
     parser.add_argument("--passes", type=int, nargs="+", default=[200, 800, 3200])
     parser.add_argument("--concepts", nargs="+", default=[c.name for _, c in CONCEPT_SET],
                         help="the set's concepts by name (or the held-out ones of concept_set, HELD_OUT_STRIPES, "
-                             "HELD_OUT_STARS, HELD_OUT_COLOURS and HELD_OUT_CHECKERED, with a --results file of their own), or a bundled "
-                             "one's folder in examples/concepts/ (e.g. star)")
+                             "HELD_OUT_STARS, HELD_OUT_COLOURS and HELD_OUT_CHECKERED, with a --results file of their "
+                             "own), or a bundled one's folder in examples/concepts/ (e.g. star)")
     parser.add_argument("--num-images", type=int, default=4, help="images per evaluation prompt")
     parser.add_argument("--workdir", default="runs/concept-sweep", help="the rendered concepts and each run's folder")
     parser.add_argument("--results", default=str(SWEEP_RESULTS), help="the rows measured so far (appended to)")
